@@ -1,0 +1,58 @@
+"""The `swarm` command. Subcommands come from the ``nostr_swarm.commands`` entry-point group, so
+this bottom-layer package never imports the packages above it; each registers its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib.metadata import entry_points
+
+from . import __version__
+
+log = logging.getLogger("swarm")
+
+# Every subcommand's name; they are loaded in this order (the rest alphabetically after).
+ORDER = ("demo", "ask", "relay", "provider", "serve", "wallet", "providers", "reputation", "keys")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swarm",
+        description="nostr-swarm: buy and sell LLM completions on Nostr "
+        "(NIP-90 jobs, quorum-verified answers, payment in sats).",
+    )
+    parser.add_argument("--version", action="version", version=f"nostr-swarm {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    eps = {ep.name: ep for ep in entry_points(group="nostr_swarm.commands")}
+    names = [n for n in ORDER if n in eps] + sorted(n for n in eps if n not in ORDER)
+    for name in names:
+        try:
+            register = eps[name].load()
+        except ModuleNotFoundError as exc:  # a half-installed checkout: skip, say so with -vv
+            log.debug("subcommand %s unavailable: %s", name, exc)
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Every error the Nostr side raises, in one module.
+
+All derive from :class:`NostrSwarmError`, so a caller can catch the whole family; each says what
+was wrong in its message. Parsing code never lets a bare KeyError/IndexError/ValueError escape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NostrSwarmError(Exception):
+    """Base of every error raised by nostr-swarm."""
+
+
+# --- protocol core -------------------------------------------------------------------------
+
+
+class ProtocolError(NostrSwarmError, ValueError):
+    """Input that does not follow the protocol (a ValueError, so generic handlers still work)."""
+
+
+class InvalidKey(ProtocolError):
+    """A secret or public key that is malformed or not a valid secp256k1 key."""
+
+
+class Bech32Error(ProtocolError):
+    """A NIP-19 string that does not decode: bad checksum, wrong prefix, bad TLV, too long."""
+
+
+class InvalidEvent(ProtocolError):
+    """An event whose structure or field types are wrong."""
+
+
+class InvalidId(InvalidEvent):
+    """An event whose id is not the sha256 of its canonical serialization."""
+
+
+class InvalidSignature(InvalidEvent):
+    """An event whose BIP-340 signature does not verify for its id and pubkey."""
+
+
+class InvalidFilter(ProtocolError):
+    """A REQ filter with unknown fields or wrong types."""
+
+
+class InvalidMessage(ProtocolError):
+    """A relay wire message (client->relay or relay->client) that cannot be parsed."""
+
+
+class DecryptionError(ProtocolError):
+    """A NIP-44 or NIP-04 payload that cannot be decrypted: bad version, MAC, padding, base64."""
+
+
+class EncryptionError(ProtocolError):
+    """A plaintext that cannot be encrypted (empty, too long, not encodable)."""
+
+
+# --- relays and jobs -----------------------------------------------------------------------
+
+
+class RelayError(NostrSwarmError):
+    """A relay could not be reached or refused what we sent."""
+
+
+class PublishError(RelayError):
+    """An event was not accepted by any relay. ``results`` maps relay URL -> (ok, message)."""
+
+    def __init__(self, message: str, results: dict[str, tuple[bool, str]] | None = None) -> None:
+        super().__init__(message)
+        self.results = results or {}
+
+
+class JobError(NostrSwarmError):
+    """A NIP-90 job request, result or feedback that is malformed or not ours."""
+
+
+class QuorumNotReached(NostrSwarmError):
+    """Time ran out (or every provider answered) before k results agreed.
+
+    ``received`` holds everything that did arrive, so the caller can still inspect it.
+    """
+
+    def __init__(self, message: str, received: Any = None, decision: Any = None) -> None:
+        super().__init__(message)
+        self.received = received if received is not None else []
+        self.decision = decision
+
+
+class NoProvidersAvailable(NostrSwarmError):
+    """No provider could be asked (none known, all blocked, or none matched the policy)."""
+
+
+# --- money ---------------------------------------------------------------------------------
+
+
+class PaymentError(NostrSwarmError):
+    """A payment was refused or failed."""
+
+
+class BudgetExceeded(PaymentError):
+    """Paying would exceed a bid, quote, per-job or per-day budget."""
+
+
+class InvoiceError(PaymentError):
+    """A BOLT11 invoice that is malformed, expired, for another network or for a wrong amount."""
+
+
+class WalletError(PaymentError):
+    """A wallet answered with an error. ``code`` holds the NIP-47 error code when there is one."""
+
+    def __init__(self, message: str, code: str = "OTHER") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WalletTimeout(WalletError):
+    """The wallet did not answer in time; the outcome of the request is unknown."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="TIMEOUT")
+
+
+class InsufficientBalance(WalletError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="INSUFFICIENT_BALANCE")
