@@ -41,10 +41,11 @@ def is_hex(text: object, length: int) -> bool:
     if not isinstance(text, str) or len(text) != length:
         return False
     try:
-        bytes.fromhex(text)
+        # fromhex skips ASCII whitespace, so the decoded length must be checked too.
+        raw = bytes.fromhex(text)
     except ValueError:
         return False
-    return text.lower() == text
+    return len(raw) * 2 == length and text.lower() == text
 
 
 def check_tags(tags: object) -> Tags:
