@@ -124,3 +124,17 @@ class WalletTimeout(WalletError):
 class InsufficientBalance(WalletError):
     def __init__(self, message: str) -> None:
         super().__init__(message, code="INSUFFICIENT_BALANCE")
+
+
+# --- NIP-90 input refused (appended by the client/NIP-90 work) -----------------------------
+
+
+class JobRejected(JobError):
+    """A job request, result or feedback that was refused. ``reason`` is a short code for counting
+    (``forged``, ``other_job``, ``other_customer``, ``wrong_provider``, ``bad_request_tag``,
+    ``oversized``, ``malformed``, ``stale``, ``decrypt``, ``wrong_kind``, ``expired``,
+    ``unsupported_input``, ``not_for_us``)."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
