@@ -126,6 +126,45 @@ class InsufficientBalance(WalletError):
         super().__init__(message, code="INSUFFICIENT_BALANCE")
 
 
+# --- money: more specific cases (appended with the wallet package) -------------------------
+
+
+class InvoiceExpired(InvoiceError):
+    """The invoice's expiry (timestamp + x field) has passed, or is too close to pay safely."""
+
+
+class WrongNetwork(InvoiceError):
+    """The invoice is for another Bitcoin network than the wallet's (e.g. mainnet vs regtest)."""
+
+
+class PaymentFailed(WalletError):
+    """The wallet tried and the payment did not go through (NIP-47 ``PAYMENT_FAILED``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="PAYMENT_FAILED")
+
+
+class InvoiceNotFound(WalletError):
+    """The wallet knows no invoice or payment with that hash (NIP-47 ``NOT_FOUND``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="NOT_FOUND")
+
+
+class WalletUnauthorized(WalletError):
+    """The wallet refused this connection (NIP-47 ``UNAUTHORIZED`` or ``RESTRICTED``)."""
+
+    def __init__(self, message: str, code: str = "UNAUTHORIZED") -> None:
+        super().__init__(message, code=code)
+
+
+class WalletUnavailable(WalletError):
+    """The wallet (or every relay to it) went away; a request in flight has an unknown outcome."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="UNAVAILABLE")
+
+
 # --- NIP-90 input refused (appended by the client/NIP-90 work) -----------------------------
 
 
