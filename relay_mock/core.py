@@ -1,0 +1,364 @@
+"""The relay's protocol logic: one call per incoming websocket message. Pure: no sockets, no
+timers, no clock reads. The caller passes the time and gives each connection a ``send`` function;
+the server layer (server.py) wires that to the socket and applies the fault switches there.
+
+Replies follow NIP-01: ``OK`` with a standard prefix for every EVENT that carries an id, ``CLOSED``
+for a refused REQ, ``NOTICE`` for what cannot be answered otherwise. Nothing here raises on bad
+input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from client.errors import InvalidEvent, InvalidFilter
+from client.filter import Filter
+from client.messages import (
+    auth_challenge_message,
+    closed_message,
+    count_result_message,
+    eose_message,
+    notice_message,
+)
+
+from .config import Faults, Limits
+from .kinds import AUTH
+from .ratelimit import TokenBucket
+from .record import Record, event_id_of, parse_record
+from .store import EventStore, Outcome
+from .subscriptions import LiveIndex, Subscription
+
+Send = Callable[[str], None]
+# Seconds an AUTH event's created_at may differ from now (NIP-42 suggests about ten minutes).
+AUTH_WINDOW = 600
+_LOOPBACK = frozenset(("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"))
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def ok_message(event_id: str, accepted: bool, message: str = "") -> str:
+    """Built as a plain string: the id is already checked to be 64 alphanumerics."""
+    if accepted and not message:
+        return '["OK","' + event_id + '",true,""]'
+    return '["OK","' + event_id + ('",true,' if accepted else '",false,') + _dumps(message) + "]"
+
+
+class Peer:
+    """Protocol state of one connection."""
+
+    __slots__ = ("authed", "bucket", "challenge", "received", "send", "subs")
+
+    def __init__(self, send: Send, challenge: str | None, bucket: TokenBucket | None) -> None:
+        self.send = send
+        self.challenge = challenge
+        self.bucket = bucket
+        self.authed: set[str] = set()
+        self.subs: dict[str, Subscription] = {}
+        self.received = 0
+
+
+class RelayCore:
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        faults: Faults | None = None,
+        auth_required: bool = False,
+        allowed_pubkeys: set[str] | frozenset[str] | None = None,
+        relay_url: str = "",
+        store: EventStore | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.faults = faults or Faults()
+        self.auth_required = auth_required
+        self.allowed_pubkeys = frozenset(allowed_pubkeys) if allowed_pubkeys is not None else None
+        self.relay_url = relay_url
+        self.store = store or EventStore()
+        self.live = LiveIndex()
+        self.peers: set[Peer] = set()
+        # Persistence hooks (set by the server when it has a database).
+        self.on_stored: Callable[[Record], None] | None = None
+        self.on_removed: Callable[[list[Record]], None] | None = None
+        self.events_received = 0
+        self.events_stored = 0
+
+    # --- connections ----------------------------------------------------------------------
+
+    def connect(self, send: Send, now: float, challenge: str | None = None) -> Peer:
+        """Register a connection. With ``auth_required`` the challenge is sent at once."""
+        lim = self.limits
+        bucket = None
+        if lim.event_rate is not None:
+            bucket = TokenBucket(lim.event_rate, lim.event_burst or max(1.0, lim.event_rate), now)
+        peer = Peer(send, challenge if self.auth_required else None, bucket)
+        self.peers.add(peer)
+        if peer.challenge is not None:
+            send(auth_challenge_message(peer.challenge))
+        return peer
+
+    def disconnect(self, peer: Peer) -> None:
+        for sub in peer.subs.values():
+            self.live.remove(sub)
+        peer.subs.clear()
+        self.peers.discard(peer)
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def handle(self, peer: Peer, data: str | bytes, now: float) -> None:
+        """Answer one websocket message."""
+        peer.received += 1
+        if type(data) is not str:
+            peer.send(notice_message("invalid: binary frames are not supported; send JSON as text"))
+            return
+        limit = self.limits.max_message_length
+        n = len(data)
+        too_big = n > limit or (n * 4 > limit and len(data.encode("utf-8", "replace")) > limit)
+        try:
+            msg = json.loads(data)
+        except (ValueError, RecursionError):
+            peer.send(notice_message("invalid: message is not valid JSON"))
+            return
+        if type(msg) is not list or not msg or type(msg[0]) is not str:
+            peer.send(notice_message("invalid: a message is a JSON array starting with a verb"))
+            return
+        verb = msg[0]
+        if too_big:
+            self._refuse_too_big(peer, msg, n)
+        elif verb == "EVENT":
+            self._on_event(peer, msg, data, now)
+        elif verb == "REQ":
+            self._on_req(peer, msg, now, count=False)
+        elif verb == "CLOSE":
+            self._on_close(peer, msg)
+        elif verb == "AUTH":
+            self._on_auth(peer, msg, data, now)
+        elif verb == "COUNT":
+            self._on_req(peer, msg, now, count=True)
+        else:
+            peer.send(notice_message(f"invalid: unknown message type {verb[:32]!r}"))
+
+    def _refuse_too_big(self, peer: Peer, msg: list, n: int) -> None:  # type: ignore[type-arg]
+        text = f"invalid: message too large (max {self.limits.max_message_length} bytes)"
+        if msg[0] == "EVENT" and len(msg) > 1 and (eid := event_id_of(msg[1])):
+            peer.send(ok_message(eid, False, text))
+        elif msg[0] in ("REQ", "COUNT") and len(msg) > 1 and _is_sub_id(msg[1], 64):
+            peer.send(closed_message(msg[1], text))
+        else:
+            peer.send(notice_message(text))
+
+    # --- EVENT ----------------------------------------------------------------------------
+
+    def _on_event(self, peer: Peer, msg: list, text: str, now: float) -> None:  # type: ignore[type-arg]
+        self.events_received += 1
+        obj = msg[1] if len(msg) > 1 else None
+        eid = event_id_of(obj)
+        if eid is None:
+            peer.send(notice_message("invalid: EVENT needs an event object with a 64-hex id"))
+            return
+        if len(msg) != 2:
+            peer.send(ok_message(eid, False, "invalid: EVENT takes exactly one event"))
+            return
+        if self.auth_required and not peer.authed:
+            peer.send(ok_message(eid, False, "auth-required: authenticate (NIP-42) to publish"))
+            return
+        if peer.bucket is not None and not peer.bucket.take(now):
+            peer.send(
+                ok_message(
+                    eid, False, f"rate-limited: at most {self.limits.event_rate:g} events/s"
+                )
+            )
+            return
+        # The event object's text as received: the only braces outside it are inside it.
+        raw = text[text.index("{") : text.rindex("}") + 1]
+        try:
+            rec = parse_record(obj, raw)
+        except InvalidEvent as exc:
+            peer.send(ok_message(eid, False, f"invalid: {exc}"))
+            return
+        refusal = self._refusal(rec, obj, now)
+        if refusal:
+            peer.send(ok_message(eid, False, refusal))
+            return
+        outcome = self.store_event(rec, now)
+        # OK first: the publisher's wait should not grow with the number of subscribers.
+        peer.send(ok_message(eid, outcome.accepted, outcome.message))
+        if outcome.broadcast:
+            self.deliver(rec)
+
+    def _refusal(self, rec: Record, obj: dict, now: float) -> str:  # type: ignore[type-arg]
+        lim = self.limits
+        if len(rec.tags) > lim.max_event_tags:
+            return f"invalid: too many tags (max {lim.max_event_tags})"
+        if len(obj["content"]) > lim.max_content_length:
+            return f"invalid: content too long (max {lim.max_content_length} characters)"
+        lower, upper = lim.created_at_lower_limit, lim.created_at_upper_limit
+        if lower is not None and rec.created_at < now - lower:
+            return f"invalid: created_at is more than {lower} s in the past"
+        if upper is not None and rec.created_at > now + upper:
+            return f"invalid: created_at is more than {upper} s in the future"
+        if rec.kind == AUTH:
+            return "invalid: kind 22242 belongs in an AUTH message and is never relayed"
+        if rec.kind in self.faults.refuse_kinds:
+            return f"blocked: kind {rec.kind} is refused by this relay"
+        if self.allowed_pubkeys is not None and rec.pubkey not in self.allowed_pubkeys:
+            return "restricted: this pubkey may not publish here"
+        return ""
+
+    def publish(self, rec: Record, now: float) -> Outcome:
+        """Store (by the kind rules) and forward a verified event to matching subscriptions."""
+        outcome = self.store_event(rec, now)
+        if outcome.broadcast:
+            self.deliver(rec)
+        return outcome
+
+    def store_event(self, rec: Record, now: float) -> Outcome:
+        outcome = self.store.add(rec, now)
+        if outcome.stored is not None:
+            self.events_stored += 1
+            if self.on_stored is not None:
+                self.on_stored(outcome.stored)
+        if outcome.removed and self.on_removed is not None:
+            self.on_removed(outcome.removed)
+        return outcome
+
+    def deliver(self, rec: Record) -> int:
+        """Forward to every live subscription that matches; returns how many."""
+        raw = rec.raw
+        subs = self.live.matching(rec)
+        for sub in subs:
+            sub.peer.send(sub.prefix + raw + "]")
+        return len(subs)
+
+    def purge(self, now: float) -> int:
+        removed = self.store.purge_expired(now)
+        if removed and self.on_removed is not None:
+            self.on_removed(removed)
+        return len(removed)
+
+    # --- REQ / COUNT / CLOSE ----------------------------------------------------------------
+
+    def _on_req(self, peer: Peer, msg: list, now: float, *, count: bool) -> None:  # type: ignore[type-arg]
+        verb = msg[0]
+        lim = self.limits
+        if len(msg) < 2 or type(msg[1]) is not str:
+            peer.send(notice_message(f"invalid: {verb} needs a subscription id string"))
+            return
+        sub_id = msg[1]
+        if not _is_sub_id(sub_id, lim.max_subid_length):
+            peer.send(
+                closed_message(
+                    sub_id[:64],
+                    f"invalid: subscription id must be 1..{lim.max_subid_length} characters",
+                )
+            )
+            return
+        if len(msg) < 3:
+            peer.send(closed_message(sub_id, f"invalid: {verb} needs at least one filter"))
+            return
+        if self.auth_required and not peer.authed:
+            peer.send(closed_message(sub_id, "auth-required: authenticate (NIP-42) to read"))
+            return
+        if len(msg) - 2 > lim.max_filters:
+            peer.send(closed_message(sub_id, f"invalid: too many filters (max {lim.max_filters})"))
+            return
+        try:
+            filters = tuple(Filter.from_dict(f) for f in msg[2:])
+        except InvalidFilter as exc:
+            peer.send(closed_message(sub_id, f"invalid: {exc}"))
+            return
+        self.purge(now)
+        if count:
+            peer.send(count_result_message(sub_id, self.store.count(filters, now)))
+            return
+        old = peer.subs.get(sub_id)
+        if old is None and len(peer.subs) >= lim.max_subscriptions:
+            peer.send(
+                closed_message(
+                    sub_id,
+                    f"rate-limited: too many open subscriptions (max {lim.max_subscriptions}); "
+                    "CLOSE one first",
+                )
+            )
+            return
+        if old is not None:  # the same id replaces the subscription
+            self.live.remove(old)
+        sub = Subscription(peer, sub_id, filters)
+        send = peer.send
+        prefix = sub.prefix
+        for rec in self.store.query(
+            filters, now, max_limit=lim.max_limit, default_limit=lim.default_limit
+        ):
+            send(prefix + rec.raw + "]")
+        send(eose_message(sub_id))
+        peer.subs[sub_id] = sub
+        self.live.add(sub)
+
+    def _on_close(self, peer: Peer, msg: list) -> None:  # type: ignore[type-arg]
+        if len(msg) != 2 or type(msg[1]) is not str:
+            peer.send(notice_message("invalid: CLOSE takes exactly one subscription id string"))
+            return
+        sub = peer.subs.pop(msg[1], None)
+        if sub is not None:
+            self.live.remove(sub)
+
+    def close_subscription(self, peer: Peer, sub_id: str, reason: str) -> bool:
+        """End a subscription from the relay's side with CLOSED and a reason."""
+        sub = peer.subs.pop(sub_id, None)
+        if sub is None:
+            return False
+        self.live.remove(sub)
+        peer.send(closed_message(sub_id, reason))
+        return True
+
+    # --- AUTH -----------------------------------------------------------------------------
+
+    def _on_auth(self, peer: Peer, msg: list, text: str, now: float) -> None:  # type: ignore[type-arg]
+        obj = msg[1] if len(msg) == 2 else None
+        eid = event_id_of(obj)
+        if eid is None:
+            peer.send(notice_message("invalid: AUTH takes exactly one signed kind-22242 event"))
+            return
+        if peer.challenge is None:
+            peer.send(ok_message(eid, False, "invalid: this relay did not ask for authentication"))
+            return
+        try:
+            rec = parse_record(obj, text[text.index("{") : text.rindex("}") + 1])
+        except InvalidEvent as exc:
+            peer.send(ok_message(eid, False, f"invalid: {exc}"))
+            return
+        problem = self._auth_problem(peer, rec, now)
+        if problem:
+            peer.send(ok_message(eid, False, problem))
+            return
+        peer.authed.add(rec.pubkey)
+        peer.send(ok_message(eid, True))
+
+    def _auth_problem(self, peer: Peer, rec: Record, now: float) -> str:
+        if rec.kind != AUTH:
+            return f"invalid: AUTH event must be kind {AUTH}"
+        if abs(rec.created_at - now) > AUTH_WINDOW:
+            return f"invalid: AUTH created_at must be within {AUTH_WINDOW} s of now"
+        if rec.tag_value("challenge") != peer.challenge:
+            return "invalid: challenge does not match the one this relay sent"
+        relay = rec.tag_value("relay")
+        if relay is None or not same_relay(relay, self.relay_url):
+            return "invalid: relay tag does not name this relay"
+        return ""
+
+
+def _is_sub_id(value: object, max_len: int) -> bool:
+    return type(value) is str and 0 < len(value) <= max_len
+
+
+def same_relay(claimed: str, ours: str) -> bool:
+    """NIP-42: the relay tag must name this relay; host and port are enough (loopback names are
+    interchangeable, a trailing slash or path does not matter)."""
+    try:
+        a, b = urlsplit(claimed.strip()), urlsplit(ours)
+        if a.scheme not in ("ws", "wss") or a.port != b.port:
+            return False
+    except ValueError:
+        return False
+    ha, hb = (a.hostname or "").lower(), (b.hostname or "").lower()
+    return ha == hb or (ha in _LOOPBACK and hb in _LOOPBACK)

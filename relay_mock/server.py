@@ -1,0 +1,413 @@
+"""The relay on a socket: websockets server, NIP-11 over HTTP on the same port, fault switches.
+
+All protocol decisions are in core.py; this layer reads frames, passes them in with the time, and
+writes what comes out, applying the fault switches (latency, drops, disconnects) on the way.
+Each message is handled inline in the connection's reader task (no queue or task per message) and
+replies are written without awaiting; the reader waits only when the socket's buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
+
+from client.event import Event
+from client.filter import Filter
+from client.messages import notice_message
+
+from .config import Faults, Limits, RelayInfo
+from .core import Peer, RelayCore
+from .errors import RelayNotRunning
+from .nip11 import info_document
+from .persistence import SqliteEvents
+from .record import Record, parse_record
+
+log = logging.getLogger("relay_mock")
+
+PURGE_INTERVAL = 1.0  # seconds between sweeps for expired events (NIP-40)
+COMMIT_DELAY = 0.02  # seconds a database write may wait to share a commit
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStats:
+    connections: int
+    subscriptions: int
+    stored_events: int
+    events_received: int
+    messages_dropped: int
+    disconnects_forced: int
+
+
+class _Link:
+    """One websocket connection's outgoing side: faults, delay queue, flow control."""
+
+    __slots__ = ("last_due", "peer", "queue", "relay", "timer", "ws")
+
+    def __init__(self, relay: Relay, ws: ServerConnection) -> None:
+        self.relay = relay
+        self.ws = ws
+        self.peer: Peer | None = None
+        self.queue: deque[tuple[float, str]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.last_due = 0.0
+
+    def send(self, text: str) -> None:
+        relay = self.relay
+        faults = relay.faults
+        if faults.drop_rate and relay._should_drop(text, faults):
+            return
+        if faults.latency or self.queue:
+            loop = asyncio.get_running_loop()
+            # Never earlier than the message before it: order holds when latency changes.
+            due = max(loop.time() + faults.latency, self.last_due)
+            self.last_due = due
+            self.queue.append((due, text))
+            if self.timer is None:
+                self.timer = loop.call_at(due, self._flush)
+            return
+        self.write(text)
+
+    def _flush(self) -> None:
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        queue = self.queue
+        while queue and queue[0][0] <= now:
+            self.write(queue.popleft()[1])
+        if queue:
+            self.timer = loop.call_at(queue[0][0], self._flush)
+
+    def write(self, text: str) -> None:
+        ws = self.ws
+        if ws.protocol.state is not OPEN:
+            return
+        try:
+            ws.protocol.send_text(text.encode())
+            ws.send_data()
+        except Exception:  # a socket that fails mid-write is closing anyway
+            log.debug("write failed", exc_info=True)
+            ws.transport.abort()
+            return
+        unread = ws.transport.get_write_buffer_size()
+        if unread > self.relay.limits.max_write_buffer:
+            # A subscriber that does not read would make us buffer without bound.
+            log.warning("dropping a slow consumer: %d bytes unread", unread)
+            ws.transport.abort()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.queue.clear()
+
+
+class Relay:
+    """A NIP-01 relay on ``ws://host:port`` (port 0 picks a free one). Use as an async context
+    manager; ``url`` is known once it listens.
+
+    ``faults`` (a :class:`Faults`) can be changed while it runs; ``seed`` makes the random drops
+    repeatable; ``clock`` (unix seconds) is what expiration, time limits and rates are judged by.
+    ``db`` names a SQLite file that keeps events across restarts.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        db: str | Path | None = None,
+        limits: Limits | None = None,
+        faults: Faults | None = None,
+        info: RelayInfo | None = None,
+        auth_required: bool = False,
+        allowed_pubkeys: Iterable[str] | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.limits = limits or Limits()
+        self.faults = faults or Faults()
+        self.info = info or RelayInfo()
+        self.clock = clock
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self.core = RelayCore(
+            limits=self.limits,
+            faults=self.faults,
+            auth_required=auth_required,
+            allowed_pubkeys=set(allowed_pubkeys) if allowed_pubkeys is not None else None,
+        )
+        self._db_path = Path(db) if db is not None else None
+        self._db: SqliteEvents | None = None
+        self._commit_timer: asyncio.TimerHandle | None = None
+        self._purge_timer: asyncio.TimerHandle | None = None
+        self._server: Server | None = None
+        self._links: dict[ServerConnection, _Link] = {}
+        self._dropped = 0
+        self._forced = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RelayNotRunning("the relay is not listening; start it first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self._port}"
+
+    @property
+    def http_url(self) -> str:
+        return "http" + self.url[2:]
+
+    async def start(self) -> None:
+        """Listen (again, on the same port after :meth:`stop`)."""
+        if self._server is not None:
+            return
+        if self._db_path is not None and self._db is None:
+            self._db = SqliteEvents(self._db_path)
+            loaded = self._db.load_into(self.core.store, self.clock())
+            log.info("loaded %d events from %s", loaded, self._db_path)
+            self.core.on_stored = self._db_save
+            self.core.on_removed = self._db_delete
+        self._server = await serve(
+            self._serve_connection,
+            self.host,
+            self._port,
+            compression=None,  # per-message deflate costs more than it saves on localhost
+            process_request=self._http,
+            max_size=self.limits.hard_frame_limit,
+            max_queue=64,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self.core.relay_url = self.url
+        loop = asyncio.get_running_loop()
+        self._purge_timer = loop.call_later(PURGE_INTERVAL, self._purge)
+        log.info("relay listening on %s", self.url)
+
+    async def stop(self, *, abort: bool = False) -> None:
+        """Stop listening and drop every connection (``abort``: TCP reset, no close frame).
+        Stored events stay; :meth:`start` listens again on the same port."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        if self._purge_timer is not None:
+            self._purge_timer.cancel()
+            self._purge_timer = None
+        if abort:
+            for ws in list(self._links):
+                ws.transport.abort()
+        server.close()
+        await server.wait_closed()
+        self._commit()
+
+    async def restart(self, downtime: float = 0.0) -> None:
+        """Stop, stay down ``downtime`` seconds, listen again on the same port."""
+        await self.stop()
+        if downtime > 0:
+            await asyncio.sleep(downtime)
+        await self.start()
+
+    async def close(self) -> None:
+        await self.stop()
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+            self.core.on_stored = self.core.on_removed = None
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- inspection and direct use ----------------------------------------------------------
+
+    def stats(self) -> RelayStats:
+        return RelayStats(
+            connections=len(self._links),
+            subscriptions=len(self.core.live),
+            stored_events=len(self.core.store),
+            events_received=self.core.events_received,
+            messages_dropped=self._dropped,
+            disconnects_forced=self._forced,
+        )
+
+    def stored_events(self, *filters: Filter) -> list[Event]:
+        """Stored events (newest first), all of them or those matching any of ``filters``."""
+        store = self.core.store
+        now = self.clock()
+        if filters:
+            recs = store.query(filters, now, max_limit=len(store) or 1, default_limit=None)
+        else:
+            recs = [r for r in reversed(store.all()) if r.expires_at is None or r.expires_at > now]
+        return [Event.from_json(r.raw, verify=False) for r in recs]
+
+    def inject(self, event: Event) -> tuple[bool, str]:
+        """Store and forward an event as if a client had published it (checks included)."""
+        raw = event.to_json()
+        rec = parse_record(json.loads(raw), raw)
+        outcome = self.core.publish(rec, self.clock())
+        return outcome.accepted, outcome.message
+
+    def close_subscriptions(self, reason: str = "error: closed by the relay") -> int:
+        """End every open subscription with CLOSED and ``reason``; returns how many."""
+        n = 0
+        for peer in list(self.core.peers):
+            for sub_id in list(peer.subs):
+                n += self.core.close_subscription(peer, sub_id, reason)
+        return n
+
+    async def disconnect_all(self, *, abort: bool = False) -> int:
+        """Cut every client connection while still listening."""
+        links = list(self._links.items())
+        for ws, _ in links:
+            if abort:
+                ws.transport.abort()
+            else:
+                await ws.close(1001, "relay_mock: disconnected on request")
+        self._forced += len(links)
+        return len(links)
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        link = _Link(self, ws)
+        self._links[ws] = link
+        core = self.core
+        clock = self.clock
+        peer = core.connect(link.send, clock(), challenge=secrets.token_hex(16))
+        link.peer = peer
+        try:
+            while True:
+                data = await ws.recv()
+                try:
+                    core.handle(peer, data, clock())
+                except Exception:  # never let one message take the relay down
+                    log.exception("internal error handling a message")
+                    link.send(notice_message("error: internal error while handling the message"))
+                limit = self.faults.disconnect_after
+                if limit is not None and peer.received >= limit:
+                    await self._cut(ws)
+                    break
+                if ws.paused:  # our replies are not being read: stop reading until they are
+                    await ws.drain()
+        except ConnectionClosed:
+            pass
+        finally:
+            core.disconnect(peer)
+            link.cancel()
+            self._links.pop(ws, None)
+
+    async def _cut(self, ws: ServerConnection) -> None:
+        self._forced += 1
+        if self.faults.disconnect_mode == "abort":
+            ws.transport.abort()
+        else:
+            await ws.close(1011, "relay_mock: disconnect fault")
+
+    def _should_drop(self, text: str, faults: Faults) -> bool:
+        verbs = faults.drop_verbs
+        if verbs is not None and text[2 : text.find('"', 2)] not in verbs:
+            return False
+        if self._rng.random() < faults.drop_rate:
+            self._dropped += 1
+            return True
+        return False
+
+    # --- HTTP (NIP-11) on the same port -------------------------------------------------------
+
+    def info_document(self) -> dict[str, Any]:
+        return info_document(
+            self.info,
+            self.limits,
+            self.faults,
+            auth_required=self.core.auth_required,
+            restricted_writes=self.core.allowed_pubkeys is not None,
+        )
+
+    def _http(self, conn: ServerConnection, request: Request) -> Response | None:
+        headers = request.headers
+        if "application/nostr+json" in headers.get("Accept", ""):
+            response = conn.respond(200, json.dumps(self.info_document()))
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "application/nostr+json"
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            response.headers["Access-Control-Allow-Headers"] = "*"
+            response.headers["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+            return response
+        if "upgrade" not in headers.get("Connection", "").lower():
+            return conn.respond(
+                200, "relay_mock: a Nostr relay. Connect with a websocket, or send "
+                "Accept: application/nostr+json for its NIP-11 document.\n"
+            )
+        return None
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def _purge(self) -> None:
+        try:
+            self.core.purge(self.clock())
+        finally:
+            if self._server is not None:
+                loop = asyncio.get_running_loop()
+                self._purge_timer = loop.call_later(PURGE_INTERVAL, self._purge)
+
+    def _db_save(self, rec: Record) -> None:
+        assert self._db is not None
+        self._db.save(rec)
+        self._schedule_commit()
+
+    def _db_delete(self, records: list[Record]) -> None:
+        assert self._db is not None
+        self._db.delete(records)
+        self._schedule_commit()
+
+    def _schedule_commit(self) -> None:
+        if self._commit_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the loop (e.g. inject from a sync test helper)
+                self._commit()
+                return
+            self._commit_timer = loop.call_later(COMMIT_DELAY, self._commit)
+
+    def _commit(self) -> None:
+        self._commit_timer = None
+        if self._db is not None:
+            self._db.commit()
