@@ -11,12 +11,16 @@ from .keys import Keys, parse_pubkey
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("keys", help="make and inspect Nostr keys", description="Make and inspect Nostr keys.")
+    p = sub.add_parser(
+        "keys", help="make and inspect Nostr keys", description="Make and inspect Nostr keys."
+    )
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     new = ks.add_parser("new", help="generate a new key pair and print it")
     new.add_argument("--json", action="store_true", help="print JSON instead of text")
     new.set_defaults(handler=_new)
-    show = ks.add_parser("show", help="show the public forms of a secret (hex or nsec) or public key")
+    show = ks.add_parser(
+        "show", help="show the public forms of a secret (hex or nsec) or public key"
+    )
     show.add_argument("key", help="secret key (hex or nsec1…) or public key (npub1…)")
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
     show.set_defaults(handler=_show)
@@ -34,11 +38,18 @@ def _print(data: dict[str, str], as_json: bool) -> None:
 def _new(args: argparse.Namespace) -> int:
     keys = Keys.generate()
     _print(
-        {"npub": keys.npub, "public_key": keys.public_key, "nsec": keys.nsec, "secret_hex": keys.secret_hex},
+        {
+            "npub": keys.npub,
+            "public_key": keys.public_key,
+            "nsec": keys.nsec,
+            "secret_hex": keys.secret_hex,
+        },
         args.json,
     )
     if not args.json:
-        print("\nKeep the nsec secret: anyone who has it can sign and spend as you.", file=sys.stderr)
+        print(
+            "\nKeep the nsec secret: anyone who has it can sign and spend as you.", file=sys.stderr
+        )
     return 0
 
 

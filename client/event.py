@@ -61,7 +61,7 @@ def check_tags(tags: object) -> Tags:
 
 
 class Event:
-    """A signed Nostr event. Construct with :meth:`create` or :meth:`from_json`/:meth:`from_dict`."""
+    """A signed Nostr event: make one with :meth:`create`, parse one with :meth:`from_json`."""
 
     __slots__ = ("content", "created_at", "id", "kind", "pubkey", "sig", "tags")
 
@@ -96,19 +96,21 @@ class Event:
     ) -> Event:
         """A new event signed by ``keys`` (created_at defaults to now)."""
         tag_list = check_tags([list(t) for t in tags])
-        if not isinstance(kind, int) or isinstance(kind, bool) or not 0 <= kind <= MAX_KIND:
+        if type(kind) is not int or not 0 <= kind <= MAX_KIND:
             raise InvalidEvent(f"kind must be an integer 0..{MAX_KIND}")
         if not isinstance(content, str):
             raise InvalidEvent("content must be a string")
         ts = int(time.time()) if created_at is None else created_at
         pubkey = keys.public_key
         digest = hashlib.sha256(canonical(pubkey, ts, kind, tag_list, content)).digest()
-        return cls(digest.hex(), pubkey, ts, kind, tag_list, content, keys.sign(digest).hex())
+        return cls(digest.hex(), pubkey, ts, kind, tag_list, content, keys._pair.sign(digest).hex())
 
     # --- checking -----------------------------------------------------------------------
 
     def id_matches(self) -> bool:
-        return compute_id(self.pubkey, self.created_at, self.kind, self.tags, self.content) == self.id
+        return (
+            compute_id(self.pubkey, self.created_at, self.kind, self.tags, self.content) == self.id
+        )
 
     def verify(self) -> bool:
         """True when the id is the hash of the fields and the signature is valid for it."""
@@ -122,7 +124,9 @@ class Event:
         """Raise :class:`InvalidId` or :class:`InvalidSignature` unless the event is authentic."""
         if not self.id_matches():
             raise InvalidId(f"id {self.id[:16]}… is not the hash of the event's fields")
-        if not secp.verify(bytes.fromhex(self.pubkey), bytes.fromhex(self.id), bytes.fromhex(self.sig)):
+        if not secp.verify(
+            bytes.fromhex(self.pubkey), bytes.fromhex(self.id), bytes.fromhex(self.sig)
+        ):
             raise InvalidSignature(f"signature of event {self.id[:16]}… does not verify")
 
     # --- tags ---------------------------------------------------------------------------

@@ -83,14 +83,16 @@ class Filter:
 
     @classmethod
     def from_dict(cls, obj: object) -> Filter:
-        """Validate a filter object from the wire; raise :class:`InvalidFilter` saying what is wrong."""
+        """Validate a filter from the wire; raise :class:`InvalidFilter` saying what is wrong."""
         if not isinstance(obj, dict):
             raise InvalidFilter("filter must be a JSON object")
         f = cls()
         for key, value in obj.items():
             if key in ("ids", "authors"):
                 if not isinstance(value, list) or not all(is_hex(v, 64) for v in value):
-                    raise InvalidFilter(f"{key} must be a list of 64-character lowercase hex strings")
+                    raise InvalidFilter(
+                        f"{key} must be a list of 64-character lowercase hex strings"
+                    )
                 setattr(f, key, frozenset(value))
             elif key == "kinds":
                 if not isinstance(value, list) or not all(

@@ -42,7 +42,7 @@ class Keys:
         secret = secret.strip()
         if secret.lower().startswith("nsec1"):
             try:
-                hrp, data = nip19.decode(secret)
+                _, data = nip19.decode(secret)
             except Bech32Error as exc:
                 raise InvalidKey(f"bad nsec: {exc}") from None
             return cls(data)  # type: ignore[arg-type]
@@ -58,7 +58,7 @@ class Keys:
 
     @property
     def public_key(self) -> str:
-        return self._pair.public_key.hex()
+        return self._pair.public_key_hex
 
     @property
     def public_key_bytes(self) -> bytes:

@@ -103,7 +103,7 @@ RelayMessage = RelayEvent | RelayOk | RelayEose | RelayClosed | RelayNotice | Re
 
 
 def split_prefix(message: str) -> tuple[str, str]:
-    """``"rate-limited: slow down"`` -> ``("rate-limited", "slow down")``; no prefix -> ``("", msg)``."""
+    """``"rate-limited: slow down"`` -> ``("rate-limited", "slow down")``; none -> ``("", msg)``."""
     head, sep, rest = message.partition(":")
     if sep and head and " " not in head:
         return head, rest.strip()
@@ -122,7 +122,9 @@ def _load(text: str | bytes) -> list[Any]:
 
 def _sub_id(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_SUB_ID:
-        raise InvalidMessage(f"subscription id must be a non-empty string of at most {MAX_SUB_ID} characters")
+        raise InvalidMessage(
+            f"subscription id must be a non-empty string of at most {MAX_SUB_ID} characters"
+        )
     return value
 
 
@@ -164,7 +166,7 @@ def parse_relay_message(text: str | bytes, *, verify: bool = True) -> RelayMessa
             return RelayEvent(_sub_id(msg[1]), Event.from_dict(msg[2], verify=verify))
         if verb == "OK":
             if len(msg) != 4 or not isinstance(msg[2], bool) or not isinstance(msg[3], str):
-                raise InvalidMessage("OK must be [\"OK\", id, true|false, message]")
+                raise InvalidMessage('OK must be ["OK", id, true|false, message]')
             if not isinstance(msg[1], str):
                 raise InvalidMessage("OK event id must be a string")
             return RelayOk(msg[1], msg[2], msg[3])
@@ -174,7 +176,7 @@ def parse_relay_message(text: str | bytes, *, verify: bool = True) -> RelayMessa
             return RelayEose(_sub_id(msg[1]))
         if verb == "CLOSED":
             if len(msg) != 3 or not isinstance(msg[2], str):
-                raise InvalidMessage("CLOSED must be [\"CLOSED\", sub_id, message]")
+                raise InvalidMessage('CLOSED must be ["CLOSED", sub_id, message]')
             return RelayClosed(_sub_id(msg[1]), msg[2])
         if verb == "NOTICE":
             if len(msg) != 2 or not isinstance(msg[1], str):
@@ -185,8 +187,12 @@ def parse_relay_message(text: str | bytes, *, verify: bool = True) -> RelayMessa
                 raise InvalidMessage("AUTH from a relay takes exactly one challenge string")
             return RelayAuth(msg[1])
         if verb == "COUNT":
-            if len(msg) != 3 or not isinstance(msg[2], dict) or type(msg[2].get("count")) is not int:
-                raise InvalidMessage("COUNT must be [\"COUNT\", sub_id, {\"count\": n}]")
+            if (
+                len(msg) != 3
+                or not isinstance(msg[2], dict)
+                or type(msg[2].get("count")) is not int
+            ):
+                raise InvalidMessage('COUNT must be ["COUNT", sub_id, {"count": n}]')
             return RelayCount(_sub_id(msg[1]), msg[2]["count"])
     except (InvalidEvent, InvalidFilter):
         raise

@@ -1,4 +1,4 @@
-"""NIP-19 bech32 entities: npub, nsec, note (bare 32 bytes) and nprofile, nevent, naddr, nrelay (TLV).
+"""NIP-19 bech32 entities: npub, nsec, note (32 bytes) and nprofile, nevent, naddr, nrelay (TLV).
 
 Uses plain bech32 (BIP-173, not bech32m) with no 90-character limit: TLV strings run longer.
 """

@@ -83,7 +83,9 @@ def unpad(padded: bytes) -> bytes:
 
 def _chacha(key: bytes, nonce12: bytes, data: bytes) -> bytes:
     # cryptography's 16-byte ChaCha20 nonce is the 4-byte little-endian counter, then the nonce.
-    return Cipher(algorithms.ChaCha20(key, b"\x00" * 4 + nonce12), mode=None).encryptor().update(data)
+    return (
+        Cipher(algorithms.ChaCha20(key, b"\x00" * 4 + nonce12), mode=None).encryptor().update(data)
+    )
 
 
 def encrypt(plaintext: str, conversation_key: bytes, nonce: bytes | None = None) -> str:

@@ -22,7 +22,7 @@ _EXTRAPARAMS_MAGIC = bytes([0xDA, 0x6F, 0xB3, 0x8C])
 class KeyPair:
     """A parsed secret key, kept ready for signing."""
 
-    __slots__ = ("_keypair", "public_key", "secret")
+    __slots__ = ("_keypair", "public_key", "public_key_hex", "secret")
 
     def __init__(self, secret: bytes) -> None:
         if not isinstance(secret, bytes) or len(secret) != 32:
@@ -37,6 +37,7 @@ class KeyPair:
         self._keypair = keypair
         self.secret = secret
         self.public_key = bytes(ffi.buffer(out, 32))
+        self.public_key_hex = self.public_key.hex()
 
     def sign(self, msg: bytes, aux: bytes | None = None) -> bytes:
         """BIP-340 signature of ``msg`` (any length) with 32 bytes of auxiliary randomness."""
