@@ -1,0 +1,67 @@
+"""`swarm relay`: run relay_mock from the shell until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from .config import Limits
+from .errors import RelayMockError
+from .server import Relay
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "relay",
+        help="run a local Nostr relay (relay_mock)",
+        description="Run relay_mock, a NIP-01 relay (with NIP-09, 11, 40, 42, 45) for local "
+        "development and demos. Prints its URL, then serves until Ctrl-C. Events live in memory "
+        "unless --db names a SQLite file, where they survive restarts.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7447, help="port (default 7447; 0 picks a free one)")
+    p.add_argument("--db", metavar="PATH", help="SQLite file that keeps events across restarts")
+    p.add_argument(
+        "--auth-required", action="store_true", help="require NIP-42 AUTH before EVENT and REQ"
+    )
+    p.add_argument(
+        "--event-rate", type=float, metavar="N", help="most events per second per connection"
+    )
+    p.add_argument(
+        "--max-subscriptions", type=int, default=50, metavar="N",
+        help="open subscriptions per connection (default 50)",
+    )
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        limits = Limits(event_rate=args.event_rate, max_subscriptions=args.max_subscriptions)
+    except ValueError as exc:
+        print(f"swarm relay: {exc}", file=sys.stderr)
+        return 2
+    relay = Relay(args.host, args.port, db=args.db, limits=limits, auth_required=args.auth_required)
+    try:
+        asyncio.run(_serve(relay))
+    except KeyboardInterrupt:
+        pass
+    except (RelayMockError, OSError) as exc:
+        print(f"swarm relay: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(relay: Relay) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix loops
+            pass
+    async with relay:
+        print(relay.url, flush=True)
+        await stop.wait()
+    print("relay stopped", file=sys.stderr, flush=True)
