@@ -1,8 +1,68 @@
-"""Wallets and payments in sats: the `Wallet` interface, BOLT11 invoices, the local ledger."""
+"""Wallets and payments in sats.
+
+- :class:`Wallet`: the interface (``pay_invoice``, ``make_invoice``, ``lookup_invoice``,
+  ``get_balance``); :class:`Transaction` is what ``lookup_invoice`` returns.
+- BOLT11: :func:`make_invoice`, :func:`decode_invoice`, :func:`check_invoice`, :class:`Invoice`.
+- Customer side: :class:`PaymentGuard` (pure checks), :class:`PaymentLedger` (intent/outcome on
+  disk), :class:`Payer` (``pay``, ``pay_quorum``, ``resolve_open``).
+- Local network: :class:`Ledger` (SQLite accounts and invoices), :class:`LedgerWallet`.
+
+Errors are the typed ones in :mod:`client.errors` (``InvoiceError``, ``WrongNetwork``,
+``InvoiceExpired``, ``BudgetExceeded``, ``WalletError``, ``PaymentFailed``, ``InsufficientBalance``,
+``InvoiceNotFound``, ``WalletUnauthorized``, ``WalletTimeout``, ``WalletUnavailable``).
+"""
 
 from __future__ import annotations
 
+from ..errors import (
+    BudgetExceeded,
+    InsufficientBalance,
+    InvoiceError,
+    InvoiceExpired,
+    InvoiceNotFound,
+    PaymentError,
+    PaymentFailed,
+    WalletError,
+    WalletTimeout,
+    WalletUnauthorized,
+    WalletUnavailable,
+    WrongNetwork,
+)
+from .guard import Bill, Budget, PaymentGuard
 from .interface import Transaction, Wallet
 from .invoices import Invoice, check_invoice, decode_invoice, make_invoice
+from .ledger import Ledger
+from .local import LedgerWallet
+from .payment_ledger import PaymentLedger, PaymentRecord
+from .payments import Payer, PaymentOutcome, QuorumPayment
 
-__all__ = ["Invoice", "Transaction", "Wallet", "check_invoice", "decode_invoice", "make_invoice"]
+__all__ = [
+    "Bill",
+    "Budget",
+    "BudgetExceeded",
+    "InsufficientBalance",
+    "Invoice",
+    "InvoiceError",
+    "InvoiceExpired",
+    "InvoiceNotFound",
+    "Ledger",
+    "LedgerWallet",
+    "Payer",
+    "PaymentError",
+    "PaymentFailed",
+    "PaymentGuard",
+    "PaymentLedger",
+    "PaymentOutcome",
+    "PaymentRecord",
+    "QuorumPayment",
+    "Transaction",
+    "Wallet",
+    "WalletError",
+    "WalletTimeout",
+    "WalletUnauthorized",
+    "WalletUnavailable",
+    "WrongNetwork",
+    "check_invoice",
+    "decode_invoice",
+    "make_invoice",
+]

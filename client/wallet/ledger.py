@@ -116,7 +116,9 @@ class Ledger:
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL: a committed payment survives the process dying (only power loss may lose
+        # the last commits); this ledger stands in for a network, not for the customer's books.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); commits by itself
         with self._tx():
             stored = self._setting("network")

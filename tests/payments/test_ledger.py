@@ -217,12 +217,12 @@ def test_transactions_newest_first(ledger: Ledger, clock: Clock) -> None:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     ops=st.lists(
         st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(1, 40_000), st.booleans()),
-        max_size=25,
+        max_size=12,
     )
 )
 def test_total_is_conserved_under_any_payments(
