@@ -114,8 +114,9 @@ Answer = Callable[[JobRequest], str | None]
 
 class ScriptedProvider:
     """A provider written for tests: sees 5050 requests on a real pool, sends ``processing``
-    feedback, then the result ``answer(request)`` (None: stay silent; ``error`` feedback when
-    ``fail``). Extra raw events can be pushed with :meth:`send`."""
+    feedback, then (once ``gate`` is set, if given) the result ``answer(request)`` (None: stay
+    silent; ``error`` feedback when ``fail``). ``saw``/``answered`` are set as it goes. Extra raw
+    events can be pushed with :meth:`send`."""
 
     def __init__(
         self,
@@ -127,6 +128,7 @@ class ScriptedProvider:
         amount_msats: int | None = None,
         bolt11: str | None = None,
         fail: bool = False,
+        gate: asyncio.Event | None = None,
     ) -> None:
         self.keys = keys or Keys.generate()
         self.urls = urls
@@ -135,6 +137,9 @@ class ScriptedProvider:
         self.amount_msats = amount_msats
         self.bolt11 = bolt11
         self.fail = fail
+        self.gate = gate
+        self.saw = asyncio.Event()
+        self.answered = asyncio.Event()
         self.pool: RelayPool | None = None
         self.seen: list[JobRequest] = []
         self.deletions: list[Event] = []
@@ -183,6 +188,7 @@ class ScriptedProvider:
             if not req.is_for(self.pubkey):
                 continue
             self.seen.append(req)
+            self.saw.set()
             asyncio.get_running_loop().create_task(self._work(req))
 
     async def _work(self, req: JobRequest) -> None:
@@ -196,9 +202,12 @@ class ScriptedProvider:
                     self.keys, req, "processing", amount_msats=self.amount_msats, bolt11=self.bolt11
                 )
             )
+        if self.gate is not None:
+            await self.gate.wait()
         text = self.answer(req)
         if text is None:
             return
         await self.pool.publish(
             build_result(self.keys, req, text, amount_msats=self.amount_msats, bolt11=self.bolt11)
         )
+        self.answered.set()

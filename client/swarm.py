@@ -1,0 +1,630 @@
+"""SwarmClient: ask the swarm, get an answer that k independent providers agree on.
+
+::
+
+    async with SwarmClient(keys, ["ws://127.0.0.1:7777"]) as swarm:
+        result = await swarm.complete("What is 2+2?", quorum=2, timeout=30)
+        result.text, result.agreeing, result.dissenting, result.sats_paid, result.timings
+
+One completion: build the kind-5050 request(s) (one per target when encrypted), open the
+subscription ``{kinds:[6050,7000], #e:[job ids]}`` *before* publishing, publish, then feed every
+incoming event to a :class:`JobCollector` (pure: strict NIP-90 checks from :mod:`client.nip90`,
+votes into :class:`client.quorum.Quorum`) until k results agree, every provider has answered
+without agreement, or time runs out. The job is cancelled (kind-5 deletion) in the background as
+soon as the outcome is known. Bad input (forged, other job, other customer, replay, a provider's
+second vote, oversized or malformed) is ignored, counted in ``rejected`` and logged at debug.
+
+Payment seam: :meth:`SwarmClient.settle` is where the agreeing providers get paid. Until the
+payments issue lands it pays nothing (``sats_paid == 0``) unless a ``pay`` hook is given; the
+result already carries what a payer needs: ``invoices`` (per provider: the ``amount`` tag with its
+BOLT11, from the result or else the latest feedback) and ``quotes`` (msats from feedback).
+
+With ``inbox=True`` the client keeps one subscription ``{kinds:[6050,7000], #p:[our key]}`` for
+all its jobs and routes events by ``e`` tag, so many concurrent jobs need one relay
+subscription instead of one each (relays cap subscriptions per connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import JobRejected, QuorumNotReached
+from .event import Event
+from .filter import Filter
+from .keys import Keys
+from .nip90 import (
+    ERROR,
+    KIND_FEEDBACK,
+    MAX_RESULT_BYTES,
+    RESULT_OFFSET,
+    Amount,
+    Encryption,
+    Job,
+    JobFeedback,
+    JobResult,
+    JobSpec,
+    build_deletion,
+    build_job,
+    parse_feedback,
+    parse_result,
+)
+from .pool import RelayPool, Subscription
+from .quorum import Comparator, Decision, Normalized, Quorum, Vote
+
+if TYPE_CHECKING:
+    from .wallet import Wallet
+
+log = logging.getLogger("client.swarm")
+
+# The expiration tag outlives the caller's timeout by this much (clock skew between peers).
+EXPIRATION_SLACK_S = 60
+INBOX_QUEUE = 10_000
+
+
+# --- result types ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Milliseconds from the start of :meth:`SwarmClient.complete` (None: did not happen)."""
+
+    published_ms: float
+    first_feedback_ms: float | None
+    first_result_ms: float | None
+    quorum_ms: float | None
+    total_ms: float
+
+
+@dataclass(slots=True)
+class ProviderState:
+    """What one provider did for this job."""
+
+    provider: str
+    status: str = "seen"  # last feedback status, then "answered" / "agreed" / "dissented"
+    feedback: list[JobFeedback] = field(default_factory=list)
+    result: JobResult | None = None
+    extra: str = ""  # the human text of the last feedback
+    rejected: int = 0
+
+    @property
+    def quote_msats(self) -> int | None:
+        """The latest ``amount`` a provider named in feedback."""
+        for fb in reversed(self.feedback):
+            if fb.amount is not None:
+                return fb.amount.msats
+        return None
+
+    @property
+    def invoice(self) -> Amount | None:
+        """The ``amount`` to pay: the result's when it carries a BOLT11, else the latest
+        feedback's that does."""
+        if self.result is not None and self.result.amount and self.result.amount.bolt11:
+            return self.result.amount
+        for fb in reversed(self.feedback):
+            if fb.amount is not None and fb.amount.bolt11:
+                return fb.amount
+        return self.result.amount if self.result is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmResult:
+    """The outcome of one completion (also carried, with ``reached=False``, by QuorumNotReached)."""
+
+    reached: bool
+    text: str | None
+    job: Job
+    decision: Decision
+    results: tuple[JobResult, ...]
+    feedback: tuple[JobFeedback, ...]
+    providers: Mapping[str, ProviderState]
+    rejected: Mapping[str, int]
+    timings: Timings
+    msats_paid: int = 0
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def agreeing(self) -> tuple[str, ...]:
+        return self.decision.agreeing if self.reached else ()
+
+    @property
+    def dissenting(self) -> tuple[str, ...]:
+        return self.decision.dissenting
+
+    @property
+    def sats_paid(self) -> int:
+        return self.msats_paid // 1000
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        return {p: s.status for p, s in self.providers.items()}
+
+    @property
+    def invoices(self) -> dict[str, Amount]:
+        out: dict[str, Amount] = {}
+        for p, s in self.providers.items():
+            inv = s.invoice
+            if inv is not None:
+                out[p] = inv
+        return out
+
+    @property
+    def quotes(self) -> dict[str, int]:
+        return {p: q for p, s in self.providers.items() if (q := s.quote_msats) is not None}
+
+
+ProgressKind = Literal["published", "feedback", "result", "rejected", "reached", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One step of a completion, for live display (``swarm ask``)."""
+
+    kind: ProgressKind
+    elapsed_ms: float
+    provider: str | None = None
+    status: str = ""
+    detail: str = ""
+    decision: Decision | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+PayHook = Callable[["SwarmResult", int | None], Awaitable[int]]
+
+
+# --- the pure core: one job's collector -----------------------------------------------------
+
+
+class JobCollector:
+    """Feeds one job's incoming events through the strict checks into a quorum. No I/O: give it
+    events and times (seconds on any monotonic clock), read :meth:`outcome`."""
+
+    def __init__(
+        self,
+        job: Job,
+        keys: Keys,
+        quorum: Quorum,
+        *,
+        started: float,
+        max_result_bytes: int = MAX_RESULT_BYTES,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.job = job
+        self.keys = keys
+        self.quorum = quorum
+        self.started = started
+        self.max_result_bytes = max_result_bytes
+        self.on_progress = on_progress
+        self.providers: dict[str, ProviderState] = {}
+        self.results: list[JobResult] = []
+        self.feedback: list[JobFeedback] = []
+        self.rejected: Counter[str] = Counter()
+        self.seen_ids: set[str] = set()
+        self.published_at: float | None = None
+        self.first_feedback: float | None = None
+        self.first_result: float | None = None
+        self.quorum_at: float | None = None
+        self.decision: Decision = quorum.decision()
+        self._protection: Literal["clear", "sealed"] = "sealed" if job.encryption else "clear"
+
+    def _ms(self, t: float) -> float:
+        return (t - self.started) * 1000.0
+
+    def _emit(self, p: Progress) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(p)
+        except Exception:  # a display bug must not lose the job
+            log.exception("progress callback failed")
+
+    def _state(self, provider: str) -> ProviderState:
+        st = self.providers.get(provider)
+        if st is None:
+            st = self.providers[provider] = ProviderState(provider)
+        return st
+
+    def _reject(self, reason: str, provider: str | None, detail: str, now: float) -> None:
+        self.rejected[reason] += 1
+        log.debug("job %s: ignored %s from %s: %s", self.job.id[:12], reason, provider, detail)
+        if provider is not None and provider in self.providers:
+            self.providers[provider].rejected += 1
+        self._emit(Progress("rejected", self._ms(now), provider, reason, detail))
+
+    def mark_published(self, now: float) -> None:
+        self.published_at = now
+        self._emit(Progress("published", self._ms(now), detail=self.job.id))
+
+    @property
+    def done(self) -> bool:
+        return self.decision.reached or self.decision.exhausted
+
+    def offer(self, event: Event, now: float) -> bool:
+        """Take one (already signature-checked) event; True when the outcome is decided."""
+        if self.done:
+            return True
+        if event.id in self.seen_ids:
+            self._reject("duplicate", event.pubkey, "event seen before", now)
+            return False
+        self.seen_ids.add(event.id)
+        try:
+            if event.kind == KIND_FEEDBACK:
+                self._on_feedback(
+                    parse_feedback(event, self.job, self.keys, verify=False), now
+                )
+            elif event.kind == self.job.kind + RESULT_OFFSET:
+                self._on_result(
+                    parse_result(
+                        event, self.job, self.keys, max_bytes=self.max_result_bytes, verify=False
+                    ),
+                    now,
+                )
+            else:
+                self._reject("wrong_kind", event.pubkey, f"kind {event.kind}", now)
+        except JobRejected as exc:
+            self._reject(exc.reason, event.pubkey, str(exc), now)
+        return self.done
+
+    def _on_feedback(self, fb: JobFeedback, now: float) -> None:
+        if self.first_feedback is None:
+            self.first_feedback = now
+        self.feedback.append(fb)
+        st = self._state(fb.provider)
+        st.feedback.append(fb)
+        if st.result is None:  # a result outranks later chatter
+            st.status = fb.status
+            st.extra = fb.extra
+        self._emit(Progress("feedback", self._ms(now), fb.provider, fb.status, fb.extra))
+        if fb.status == ERROR and st.result is None:
+            self.decision = self.quorum.abstain(fb.provider)
+            self._check_end(now)
+
+    def _on_result(self, res: JobResult, now: float) -> None:
+        if self.quorum.has_voted(res.provider):
+            self.quorum.add(Vote(res.provider, res.content, res.event.id))  # counted as rejected
+            self._reject("second_vote", res.provider, "provider already answered", now)
+            return
+        if self.first_result is None:
+            self.first_result = now
+        self.results.append(res)
+        st = self._state(res.provider)
+        st.result = res
+        st.status = "answered"
+        vote = Vote(res.provider, res.content, res.event.id, now - self.started, self._protection)
+        self.decision = self.quorum.add(vote)
+        self._emit(
+            Progress("result", self._ms(now), res.provider, "answered", res.content[:200])
+        )
+        self._check_end(now)
+
+    def _check_end(self, now: float) -> None:
+        d = self.decision
+        if d.reached and self.quorum_at is None:
+            self.quorum_at = now
+            self._label(d)
+            self._emit(Progress("reached", self._ms(now), status="reached", decision=d))
+        elif d.exhausted:
+            self._label(d)
+            self._emit(Progress("failed", self._ms(now), status="exhausted", decision=d))
+
+    def _label(self, d: Decision) -> None:
+        agree = set(d.agreeing) if d.reached else set()
+        for p in d.dissenting:
+            self.providers[p].status = "dissented"
+        for p in agree:
+            self.providers[p].status = "agreed"
+
+    def outcome(self, now: float, msats_paid: int = 0) -> SwarmResult:
+        if not self.decision.reached:
+            self._label(self.decision)
+        published = self.published_at if self.published_at is not None else now
+        timings = Timings(
+            published_ms=self._ms(published),
+            first_feedback_ms=self._ms(self.first_feedback) if self.first_feedback else None,
+            first_result_ms=self._ms(self.first_result) if self.first_result else None,
+            quorum_ms=self._ms(self.quorum_at) if self.quorum_at is not None else None,
+            total_ms=self._ms(now),
+        )
+        return SwarmResult(
+            reached=self.decision.reached,
+            text=self.decision.text,
+            job=self.job,
+            decision=self.decision,
+            results=tuple(self.results),
+            feedback=tuple(self.feedback),
+            providers=dict(self.providers),
+            rejected=dict(self.rejected),
+            timings=timings,
+            msats_paid=msats_paid,
+        )
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+class _Inbox:
+    """One shared ``#p`` subscription routed to jobs by ``e`` tag (``inbox=True``)."""
+
+    def __init__(self, pool: RelayPool, me: str, kinds: Sequence[int]) -> None:
+        since = int(time.time()) - EXPIRATION_SLACK_S
+        self.sub = pool.subscribe(Filter(kinds=kinds, tags={"p": [me]}, since=since))
+        self.routes: dict[str, asyncio.Queue[Event]] = {}
+        self.unrouted = 0
+        self.task = asyncio.create_task(self._run(), name="swarm inbox")
+
+    async def _run(self) -> None:
+        async for event in self.sub:
+            e = event.tag_value("e")
+            queue = self.routes.get(e) if e is not None else None
+            if queue is None:
+                self.unrouted += 1  # late answers to finished jobs, or not for a job of ours
+                continue
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)
+
+    def open(self, job: Job) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=INBOX_QUEUE)
+        for i in job.ids:
+            self.routes[i] = queue
+        return queue
+
+    def close_job(self, job: Job) -> None:
+        for i in job.ids:
+            self.routes.pop(i, None)
+
+    async def close(self) -> None:
+        self.sub.close()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+class SwarmClient:
+    """The customer side of the swarm. ``relays``: URLs or a started :class:`RelayPool` (then
+    the caller owns it). ``wallet``/``pay``: see :meth:`settle`."""
+
+    def __init__(
+        self,
+        keys: Keys,
+        relays: Sequence[str] | RelayPool,
+        wallet: Wallet | None = None,
+        *,
+        pay: PayHook | None = None,
+        inbox: bool = False,
+        connect_timeout: float = 5.0,
+        publish_timeout: float = 5.0,
+    ) -> None:
+        self.keys = keys
+        self.wallet = wallet
+        self._pay = pay
+        self._use_inbox = inbox
+        if isinstance(relays, RelayPool):
+            self.pool = relays
+            self._own_pool = False
+        else:
+            self.pool = RelayPool(
+                relays,
+                keys=keys,
+                connect_timeout=connect_timeout,
+                publish_timeout=publish_timeout,
+            )
+            self._own_pool = True
+        self._inbox: _Inbox | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> SwarmClient:
+        if self._own_pool:
+            await self.pool.start()
+        if self._use_inbox:
+            kinds = [5050 + RESULT_OFFSET, KIND_FEEDBACK]
+            self._inbox = _Inbox(self.pool, self.keys.public_key, kinds)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        # Let cancellations already on their way finish (briefly), then shut down.
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=2.0)
+        if self._inbox is not None:
+            await self._inbox.close()
+            self._inbox = None
+        if self._own_pool:
+            await self.pool.close()
+
+    # --- one completion ------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        quorum: int = 2,
+        max_sats: int | None = None,
+        timeout: float = 30.0,  # noqa: ASYNC109 - part of the public API
+        bid_msats: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        seed: int | None = None,
+        params: Mapping[str, str | int | float] | None = None,
+        targets: Sequence[str] | None = None,
+        encrypt: bool | Encryption = False,
+        comparator: Comparator | None = None,
+        providers_expected: int | None = None,
+        max_result_bytes: int = MAX_RESULT_BYTES,
+        on_progress: ProgressCallback | None = None,
+        cancel: bool = True,
+    ) -> SwarmResult:
+        """Ask for a completion agreed by ``quorum`` providers within ``timeout`` seconds.
+
+        ``targets``: provider keys to address (``p`` tags; required with ``encrypt``, which
+        sends one sealed request per target). ``bid_msats`` defaults to ``max_sats`` split over
+        the quorum. ``providers_expected`` (defaults to ``len(targets)``) lets the client give up
+        early once agreement can no longer be reached. The default comparator is
+        :class:`~client.quorum.Normalized`. Raises :class:`QuorumNotReached` (with the partial
+        :class:`SwarmResult` in ``received`` and the decision in ``decision``).
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        target_list = tuple(dict.fromkeys(targets or ()))
+        n = providers_expected if providers_expected is not None else (len(target_list) or None)
+        engine = Quorum(quorum, n, comparator if comparator is not None else Normalized())
+        if bid_msats is None and max_sats is not None:
+            bid_msats = max_sats * 1000 // quorum
+        scheme: Encryption | None = None
+        if encrypt:
+            scheme = "nip44" if encrypt is True else encrypt
+        spec = JobSpec(
+            prompt=prompt,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            params=dict(params or {}),
+            bid_msats=bid_msats,
+            relays=tuple(self.pool.urls),
+            targets=target_list,
+            expiration=int(time.time() + timeout) + EXPIRATION_SLACK_S,
+            encryption=scheme,
+        )
+        job = build_job(self.keys, spec)
+        collector = JobCollector(
+            job,
+            self.keys,
+            engine,
+            started=started,
+            max_result_bytes=max_result_bytes,
+            on_progress=on_progress,
+        )
+        source = self._open(job)
+        published = finished = False
+        try:
+            await self._publish_job(job)
+            published = True
+            collector.mark_published(loop.time())
+            try:
+                async with asyncio.timeout_at(started + timeout):
+                    while True:
+                        event = await source.next()
+                        if collector.offer(event, loop.time()):
+                            break
+            except TimeoutError:
+                pass
+            finished = True
+        finally:
+            source.close()
+            self._absorb_pool_counts(collector, source)
+            if cancel and published:
+                reason = "quorum reached" if collector.decision.reached else "gave up"
+                self._spawn(self._cancel(job, reason if finished else "cancelled"))
+        result = collector.outcome(loop.time())
+        if not result.reached:
+            d = result.decision
+            why = "no agreement possible" if d.exhausted else f"timed out after {timeout:g} s"
+            raise QuorumNotReached(
+                f"quorum {quorum} not reached ({why}): {len(result.results)} result(s), "
+                f"largest agreeing group {d.leading}",
+                received=result,
+                decision=d,
+            )
+        paid = await self.settle(result, max_sats)
+        if paid:
+            result = collector.outcome(loop.time(), msats_paid=paid)
+        return result
+
+    async def settle(self, result: SwarmResult, max_sats: int | None) -> int:
+        """Pay the agreeing providers; returns msats paid. The seam for payments: with a ``pay``
+        hook it is called with the result (``invoices``/``quotes`` per provider) and the budget;
+        without one nothing is paid yet."""
+        if self._pay is None or not result.reached:
+            return 0
+        return await self._pay(result, max_sats)
+
+    async def cancel(self, job: Job, reason: str = "cancelled") -> None:
+        """Publish a kind-5 deletion of the job's request(s) so providers can stop."""
+        await self._cancel(job, reason)
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    async def _publish_job(self, job: Job) -> None:
+        if len(job.requests) == 1:
+            await self.pool.publish(job.requests[0])
+            return
+        outcomes = await asyncio.gather(
+            *(self.pool.publish(r) for r in job.requests), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if len(errors) == len(outcomes):
+            raise errors[0]
+        for err in errors:  # some sealed requests got out: go on with those providers
+            log.warning("job %s: a sealed request was not published: %s", job.id[:12], err)
+
+    async def _cancel(self, job: Job, reason: str) -> None:
+        try:
+            deletion = build_deletion(self.keys, job.ids, kind=job.kind, reason=reason)
+            await self.pool.publish(deletion)
+        except Exception as exc:  # best effort: the job expires anyway
+            log.debug("job %s: cancel not published: %s", job.id[:12], exc)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _open(self, job: Job) -> _Source:
+        if self._inbox is not None:
+            return _Source(queue=self._inbox.open(job), inbox=self._inbox, job=job)
+        flt = Filter(kinds=[job.kind + RESULT_OFFSET, KIND_FEEDBACK], tags={"e": list(job.ids)})
+        return _Source(sub=self.pool.subscribe(flt))
+
+    @staticmethod
+    def _absorb_pool_counts(collector: JobCollector, source: _Source) -> None:
+        sub = source.sub
+        if sub is None:
+            return
+        if sub.rejected:
+            collector.rejected["forged"] += sub.rejected
+        if sub.duplicates:
+            collector.rejected["duplicate"] += sub.duplicates
+
+
+@dataclass(slots=True)
+class _Source:
+    """Where one job's events come from: its own subscription or the shared inbox."""
+
+    sub: Subscription | None = None
+    queue: asyncio.Queue[Event] | None = None
+    inbox: _Inbox | None = None
+    job: Job | None = None
+
+    async def next(self) -> Event:
+        if self.sub is not None:
+            return await self.sub.__anext__()
+        assert self.queue is not None
+        return await self.queue.get()
+
+    def close(self) -> None:
+        if self.sub is not None:
+            self.sub.close()
+        elif self.inbox is not None and self.job is not None:
+            self.inbox.close_job(self.job)
