@@ -1,0 +1,276 @@
+"""`swarm ask`: ask the swarm one question, watch the providers work, print the agreed answer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from . import nip19
+from .errors import InvalidKey, JobError, NostrSwarmError, QuorumNotReached, RelayError
+from .keys import Keys, parse_pubkey
+from .quorum import COMPARATOR_NAMES, comparator_by_name
+from .swarm import Progress, SwarmClient, SwarmResult
+
+EXIT_OK = 0
+EXIT_NO_QUORUM = 1
+EXIT_USAGE = 2
+EXIT_RELAY = 3
+
+EPILOG = """\
+exit codes: 0 answer agreed; 1 quorum not reached (what arrived is shown); 2 bad arguments;
+3 no relay accepted the job or a relay error.
+
+The answer goes to stdout, the live provider table and the summary to stderr, so
+`swarm ask ... > answer.txt` keeps only the answer. Without --key a throwaway key is used
+(fine for free jobs). Environment: SWARM_RELAYS (comma-separated) and SWARM_KEY are used when
+--relay / --key are not given.
+
+example:
+  swarm ask "Capital of France? One word." --relay ws://127.0.0.1:7777 --quorum 2 --timeout 30
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "ask",
+        help="ask the swarm for a quorum-verified completion",
+        description="Publish a NIP-90 text-generation job (kind 5050), show each provider's "
+        "status live, and print the answer that QUORUM providers agree on.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("prompt", help="the prompt (use - to read it from stdin)")
+    p.add_argument(
+        "--relay", "-r", action="append", default=[], metavar="URL",
+        help="relay websocket URL (repeat for several)",
+    )
+    p.add_argument("--quorum", "-k", type=int, default=2, help="providers that must agree (2)")
+    p.add_argument("--timeout", "-t", type=float, default=30.0, help="seconds to wait (30)")
+    p.add_argument("--model", "-m", help="model name to ask for (param model)")
+    p.add_argument("--key", help="your secret key (nsec1… or hex); default: SWARM_KEY or a new one")
+    p.add_argument("--max-tokens", type=int, help="param max_tokens")
+    p.add_argument("--temperature", type=float, help="param temperature")
+    p.add_argument("--top-p", type=float, help="param top_p")
+    p.add_argument("--seed", type=int, help="param seed")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="any other job param (repeatable)",
+    )
+    p.add_argument("--bid", type=int, metavar="SATS", help="most each provider may charge (sats)")
+    p.add_argument(
+        "--max-sats", type=int, metavar="SATS",
+        help="budget for the whole job; the bid defaults to it split over the quorum",
+    )
+    p.add_argument(
+        "--target", "-p", action="append", default=[], metavar="NPUB",
+        help="address this provider (npub or hex; repeatable)",
+    )
+    p.add_argument(
+        "--encrypt", choices=("nip44", "nip04"),
+        help="seal the prompt for each --target (one request per provider)",
+    )
+    p.add_argument(
+        "--compare", choices=COMPARATOR_NAMES, default="normalized",
+        help="how answers are compared (normalized)",
+    )
+    p.add_argument(
+        "--tolerance", type=float,
+        help="numeric: absolute tolerance; similarity: threshold 0..1",
+    )
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="no live table or summary")
+    p.set_defaults(handler=_ask)
+
+
+def _short(pubkey: str) -> str:
+    npub = nip19.encode("npub", bytes.fromhex(pubkey))
+    return npub[:12] + "…" + npub[-4:]
+
+
+class _Board:
+    """The live provider table."""
+
+    def __init__(self, quorum: int) -> None:
+        self.quorum = quorum
+        self.rows: dict[str, tuple[str, str, float]] = {}
+        self.state = "waiting for providers"
+        self.rejected = 0
+
+    def update(self, p: Progress) -> None:
+        if p.kind == "published":
+            self.state = "job published, waiting for providers"
+        elif p.kind == "rejected":
+            self.rejected += 1
+        elif p.kind == "reached":
+            self.state = "quorum reached"
+            if p.decision is not None:
+                for pk in p.decision.agreeing:
+                    self.rows[pk] = ("agreed", self.rows.get(pk, ("", "", 0))[1], p.elapsed_ms)
+                for pk in p.decision.dissenting:
+                    self.rows[pk] = ("dissented", self.rows.get(pk, ("", "", 0))[1], p.elapsed_ms)
+        elif p.kind == "failed":
+            self.state = "no agreement possible"
+        if p.provider is not None and p.kind in ("feedback", "result"):
+            detail = p.detail.replace("\n", " ")[:60]
+            self.rows[p.provider] = (p.status, detail, p.elapsed_ms)
+
+    def render(self) -> Table:
+        t = Table(title=f"quorum {self.quorum}: {self.state}", title_justify="left")
+        t.add_column("provider")
+        t.add_column("status")
+        t.add_column("ms", justify="right")
+        t.add_column("detail", overflow="ellipsis", max_width=60)
+        styles = {"agreed": "green", "dissented": "red", "error": "red", "answered": "cyan"}
+        for pk, (status, detail, ms) in self.rows.items():
+            st = styles.get(status, "yellow")
+            t.add_row(_short(pk), f"[{st}]{status}[/]", f"{ms:.0f}", detail)
+        if self.rejected:
+            t.caption = f"{self.rejected} bad event(s) ignored"
+        return t
+
+
+def _outcome_json(result: SwarmResult) -> dict[str, Any]:
+    return {
+        "reached": result.reached,
+        "text": result.text,
+        "job_id": result.job_id,
+        "agreeing": list(result.agreeing),
+        "dissenting": list(result.dissenting),
+        "statuses": result.statuses,
+        "answers": {r.provider: r.content for r in result.results},
+        "rejected": dict(result.rejected),
+        "sats_paid": result.sats_paid,
+        "timings_ms": {
+            "published": result.timings.published_ms,
+            "first_feedback": result.timings.first_feedback_ms,
+            "first_result": result.timings.first_result_ms,
+            "quorum": result.timings.quorum_ms,
+            "total": result.timings.total_ms,
+        },
+    }
+
+
+def _summary(console: Console, result: SwarmResult) -> None:
+    t = result.timings
+    agreed = len(result.agreeing)
+    console.print(
+        f"[bold]{'agreed' if result.reached else 'NOT agreed'}[/]: {agreed} agreeing, "
+        f"{len(result.dissenting)} dissenting, {len(result.results)} answer(s); "
+        f"{t.total_ms:.0f} ms; paid {result.sats_paid} sats; job {result.job_id[:16]}…"
+    )
+    for pk in result.dissenting:
+        answer = next((r.content for r in result.results if r.provider == pk), "")
+        console.print(f"  [red]dissent[/] {_short(pk)}: {answer[:80]!r}")
+    if result.rejected:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items()))
+        console.print(f"  ignored: {parts}")
+
+
+def _params(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param wants NAME=VALUE, got {item!r}")
+        out[name.strip()] = value
+    return out
+
+
+def _ask(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    relays = args.relay or [u for u in os.environ.get("SWARM_RELAYS", "").split(",") if u.strip()]
+    if not relays:
+        err.print("swarm ask: give at least one --relay URL (or set SWARM_RELAYS)")
+        return EXIT_USAGE
+    try:
+        secret = args.key or os.environ.get("SWARM_KEY")
+        keys = Keys.from_secret(secret) if secret else Keys.generate()
+        targets = [parse_pubkey(t) for t in args.target]
+        params = _params(args.param)
+        comparator = comparator_by_name(args.compare, tolerance=args.tolerance)
+    except (InvalidKey, ValueError) as exc:
+        err.print(f"swarm ask: {exc}")
+        return EXIT_USAGE
+    if args.encrypt and not targets:
+        err.print("swarm ask: --encrypt needs at least one --target provider")
+        return EXIT_USAGE
+    if args.quorum < 1 or (targets and args.quorum > len(targets)):
+        err.print("swarm ask: --quorum must be at least 1 and at most the number of targets")
+        return EXIT_USAGE
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    kwargs: dict[str, Any] = {
+        "model": args.model,
+        "quorum": args.quorum,
+        "timeout": args.timeout,
+        "max_sats": args.max_sats,
+        "bid_msats": args.bid * 1000 if args.bid is not None else None,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "params": params,
+        "targets": targets or None,
+        "encrypt": args.encrypt or False,
+        "comparator": comparator,
+    }
+    return asyncio.run(_run(relays, keys, prompt, kwargs, args, err))
+
+
+async def _run(
+    relays: list[str],
+    keys: Keys,
+    prompt: str,
+    kwargs: dict[str, Any],
+    args: argparse.Namespace,
+    err: Console,
+) -> int:
+    board = _Board(args.quorum)
+    live_display = err.is_terminal and not args.quiet
+    started = time.monotonic()
+    try:
+        limit = min(5.0, args.timeout)  # a dead relay must not outlast the user's patience
+        async with SwarmClient(
+            keys, relays, connect_timeout=limit, publish_timeout=limit
+        ) as swarm:
+            if live_display:
+                with Live(board.render(), console=err, refresh_per_second=12) as live:
+
+                    def show(p: Progress) -> None:
+                        board.update(p)
+                        live.update(board.render())
+
+                    result = await swarm.complete(prompt, on_progress=show, **kwargs)
+            else:
+                result = await swarm.complete(prompt, on_progress=board.update, **kwargs)
+    except QuorumNotReached as exc:
+        received = exc.received
+        if isinstance(received, SwarmResult):
+            if args.json:
+                print(json.dumps(_outcome_json(received), indent=2))
+            if not args.quiet:
+                _summary(err, received)
+        err.print(f"swarm ask: {exc}")
+        return EXIT_NO_QUORUM
+    except RelayError as exc:
+        err.print(f"swarm ask: relay trouble: {exc}")
+        return EXIT_RELAY
+    except (JobError, NostrSwarmError, ValueError) as exc:
+        err.print(f"swarm ask: {exc}")
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(_outcome_json(result), indent=2))
+    else:
+        print(result.text)
+    if not args.quiet:
+        _summary(err, result)
+        err.print(f"  ({time.monotonic() - started:.2f} s including connecting)", style="dim")
+    return EXIT_OK
