@@ -1,0 +1,501 @@
+"""The gateway's ``config.yaml``: pydantic models, environment substitution and loading.
+
+The format is a superset of the LLM Router Service's: a file with only ``refresh_interval`` and
+``backends`` (``name``, ``url``, optional ``auth`` of type ``bearer``/``basic``/``header``) works
+unchanged. On top of that a backend may have a ``type`` (``openai``, the default, ``ollama``,
+``swarm`` or ``mock``), static ``models``, and the router's per-backend settings (priority,
+prices, timeout, rate limit, circuit breaker, retry); the file may add ``routes``, ``aliases``,
+``default_backend``, ``fallbacks``, ``strategy``, ``resilience``, ``swarm``, ``server`` and the
+gateway's API ``keys``.
+
+Secrets stay out of the file: any string may contain ``${VAR}`` (or ``${VAR:-default}``; ``$${``
+is a literal ``${``), and secret fields have a ``*_env`` twin naming the variable to read
+(``token_env``, ``password_env``, ``value_env``, ``key_env``, ``secret_key_env``, ``nwc_uri_env``).
+
+:func:`load_config` raises :class:`~router.gateway.errors.ConfigError` naming the bad field, e.g.
+``backends[1] (local).auth.token: Field required``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ..circuit_breaker import BreakerConfig
+from ..options import BackendOptions
+from ..rate_limit import RateLimitConfig
+from ..retry import RetryPolicy
+from ..strategy import RoutingStrategy, strategy_from_name
+from .errors import ConfigError
+
+#: The prefix under which swarm models are listed and requested (``swarm/<model>``).
+SWARM_PREFIX = "swarm/"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _environ(info: ValidationInfo) -> Mapping[str, str]:
+    """The environment to read: the one passed to parse_config, else the process's."""
+    ctx = info.context
+    if isinstance(ctx, dict) and isinstance(ctx.get("env"), Mapping):
+        return ctx["env"]  # type: ignore[no-any-return]
+    return os.environ
+
+
+def _secret(
+    value: str | None,
+    env: str | None,
+    field: str,
+    info: ValidationInfo,
+    *,
+    required: bool = True,
+) -> str | None:
+    if value is not None and env is not None:
+        raise ValueError(f"give {field} or {field}_env, not both")
+    if env is not None:
+        found = _environ(info).get(env)
+        if found is None:
+            raise ValueError(f"environment variable {env} ({field}_env) is not set")
+        return found
+    if value is None and required:
+        raise ValueError(f"{field} (or {field}_env) is required")
+    return value
+
+
+# --- upstream auth (the seed's three types) ------------------------------------------------------
+
+
+class BearerAuth(_Model):
+    """``Authorization: Bearer <token>``."""
+
+    type: Literal["bearer"]
+    token: str | None = None
+    token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> BearerAuth:
+        object.__setattr__(self, "token", _secret(self.token, self.token_env, "token", info))
+        return self
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class BasicAuth(_Model):
+    """HTTP Basic authentication."""
+
+    type: Literal["basic"]
+    username: str
+    password: str | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> BasicAuth:
+        object.__setattr__(
+            self, "password", _secret(self.password, self.password_env, "password", info)
+        )
+        return self
+
+    def headers(self) -> dict[str, str]:
+        import base64
+
+        cred = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {cred}"}
+
+
+class HeaderAuth(_Model):
+    """A custom header, e.g. ``X-API-Key: <value>``."""
+
+    type: Literal["header"]
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_env: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> HeaderAuth:
+        object.__setattr__(self, "value", _secret(self.value, self.value_env, "value", info))
+        return self
+
+    def headers(self) -> dict[str, str]:
+        return {self.name: self.value or ""}
+
+
+UpstreamAuth = Annotated[BearerAuth | BasicAuth | HeaderAuth, Field(discriminator="type")]
+
+
+# --- backends ------------------------------------------------------------------------------------
+
+
+def _check_http_url(url: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise ValueError(f"must be an http:// or https:// URL, not {url!r}")
+    return url.rstrip("/")
+
+
+class _BackendBase(BackendOptions):
+    """Fields every backend entry has: its name, static models, and the router's options
+    (priority, prices, ``timeout_s``, ``rate_limit``, ``circuit_breaker``, ``retry``)."""
+
+    name: str = Field(min_length=1)
+    models: list[str] | None = Field(
+        None, description="models it serves; omitted: discovered from the upstream"
+    )
+
+    def options(self) -> BackendOptions:
+        return BackendOptions(**{k: getattr(self, k) for k in BackendOptions.model_fields})
+
+
+class OpenAIBackendConfig(_BackendBase):
+    """An OpenAI-compatible server (OpenAI, vLLM, llama.cpp, LM Studio, another gateway)."""
+
+    type: Literal["openai"] = "openai"
+    url: str
+    auth: UpstreamAuth | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_http_url(v)
+
+
+class OllamaBackendConfig(_BackendBase):
+    """An Ollama server (its native API)."""
+
+    type: Literal["ollama"]
+    url: str
+    auth: UpstreamAuth | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_http_url(v)
+
+
+class SwarmSettings(_Model):
+    """The Nostr swarm: where to publish jobs and what to pay."""
+
+    relays: list[str] = Field(min_length=1)
+    quorum: int = Field(2, ge=1, description="providers that must agree (default per request)")
+    max_quorum: int = Field(9, ge=1, description="the most a request may ask for")
+    bid_sats: int = Field(10, ge=0, description="default bid per job, in sats")
+    max_bid_sats: int | None = Field(None, ge=0, description="the most a request may bid")
+    budget_sats: int | None = Field(None, ge=0, description="total the gateway may spend")
+    job_timeout_s: float = Field(60.0, gt=0, description="how long to wait for a quorum")
+    secret_key: str | None = Field(None, description="hex or nsec; omitted: a fresh key per run")
+    secret_key_env: str | None = None
+    nwc_uri: str | None = Field(None, description="NIP-47 wallet connection for paying providers")
+    nwc_uri_env: str | None = None
+    models: list[str] = Field(default_factory=list, description="models asked of the swarm")
+
+    @field_validator("relays")
+    @classmethod
+    def _relay_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^wss?://[^\s/]+", url):
+                raise ValueError(f"relay must be a ws:// or wss:// URL, not {url!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> SwarmSettings:
+        key = _secret(self.secret_key, self.secret_key_env, "secret_key", info, required=False)
+        nwc = _secret(self.nwc_uri, self.nwc_uri_env, "nwc_uri", info, required=False)
+        object.__setattr__(self, "secret_key", key)
+        object.__setattr__(self, "nwc_uri", nwc)
+        if self.quorum > self.max_quorum:
+            raise ValueError(f"quorum {self.quorum} is above max_quorum {self.max_quorum}")
+        if self.max_bid_sats is not None and self.bid_sats > self.max_bid_sats:
+            raise ValueError(f"bid_sats {self.bid_sats} is above max_bid_sats {self.max_bid_sats}")
+        return self
+
+
+class SwarmBackendConfig(SwarmSettings, _BackendBase):
+    """The swarm as a backend; its models are served as ``swarm/<model>``."""
+
+    type: Literal["swarm"]
+
+
+class MockBackendConfig(_BackendBase):
+    """A canned backend, for demos and tests."""
+
+    type: Literal["mock"]
+    response: str = "Mock response"
+    usage: tuple[int, int] | None = Field(None, description="[prompt_tokens, completion_tokens]")
+    latency_ms: float = Field(0.0, ge=0)
+    cost_sats: int | None = Field(None, ge=0)
+
+
+def _backend_kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("type", "openai"))
+    return str(getattr(value, "type", "openai"))
+
+
+BackendConfig = Annotated[
+    Annotated[OpenAIBackendConfig, Tag("openai")]
+    | Annotated[OllamaBackendConfig, Tag("ollama")]
+    | Annotated[SwarmBackendConfig, Tag("swarm")]
+    | Annotated[MockBackendConfig, Tag("mock")],
+    Discriminator(
+        _backend_kind,
+        custom_error_type="backend_type",
+        custom_error_message="type must be one of openai, ollama, swarm, mock",
+    ),
+]
+_UNION_TAGS = {"openai", "ollama", "swarm", "mock", "bearer", "basic", "header"}
+
+
+# --- routing, resilience, server, keys -----------------------------------------------------------
+
+
+class StrategyConfig(_Model):
+    """``strategy: cost`` or ``strategy: {name: hybrid, cost_weight: 0.5, ...}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = "priority"
+
+    def build(self) -> RoutingStrategy:
+        return strategy_from_name(self.name, **(self.model_extra or {}))
+
+    @model_validator(mode="after")
+    def _valid(self) -> StrategyConfig:
+        try:
+            self.build()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class ResilienceConfig(_Model):
+    """Defaults for every backend (a backend's own settings win) and the gateway's timeouts."""
+
+    timeout_s: float | None = Field(60.0, gt=0, description="per upstream attempt")
+    request_timeout_s: float = Field(300.0, gt=0, description="whole request at the gateway")
+    queue_timeout_s: float = Field(0.0, ge=0, description="wait for capacity when rate limited")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    circuit_breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger requests get 413")
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="time in-flight requests get")
+    default_max_tokens: int = Field(1024, ge=1, description="when a request gives none")
+
+
+class ApiKeyConfig(_Model):
+    """One gateway API key (``Authorization: Bearer <key>``) and its budgets."""
+
+    name: str = Field(min_length=1)
+    key: str | None = None
+    key_env: str | None = None
+    budget_sats: int | None = Field(None, ge=0)
+    budget_usd: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> ApiKeyConfig:
+        key = _secret(self.key, self.key_env, "key", info)
+        if not key:
+            raise ValueError("key must not be empty")
+        object.__setattr__(self, "key", key)
+        return self
+
+
+class GatewayConfig(_Model):
+    """The whole file."""
+
+    refresh_interval: float = Field(
+        300.0, ge=0, description="seconds between model discovery rounds; 0 turns it off"
+    )
+    backends: list[BackendConfig] = Field(default_factory=list)
+    routes: dict[str, str | list[str]] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    default_backend: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    swarm: SwarmSettings | None = Field(
+        None, description="shorthand for a backend named 'swarm' of type swarm"
+    )
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    keys: list[ApiKeyConfig] = Field(default_factory=list)
+    usd_per_sat: float | None = Field(None, gt=0, description="prices sats in USD for budgets")
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    def all_backends(self) -> list[Any]:
+        """The backends, with the ``swarm:`` shorthand added as a backend named ``swarm``."""
+        out: list[Any] = list(self.backends)
+        if self.swarm is not None:
+            # secrets are already resolved: leave out the *_env names
+            fields = self.swarm.model_dump(exclude={"secret_key_env", "nwc_uri_env"})
+            out.append(SwarmBackendConfig(type="swarm", name="swarm", **fields))
+        return out
+
+    def route_targets(self) -> dict[str, list[str]]:
+        return {m: [t] if isinstance(t, str) else list(t) for m, t in self.routes.items()}
+
+
+def _check_references(cfg: GatewayConfig) -> None:
+    """Cross-field checks; raise ConfigError naming the field."""
+    backends = cfg.all_backends()
+    if not backends:
+        raise ConfigError("backends", "at least one backend is required (or a swarm: section)")
+    names: set[str] = set()
+    for i, b in enumerate(backends):
+        if b.name in names:
+            field = f"backends[{i}].name" if i < len(cfg.backends) else "swarm"
+            raise ConfigError(field, f"two backends are named {b.name!r}")
+        names.add(b.name)
+    known = ", ".join(sorted(names))
+    for model, targets in cfg.route_targets().items():
+        if not targets:
+            raise ConfigError(f"routes.{model}", "names no backend")
+        for t in targets:
+            if t not in names:
+                raise ConfigError(f"routes.{model}", f"unknown backend {t!r} (backends: {known})")
+    if cfg.default_backend is not None and cfg.default_backend not in names:
+        raise ConfigError(
+            "default_backend", f"unknown backend {cfg.default_backend!r} (backends: {known})"
+        )
+    for i, f in enumerate(cfg.fallbacks):
+        if f not in names:
+            raise ConfigError(f"fallbacks[{i}]", f"unknown backend {f!r} (backends: {known})")
+    for alias, target in cfg.aliases.items():
+        if not alias or not target:
+            raise ConfigError(f"aliases.{alias}", "alias and model must be non-empty")
+        if target in cfg.aliases:
+            raise ConfigError(f"aliases.{alias}", f"points at another alias {target!r}")
+    seen: set[str] = set()
+    for i, k in enumerate(cfg.keys):
+        if k.name in seen:
+            raise ConfigError(f"keys[{i}].name", f"two keys are named {k.name!r}")
+        seen.add(k.name)
+
+
+# --- environment substitution --------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree.
+
+    Raises ConfigError naming the field when a variable without a default is not set.
+    """
+    if isinstance(value, str):
+        if "$" not in value:
+            return value
+
+        def repl(m: re.Match[str]) -> str:
+            if m.group(0) == "$${":
+                return "${"
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(path or "(top)", f"environment variable {name} is not set")
+
+        return _VAR.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: substitute_env(v, env, _join(path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _field_path(loc: tuple[int | str, ...], raw: Any) -> str:
+    """A pydantic error location as ``backends[1] (name).auth.token``; union tags dropped."""
+    out = ""
+    node: Any = raw
+    prev: int | str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            if isinstance(node, list) and 0 <= part < len(node):
+                node = node[part]
+                if prev == "backends" and isinstance(node, dict) and "name" in node:
+                    out += f" ({node['name']})"
+            else:
+                node = None
+        else:
+            if part in _UNION_TAGS and not (isinstance(node, dict) and part in node):
+                continue  # a tagged union's branch name, not a field
+            out = _join(out, part)
+            node = node.get(part) if isinstance(node, dict) else None
+        prev = part
+    return out
+
+
+def parse_config(
+    data: Any, *, env: Mapping[str, str] | None = None, source: str | None = None
+) -> GatewayConfig:
+    """Validate an already-parsed YAML/JSON tree (after ``${VAR}`` substitution)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("", "the file must hold a mapping (key: value lines)", source=source)
+    try:
+        env = os.environ if env is None else env
+        data = substitute_env(data, env)
+        cfg = GatewayConfig.model_validate(data, context={"env": env})
+        _check_references(cfg)
+    except ConfigError as exc:
+        raise ConfigError(exc.field, exc.message, source=source) from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(tuple(err["loc"]), data)
+        if err["type"] in ("backend_type", "union_tag_invalid"):
+            field += ".type"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        more = len(exc.errors()) - 1
+        if more:
+            msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError(field or "(top)", msg, source=source) from None
+    return cfg
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate ``config.yaml``; raises ConfigError naming the bad field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {p}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("", f"not valid YAML{where}: {problem}", source=str(p)) from None
+    return parse_config(data, env=env, source=str(p))
