@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -149,6 +150,9 @@ class JobSpec:
     encryption: Encryption | None = None
     kind: int = KIND_TEXT_GENERATION
     extra_tags: tuple[tuple[str, ...], ...] = ()
+    # Makes two identical jobs in the same second distinct events (else the second one would be
+    # the first one again, with its results). None: a random one per request; "": no tag.
+    nonce: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt:
@@ -394,6 +398,9 @@ def _encrypt(text: str, keys: Keys, peer: str, scheme: Encryption) -> str:
 
 def _visible_tags(spec: JobSpec) -> Tags:
     tags: Tags = []
+    nonce = os.urandom(8).hex() if spec.nonce is None else spec.nonce
+    if nonce:
+        tags.append(["nonce", nonce])
     if spec.output:
         tags.append(["output", spec.output])
     if spec.bid_msats is not None:

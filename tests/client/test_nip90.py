@@ -364,3 +364,14 @@ def test_nip04_result_detected_by_shape() -> None:
     tags = [["e", job.id], ["p", CUSTOMER.public_key], ["encrypted"]]
     res = parse_result(Event.create(PROVIDER, 6050, content, tags), job, CUSTOMER)
     assert res.content == "four"
+
+
+def test_identical_jobs_in_one_second_are_distinct_events() -> None:
+    a = build_request(CUSTOMER, spec(), created_at=1_700_000_000)
+    b = build_request(CUSTOMER, spec(), created_at=1_700_000_000)
+    assert a.id != b.id and len(a.tags_named("nonce")) == 1
+    fixed = build_request(CUSTOMER, spec(nonce="abc"), created_at=1_700_000_000)
+    assert fixed.tags_named("nonce") == [["nonce", "abc"]]
+    bare = build_request(CUSTOMER, spec(nonce=""), created_at=1_700_000_000)
+    assert bare.tags_named("nonce") == []
+    assert build_request(CUSTOMER, spec(nonce=""), created_at=1_700_000_000).id == bare.id
