@@ -1,0 +1,81 @@
+"""The backend interface every LLM source implements: :class:`LmBackend`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Self
+
+from ..types import LmResponse, Prompt, StreamChunk
+
+
+class LmBackend(ABC):
+    """An async source of completions (a local server, a remote API, the Nostr swarm, a mock).
+
+    Subclasses set ``name`` and implement :meth:`complete`; streaming falls back to one chunk
+    holding the whole completion unless :meth:`stream_chunks` is overridden. Backends raise
+    ``router.errors.BackendError`` (or a subclass) for failures, with ``retryable`` set when asking
+    again may help.
+    """
+
+    name: str = "backend"
+    #: Latency the router assumes before it has measured any (latency-based strategies).
+    expected_latency_ms: float = 500.0
+    #: Cost per 1,000 tokens in USD the router assumes unless configured otherwise.
+    cost_per_1k_tokens_usd: float = 0.0
+    #: False until a backend that discovers its models (``refresh_models``) has done so once.
+    models_known: bool = True
+
+    def supported_models(self) -> list[str]:
+        """The model names this backend serves (may be empty for catch-all backends)."""
+        return []
+
+    def supports_model(self, model: str) -> bool:
+        return model in self.supported_models()
+
+    @abstractmethod
+    async def complete(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> LmResponse:
+        """Complete ``prompt`` (a string or chat messages) with at most ``max_tokens`` tokens.
+
+        ``params`` are passed to the upstream as sampling options (temperature, top_p, stop, ...).
+        """
+
+    async def stream_chunks(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream the completion as chunks; the last may carry usage and finish reason."""
+        resp = await self.complete(model, prompt, max_tokens, **params)
+        yield StreamChunk(resp.text, resp.usage, resp.finish_reason)
+
+    async def stream(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> AsyncIterator[str]:
+        """Stream the completion as text deltas."""
+        async with aclosing(self.stream_chunks(model, prompt, max_tokens, **params)) as chunks:
+            async for chunk in chunks:
+                if chunk.text:
+                    yield chunk.text
+
+    async def health_check(self) -> bool:
+        """True when the backend can take requests."""
+        return True
+
+    async def refresh_models(self) -> list[str]:
+        """Ask the upstream which models it serves (backends that can discover them override)."""
+        return self.supported_models()
+
+    async def close(self) -> None:
+        """Release connections. The backend may be used again afterwards (it reconnects)."""
+        return None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

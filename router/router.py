@@ -1,0 +1,722 @@
+"""LmRouter: sends each completion to the right backend, with failover, retries, circuit
+breakers, rate limits, and usage and cost accounting.
+
+Per request: resolve the candidates for the model (cached), drop those whose breaker is open, let
+the strategy order them (explicit routes stay first, the default and fallbacks last), then try
+them in order. Each attempt first takes capacity (token bucket, concurrency cap) and the breaker's
+permission; a failure worth retrying is retried on the same backend after a backoff, anything
+else moves on to the next backend.
+
+Task safety: state changes happen between awaits under one short ``threading.Lock`` section each,
+so one router can be shared by many tasks (and by threads each running their own loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import math
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .backends.base import LmBackend
+from .circuit_breaker import BreakerConfig, CircuitState
+from .clock import Clock, Sleeper
+from .errors import (
+    AllProvidersFailed,
+    BackendError,
+    BackendNotFound,
+    CircuitBreakerOpen,
+    InvalidRequest,
+    NoProvidersAvailable,
+    RateLimited,
+    StreamInterrupted,
+)
+from .options import BackendOptions
+from .rate_limit import RateLimitConfig
+from .retry import RetryPolicy, is_retryable, retry_after_of
+from .state import BackendMetrics, BackendState
+from .strategy import Adaptive, RoutingDecision, RoutingStrategy
+from .types import LmResponse, LmUsage, Prompt, StreamChunk, validate_prompt
+from .usage import UsageReport, UsageTracker
+
+if TYPE_CHECKING:
+    from .builder import LmRouterBuilder
+
+_perf = time.perf_counter
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """The candidates for one model, resolved once: explicit routes, backends that support the
+    model (in priority order), then the default backend and global fallbacks."""
+
+    pinned: tuple[BackendState, ...]
+    pool: tuple[BackendState, ...]
+    tail: tuple[BackendState, ...]
+    single: BackendState | None  # the only candidate, when there is exactly one in the pool
+    reason: str
+
+    def all(self) -> tuple[BackendState, ...]:
+        return self.pinned + self.pool + self.tail
+
+
+class LmRouter(LmBackend):
+    """Routes completions across backends. Build one with :meth:`builder`.
+
+    An ``LmRouter`` is itself an ``LmBackend``, so it can stand wherever a backend is expected
+    (a provider node, another router).
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[tuple[LmBackend, BackendOptions]],
+        *,
+        routes: Mapping[str, Sequence[str]] | None = None,
+        default_backend: str | None = None,
+        fallbacks: Sequence[str] = (),
+        strategy: RoutingStrategy,
+        retry: RetryPolicy | None = None,
+        circuit_breaker: BreakerConfig | None = None,
+        rate_limit: RateLimitConfig | None = None,
+        ewma_alpha: float = 0.2,
+        queue_timeout_s: float = 0.0,
+        usd_per_sat: float | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleeper = asyncio.sleep,
+        seed: int | None = None,
+        name: str = "router",
+    ) -> None:
+        if not backends:
+            raise InvalidRequest("a router needs at least one backend")
+        if not 0.0 < ewma_alpha <= 1.0:
+            raise InvalidRequest("ewma_alpha must be in (0, 1]")
+        self.name = name
+        self.strategy = strategy
+        self._retry = retry or RetryPolicy()
+        breaker_cfg = circuit_breaker or BreakerConfig()
+        limit_cfg = rate_limit or RateLimitConfig()
+        if isinstance(strategy, Adaptive) and strategy.ewma_alpha is not None:
+            ewma_alpha = strategy.ewma_alpha
+        self._alpha = ewma_alpha
+        self._queue_timeout_s = queue_timeout_s
+        self._usd_per_sat = usd_per_sat
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._usage = UsageTracker()
+        self._cache: dict[str, _Route] = {}
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._not_closed = 0  # breakers not closed; while 0, routing skips the breaker filter
+        states: dict[str, BackendState] = {}
+        for i, (backend, opts) in enumerate(backends):
+            if backend.name in states:
+                raise InvalidRequest(f"two backends are named {backend.name!r}")
+            states[backend.name] = BackendState(
+                backend,
+                opts,
+                i,
+                default_breaker=breaker_cfg,
+                default_rate_limit=limit_cfg,
+                default_retry=self._retry,
+            )
+        self._states = states
+        # priority order: lower priority number first, then insertion order
+        self._ordered = sorted(states.values(), key=lambda s: (s.priority, s.index))
+        self._routes: dict[str, tuple[str, ...]] = {}
+        self._patterns: list[tuple[str, tuple[str, ...]]] = []
+        for model, targets in (routes or {}).items():
+            for t in targets:
+                if t not in states:
+                    raise InvalidRequest(f"route {model!r} -> unknown backend {t!r}")
+            if any(ch in model for ch in "*?["):
+                self._patterns.append((model, tuple(targets)))
+            else:
+                self._routes[model] = tuple(targets)
+        for n in [default_backend, *fallbacks]:
+            if n is not None and n not in states:
+                raise InvalidRequest(f"unknown backend {n!r}")
+        self._default = default_backend
+        self._fallbacks = tuple(fallbacks)
+
+    @staticmethod
+    def builder() -> LmRouterBuilder:
+        from .builder import LmRouterBuilder
+
+        return LmRouterBuilder()
+
+    # --- routing -----------------------------------------------------------------------------
+
+    def _resolve(self, model: str) -> _Route | None:
+        states = self._states
+        targets = self._routes.get(model)
+        if targets is None:
+            for pattern, t in self._patterns:
+                if fnmatch.fnmatchcase(model, pattern):
+                    targets = t
+                    break
+        seen: set[str] = set()
+        pinned = []
+        for n in targets or ():
+            st = states[n]
+            if st.enabled and n not in seen:
+                seen.add(n)
+                pinned.append(st)
+        pool = []
+        for st in self._ordered:
+            if st.enabled and st.name not in seen and st.backend.supports_model(model):
+                seen.add(st.name)
+                pool.append(st)
+        tail = []
+        for n in (self._default, *self._fallbacks):
+            if n is not None and n not in seen and states[n].enabled:
+                seen.add(n)
+                tail.append(states[n])
+        if not seen:
+            return None
+        single = pool[0] if len(pool) == 1 and not pinned and not tail else None
+        reason = f"only backend that serves {model!r}"
+        route = _Route(tuple(pinned), tuple(pool), tuple(tail), single, reason)
+        self._cache[model] = route
+        return route
+
+    def _unavailable(self, model: str) -> Exception:
+        """The error for a model whose candidates all exist but none can be asked now."""
+        names = [n for n, s in self._states.items() if s.enabled]
+        if not names:
+            return NoProvidersAvailable("every backend is disabled")
+        return BackendNotFound(model)
+
+    def route(self, model: str) -> RoutingDecision:
+        """Decide where a request for ``model`` would go now: backend, fallback chain, score and
+        reason. Raises ``BackendNotFound`` when nothing serves the model and
+        ``CircuitBreakerOpen`` when every candidate's breaker is open."""
+        if type(model) is not str or not model:
+            raise InvalidRequest("model must be a non-empty string")
+        route = self._cache.get(model) or self._resolve(model)
+        if route is None:
+            raise self._unavailable(model)
+        now = self._clock()
+        single = route.single
+        if single is not None and single.breaker.blocked_until <= now:
+            # one candidate and nothing else to consider: skip the strategy
+            return RoutingDecision(
+                model, single, route.pool, None, None, 1.0, route.reason, route.pool
+            )
+        if self._not_closed:
+            pool: Sequence[BackendState] = [s for s in route.pool if s.breaker.blocked_until <= now]
+        else:
+            pool = route.pool
+        if len(pool) > 1:
+            decision = self.strategy.rank(model, pool)
+        elif pool:
+            decision = RoutingDecision(model, pool[0], pool, None, None, 1.0, route.reason, pool)
+        else:
+            decision = RoutingDecision(model, None, pool, None, None, 0.0, "", pool)
+        if route.pinned or route.tail:
+            head = self._available(route.pinned, now)
+            tail = self._available(route.tail, now)
+            if head:
+                decision.wrap(head, tail, 1.0, f"explicit route {model!r} -> {head[0].name!r}")
+            elif not pool and tail:
+                which = "default backend" if tail[0].name == self._default else "fallback"
+                reason = f"{which} {tail[0].name!r} (no other backend serves it)"
+                decision.wrap(head, tail, 1.0, reason)
+            else:
+                decision.wrap(head, tail, None, None)
+        if decision.first is None:
+            every = route.all()
+            wait = min(s.breaker.retry_after(now) for s in every)
+            raise CircuitBreakerOpen([s.name for s in every], retry_after=wait)
+        return decision
+
+    def _available(self, states: tuple[BackendState, ...], now: float) -> Sequence[BackendState]:
+        if not self._not_closed or not states:
+            return states
+        return [s for s in states if s.breaker.blocked_until <= now]
+
+    async def _discover_and_route(self, model: str) -> RoutingDecision:
+        """Route, and if nothing serves the model yet, discover models once and try again."""
+        try:
+            return self.route(model)
+        except BackendNotFound:
+            if all(s.backend.models_known for s in self._ordered):
+                raise
+        await self.refresh_models()
+        return self.route(model)
+
+    # --- completion --------------------------------------------------------------------------
+
+    async def complete(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> LmResponse:
+        """Complete ``prompt`` (a string or chat messages) on the best available backend.
+
+        Tries the decision's chain in order. If only one backend was asked and it failed, its
+        own error is raised; if several failed, ``AllProvidersFailed`` (with each one's error).
+        If every candidate was over its rate limit, ``RateLimited``; if every breaker was open,
+        ``CircuitBreakerOpen``.
+        """
+        if type(prompt) is not str:
+            _check_prompt(prompt)
+        if type(max_tokens) is not int or max_tokens < 1:
+            raise InvalidRequest("max_tokens must be a positive integer")
+        try:
+            decision = self.route(model)
+        except BackendNotFound:
+            decision = await self._discover_and_route(model)
+        errors: dict[str, BaseException] = {}
+        deadline: float | None = None
+        clock = self._clock
+        while True:
+            min_wait = math.inf
+            st: BackendState | None = decision.first
+            chain: Sequence[BackendState] | None = None
+            pos = 0
+            while st is not None:
+                retry = 0
+                while True:
+                    refused = self._admit(st, clock(), errors)
+                    if refused is not None:
+                        if refused < min_wait:
+                            min_wait = refused
+                        break
+                    t0 = _perf()
+                    try:
+                        if st.timeout_s is None:
+                            resp = await st.backend.complete(model, prompt, max_tokens, **params)
+                        else:
+                            resp = await _with_timeout(st, model, prompt, max_tokens, params)
+                    except asyncio.CancelledError:
+                        self._abandon(st)
+                        raise
+                    except Exception as exc:
+                        errors[st.name] = exc
+                        delay = self._on_attempt_failed(st, exc, retry)
+                        if delay is not None:
+                            retry += 1
+                            await self._sleep(delay)
+                            continue
+                        break
+                    return self._on_success(st, model, resp, t0)
+                # this backend is done with: move along the fallback chain (ordered only now,
+                # since a request that succeeds at once never needs it)
+                if chain is None:
+                    chain = decision.candidates
+                pos += 1
+                st = chain[pos] if pos < len(chain) else None
+            deadline = await self._wait_for_capacity(decision, errors, min_wait, deadline)
+            decision = await self._discover_and_route(model)
+
+    def _on_success(self, st: BackendState, model: str, resp: LmResponse, t0: float) -> LmResponse:
+        latency_ms = (_perf() - t0) * 1000.0
+        usage = resp.usage
+        if usage.cost_usd is None:
+            self._price(st, usage)
+        now = self._clock()
+        with self._lock:
+            st.in_flight -= 1
+            st.on_success(latency_ms, self._alpha)
+            self._breaker_success(st, now)
+            if usage.cost_usd is not None and not st.cost_fixed:
+                st.learn_cost(usage.cost_usd, usage.total_tokens, self._alpha)
+            self._usage.record(model, st.name, usage)
+        if self._waiters:
+            self._wake()
+        resp.latency_ms = latency_ms
+        if not resp.backend:
+            resp.backend = st.name
+        return resp
+
+    async def _wait_for_capacity(
+        self,
+        decision: RoutingDecision,
+        errors: dict[str, BaseException],
+        min_wait: float,
+        deadline: float | None,
+    ) -> float:
+        """After a pass over the chain with no success: raise the right error, or (when every
+        candidate was only over its limits and queueing is on) wait for capacity."""
+        only_limited = all(isinstance(errors.get(c.name), RateLimited) for c in decision.candidates)
+        only_limited = only_limited and all(
+            getattr(e, "status", None) is None
+            for e in errors.values()
+            if isinstance(e, RateLimited)
+        )
+        loop_now = time.monotonic()
+        if deadline is None:
+            deadline = loop_now + self._queue_timeout_s
+        if not (only_limited and loop_now < deadline):
+            raise self._failure(errors)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (asyncio.get_running_loop(), fut)
+        with self._lock:
+            self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(fut, min(min_wait, deadline - loop_now))
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+        errors.clear()
+        return deadline
+
+    def _wake(self) -> None:
+        """A request ended: let requests queued for capacity try again."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            if fut.done():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                fut.set_result(None)
+            else:
+                loop.call_soon_threadsafe(_resolve_future, fut)
+
+    @staticmethod
+    def _failure(errors: Mapping[str, BaseException]) -> BaseException:
+        errs = list(errors.values())
+        if len(errs) == 1:
+            return errs[0]
+        if errs and all(isinstance(e, RateLimited) and e.status is None for e in errs):
+            waits = [e.retry_after for e in errs if isinstance(e, RateLimited) and e.retry_after]
+            return RateLimited(
+                f"every backend is over its rate limit ({', '.join(errors)})",
+                retry_after=min(waits) if waits else None,
+            )
+        if errs and all(isinstance(e, CircuitBreakerOpen) for e in errs):
+            return CircuitBreakerOpen(list(errors))
+        return AllProvidersFailed(errors)
+
+    def _breaker_success(self, st: BackendState, now: float) -> None:
+        """Under the lock: tell the breaker, keeping the count of breakers not closed."""
+        br = st.breaker
+        if br.state is not CircuitState.CLOSED:
+            br.record_success(now)
+            if br.state is CircuitState.CLOSED:
+                self._not_closed -= 1
+
+    def _breaker_failure(self, st: BackendState, now: float) -> None:
+        br = st.breaker
+        was_closed = br.state is CircuitState.CLOSED
+        br.record_failure(now)
+        if was_closed and br.state is not CircuitState.CLOSED:
+            self._not_closed += 1
+
+    def _abandon(self, st: BackendState) -> None:
+        """A request was cancelled: free its slot without counting an outcome."""
+        with self._lock:
+            st.in_flight -= 1
+            st.breaker.release_probe()
+        if self._waiters:
+            self._wake()
+
+    def _price(self, st: BackendState, usage: LmUsage) -> None:
+        """Fill in ``cost_usd`` from configured prices, or from sats at the configured rate."""
+        if st.price_in is not None or st.price_out is not None:
+            usage.cost_usd = (
+                usage.prompt_tokens * (st.price_in or 0.0)
+                + usage.completion_tokens * (st.price_out or 0.0)
+            ) / 1000.0
+        elif usage.cost_sats is not None and self._usd_per_sat is not None:
+            usage.cost_usd = usage.cost_sats * self._usd_per_sat
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    async def stream(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> AsyncIterator[str]:
+        """Stream text deltas. A backend that fails before its first text fails over to the
+        next; a failure after text was delivered raises ``StreamInterrupted``."""
+        async with aclosing(self.stream_chunks(model, prompt, max_tokens, **params)) as chunks:
+            async for chunk in chunks:
+                if chunk.text:
+                    yield chunk.text
+
+    async def stream_chunks(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> AsyncIterator[StreamChunk]:
+        """Like :meth:`stream`, as chunks; the last carries usage (priced) and finish reason."""
+        if type(prompt) is not str:
+            _check_prompt(prompt)
+        if type(max_tokens) is not int or max_tokens < 1:
+            raise InvalidRequest("max_tokens must be a positive integer")
+        decision = await self._discover_and_route(model)
+        errors: dict[str, BaseException] = {}
+        deadline: float | None = None
+        while True:
+            min_wait = math.inf
+            for st in decision.candidates:
+                retry = 0
+                while True:
+                    now = self._clock()
+                    refused = self._admit(st, now, errors)
+                    if refused is not None:
+                        min_wait = min(min_wait, refused)
+                        break
+                    t0 = _perf()
+                    agen = st.backend.stream_chunks(model, prompt, max_tokens, **params)
+                    held: list[StreamChunk] = []
+                    try:
+                        # Pull until the first text: until then, failing over is invisible.
+                        async for chunk in agen:
+                            held.append(chunk)
+                            if chunk.text:
+                                break
+                    except asyncio.CancelledError:
+                        self._abandon(st)
+                        await _aclose(agen)
+                        raise
+                    except Exception as exc:
+                        await _aclose(agen)
+                        errors[st.name] = exc
+                        delay = self._on_attempt_failed(st, exc, retry)
+                        if delay is not None:
+                            retry += 1
+                            await self._sleep(delay)
+                            continue
+                        break
+                    async with aclosing(self._relay_stream(st, model, agen, held, t0)) as relay:
+                        async for out in relay:
+                            yield out
+                    return
+            deadline = await self._wait_for_capacity(decision, errors, min_wait, deadline)
+            decision = await self._discover_and_route(model)
+
+    def _admit(
+        self, st: BackendState, now: float, errors: dict[str, BaseException]
+    ) -> float | None:
+        """Take breaker permission and capacity for one attempt. Returns None when admitted,
+        else how long until capacity may return (``inf`` for the concurrency cap / breaker)."""
+        with self._lock:
+            if st.breaker.blocked_until > now:
+                errors.setdefault(st.name, CircuitBreakerOpen(st.name, st.breaker.retry_after(now)))
+                return math.inf
+            wait = st.capacity_wait(now)
+            if wait is not None:
+                st.rate_limited += 1
+                errors.setdefault(
+                    st.name,
+                    RateLimited(
+                        f"{st.name}: over its rate limit",
+                        backend=st.name,
+                        retry_after=None if wait == math.inf else wait,
+                    ),
+                )
+                return wait
+            if st.bucket is not None:
+                st.bucket.try_acquire(now)
+            st.breaker.allow(now)
+            st.in_flight += 1
+            st.requests += 1
+            st.last_request_at = now
+            return None
+
+    def _on_attempt_failed(self, st: BackendState, exc: BaseException, retry: int) -> float | None:
+        """Record a failed attempt; return the backoff before retrying it, or None to move on."""
+        now = self._clock()
+        with self._lock:
+            st.in_flight -= 1
+            st.on_failure(self._alpha)
+            self._breaker_failure(st, now)
+        if self._waiters:
+            self._wake()
+        if is_retryable(exc) and st.breaker.blocked_until <= now:
+            return st.retry.backoff(retry, self._rng.random(), retry_after_of(exc))
+        return None
+
+    async def _relay_stream(
+        self,
+        st: BackendState,
+        model: str,
+        agen: AsyncIterator[StreamChunk],
+        held: list[StreamChunk],
+        t0: float,
+    ) -> AsyncIterator[StreamChunk]:
+        """Deliver a committed stream; account for it when it ends."""
+        usage: LmUsage | None = None
+        parts: list[str] = []
+        finished = False
+        try:
+            for chunk in held:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                parts.append(chunk.text)
+                yield chunk
+            try:
+                async for chunk in agen:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                        if usage.cost_usd is None:
+                            self._price(st, usage)
+                    parts.append(chunk.text)
+                    yield chunk
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:
+                now = self._clock()
+                with self._lock:
+                    st.in_flight -= 1
+                    st.on_failure(self._alpha)
+                    self._breaker_failure(st, now)
+                finished = True
+                if self._waiters:
+                    self._wake()
+                raise StreamInterrupted(
+                    f"{st.name}: stream failed after text was sent: {exc}",
+                    backend=st.name,
+                    text_so_far="".join(parts),
+                ) from exc
+            latency_ms = (_perf() - t0) * 1000.0
+            if usage is None:
+                usage = LmUsage()
+            elif usage.cost_usd is None:
+                self._price(st, usage)
+            now = self._clock()
+            with self._lock:
+                st.in_flight -= 1
+                st.on_success(latency_ms, self._alpha)
+                self._breaker_success(st, now)
+                self._usage.record(model, st.name, usage)
+            finished = True
+            if self._waiters:
+                self._wake()
+        finally:
+            if not finished:
+                self._abandon(st)
+            await _aclose(agen)
+
+    # --- reports and management --------------------------------------------------------------
+
+    def usage_report(self) -> UsageReport:
+        """Calls, tokens and cost (USD and sats) so far: totals, ``by_model`` and ``by_backend``."""
+        with self._lock:
+            return self._usage.report()
+
+    def reset_usage(self) -> None:
+        """Forget usage and per-backend counters (learned latency and breakers are kept)."""
+        with self._lock:
+            self._usage.reset()
+            for st in self._states.values():
+                st.reset_counters()
+
+    def metrics(self) -> dict[str, BackendMetrics]:
+        """Per-backend metrics: requests, successes, failures, rate-limited, breaker trips,
+        average and p95 latency, learned latency and error rate."""
+        now = self._clock()
+        with self._lock:
+            return {name: st.metrics(now) for name, st in self._states.items()}
+
+    def backend_metrics(self, name: str) -> BackendMetrics:
+        return self.metrics()[self._state(name).name]
+
+    def breaker_state(self, name: str) -> str:
+        return self._state(name).breaker.state_at(self._clock()).value
+
+    def _state(self, name: str) -> BackendState:
+        st = self._states.get(name)
+        if st is None:
+            raise KeyError(f"no backend named {name!r}")
+        return st
+
+    @property
+    def backends(self) -> dict[str, LmBackend]:
+        return {name: st.backend for name, st in self._states.items()}
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """Take a backend out of routing, or put it back."""
+        st = self._state(name)
+        with self._lock:
+            st.enabled = enabled
+            self._cache = {}
+
+    def supported_models(self) -> list[str]:
+        models: dict[str, None] = {}
+        for st in self._ordered:
+            if st.enabled:
+                for m in st.backend.supported_models():
+                    models[m] = None
+        for m in self._routes:
+            models[m] = None
+        return list(models)
+
+    def supports_model(self, model: str) -> bool:
+        return (self._cache.get(model) or self._resolve(model)) is not None
+
+    def models_by_backend(self) -> dict[str, list[str]]:
+        return {n: st.backend.supported_models() for n, st in self._states.items() if st.enabled}
+
+    async def refresh_models(self) -> list[str]:
+        """Ask every backend that discovers models to do so now, then re-resolve routes."""
+        results = await asyncio.gather(
+            *(st.backend.refresh_models() for st in self._ordered), return_exceptions=True
+        )
+        del results  # a backend that cannot be reached keeps what it knew
+        self._cache = {}
+        return self.supported_models()
+
+    async def health_check(self, timeout_s: float = 5.0) -> dict[str, bool]:  # type: ignore[override]
+        """``{backend name: healthy}``, asking every backend at once."""
+
+        async def one(b: LmBackend) -> bool:
+            try:
+                return bool(await asyncio.wait_for(b.health_check(), timeout_s))
+            except Exception:
+                return False
+
+        names = list(self._states)
+        oks = await asyncio.gather(*(one(self._states[n].backend) for n in names))
+        return dict(zip(names, oks, strict=True))
+
+    async def close(self) -> None:
+        await asyncio.gather(
+            *(st.backend.close() for st in self._states.values()), return_exceptions=True
+        )
+
+    def __repr__(self) -> str:
+        return f"LmRouter(backends={list(self._states)}, strategy={self.strategy!r})"
+
+
+def _check_prompt(prompt: object) -> None:
+    try:
+        validate_prompt(prompt)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _resolve_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _with_timeout(
+    st: BackendState, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any]
+) -> LmResponse:
+    try:
+        async with asyncio.timeout(st.timeout_s):
+            return await st.backend.complete(model, prompt, max_tokens, **params)
+    except TimeoutError:
+        raise BackendError(
+            f"{st.name}: no answer within {st.timeout_s} s", backend=st.name, retryable=True
+        ) from None
+
+
+async def _aclose(agen: AsyncIterator[Any]) -> None:
+    close = getattr(agen, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:
+            pass

@@ -1,0 +1,215 @@
+"""What the router knows about each backend while it runs: configuration resolved into plain
+attributes (read on every request), learned figures and counters, and the metrics snapshot."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .backends.base import LmBackend
+from .circuit_breaker import BreakerConfig, CircuitBreaker, CircuitState
+from .options import BackendOptions
+from .rate_limit import RateLimitConfig, TokenBucket
+from .retry import RetryPolicy
+
+_SAMPLES = 1024  # latency samples kept per backend for the p95 (a ring buffer)
+
+
+class _NoBreaker:
+    """Stands in when the breaker is disabled, so the hot path needs no ``None`` checks."""
+
+    __slots__ = ()
+    blocked_until = 0.0
+    trips = 0
+    state = CircuitState.CLOSED
+
+    def state_at(self, now: float) -> CircuitState:
+        return CircuitState.CLOSED
+
+    def available(self, now: float) -> bool:
+        return True
+
+    def allow(self, now: float) -> bool:
+        return True
+
+    def release_probe(self) -> None:
+        pass
+
+    def record_success(self, now: float) -> None:
+        pass
+
+    def record_failure(self, now: float) -> None:
+        pass
+
+    def retry_after(self, now: float) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackendMetrics:
+    """Per-backend counters and latency figures (latencies in milliseconds, successes only)."""
+
+    name: str
+    requests: int
+    successes: int
+    failures: int
+    rate_limited: int
+    breaker_trips: int
+    breaker_state: str
+    in_flight: int
+    avg_latency_ms: float
+    p95_latency_ms: float
+    ewma_latency_ms: float
+    error_rate: float
+    cost_per_1k_tokens_usd: float
+    last_request_at: float | None
+
+
+class BackendState:
+    """Mutable per-backend state. Strategies read ``name``, ``cost``, ``priority``,
+    ``latency_ms`` and ``error_rate`` (see ``router.strategy.Candidate``)."""
+
+    __slots__ = (
+        "backend",
+        "breaker",
+        "bucket",
+        "cost",
+        "cost_fixed",
+        "enabled",
+        "error_rate",
+        "failures",
+        "in_flight",
+        "index",
+        "last_request_at",
+        "latency_ms",
+        "latency_total",
+        "max_concurrent",
+        "name",
+        "observed",
+        "options",
+        "price_in",
+        "price_out",
+        "priority",
+        "rate_limited",
+        "requests",
+        "retry",
+        "sample_i",
+        "samples",
+        "successes",
+        "timeout_s",
+    )
+
+    def __init__(
+        self,
+        backend: LmBackend,
+        options: BackendOptions,
+        index: int,
+        *,
+        default_breaker: BreakerConfig,
+        default_rate_limit: RateLimitConfig,
+        default_retry: RetryPolicy,
+    ) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.options = options
+        self.index = index
+        self.priority = options.priority
+        self.enabled = options.enabled
+        self.timeout_s = options.timeout_s
+        self.retry = options.retry or default_retry
+        self.price_in = options.cost_per_1k_input_usd
+        self.price_out = options.cost_per_1k_output_usd
+        if options.cost_per_1k_tokens_usd is not None:
+            self.cost, self.cost_fixed = options.cost_per_1k_tokens_usd, True
+        elif self.price_in is not None or self.price_out is not None:
+            self.cost = ((self.price_in or 0.0) + (self.price_out or 0.0)) / 2
+            self.cost_fixed = True
+        else:
+            self.cost = float(backend.cost_per_1k_tokens_usd)
+            self.cost_fixed = False
+        hint = options.latency_hint_ms
+        self.latency_ms = float(hint if hint is not None else backend.expected_latency_ms)
+        self.error_rate = 0.0
+        self.observed = 0
+        breaker = CircuitBreaker.from_config(options.circuit_breaker or default_breaker)
+        self.breaker: CircuitBreaker | _NoBreaker = breaker if breaker is not None else _NoBreaker()
+        limits = options.rate_limit or default_rate_limit
+        self.bucket = TokenBucket.from_config(limits)
+        self.max_concurrent = limits.max_concurrent or 0
+        self.in_flight = 0
+        self.requests = 0
+        self.successes = 0
+        self.failures = 0
+        self.rate_limited = 0
+        self.latency_total = 0.0
+        self.samples: list[float] = []
+        self.sample_i = 0
+        self.last_request_at: float | None = None
+
+    def capacity_wait(self, now: float) -> float | None:
+        """None if a request may start now; else seconds until the bucket refills (``inf`` when
+        only the concurrency cap is in the way: that frees when a request ends)."""
+        if self.max_concurrent and self.in_flight >= self.max_concurrent:
+            return math.inf
+        bucket = self.bucket
+        if bucket is not None and not bucket.available(now):
+            return bucket.wait_time(now)
+        return None
+
+    def on_success(self, latency_ms: float, alpha: float) -> None:
+        self.successes += 1
+        self.latency_total += latency_ms
+        if len(self.samples) < _SAMPLES:
+            self.samples.append(latency_ms)
+        else:
+            self.samples[self.sample_i % _SAMPLES] = latency_ms
+        self.sample_i += 1
+        if self.observed:
+            self.latency_ms += alpha * (latency_ms - self.latency_ms)
+        else:
+            self.latency_ms = latency_ms  # the first measurement replaces the hint
+        self.observed += 1
+        self.error_rate -= alpha * self.error_rate
+
+    def on_failure(self, alpha: float) -> None:
+        self.failures += 1
+        self.error_rate += alpha * (1.0 - self.error_rate)
+
+    def learn_cost(self, cost_usd: float, total_tokens: int, alpha: float) -> None:
+        """Follow the observed price per 1k tokens when none is configured (e.g. swarm bids)."""
+        if self.cost_fixed or total_tokens <= 0:
+            return
+        per_1k = cost_usd * 1000.0 / total_tokens
+        if self.successes <= 1:
+            self.cost = per_1k
+        else:
+            self.cost += alpha * (per_1k - self.cost)
+
+    def metrics(self, now: float) -> BackendMetrics:
+        samples = sorted(self.samples)
+        p95 = samples[min(len(samples) - 1, math.ceil(0.95 * len(samples)) - 1)] if samples else 0.0
+        return BackendMetrics(
+            name=self.name,
+            requests=self.requests,
+            successes=self.successes,
+            failures=self.failures,
+            rate_limited=self.rate_limited,
+            breaker_trips=self.breaker.trips,
+            breaker_state=self.breaker.state_at(now).value,
+            in_flight=self.in_flight,
+            avg_latency_ms=self.latency_total / self.successes if self.successes else 0.0,
+            p95_latency_ms=p95,
+            ewma_latency_ms=self.latency_ms,
+            error_rate=self.error_rate,
+            cost_per_1k_tokens_usd=self.cost,
+            last_request_at=self.last_request_at,
+        )
+
+    def reset_counters(self) -> None:
+        self.requests = self.successes = self.failures = self.rate_limited = 0
+        self.latency_total = 0.0
+        self.samples = []
+        self.sample_i = 0
+
+    def __repr__(self) -> str:
+        return f"BackendState({self.name!r})"

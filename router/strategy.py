@@ -1,0 +1,447 @@
+"""Routing strategies: given the backends that can serve a request, pick the one to try first and
+the order of the rest.
+
+Strategies are pure: they read each candidate's figures (configured cost and priority, learned
+latency and error rate) and return a :class:`RoutingDecision` with the choice, a score in
+[0, 1] and a human-readable reason. The router passes candidates in priority order (lower number
+first, then the order backends were added), and every strategy keeps that order among equals.
+
+- :class:`CostBased`: cheapest first.
+- :class:`LatencyBased`: fastest first (learned latency; the configured hint until measured).
+- :class:`Hybrid`: weighted sum of cost, latency and reliability scores, each 0..1.
+- :class:`RoundRobin`: rotates through the candidates, per model.
+- :class:`Adaptive`: learns from live traffic (EWMA latency and error rate) and optimizes for
+  latency, cost or reliability.
+- :class:`PriorityOrder`: the configured priority order, as is.
+
+Only the first choice is needed for a request that succeeds, so a decision computes the full
+fallback order, the score and the reason when they are first read.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from operator import attrgetter
+from typing import Any, ClassVar, Protocol
+
+
+class Candidate(Protocol):
+    """What a strategy reads about a backend."""
+
+    name: str
+    cost: float  # USD per 1,000 tokens
+    priority: int  # lower is preferred
+    latency_ms: float  # EWMA of observed latency (the configured hint until observed)
+    error_rate: float  # EWMA of failures (0..1)
+
+
+@dataclass(slots=True)
+class CandidateStats:
+    """A plain :class:`Candidate`, for calling strategies directly (tests, benchmarks, tools)."""
+
+    name: str
+    cost: float = 0.0
+    priority: int = 0
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+
+
+class RoutingDecision:
+    """Where a request goes: ``backend`` first, then ``fallback_chain`` in order.
+
+    ``score`` (0..1) is the chosen backend's score under the strategy; ``reason`` says why;
+    ``candidates`` holds the candidate objects in the order they will be tried.
+    """
+
+    __slots__ = (
+        "_head",
+        "_ordered",
+        "_reason",
+        "_score",
+        "_tail",
+        "first",
+        "model",
+        "pool",
+        "ranker",
+        "scores",
+        "strategy",
+    )
+
+    def __init__(
+        self,
+        model: str,
+        first: Any,
+        pool: Sequence[Any],
+        ranker: RoutingStrategy | None,
+        scores: list[float] | None = None,
+        score: float | None = None,
+        reason: str | None = None,
+        ordered: Sequence[Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.first = first
+        self.pool = pool
+        self.ranker = ranker
+        self.scores = scores
+        self.strategy = ranker.name if ranker is not None else "fixed"
+        self._score = score
+        self._reason = reason
+        self._ordered = ordered
+        self._head: Sequence[Any] = ()
+        self._tail: Sequence[Any] = ()
+
+    @classmethod
+    def fixed(
+        cls, model: str, ordered: Sequence[Any], score: float, reason: str
+    ) -> RoutingDecision:
+        """A decision whose order is already known."""
+        return cls(model, ordered[0], ordered, None, None, score, reason, ordered)
+
+    def wrap(
+        self, head: Sequence[Any], tail: Sequence[Any], score: float | None, reason: str | None
+    ) -> None:
+        """Put ``head`` (explicit routes) before the ranked pool and ``tail`` (default and
+        fallbacks) after it; a new first choice brings its own score and reason."""
+        self._head = head
+        self._tail = tail
+        if head:
+            self.first = head[0]
+        elif not self.pool and tail:
+            self.first = tail[0]
+        if reason is not None:
+            self._score = score
+            self._reason = reason
+
+    @property
+    def candidates(self) -> Sequence[Any]:
+        if self._ordered is None:
+            assert self.ranker is not None
+            ordered = self.ranker.order(self)
+            if not self._head and ordered and ordered[0] is not self.first:
+                # figures may have moved since the choice; the choice stays first
+                ordered.remove(self.first)
+                ordered.insert(0, self.first)
+            self._ordered = ordered
+        if self._head or self._tail:
+            return [*self._head, *self._ordered, *self._tail]
+        return self._ordered
+
+    @property
+    def backend(self) -> str:
+        return self.first.name  # type: ignore[no-any-return]
+
+    provider_name = backend
+
+    @property
+    def score(self) -> float:
+        if self._score is None:
+            assert self.ranker is not None
+            self._score = self.ranker.score_of(self)
+        return self._score
+
+    @property
+    def reason(self) -> str:
+        if self._reason is None:
+            assert self.ranker is not None
+            self._reason = self.ranker.explain(self)
+        return self._reason
+
+    @property
+    def fallback_chain(self) -> list[str]:
+        return [c.name for c in self.candidates[1:]]
+
+    def __repr__(self) -> str:
+        return (
+            f"RoutingDecision(backend={self.backend!r}, model={self.model!r}, "
+            f"score={self.score:.3f}, reason={self.reason!r}, "
+            f"fallback_chain={self.fallback_chain!r})"
+        )
+
+
+class RoutingStrategy(ABC):
+    """Orders candidate backends for one request.
+
+    Subclasses implement :meth:`rank` (the hot path: find the first choice, and the scores if
+    the strategy has them); the full order, score and reason have defaults driven by
+    ``decision.scores`` (higher is better, ties keep candidate order).
+    """
+
+    name: ClassVar[str] = "strategy"
+
+    @abstractmethod
+    def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
+        """Decide among ``candidates`` (never empty, in priority order)."""
+
+    def choose(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
+        """:meth:`rank`, refusing an empty candidate list."""
+        if not candidates:
+            raise ValueError("no candidates to choose from")
+        return self.rank(model, candidates)
+
+    def order(self, decision: RoutingDecision) -> list[Any]:
+        """All candidates in the order to try them."""
+        pool = decision.pool
+        scores = decision.scores
+        if scores is None:
+            return list(pool)
+        idx = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+        return [pool[i] for i in idx]
+
+    def score_of(self, decision: RoutingDecision) -> float:
+        if decision.scores is None:
+            return 1.0
+        return max(decision.scores)
+
+    def explain(self, decision: RoutingDecision) -> str:
+        return f"{self.name}: {decision.first.name}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _next_of(decision: RoutingDecision) -> Any | None:
+    ordered = decision.candidates
+    return ordered[1] if len(ordered) > 1 else None
+
+
+class _KeyOrdered(RoutingStrategy):
+    """Lowest value of one attribute first. The score is ``1 / (1 + value / ref)``: 1 for free or
+    instant, 0.5 at the reference value."""
+
+    key: ClassVar[Any]
+    ref: ClassVar[float]
+
+    def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
+        return RoutingDecision(model, min(candidates, key=self.key), candidates, self)
+
+    def order(self, decision: RoutingDecision) -> list[Any]:
+        return sorted(decision.pool, key=self.key)
+
+    def score_of(self, decision: RoutingDecision) -> float:
+        return 1.0 / (1.0 + max(0.0, self.key(decision.first)) / self.ref)
+
+
+class CostBased(_KeyOrdered):
+    """Cheapest configured (or learned) cost per 1,000 tokens first."""
+
+    name = "cost"
+    key = attrgetter("cost")
+    ref = 0.01  # USD per 1k tokens
+
+    def explain(self, decision: RoutingDecision) -> str:
+        best = decision.first
+        text = f"lowest cost ${best.cost:.6g}/1k tokens"
+        nxt = _next_of(decision)
+        return text + (f" (next: {nxt.name} at ${nxt.cost:.6g})" if nxt is not None else "")
+
+
+class LatencyBased(_KeyOrdered):
+    """Lowest learned latency first."""
+
+    name = "latency"
+    key = attrgetter("latency_ms")
+    ref = 100.0  # ms
+
+    def explain(self, decision: RoutingDecision) -> str:
+        best = decision.first
+        text = f"lowest latency ~{best.latency_ms:.0f} ms"
+        nxt = _next_of(decision)
+        return text + (f" (next: {nxt.name} ~{nxt.latency_ms:.0f} ms)" if nxt is not None else "")
+
+
+def _normalized(weights: tuple[float, float, float]) -> tuple[float, float, float]:
+    if any(w < 0 for w in weights):
+        raise ValueError("weights must not be negative")
+    total = sum(weights)
+    if total <= 0:
+        raise ValueError("at least one weight must be positive")
+    a, b, c = (w / total for w in weights)
+    return a, b, c
+
+
+class Hybrid(RoutingStrategy):
+    """Weighted cost, latency and reliability::
+
+        score = cost_weight * cost_score + latency_weight * latency_score
+                + reliability_weight * (1 - error_rate)
+
+    with ``cost_score = 1 / (1 + cost / cost_ref)`` and
+    ``latency_score = 1 / (1 + latency_ms / latency_ref_ms)`` (1 when free or instant, 0.5 at the
+    reference value). The scores are absolute, so adding a backend never changes another's score.
+    Weights are rescaled to sum to 1, so scores are in [0, 1].
+    """
+
+    name = "hybrid"
+
+    def __init__(
+        self,
+        cost_weight: float = 0.4,
+        latency_weight: float = 0.4,
+        reliability_weight: float = 0.2,
+        *,
+        cost_ref: float = 0.01,
+        latency_ref_ms: float = 1000.0,
+    ) -> None:
+        self.weights = _normalized((cost_weight, latency_weight, reliability_weight))
+        if cost_ref <= 0 or latency_ref_ms <= 0:
+            raise ValueError("reference values must be positive")
+        self.cost_ref = cost_ref
+        self.latency_ref_ms = latency_ref_ms
+        wc, wl, _ = self.weights
+        # w / (1 + x / ref) == (w * ref) / (ref + x): one division per term
+        self._kc = wc * cost_ref
+        self._kl = wl * latency_ref_ms
+
+    def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
+        kc, cref, kl, lref = self._kc, self.cost_ref, self._kl, self.latency_ref_ms
+        wr = self.weights[2]
+        scores = [
+            kc / (cref + c.cost) + kl / (lref + c.latency_ms) + wr - wr * c.error_rate
+            for c in candidates
+        ]
+        return RoutingDecision(
+            model, candidates[scores.index(max(scores))], candidates, self, scores
+        )
+
+    def explain(self, decision: RoutingDecision) -> str:
+        wc, wl, wr = self.weights
+        best = decision.first
+        cs = 1.0 / (1.0 + best.cost / self.cost_ref)
+        ls = 1.0 / (1.0 + best.latency_ms / self.latency_ref_ms)
+        return (
+            f"best hybrid score {decision.score:.3f}: cost {cs:.2f}x{wc:.2f}"
+            f" + latency {ls:.2f}x{wl:.2f} + reliability {1.0 - best.error_rate:.2f}x{wr:.2f}"
+        )
+
+    def __repr__(self) -> str:
+        wc, wl, wr = self.weights
+        return f"Hybrid(cost_weight={wc:.2f}, latency_weight={wl:.2f}, reliability_weight={wr:.2f})"
+
+
+class RoundRobin(RoutingStrategy):
+    """Each request for a model starts at the next candidate; the rest follow in order."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._turns: dict[str, int] = {}
+
+    def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
+        turn = self._turns.get(model, 0)
+        self._turns[model] = turn + 1
+        k = turn % len(candidates)
+        return RoutingDecision(model, candidates[k], candidates, self, None, 1.0)
+
+    def order(self, decision: RoutingDecision) -> list[Any]:
+        pool = list(decision.pool)
+        k = pool.index(decision.first)
+        return pool[k:] + pool[:k]
+
+    def explain(self, decision: RoutingDecision) -> str:
+        k = list(decision.pool).index(decision.first)
+        return f"round-robin: position {k + 1} of {len(decision.pool)}"
+
+
+class Optimization(StrEnum):
+    LATENCY = "latency"
+    COST = "cost"
+    RELIABILITY = "reliability"
+
+
+class Adaptive(RoutingStrategy):
+    """Learns from live traffic: the router keeps an EWMA of each backend's latency and error
+    rate, and this strategy scores them for the chosen optimization::
+
+        latency:     0.7 * latency_score + 0.3 * reliability
+        cost:        0.6 * cost_score    + 0.4 * reliability
+        reliability: 0.7 * reliability   + 0.3 * latency_score
+
+    with ``latency_score = 1 / (1 + latency_ms / latency_ref_ms)``,
+    ``cost_score = 1 / (1 + cost / cost_ref)`` and ``reliability = 1 - error_rate``.
+    ``ewma_alpha``, if given, sets how fast the router's averages follow new observations.
+    """
+
+    name = "adaptive"
+    _WEIGHTS: ClassVar[dict[Optimization, tuple[float, float]]] = {
+        # (weight of the latency or cost score, weight of reliability)
+        Optimization.LATENCY: (0.7, 0.3),
+        Optimization.COST: (0.6, 0.4),
+        Optimization.RELIABILITY: (0.3, 0.7),
+    }
+
+    def __init__(
+        self,
+        optimize: Optimization | str = Optimization.LATENCY,
+        *,
+        ewma_alpha: float | None = None,
+        latency_ref_ms: float = 100.0,
+        cost_ref: float = 0.01,
+    ) -> None:
+        self.optimize = Optimization(optimize)
+        if ewma_alpha is not None and not 0.0 < ewma_alpha <= 1.0:
+            raise ValueError("ewma_alpha must be in (0, 1]")
+        if latency_ref_ms <= 0 or cost_ref <= 0:
+            raise ValueError("reference values must be positive")
+        self.ewma_alpha = ewma_alpha
+        self.latency_ref_ms = latency_ref_ms
+        self.cost_ref = cost_ref
+        w, wr = self._WEIGHTS[self.optimize]
+        self._wr = wr
+        # w / (1 + x / ref) == (w * ref) / (ref + x): one division per candidate
+        self._num = w * (cost_ref if self.optimize is Optimization.COST else latency_ref_ms)
+        self._ref = cost_ref if self.optimize is Optimization.COST else latency_ref_ms
+
+    def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
+        num, ref, wr = self._num, self._ref, self._wr
+        if self.optimize is Optimization.COST:
+            scores = [num / (ref + c.cost) + wr - wr * c.error_rate for c in candidates]
+        else:
+            scores = [num / (ref + c.latency_ms) + wr - wr * c.error_rate for c in candidates]
+        return RoutingDecision(
+            model, candidates[scores.index(max(scores))], candidates, self, scores
+        )
+
+    def explain(self, decision: RoutingDecision) -> str:
+        best = decision.first
+        return (
+            f"adaptive ({self.optimize.value}) score {decision.score:.3f}: "
+            f"~{best.latency_ms:.0f} ms, {best.error_rate:.1%} errors, ${best.cost:.6g}/1k"
+        )
+
+    def __repr__(self) -> str:
+        return f"Adaptive(optimize={self.optimize.value!r})"
+
+
+class PriorityOrder(RoutingStrategy):
+    """The configured priority order (lower number first, then the order backends were added)."""
+
+    name = "priority"
+
+    def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
+        return RoutingDecision(model, candidates[0], candidates, self, None, 1.0)
+
+    def explain(self, decision: RoutingDecision) -> str:
+        return f"highest priority ({decision.first.priority})"
+
+
+def strategy_from_name(name: str, **kwargs: Any) -> RoutingStrategy:
+    """``"cost"``, ``"latency"``, ``"hybrid"``, ``"round_robin"``, ``"adaptive"`` or
+    ``"priority"`` (keyword arguments go to the strategy's constructor)."""
+    key = name.strip().lower().replace("-", "_")
+    table: dict[str, type[RoutingStrategy]] = {
+        "cost": CostBased,
+        "cost_based": CostBased,
+        "latency": LatencyBased,
+        "latency_based": LatencyBased,
+        "hybrid": Hybrid,
+        "round_robin": RoundRobin,
+        "roundrobin": RoundRobin,
+        "adaptive": Adaptive,
+        "priority": PriorityOrder,
+    }
+    if key not in table:
+        raise ValueError(f"unknown strategy {name!r}; choose from {sorted(set(table))}")
+    return table[key](**kwargs)
