@@ -1,0 +1,61 @@
+"""Pricing: quotes from max_tokens, charges from usage capped at the quote, bid comparison."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from provider.pricing import Price, Pricing, bid_refusal, estimate_prompt_tokens, sats
+
+
+def test_cost_rounds_up_and_respects_minimum() -> None:
+    p = Price(msats_per_1k_prompt=1000, msats_per_1k_completion=3000, min_msats=500)
+    assert p.cost(0, 0) == 500
+    assert p.cost(1000, 1000) == 4000
+    assert p.cost(1, 0) == 500  # 1 msat < minimum
+    assert Price(msats_per_1k_prompt=1).cost(1, 0) == 1  # 0.001 msat rounds up to 1
+    assert Price(msats_per_1k_completion=1500).cost(0, 3) == 5  # 4.5 -> 5
+
+
+def test_quote_uses_model_override_and_max_tokens() -> None:
+    pricing = Pricing(
+        msats_per_1k_prompt=1000,
+        msats_per_1k_completion=2000,
+        min_msats=0,
+        models={"big": Price(msats_per_1k_prompt=10_000, msats_per_1k_completion=20_000)},
+    )
+    assert pricing.quote("small", 500, 1000) == 500 + 2000
+    assert pricing.quote("big", 500, 1000) == 5000 + 20_000
+    assert not pricing.is_free
+    assert Pricing().is_free
+    assert not Pricing(models={"x": Price(min_msats=1)}).is_free
+
+
+def test_charge_never_exceeds_quote() -> None:
+    pricing = Pricing(msats_per_1k_prompt=1000, msats_per_1k_completion=1000)
+    quote = pricing.quote("m", 100, 100)
+    assert pricing.charge("m", 100, 20, quote) == 120
+    # The backend counted more prompt tokens than our estimate: still capped.
+    assert pricing.charge("m", 5000, 100, quote) == quote
+
+
+def test_bid_refusal_is_polite_and_actionable() -> None:
+    assert bid_refusal(None, 5000, "m", 256) is None
+    assert bid_refusal(5000, 5000, "m", 256) is None
+    text = bid_refusal(4999, 5000, "m", 256)
+    assert text is not None
+    assert "4999" in text and "at least 5000 msats" in text and "max_tokens 256" in text
+
+
+def test_negative_prices_are_rejected() -> None:
+    with pytest.raises(ValidationError):
+        Price(min_msats=-1)
+    with pytest.raises(ValidationError):
+        Pricing(bogus=1)  # type: ignore[call-arg]
+
+
+def test_helpers() -> None:
+    assert estimate_prompt_tokens("") == 0
+    assert estimate_prompt_tokens("abcd") == 1
+    assert estimate_prompt_tokens("abcde") == 2
+    assert sats(1999) == 1
