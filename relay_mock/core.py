@@ -248,7 +248,7 @@ class RelayCore:
         if not _is_sub_id(sub_id, lim.max_subid_length):
             peer.send(
                 closed_message(
-                    sub_id[:64],
+                    sub_id,  # as sent, so the client can tell which REQ was refused
                     f"invalid: subscription id must be 1..{lim.max_subid_length} characters",
                 )
             )

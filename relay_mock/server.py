@@ -161,6 +161,8 @@ class Relay:
         self._links: dict[ServerConnection, _Link] = {}
         self._dropped = 0
         self._forced = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -268,6 +270,11 @@ class Relay:
             disconnects_forced=self._forced,
         )
 
+    async def wait_idle(self) -> None:
+        """Return once no client connection is open and every handler has cleaned up."""
+        while self._links:
+            await self._idle.wait()
+
     def stored_events(self, *filters: Filter) -> list[Event]:
         """Stored events (newest first), all of them or those matching any of ``filters``."""
         store = self.core.store
@@ -309,6 +316,7 @@ class Relay:
     async def _serve_connection(self, ws: ServerConnection) -> None:
         link = _Link(self, ws)
         self._links[ws] = link
+        self._idle.clear()
         core = self.core
         clock = self.clock
         peer = core.connect(link.send, clock(), challenge=secrets.token_hex(16))
@@ -333,6 +341,8 @@ class Relay:
             core.disconnect(peer)
             link.cancel()
             self._links.pop(ws, None)
+            if not self._links:
+                self._idle.set()
 
     async def _cut(self, ws: ServerConnection) -> None:
         self._forced += 1
