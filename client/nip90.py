@@ -200,6 +200,8 @@ class Job:
     requests: tuple[Event, ...]
     encryption: Encryption | None = None
     targets: Mapping[str, str] = field(default_factory=dict)
+    # Our own JSON text of each request: a provider echoing it verbatim is checked by comparison.
+    texts: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -441,12 +443,18 @@ def build_encrypted_request(
 def build_job(keys: Keys, spec: JobSpec, *, created_at: int | None = None) -> Job:
     """The request(s) for ``spec``: one event, or one encrypted event per target."""
     if spec.encryption is None:
-        return Job((build_request(keys, spec, created_at=created_at),))
+        request = build_request(keys, spec, created_at=created_at)
+        return Job((request,), texts={request.id: request.to_json()})
     requests = tuple(
         build_encrypted_request(keys, spec, t, scheme=spec.encryption, created_at=created_at)
         for t in dict.fromkeys(spec.targets)
     )
-    return Job(requests, spec.encryption, {r.id: r.tags_named("p")[0][1] for r in requests})
+    return Job(
+        requests,
+        spec.encryption,
+        {r.id: r.tags_named("p")[0][1] for r in requests},
+        {r.id: r.to_json() for r in requests},
+    )
 
 
 def build_deletion(
@@ -501,12 +509,14 @@ def _check_reply(
     return request, event.pubkey
 
 
-def _check_request_tag(event: Event, request: Event) -> None:
+def _check_request_tag(event: Event, request: Event, our_text: str | None) -> None:
     tags = event.tags_named("request")
     if not tags:
         return
     if len(tags) > 1 or len(tags[0]) < 2:
         raise JobRejected("malformed request tag", "bad_request_tag")
+    if our_text is not None and tags[0][1] == our_text:
+        return  # our own request, byte for byte
     try:
         obj = json.loads(tags[0][1])
         embedded = Event.from_dict(obj, verify=False)
@@ -532,7 +542,7 @@ def parse_result(
         event, job, keys, kinds=(job.kind + RESULT_OFFSET,), max_bytes=max_bytes, skew=skew,
         verify=verify,
     )
-    _check_request_tag(event, request)
+    _check_request_tag(event, request, job.texts.get(request.id))
     amount = _amount_of(event)
     content = event.content
     encrypted = job.encryption is not None

@@ -259,6 +259,12 @@ class RelayPool:
         had not answered when this returns are listed as ``(False, "pending: …")`` and keep
         trying in the background until the timeout. Raises PublishError if none accepted."""
         limit = self.publish_timeout if ok_timeout is None else ok_timeout
+        if len(self.relays) == 1:  # no fan-out to manage: skip the task and the wait set
+            relay = self.relays[0]
+            result = {relay.url: await relay.publish(event, limit)}
+            if not result[relay.url][0]:
+                raise _refused(event, result)
+            return result
         live = {r.url for r in self.relays if r.connected.is_set()}
         tasks = {
             asyncio.create_task(r.publish(event, limit), name=f"publish {r.url}"): r.url
@@ -280,8 +286,7 @@ class RelayPool:
             self._background.add(t)
             t.add_done_callback(self._background.discard)
         if not any(ok for ok, _ in results.values()):
-            detail = "; ".join(f"{u}: {m}" for u, (_, m) in results.items())
-            raise PublishError(f"no relay accepted event {event.id[:12]}…: {detail}", results)
+            raise _refused(event, results)
         return results
 
     # --- subscribe ---------------------------------------------------------------------------
@@ -311,3 +316,8 @@ class RelayPool:
         self._subs.pop(sub_id, None)
         for r in self.relays:
             r.unsubscribe(sub_id)
+
+
+def _refused(event: Event, results: dict[str, tuple[bool, str]]) -> PublishError:
+    detail = "; ".join(f"{u}: {m}" for u, (_, m) in results.items())
+    return PublishError(f"no relay accepted event {event.id[:12]}…: {detail}", results)

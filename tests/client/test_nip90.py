@@ -375,3 +375,15 @@ def test_identical_jobs_in_one_second_are_distinct_events() -> None:
     bare = build_request(CUSTOMER, spec(nonce=""), created_at=1_700_000_000)
     assert bare.tags_named("nonce") == []
     assert build_request(CUSTOMER, spec(nonce=""), created_at=1_700_000_000).id == bare.id
+
+
+def test_request_tag_serialized_differently_is_still_ours() -> None:
+    job = build_job(CUSTOMER, spec(prompt="ünïcode"))
+    me = CUSTOMER.public_key
+    d = job.requests[0].to_dict()
+    other_text = json.dumps(dict(reversed(list(d.items()))), indent=1)  # other key order, ascii
+    assert other_text != job.texts[job.id]
+    ok = _result(job.id, me, extra=[["request", other_text]])
+    assert parse_result(ok, job, CUSTOMER).content == "4"
+    verbatim = _result(job.id, me, extra=[["request", job.requests[0].to_json()]])
+    assert parse_result(verbatim, job, CUSTOMER).content == "4"
