@@ -214,8 +214,10 @@ class WalletService:
         encryptions: Iterable[str] = nip47.SUPPORTED_ENCRYPTIONS,
         clock: Callable[[], float] = time.time,
         handler: RequestHandler | None = None,
+        announce: bool = True,
     ) -> None:
         self.ledger = ledger
+        self.announce = announce  # publish the kind-13194 info event (off: test legacy clients)
         self.relays = tuple(relays)
         self.handler = handler or RequestHandler(ledger, encryptions=encryptions, clock=clock)
         self._clock = clock
@@ -227,6 +229,10 @@ class WalletService:
     @property
     def pubkey(self) -> str:
         return self.handler.pubkey
+
+    @property
+    def pool(self) -> RelayPool:
+        return self._pool
 
     def connection_uri(self, account_id: int, *, lud16: str | None = None) -> str:
         """A new connection (fresh client key) to ``account_id``, as a URI to hand to a client."""
@@ -240,10 +246,11 @@ class WalletService:
         )
         sub = self._pool.subscribe(flt)
         await sub.wait_eose()
-        try:
-            await self._pool.publish(self.handler.info_event())
-        except PublishError as exc:
-            log.warning("could not publish the NWC info event: %s", exc)
+        if self.announce:
+            try:
+                await self._pool.publish(self.handler.info_event())
+            except PublishError as exc:
+                log.warning("could not publish the NWC info event: %s", exc)
         self._task = asyncio.create_task(self._serve(sub), name="nwc-service")
         log.info("NWC wallet service %s on %s", self.pubkey[:12], ", ".join(self.relays))
 
