@@ -337,3 +337,34 @@ def test_collector_is_pure() -> None:
     assert out.rejected == {"duplicate": 1, "second_vote": 1}
     assert out.timings.first_result_ms == pytest.approx(100.0)
     assert out.timings.quorum_ms == pytest.approx(300.0)
+
+
+async def test_relay_restart_switch_while_providers_work(relay: Relay) -> None:
+    go = asyncio.Event()
+    made = [ScriptedProvider([relay.url], "Paris", gate=go) for _ in range(3)]
+    async with providers(*made) as ps, SwarmClient(CUSTOMER, [relay.url]) as swarm:
+        for p in [swarm.pool, *(p.pool for p in ps)]:
+            assert p is not None
+            for conn in p.relays:
+                conn.backoff_min, conn.backoff_max = 0.05, 0.1
+        task = asyncio.create_task(swarm.complete("Capital?", quorum=2, timeout=20))
+        for p in ps:
+            await asyncio.wait_for(p.saw.wait(), 5)
+        await relay.restart()  # the fault switch: every connection dropped, same port
+        go.set()  # providers publish now; their pools wait for the reconnect
+        result = await asyncio.wait_for(task, 20)
+        assert result.text == "Paris" and len(result.agreeing) == 2
+        assert swarm.pool.relays[0].connects >= 2
+
+
+async def test_flapping_connections_still_reach_quorum(relay: Relay) -> None:
+    made = [ScriptedProvider([relay.url], "Paris") for _ in range(3)]
+    async with providers(*made) as ps, SwarmClient(CUSTOMER, [relay.url]) as swarm:
+        for p in [swarm.pool, *(p.pool for p in ps)]:
+            assert p is not None
+            for conn in p.relays:
+                conn.backoff_min, conn.backoff_max = 0.02, 0.05
+        relay.faults.disconnect_after = 3  # every connection is cut after 3 messages
+        result = await swarm.complete("Capital?", quorum=2, timeout=20)
+        assert result.text == "Paris"
+        assert relay.stats().disconnects_forced >= 1
