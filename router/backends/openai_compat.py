@@ -1,0 +1,223 @@
+"""Any OpenAI-compatible server: :class:`OpenAICompatBackend`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ..errors import BackendError
+from ..types import LmResponse, Prompt, StreamChunk, prompt_text, to_messages
+from .auth import BackendAuth, BasicAuth, BearerAuth, HeaderAuth, parse_auth
+from .base import LmBackend
+from .http_errors import http_error, transport_error
+from .http_session import SessionPool
+from .openai_wire import (
+    DONE,
+    SseDecoder,
+    chat_body,
+    parse_chat_completion,
+    parse_models,
+    parse_stream_data,
+)
+
+_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
+
+
+class _StreamOptionsRefused(Exception):
+    """The server answered 400 to ``stream_options``."""
+
+
+def api_root(base_url: str) -> str:
+    """``http://host:8080``, ``http://host:8080/``, ``http://host:8080/v1`` -> the part before
+    ``/v1``, so both spellings users copy from server docs work."""
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {base_url!r}")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+class OpenAICompatBackend(LmBackend):
+    """Talks to ``/v1/chat/completions`` and ``/v1/models`` of an OpenAI-compatible server
+    (OpenAI, llama.cpp server, vLLM, LM Studio, Ollama's /v1, Apple Foundation Models bridges).
+
+    ``api_key`` is a shortcut for bearer auth; ``auth`` takes a ``BearerAuth``, ``BasicAuth``,
+    ``HeaderAuth`` or the equivalent dict (``{"type": "header", "name": ..., "value": ...}``).
+    Models come from ``models`` and/or are discovered from ``/v1/models`` (the router does this
+    the first time a model is not found; ``refresh_models()`` does it on demand). Connections
+    are pooled (``max_connections``) per event loop; ``close()`` releases them.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        auth: BackendAuth | dict[str, Any] | None = None,
+        name: str | None = None,
+        models: list[str] | None = None,
+        timeout_s: float | None = 120.0,
+        connect_timeout_s: float | None = 10.0,
+        max_connections: int = 64,
+        headers: dict[str, str] | None = None,
+        stream_usage: bool = True,
+        expected_latency_ms: float = 1000.0,
+        cost_per_1k_tokens_usd: float = 0.0,
+    ) -> None:
+        self.root = api_root(base_url)
+        self.name = name or urlsplit(self.root).netloc
+        if api_key is not None and auth is not None:
+            raise ValueError("pass api_key or auth, not both")
+        self.auth: BearerAuth | BasicAuth | HeaderAuth | None = (
+            BearerAuth(token=api_key) if api_key is not None else parse_auth(auth)
+        )
+        all_headers = dict(headers or {})
+        if self.auth is not None:
+            all_headers.update(self.auth.headers())
+        self._pool = SessionPool(
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
+            headers=all_headers,
+        )
+        self._configured = list(models or [])
+        self._discovered: list[str] = []
+        self._models = set(self._configured)
+        self.models_known = models is not None
+        self.stream_usage = stream_usage
+        self.expected_latency_ms = expected_latency_ms
+        self.cost_per_1k_tokens_usd = cost_per_1k_tokens_usd
+
+    # --- models ------------------------------------------------------------------------------
+
+    def supported_models(self) -> list[str]:
+        return list(dict.fromkeys(self._configured + self._discovered))
+
+    def supports_model(self, model: str) -> bool:
+        return model in self._models
+
+    async def refresh_models(self) -> list[str]:
+        """Fetch ``/v1/models``. Raises ``BackendError`` if the server cannot be asked."""
+        obj = await self._get_json("/v1/models")
+        try:
+            found = parse_models(obj)
+        except ValueError as exc:
+            raise BackendError(f"{self.name}: {exc}", backend=self.name) from None
+        self._discovered = found
+        self._models = set(self._configured) | set(found)
+        self.models_known = True
+        return self.supported_models()
+
+    async def health_check(self) -> bool:
+        try:
+            await self._get_json("/v1/models")
+        except BackendError:
+            return False
+        return True
+
+    # --- completions -------------------------------------------------------------------------
+
+    async def complete(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> LmResponse:
+        body = chat_body(model, to_messages(prompt), max_tokens, params)
+        t0 = time.perf_counter()
+        obj = await self._post_json("/v1/chat/completions", body)
+        text, usage, finish, served = parse_chat_completion(
+            obj, self.name, len(prompt_text(prompt))
+        )
+        latency = (time.perf_counter() - t0) * 1000.0
+        return LmResponse(text, usage, served or model, finish, latency, self.name)
+
+    async def stream_chunks(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> AsyncIterator[StreamChunk]:
+        try:
+            async for chunk in self._stream(model, prompt, max_tokens, params):
+                yield chunk
+        except _StreamOptionsRefused:
+            # an older server that refuses stream_options: ask without it from now on
+            self.stream_usage = False
+            async for chunk in self._stream(model, prompt, max_tokens, params):
+                yield chunk
+
+    async def _stream(
+        self, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any]
+    ) -> AsyncIterator[StreamChunk]:
+        include_usage = self.stream_usage
+        body = chat_body(
+            model, to_messages(prompt), max_tokens, params, stream=True, include_usage=include_usage
+        )
+        try:
+            async with self._pool.get().post(self.root + "/v1/chat/completions", json=body) as resp:
+                if resp.status >= 400:
+                    text = await resp.text(errors="replace")
+                    if resp.status == 400 and include_usage and "stream_options" in text:
+                        raise _StreamOptionsRefused
+                    raise http_error(self.name, resp.status, text, resp.headers)
+                async for chunk in self._read_sse(resp):
+                    yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise transport_error(self.name, exc) from exc
+
+    async def _read_sse(self, resp: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+        decoder = SseDecoder()
+        saw_done = False
+        async for raw in resp.content:
+            data = decoder.feed(raw.decode("utf-8", "replace"))
+            if data is None:
+                continue
+            item = parse_stream_data(data, self.name)
+            if item is DONE:
+                saw_done = True
+                break
+            if isinstance(item, StreamChunk):
+                yield item
+        if not saw_done:
+            tail = decoder.flush()
+            if tail is not None:
+                item = parse_stream_data(tail, self.name)
+                if isinstance(item, StreamChunk):
+                    yield item
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    async def _get_json(self, path: str) -> Any:
+        try:
+            async with self._pool.get().get(self.root + path) as resp:
+                text = await resp.text(errors="replace")
+                if resp.status >= 400:
+                    raise http_error(self.name, resp.status, text, resp.headers)
+        except _TRANSPORT_ERRORS as exc:
+            raise transport_error(self.name, exc) from exc
+        return _json(text, self.name)
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            async with self._pool.get().post(self.root + path, json=body) as resp:
+                text = await resp.text(errors="replace")
+                if resp.status >= 400:
+                    raise http_error(self.name, resp.status, text, resp.headers)
+        except _TRANSPORT_ERRORS as exc:
+            raise transport_error(self.name, exc) from exc
+        return _json(text, self.name)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatBackend(name={self.name!r}, root={self.root!r})"
+
+
+def _json(text: str, backend: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BackendError(
+            f"{backend}: answer is not JSON: {text[:120]!r}", backend=backend
+        ) from None

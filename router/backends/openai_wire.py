@@ -1,0 +1,152 @@
+"""The OpenAI-compatible wire format (pure: builds and parses bodies, decodes SSE lines).
+
+Servers that speak it: OpenAI, llama.cpp's server, vLLM, LM Studio, Ollama's /v1, Apple
+Foundation Models bridges. Parsers are lenient about extra fields and strict about the ones they
+need; a body that lacks them raises a non-retryable ``BackendError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import BackendError
+from ..types import LmUsage, Message, StreamChunk, estimate_tokens
+
+# Parameters the caller cannot override: the backend sets them itself.
+_RESERVED = frozenset({"model", "messages", "prompt", "stream", "stream_options", "max_tokens"})
+
+DONE = object()  # what parse_stream_data returns for ``data: [DONE]``
+
+
+def chat_body(
+    model: str,
+    messages: Sequence[Message],
+    max_tokens: int,
+    params: Mapping[str, Any],
+    *,
+    stream: bool = False,
+    include_usage: bool = False,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {k: v for k, v in params.items() if k not in _RESERVED}
+    body["model"] = model
+    body["messages"] = [dict(m) for m in messages]
+    body["max_tokens"] = max_tokens
+    if stream:
+        body["stream"] = True
+        if include_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _usage(obj: Any) -> LmUsage | None:
+    if not isinstance(obj, dict):
+        return None
+    p = obj.get("prompt_tokens")
+    c = obj.get("completion_tokens")
+    if not isinstance(p, int) or not isinstance(c, int):
+        return None
+    t = obj.get("total_tokens")
+    return LmUsage(p, c, t if isinstance(t, int) else p + c)
+
+
+def parse_chat_completion(
+    obj: Any, backend: str, prompt_chars: int
+) -> tuple[str, LmUsage, str, str | None]:
+    """(text, usage, finish_reason, model) from a /v1/chat/completions (or /v1/completions)
+    answer. Usage is estimated when the server reports none."""
+    try:
+        choice = obj["choices"][0]
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice.get("text")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise BackendError(
+            f"{backend}: malformed completion: no choices", backend=backend
+        ) from None
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise BackendError(f"{backend}: malformed completion: content is not text", backend=backend)
+    finish = choice.get("finish_reason") or "stop"
+    usage = _usage(obj.get("usage"))
+    if usage is None:
+        p = (prompt_chars + 3) // 4
+        c = estimate_tokens(text)
+        usage = LmUsage(p, c, p + c)
+    model = obj.get("model")
+    return text, usage, str(finish), model if isinstance(model, str) else None
+
+
+def parse_models(obj: Any) -> list[str]:
+    """Model ids from a /v1/models answer (``{"data": [{"id": ...}, ...]}``)."""
+    data = obj.get("data") if isinstance(obj, dict) else None
+    if not isinstance(data, list):
+        raise ValueError("no 'data' list in the models answer")
+    return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+class SseDecoder:
+    """Server-sent events, one line at a time: returns each complete event's ``data`` (several
+    ``data:`` lines joined by newlines) when the blank line that ends it arrives."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            if not self._data:
+                return None
+            data = "\n".join(self._data)
+            self._data = []
+            return data
+        if line.startswith(":"):
+            return None  # a comment (keep-alive)
+        field, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            self._data.append(value)
+        return None  # event:, id:, retry: do not matter here
+
+    def flush(self) -> str | None:
+        """The last event if the stream ended without its blank line."""
+        return self.feed("")
+
+
+def parse_stream_data(data: str, backend: str) -> StreamChunk | object | None:
+    """One SSE event's data: a chunk, ``DONE``, or None for events with nothing in them.
+    Raises ``BackendError`` for an error event or a body that is not JSON."""
+    if data.strip() == "[DONE]":
+        return DONE
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise BackendError(f"{backend}: stream event is not JSON", backend=backend) from None
+    if not isinstance(obj, dict):
+        raise BackendError(f"{backend}: stream event is not an object", backend=backend)
+    if "error" in obj:
+        err = obj["error"]
+        msg = err.get("message") if isinstance(err, dict) else err
+        raise BackendError(f"{backend}: stream error: {msg}", backend=backend, retryable=True)
+    usage = _usage(obj.get("usage"))
+    choices = obj.get("choices")
+    text = ""
+    finish = None
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        choice = choices[0]
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            content = delta.get("content")
+        else:
+            content = choice.get("text")
+        if isinstance(content, str):
+            text = content
+        if isinstance(choice.get("finish_reason"), str):
+            finish = choice["finish_reason"]
+    if not text and usage is None and finish is None:
+        return None
+    return StreamChunk(text, usage, finish)
