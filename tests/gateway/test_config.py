@@ -74,8 +74,14 @@ def test_seed_format_loads_unchanged(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["gateway.yaml", "gateway-seed-format.yaml"])
 def test_examples_load(name: str) -> None:
-    env = {"LOCAL_TOKEN": "t", "GATEWAY_KEY_ALICE": "sk-alice", "GATEWAY_KEY_BOB": "sk-bob",
-           "VLLM_KEY": "v", "SWARM_NSEC": "", "OPENAI_API_KEY": "sk-up"}
+    env = {
+        "LOCAL_TOKEN": "t",
+        "GATEWAY_KEY_ALICE": "sk-alice",
+        "GATEWAY_KEY_BOB": "sk-bob",
+        "VLLM_KEY": "v",
+        "SWARM_NSEC": "",
+        "OPENAI_API_KEY": "sk-up",
+    }
     cfg = load_config(EXAMPLES / name, env=env)
     assert cfg.backends or cfg.swarm
 
@@ -85,17 +91,37 @@ def test_every_addition() -> None:
         {
             "refresh_interval": 10,
             "backends": [
-                {"name": "vllm", "url": "http://127.0.0.1:8000/", "priority": 1,
-                 "cost_per_1k_input_usd": 0.1, "timeout_s": 5,
-                 "rate_limit": {"requests_per_second": 10, "max_concurrent": 4},
-                 "circuit_breaker": {"failure_threshold": 2}, "retry": {"max_attempts": 1}},
-                {"name": "ollama", "type": "ollama", "url": "http://127.0.0.1:11434",
-                 "models": ["llama3"]},
-                {"name": "canned", "type": "mock", "models": ["m"], "response": "hi",
-                 "usage": [1, 2]},
+                {
+                    "name": "vllm",
+                    "url": "http://127.0.0.1:8000/",
+                    "priority": 1,
+                    "cost_per_1k_input_usd": 0.1,
+                    "timeout_s": 5,
+                    "rate_limit": {"requests_per_second": 10, "max_concurrent": 4},
+                    "circuit_breaker": {"failure_threshold": 2},
+                    "retry": {"max_attempts": 1},
+                },
+                {
+                    "name": "ollama",
+                    "type": "ollama",
+                    "url": "http://127.0.0.1:11434",
+                    "models": ["llama3"],
+                },
+                {
+                    "name": "canned",
+                    "type": "mock",
+                    "models": ["m"],
+                    "response": "hi",
+                    "usage": [1, 2],
+                },
             ],
-            "swarm": {"relays": ["ws://127.0.0.1:7777"], "quorum": 3, "bid_sats": 5,
-                      "budget_sats": 100, "models": ["llama3"]},
+            "swarm": {
+                "relays": ["ws://127.0.0.1:7777"],
+                "quorum": 3,
+                "bid_sats": 5,
+                "budget_sats": 100,
+                "models": ["llama3"],
+            },
             "routes": {"gpt-4*": ["vllm", "ollama"], "exact": "canned"},
             "aliases": {"fast": "llama3"},
             "default_backend": "vllm",
@@ -132,12 +158,21 @@ def test_env_substitution_and_env_fields() -> None:
     cfg = parse_config(
         {
             "backends": [
-                {"name": "a", "url": "http://${HOST}/v1",
-                 "auth": {"type": "bearer", "token_env": "TOKEN"}},
-                {"name": "b", "url": "http://${MISSING:-localhost:1}",
-                 "auth": {"type": "basic", "username": "u", "password": "${PW}"}},
-                {"name": "c", "url": "http://x", "auth": {"type": "header", "name": "K",
-                                                          "value": "literal $${NOT_A_VAR}"}},
+                {
+                    "name": "a",
+                    "url": "http://${HOST}/v1",
+                    "auth": {"type": "bearer", "token_env": "TOKEN"},
+                },
+                {
+                    "name": "b",
+                    "url": "http://${MISSING:-localhost:1}",
+                    "auth": {"type": "basic", "username": "u", "password": "${PW}"},
+                },
+                {
+                    "name": "c",
+                    "url": "http://x",
+                    "auth": {"type": "header", "name": "K", "value": "literal $${NOT_A_VAR}"},
+                },
             ],
             "keys": [{"name": "k", "key_env": "KEY"}],
         },
@@ -163,33 +198,79 @@ def test_substitute_env_names_the_field() -> None:
 BAD = [
     ({"backends": [{"name": "a", "url": "ftp://x"}]}, "backends[0] (a).url", "http://"),
     ({"backends": [{"name": "a"}]}, "backends[0] (a).url", "Field required"),
-    ({"backends": [{"name": "a", "url": "http://x", "auth": {"type": "bearer"}}]},
-     "backends[0] (a).auth", "token (or token_env) is required"),
-    ({"backends": [{"name": "a", "url": "http://x", "auth": {"type": "magic"}}]},
-     "backends[0] (a).auth.type", "magic"),
-    ({"backends": [{"name": "a", "type": "grpc"}]}, "backends[0] (a).type",
-     "openai, ollama, swarm, mock"),
-    ({"backends": [{"name": "a", "url": "http://x",
-                    "auth": {"type": "bearer", "token_env": "UNSET_VAR"}}]},
-     "backends[0] (a).auth", "UNSET_VAR"),
-    ({"backends": [{"name": "a", "url": "http://x", "colour": "red"}]},
-     "backends[0] (a).colour", "Extra inputs"),
-    ({"backends": [{"name": "a", "url": "http://x", "rate_limit": {"requests_per_second": 0}}]},
-     "backends[0] (a).rate_limit.requests_per_second", "greater than 0"),
-    ({"backends": [{"name": "s", "type": "swarm", "relays": ["http://r"]}]},
-     "backends[0] (s).relays", "ws://"),
-    ({"backends": [{"name": "a", "url": "http://x"}], "routes": {"gpt": "b"}},
-     "routes.gpt", "unknown backend 'b'"),
-    ({"backends": [{"name": "a", "url": "http://x"}], "default_backend": "zz"},
-     "default_backend", "unknown backend"),
-    ({"backends": [{"name": "a", "url": "http://x"}], "strategy": "fastest"},
-     "strategy", "unknown strategy"),
-    ({"backends": [{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}]},
-     "backends[1].name", "two backends"),
-    ({"backends": [{"name": "a", "url": "http://x"}], "keys": [{"name": "k"}]},
-     "keys[0]", "key (or key_env) is required"),
-    ({"refresh_interval": "soon", "backends": [{"name": "a", "url": "http://x"}]},
-     "refresh_interval", "valid number"),
+    (
+        {"backends": [{"name": "a", "url": "http://x", "auth": {"type": "bearer"}}]},
+        "backends[0] (a).auth",
+        "token (or token_env) is required",
+    ),
+    (
+        {"backends": [{"name": "a", "url": "http://x", "auth": {"type": "magic"}}]},
+        "backends[0] (a).auth.type",
+        "magic",
+    ),
+    (
+        {"backends": [{"name": "a", "type": "grpc"}]},
+        "backends[0] (a).type",
+        "openai, ollama, swarm, mock",
+    ),
+    (
+        {
+            "backends": [
+                {
+                    "name": "a",
+                    "url": "http://x",
+                    "auth": {"type": "bearer", "token_env": "UNSET_VAR"},
+                }
+            ]
+        },
+        "backends[0] (a).auth",
+        "UNSET_VAR",
+    ),
+    (
+        {"backends": [{"name": "a", "url": "http://x", "colour": "red"}]},
+        "backends[0] (a).colour",
+        "Extra inputs",
+    ),
+    (
+        {"backends": [{"name": "a", "url": "http://x", "rate_limit": {"requests_per_second": 0}}]},
+        "backends[0] (a).rate_limit.requests_per_second",
+        "greater than 0",
+    ),
+    (
+        {"backends": [{"name": "s", "type": "swarm", "relays": ["http://r"]}]},
+        "backends[0] (s).relays",
+        "ws://",
+    ),
+    (
+        {"backends": [{"name": "a", "url": "http://x"}], "routes": {"gpt": "b"}},
+        "routes.gpt",
+        "unknown backend 'b'",
+    ),
+    (
+        {"backends": [{"name": "a", "url": "http://x"}], "default_backend": "zz"},
+        "default_backend",
+        "unknown backend",
+    ),
+    (
+        {"backends": [{"name": "a", "url": "http://x"}], "strategy": "fastest"},
+        "strategy",
+        "unknown strategy",
+    ),
+    (
+        {"backends": [{"name": "a", "url": "http://x"}, {"name": "a", "url": "http://y"}]},
+        "backends[1].name",
+        "two backends",
+    ),
+    (
+        {"backends": [{"name": "a", "url": "http://x"}], "keys": [{"name": "k"}]},
+        "keys[0]",
+        "key (or key_env) is required",
+    ),
+    (
+        {"refresh_interval": "soon", "backends": [{"name": "a", "url": "http://x"}]},
+        "refresh_interval",
+        "valid number",
+    ),
     ({"backends": [{"name": "a", "url": "http://${NOPE}"}]}, "backends[0].url", "NOPE"),
     ({}, "backends", "at least one backend"),
     ({"swarm": {"relays": ["ws://r"], "quorum": 5, "max_quorum": 3}}, "swarm", "max_quorum"),

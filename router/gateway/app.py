@@ -1,0 +1,577 @@
+"""The OpenAI-compatible HTTP gateway (aiohttp) in front of an :class:`LmRouter`.
+
+Endpoints: ``GET /healthz``, ``GET /v1/models`` (and ``/v1/models/{id}``),
+``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/usage``, ``GET /metrics``.
+
+The request path is kept short: no middlewares, hand-written parsing, one ``json.dumps`` per
+answer, the model list pre-serialized after each discovery round. Each answer carries
+``x-swarm-backend``, ``x-swarm-route-reason`` and (non-streamed) ``x-swarm-cost-sats``.
+
+Shutdown (:meth:`Gateway.stop`) stops listening, answers requests that arrive on open connections
+with 503, waits for requests in flight (streams included) up to ``server.shutdown_timeout_s``,
+then closes connections and backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Self
+
+from aiohttp import web
+
+from ..router import LmRouter
+from ..types import LmResponse, LmUsage, StreamChunk
+from .adapters import current_decision, serving_backend
+from .auth import KeyAccount, KeyStore
+from .build import build_router
+from .config import SWARM_PREFIX, GatewayConfig, SwarmBackendConfig, SwarmSettings
+from .errors import ApiError, bad_request
+from .errors_map import api_error
+from .metrics import CONTENT_TYPE, GatewayMetrics
+from .protocol import CompletionRequest, completion_body, model_list, parse_request, usage_dict
+from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
+
+log = logging.getLogger("router.gateway")
+
+_JSON = "application/json"
+_dumps = json.dumps
+_loads = json.loads
+_perf = time.perf_counter
+_CHAT = "/v1/chat/completions"
+_TEXT = "/v1/completions"
+
+Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+
+
+def _header_safe(text: str) -> str:
+    """Header values must be one line of latin-1; routing reasons are free text."""
+    if text.isascii() and "\n" not in text and "\r" not in text:
+        return text
+    return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
+
+
+def _json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_dumps(obj).encode(), status=status, content_type=_JSON, headers=headers
+    )
+
+
+def error_response(err: ApiError) -> web.Response:
+    return _json_response(err.body(), err.status, err.headers)
+
+
+class Gateway:
+    """The gateway for one configuration. Use as an async context manager or call
+    :meth:`start`/:meth:`stop`::
+
+        async with Gateway(load_config("config.yaml")) as gw:
+            print(gw.url)   # http://127.0.0.1:PORT, OpenAI clients use gw.url + "/v1"
+    """
+
+    def __init__(self, config: GatewayConfig, *, router: LmRouter | None = None) -> None:
+        self.config = config
+        self.router = router if router is not None else build_router(config)
+        self.keys = KeyStore(config.keys)
+        self.aliases = dict(config.aliases)
+        srv = config.server
+        self._max_body = srv.max_body_bytes
+        self._default_max_tokens = srv.default_max_tokens
+        self._request_timeout = config.resilience.request_timeout_s
+        swarms = [b for b in config.all_backends() if isinstance(b, SwarmBackendConfig)]
+        self.swarm: SwarmSettings | None = swarms[0] if swarms else None
+        self.swarm_account: KeyAccount | None = None
+        if self.swarm is not None and self.swarm.budget_sats is not None:
+            self.swarm_account = KeyAccount("swarm", budget_sats=self.swarm.budget_sats)
+        self._models: list[tuple[str, str]] = []
+        self._models_body = b""
+        self._models_index: dict[str, bytes] = {}
+        self.metrics = GatewayMetrics(self.router.metrics, lambda: len(self._models))
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.closing = False
+        #: Set by :meth:`stop` once the listening socket is closed (in-flight requests drain).
+        self.draining = asyncio.Event()
+        self.refreshes = 0
+        self._refreshed = asyncio.Condition()
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.url = ""
+        self.app = self._make_app()
+        self._rebuild_models()
+
+    # --- application -----------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_body)
+        add = app.router.add_route
+        add("GET", "/healthz", self._healthz)
+        add("GET", "/health", self._healthz)
+        add("GET", "/v1/models", self._list_models)
+        add("GET", "/v1/models/{model:.+}", self._get_model)
+        add("POST", _CHAT, self._chat)
+        add("POST", _TEXT, self._text)
+        add("GET", "/v1/usage", self._usage)
+        add("GET", "/metrics", self._metrics)
+        return app
+
+    async def start(self, host: str | None = None, port: int | None = None) -> str:
+        """Discover models, start serving and the discovery loop; returns the base URL."""
+        srv = self.config.server
+        await self.refresh_models()
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=1.0, handle_signals=False
+        )
+        await self._runner.setup()
+        self._site = web.TCPSite(
+            self._runner, host or srv.host, srv.port if port is None else port, reuse_address=True
+        )
+        await self._site.start()
+        server = self._site._server
+        sock = server.sockets[0] if server is not None and server.sockets else None  # type: ignore[union-attr]
+        bound = sock.getsockname() if sock is not None else (host or srv.host, port)
+        h = bound[0]
+        self.url = f"http://{'[' + h + ']' if ':' in h else h}:{bound[1]}"
+        if self.config.refresh_interval > 0:
+            self._refresh_task = asyncio.create_task(self._refresh_loop())
+        log.info("gateway listening on %s", self.url)
+        return self.url
+
+    async def stop(self, grace_s: float | None = None) -> bool:
+        """Stop gracefully: no new connections, in-flight requests finish (up to ``grace_s``,
+        default ``server.shutdown_timeout_s``). Returns False if some had to be cut off."""
+        self.closing = True
+        wait = self.config.server.shutdown_timeout_s if grace_s is None else grace_s
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            await asyncio.gather(self._refresh_task, return_exceptions=True)
+            self._refresh_task = None
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        self.draining.set()
+        finished = True
+        if self._in_flight:
+            log.info("waiting for %d request(s) in flight", self._in_flight)
+            try:
+                await asyncio.wait_for(self._idle.wait(), wait)
+            except TimeoutError:
+                finished = False
+                log.warning("%d request(s) still running after %.1f s", self._in_flight, wait)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.router.close()
+        return finished
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- model discovery -------------------------------------------------------------------
+
+    async def refresh_models(self) -> list[str]:
+        """Ask the backends which models they serve now and rebuild ``/v1/models``."""
+        try:
+            await self.router.refresh_models()
+        except Exception:  # a discovery round must never take the gateway down
+            log.exception("model discovery failed")
+        self._rebuild_models()
+        async with self._refreshed:
+            self.refreshes += 1
+            self._refreshed.notify_all()
+        return [m for m, _ in self._models]
+
+    async def wait_refreshes(self, n: int) -> None:
+        """Wait until ``n`` discovery rounds have completed (bound it with asyncio.wait_for)."""
+        async with self._refreshed:
+            await self._refreshed.wait_for(lambda: self.refreshes >= n)
+
+    async def _refresh_loop(self) -> None:
+        interval = self.config.refresh_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self.refresh_models()
+
+    def _rebuild_models(self) -> None:
+        owners: dict[str, str] = {}
+        for name, backend in self.router.backends.items():
+            for m in backend.supported_models():
+                owners.setdefault(m, name)
+        for model, targets in self.config.route_targets().items():
+            if not any(ch in model for ch in "*?["):
+                owners.setdefault(model, targets[0])
+        for alias, target in self.aliases.items():
+            owners.setdefault(alias, owners.get(target, "gateway"))
+        if self.swarm is not None:
+            for m in self.swarm.models:
+                owners.setdefault(SWARM_PREFIX + m, "swarm")
+        self._models = sorted(owners.items())
+        created = int(time.time())
+        self._models_body = _dumps(model_list(self._models, created)).encode()
+        self._models_index = {
+            m: _dumps({"id": m, "object": "model", "created": created, "owned_by": o}).encode()
+            for m, o in self._models
+        }
+
+    @property
+    def models(self) -> list[str]:
+        return [m for m, _ in self._models]
+
+    # --- small endpoints ---------------------------------------------------------------------
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        if self.closing:
+            return _json_response({"status": "shutting_down"}, 503)
+        if request.query.get("deep"):
+            health = await self.router.health_check()
+            ok = any(health.values())
+            return _json_response(
+                {"status": "ok" if ok else "unhealthy", "backends": health}, 200 if ok else 503
+            )
+        return _json_response({"status": "ok", "models": len(self._models)})
+
+    def _auth(self, request: web.Request) -> KeyAccount | None:
+        return self.keys.authenticate(request.headers.get("Authorization"))
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        try:
+            self._auth(request)
+        except ApiError as err:
+            return error_response(err)
+        return web.Response(body=self._models_body, content_type=_JSON)
+
+    async def _get_model(self, request: web.Request) -> web.Response:
+        try:
+            self._auth(request)
+        except ApiError as err:
+            return error_response(err)
+        model = request.match_info["model"]
+        body = self._models_index.get(model)
+        if body is None:
+            return error_response(
+                ApiError(
+                    404,
+                    f"The model '{model}' does not exist",
+                    param="model",
+                    code="model_not_found",
+                )
+            )
+        return web.Response(body=body, content_type=_JSON)
+
+    async def _usage(self, request: web.Request) -> web.Response:
+        try:
+            acct = self._auth(request)
+        except ApiError as err:
+            return error_response(err)
+        rep = self.router.usage_report()
+
+        def stats(s: Any) -> dict[str, Any]:
+            return {
+                "call_count": s.call_count,
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens,
+                "total_tokens": s.total_tokens,
+                "cost_usd": s.cost_usd,
+                "cost_sats": s.cost_sats,
+            }
+
+        body: dict[str, Any] = {
+            "object": "usage_report",
+            "total_calls": rep.total_calls,
+            "total_prompt_tokens": rep.total_prompt_tokens,
+            "total_completion_tokens": rep.total_completion_tokens,
+            "total_tokens": rep.total_tokens,
+            "total_cost_usd": rep.total_cost_usd,
+            "total_cost_sats": rep.total_cost_sats,
+            "by_model": {m: stats(s) for m, s in rep.by_model.items()},
+            "by_backend": {b: stats(s) for b, s in rep.by_backend.items()},
+        }
+        if acct is not None:
+            body["key"] = acct.report()
+        elif self.keys.enabled:  # pragma: no cover - authenticate() returns an account then
+            pass
+        else:
+            body["keys"] = self.keys.report()
+        if self.swarm_account is not None:
+            body["swarm_budget"] = self.swarm_account.report()
+        return _json_response(body)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    # --- completions -------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._completion(request, True, _CHAT)
+
+    async def _text(self, request: web.Request) -> web.StreamResponse:
+        return await self._completion(request, False, _TEXT)
+
+    async def _read_json(self, request: web.Request) -> Any:
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise ApiError(
+                413,
+                f"Request body of {length} bytes is larger than the limit of {self._max_body}",
+                code="request_too_large",
+            )
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(
+                413,
+                f"Request body is larger than the limit of {self._max_body} bytes",
+                code="request_too_large",
+            ) from None
+        if not raw:
+            raise bad_request("The request body is empty; send a JSON object")
+        try:
+            return _loads(raw)
+        except ValueError as exc:
+            raise bad_request(f"The request body is not valid JSON: {exc}") from None
+
+    def _swarm_terms(
+        self, req: CompletionRequest, acct: KeyAccount | None
+    ) -> tuple[int, int, dict[str, Any]]:
+        """Quorum and bid for a swarm request, checked against the limits and budgets (which
+        reserve the most the request can spend). Returns (quorum, bid, params)."""
+        s = self.swarm
+        assert s is not None
+        quorum = req.quorum if req.quorum is not None else s.quorum
+        if quorum > s.max_quorum:
+            raise bad_request(
+                f"quorum {quorum} is above the gateway's limit {s.max_quorum}", "quorum"
+            )
+        bid = req.bid_sats if req.bid_sats is not None else s.bid_sats
+        if s.max_bid_sats is not None and bid > s.max_bid_sats:
+            raise bad_request(
+                f"bid_sats {bid} is above the gateway's limit {s.max_bid_sats}", "bid_sats"
+            )
+        key_bid = bid
+        if acct is not None:
+            key_bid = self.keys.admit(acct, bid, quorum)
+        if self.swarm_account is not None:
+            try:
+                bid = self.keys.admit(self.swarm_account, key_bid, quorum)
+            except ApiError:
+                if acct is not None:
+                    self.keys.settle(acct, key_bid, quorum, None, None)
+                    acct.requests -= 1
+                raise ApiError(
+                    429,
+                    "The gateway's swarm budget is used up",
+                    type="insufficient_quota",
+                    code="insufficient_quota",
+                ) from None
+            if bid < key_bid:
+                # the gateway budget lowered the bid: give the key back the difference
+                if acct is not None and acct.budget_sats is not None:
+                    acct.reserved_sats -= (key_bid - bid) * quorum
+        else:
+            bid = key_bid
+        return quorum, bid, {**req.params, "quorum": quorum, "bid_sats": bid}
+
+    def _settle(
+        self, acct: KeyAccount | None, bid: int, quorum: int, usage: LmUsage | None
+    ) -> None:
+        sats = usage.cost_sats if usage is not None else None
+        usd = usage.cost_usd if usage is not None else None
+        if acct is not None:
+            self.keys.settle(acct, bid, quorum, sats, usd)
+        if self.swarm_account is not None and bid:
+            self.keys.settle(self.swarm_account, bid, quorum, sats, usd)
+
+    def _reason(self, backend: str) -> str:
+        decision = current_decision.get()
+        if decision is None:
+            return ""
+        if decision.candidates and decision.backend != backend:
+            return f"failover to {backend!r} after {decision.backend!r} failed ({decision.reason})"
+        return decision.reason
+
+    async def _completion(
+        self, request: web.Request, chat: bool, endpoint: str
+    ) -> web.StreamResponse:
+        t0 = _perf()
+        self._in_flight += 1
+        self._idle.clear()
+        status = 500
+        try:
+            if self.closing:
+                err = ApiError(
+                    503,
+                    "The gateway is shutting down",
+                    type="server_error",
+                    code="shutting_down",
+                    headers={"Connection": "close"},
+                )
+                status = 503
+                self.metrics.error(endpoint, "shutting_down")
+                return error_response(err)
+            resp = await self._serve(request, chat, endpoint)
+            status = resp.status
+            return resp
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+            self.metrics.request(endpoint, status, _perf() - t0)
+
+    async def _serve(self, request: web.Request, chat: bool, endpoint: str) -> web.StreamResponse:
+        current_decision.set(None)
+        acct: KeyAccount | None = None
+        bid = quorum = 0
+        settle = False  # True once the budgets were admitted and this method must settle
+        usage: LmUsage | None = None
+        try:
+            acct = self.keys.authenticate(request.headers.get("Authorization"))
+            body = await self._read_json(request)
+            req = parse_request(
+                body,
+                chat=chat,
+                default_max_tokens=self._default_max_tokens,
+                headers=request.headers,
+            )
+            model = self.aliases.get(req.model, req.model)
+            if self.swarm is not None and model.startswith(SWARM_PREFIX):
+                quorum, bid, params = self._swarm_terms(req, acct)
+            else:
+                if acct is not None:
+                    self.keys.admit(acct)
+                params = req.params
+            if req.stream:  # _stream settles the budgets itself
+                return await self._stream(request, req, model, params, acct, bid, quorum)
+            settle = True
+            async with asyncio.timeout(self._request_timeout):
+                resp: LmResponse = await self.router.complete(
+                    model, req.prompt, req.max_tokens, **params
+                )
+            usage = resp.usage
+            self.metrics.completion(resp.backend, model, usage)
+            headers = {
+                "x-swarm-backend": resp.backend,
+                "x-swarm-route-reason": _header_safe(self._reason(resp.backend)),
+                "x-swarm-cost-sats": str(usage.cost_sats or 0),
+            }
+            if usage.cost_usd is not None:
+                headers["x-swarm-cost-usd"] = f"{usage.cost_usd:.8f}"
+            return _json_response(completion_body(req, resp, resp.model or model), 200, headers)
+        except Exception as exc:
+            err = api_error(exc)
+            if err.status >= 500:
+                log.log(
+                    logging.ERROR if err.status == 500 else logging.INFO,
+                    "%s: %s",
+                    endpoint,
+                    exc,
+                    exc_info=err.status == 500,
+                )
+            self.metrics.error(endpoint, err.code or err.type)
+            return error_response(err)
+        finally:
+            if settle:
+                self._settle(acct, bid, quorum, usage)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        req: CompletionRequest,
+        model: str,
+        params: dict[str, Any],
+        acct: KeyAccount | None,
+        bid: int,
+        quorum: int,
+    ) -> web.StreamResponse:
+        """Stream the answer as OpenAI does. Errors before the first chunk are plain JSON
+        errors with their status; after it, an error event ends the stream."""
+        usage: LmUsage | None = None
+        serving_backend.set(None)
+        agen: AsyncIterator[StreamChunk] = self.router.stream_chunks(
+            model, req.prompt, req.max_tokens, **params
+        )
+        deadline = asyncio.get_running_loop().time() + self._request_timeout
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    first: StreamChunk | None = await anext(agen)
+            except StopAsyncIteration:
+                first = None
+            backend = serving_backend.get() or ""
+            if not backend:
+                decision = current_decision.get()
+                backend = decision.backend if decision is not None else ""
+            headers = dict(STREAM_HEADERS)
+            headers["x-swarm-backend"] = backend
+            headers["x-swarm-route-reason"] = _header_safe(self._reason(backend))
+            resp = web.StreamResponse(status=200, headers=headers)
+            await resp.prepare(request)
+            enc = ChunkEncoder(chat=req.chat, model=model, include_usage=req.include_usage)
+            write = resp.write
+            finish: str | None = None
+            try:
+                if req.chat:
+                    await write(enc.start())
+                async with asyncio.timeout_at(deadline):
+                    chunk = first
+                    while chunk is not None:
+                        if chunk.text:
+                            await write(enc.text(chunk.text))
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        if chunk.finish_reason:
+                            finish = chunk.finish_reason
+                        chunk = await anext(agen, None)
+            except ConnectionResetError:
+                log.info("client went away during a stream")
+                return resp
+            except Exception as exc:
+                err = api_error(exc)
+                self.metrics.error(req_endpoint(req), err.code or err.type)
+                log.info("stream failed after it started: %s", exc)
+                try:
+                    await write(error_event(err))
+                    await resp.write_eof()
+                except ConnectionResetError:
+                    pass
+                return resp
+            try:
+                await write(enc.finish(finish))
+                if req.include_usage:
+                    await write(enc.usage(usage_dict(usage or LmUsage())))
+                await write(DONE)
+                await resp.write_eof()
+            except ConnectionResetError:
+                log.info("client went away at the end of a stream")
+            if usage is not None:
+                self.metrics.completion(backend, model, usage)
+            return resp
+        finally:
+            await _aclose(agen)
+            self._settle(acct, bid, quorum, usage)
+
+
+def req_endpoint(req: CompletionRequest) -> str:
+    return _CHAT if req.chat else _TEXT
+
+
+async def _aclose(agen: AsyncIterator[Any]) -> None:
+    close = getattr(agen, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:
+            pass
+
+
+__all__ = ["Gateway", "error_response"]

@@ -1,0 +1,126 @@
+"""Turn a :class:`GatewayConfig` into backends and a router.
+
+Backends are wrapped in :class:`~router.gateway.adapters.Served` and the router is a
+:class:`~router.gateway.adapters.GatewayRouter`, so the gateway can name the serving backend and
+the routing reason in its response headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends.base import LmBackend
+from ..backends.mock import MockBackend
+from ..options import BackendOptions
+from .adapters import GatewayRouter, Served
+from .config import (
+    SWARM_PREFIX,
+    GatewayConfig,
+    MockBackendConfig,
+    OllamaBackendConfig,
+    OpenAIBackendConfig,
+    SwarmBackendConfig,
+)
+from .errors import ConfigError
+
+
+def _upstream_headers(b: OpenAIBackendConfig | OllamaBackendConfig) -> dict[str, str]:
+    headers = dict(b.headers)
+    if b.auth is not None:
+        headers.update(b.auth.headers())
+    return headers
+
+
+def _openai(b: OpenAIBackendConfig, timeout_s: float | None) -> LmBackend:
+    from ..backends.openai_compat import OpenAICompatBackend
+
+    return OpenAICompatBackend(
+        b.url,
+        name=b.name,
+        models=b.models,
+        headers=_upstream_headers(b),
+        timeout_s=timeout_s,
+    )
+
+
+def _ollama(b: OllamaBackendConfig, timeout_s: float | None) -> LmBackend:
+    from ..backends.ollama import OllamaBackend
+
+    return OllamaBackend(
+        b.url,
+        name=b.name,
+        models=b.models,
+        headers=_upstream_headers(b),
+        timeout_s=timeout_s,
+    )
+
+
+def _mock(b: MockBackendConfig) -> LmBackend:
+    m = MockBackend(b.name).with_response(b.response)
+    m.with_models(*(b.models or ["mock-model"]))
+    if b.usage is not None:
+        m.with_usage(*b.usage)
+    if b.cost_sats is not None:
+        m.with_cost(sats=b.cost_sats)
+    if b.latency_ms:
+        m.with_latency(b.latency_ms)
+    return m
+
+
+def _swarm(b: SwarmBackendConfig) -> LmBackend:
+    from .swarm import make_swarm_backend
+
+    return make_swarm_backend(b)
+
+
+def build_backend(b: Any, default_timeout_s: float | None) -> tuple[LmBackend, BackendOptions]:
+    """One configured backend, wrapped, with its router options."""
+    timeout_s = b.timeout_s if b.timeout_s is not None else default_timeout_s
+    try:
+        if isinstance(b, OpenAIBackendConfig):
+            inner = _openai(b, timeout_s)
+        elif isinstance(b, OllamaBackendConfig):
+            inner = _ollama(b, timeout_s)
+        elif isinstance(b, SwarmBackendConfig):
+            inner = _swarm(b)
+        elif isinstance(b, MockBackendConfig):
+            inner = _mock(b)
+        else:  # pragma: no cover - the config's union has no other members
+            raise ConfigError(f"backends.{b.name}.type", f"unknown type {b.type!r}")
+    except ImportError as exc:
+        raise ConfigError(
+            f"backends.{b.name}.type", f"backend type {b.type!r} is not available: {exc}"
+        ) from None
+    options = b.options()
+    if isinstance(b, SwarmBackendConfig):
+        # The swarm waits job_timeout_s for a quorum; a shorter router timeout would cut it off.
+        if options.timeout_s is None:
+            options = options.model_copy(update={"timeout_s": b.job_timeout_s + 5.0})
+    elif options.timeout_s is None and default_timeout_s is not None:
+        options = options.model_copy(update={"timeout_s": default_timeout_s})
+    return Served(inner, swarm=isinstance(b, SwarmBackendConfig)), options
+
+
+def build_router(cfg: GatewayConfig) -> GatewayRouter:
+    """The router for ``cfg``: its backends, routes (plus ``swarm/*`` to the swarm backends),
+    default backend, fallbacks, strategy and resilience defaults."""
+    res = cfg.resilience
+    backends = [build_backend(b, res.timeout_s) for b in cfg.all_backends()]
+    routes = cfg.route_targets()
+    swarm_names = [b.name for b in cfg.all_backends() if isinstance(b, SwarmBackendConfig)]
+    if swarm_names and f"{SWARM_PREFIX}*" not in routes:
+        routes[f"{SWARM_PREFIX}*"] = swarm_names
+    usd_per_sat = cfg.usd_per_sat
+    return GatewayRouter(
+        backends,
+        routes=routes,
+        default_backend=cfg.default_backend,
+        fallbacks=cfg.fallbacks,
+        strategy=cfg.strategy.build(),
+        retry=res.retry,
+        circuit_breaker=res.circuit_breaker,
+        rate_limit=res.rate_limit,
+        queue_timeout_s=res.queue_timeout_s,
+        usd_per_sat=usd_per_sat,
+        name="gateway",
+    )

@@ -1,0 +1,232 @@
+"""Pure parts of the gateway: request parsing, SSE encoding, key budgets, error mapping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from client.errors import BudgetExceeded
+from router.errors import (
+    AllProvidersFailed,
+    BackendError,
+    BackendNotFound,
+    CircuitBreakerOpen,
+    InvalidRequest,
+    QuorumNotReached,
+    RateLimited,
+)
+from router.gateway.auth import KeyStore
+from router.gateway.config import ApiKeyConfig
+from router.gateway.errors import ApiError
+from router.gateway.errors_map import api_error
+from router.gateway.protocol import parse_request
+from router.gateway.sse import DONE, ChunkEncoder, error_event
+
+
+def chat(**body: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **body}
+
+
+def test_parse_chat_defaults_and_passthrough() -> None:
+    req = parse_request(
+        chat(temperature=0.2, stop=["\n"], seed=7, unknown_field=1),
+        chat=True,
+        default_max_tokens=99,
+    )
+    assert req.model == "m" and req.max_tokens == 99 and not req.stream
+    assert req.prompt == [{"role": "user", "content": "hi"}]
+    assert req.params == {"temperature": 0.2, "stop": ["\n"], "seed": 7}
+    assert req.quorum is None and req.bid_sats is None
+
+
+def test_parse_content_parts_developer_role_and_max_completion_tokens() -> None:
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "developer", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+        ],
+        "max_completion_tokens": 5,
+        "max_tokens": 50,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    req = parse_request(body, chat=True, default_max_tokens=1)
+    assert req.prompt == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "ab"},
+    ]
+    assert req.max_tokens == 5 and req.stream and req.include_usage
+
+
+def test_parse_text_completion_prompt_forms() -> None:
+    assert (
+        parse_request({"model": "m", "prompt": "x"}, chat=False, default_max_tokens=1).prompt == "x"
+    )
+    assert (
+        parse_request({"model": "m", "prompt": ["y"]}, chat=False, default_max_tokens=1).prompt
+        == "y"
+    )
+
+
+def test_swarm_terms_from_body_and_headers() -> None:
+    req = parse_request(chat(quorum=3, bid_sats=0), chat=True, default_max_tokens=1)
+    assert (req.quorum, req.bid_sats) == (3, 0)
+    headers = {"x-swarm-quorum": "2", "x-swarm-bid-sats": "21"}
+    req = parse_request(chat(), chat=True, default_max_tokens=1, headers=headers)
+    assert (req.quorum, req.bid_sats) == (2, 21)
+    req = parse_request(chat(quorum=4), chat=True, default_max_tokens=1, headers=headers)
+    assert req.quorum == 4  # the body wins
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ([], None),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "m"}, "messages"),
+        ({"model": "m", "messages": []}, "messages"),
+        ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages"),
+        ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages"),
+        (chat(max_tokens=0), "max_tokens"),
+        (chat(max_tokens="10"), "max_tokens"),
+        (chat(n=2), "n"),
+        (chat(stream="yes"), "stream"),
+        (chat(temperature="hot"), "temperature"),
+        (chat(stop=[1]), "stop"),
+        (chat(quorum=0), "quorum"),
+        (chat(tools=[{"type": "function"}]), "tools"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content",
+        ),
+    ],
+)
+def test_bad_chat_requests_name_the_param(body: Any, param: str | None) -> None:
+    with pytest.raises(ApiError) as e:
+        parse_request(body, chat=True, default_max_tokens=1)
+    assert e.value.status == 400 and e.value.param == param
+    assert e.value.body()["error"]["type"] == "invalid_request_error"
+
+
+def test_bad_headers_and_prompts() -> None:
+    with pytest.raises(ApiError) as e:
+        parse_request(chat(), chat=True, default_max_tokens=1, headers={"x-swarm-quorum": "two"})
+    assert e.value.param == "x-swarm-quorum"
+    for prompt in (["a", "b"], 5, [1, 2]):
+        with pytest.raises(ApiError) as e:
+            parse_request({"model": "m", "prompt": prompt}, chat=False, default_max_tokens=1)
+        assert e.value.param == "prompt"
+
+
+def _data(event: bytes) -> Any:
+    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+    return json.loads(event[6:-2])
+
+
+def test_sse_chat_chunks_match_openai() -> None:
+    enc = ChunkEncoder(chat=True, model="m", include_usage=True)
+    start, text, fin = _data(enc.start()), _data(enc.text('say "hi"\n')), _data(enc.finish(None))
+    usage = _data(enc.usage({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}))
+    assert start["object"] == "chat.completion.chunk" and start["id"].startswith("chatcmpl-")
+    assert start["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert text["choices"][0]["delta"] == {"content": 'say "hi"\n'}
+    assert text["choices"][0]["finish_reason"] is None and text["usage"] is None
+    assert fin["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 3
+    assert len({start["id"], text["id"], fin["id"], usage["id"]}) == 1
+    assert DONE == b"data: [DONE]\n\n"
+
+
+def test_sse_text_chunks_and_no_usage_field_unless_asked() -> None:
+    enc = ChunkEncoder(chat=False, model="m", include_usage=False)
+    assert enc.start() == b""
+    t = _data(enc.text("abc"))
+    assert t["object"] == "text_completion" and t["choices"][0]["text"] == "abc"
+    assert "usage" not in t
+    err = _data(error_event(ApiError(502, "boom", type="server_error")))
+    assert err == {
+        "error": {"message": "boom", "type": "server_error", "param": None, "code": None}
+    }
+
+
+def test_keys_authenticate() -> None:
+    store = KeyStore([ApiKeyConfig(name="a", key="sk-a")])
+    assert store.authenticate("Bearer sk-a") is store.accounts["a"]
+    for header in (None, "", "Bearer", "Basic sk-a", "Bearer sk-b"):
+        with pytest.raises(ApiError) as e:
+            store.authenticate(header)
+        assert e.value.status == 401 and e.value.code == "invalid_api_key"
+    assert KeyStore([]).authenticate(None) is None
+
+
+def test_budget_sats_reserves_and_caps_the_bid() -> None:
+    store = KeyStore([ApiKeyConfig(name="a", key="k", budget_sats=25)])
+    acct = store.accounts["a"]
+    assert store.admit(acct, want_sats=10, quorum=2) == 10  # reserves 20
+    assert acct.reserved_sats == 20
+    assert store.admit(acct, want_sats=10, quorum=2) == 2  # 5 left: 2 per provider
+    with pytest.raises(ApiError) as e:
+        store.admit(acct, want_sats=10, quorum=2)  # 1 left: not enough for two providers
+    assert e.value.status == 429 and e.value.code == "insufficient_quota"
+    store.settle(acct, 10, 2, cost_sats=12, cost_usd=None)
+    store.settle(acct, 2, 2, cost_sats=0, cost_usd=None)
+    assert acct.reserved_sats == 0 and acct.spent_sats == 12
+    store.settle(acct, 0, 1, cost_sats=13, cost_usd=None)
+    with pytest.raises(ApiError) as e:
+        store.admit(acct)
+    assert "spent 25 of 25 sats" in e.value.message
+
+
+def test_budget_usd() -> None:
+    store = KeyStore([ApiKeyConfig(name="a", key="k", budget_usd=0.01)])
+    acct = store.accounts["a"]
+    store.admit(acct)
+    store.settle(acct, 0, 1, cost_sats=None, cost_usd=0.011)
+    with pytest.raises(ApiError) as e:
+        store.admit(acct)
+    assert e.value.status == 429 and "$0.011000 of $0.010000" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (InvalidRequest("bad"), 400, None),
+        (BackendNotFound("m"), 404, "model_not_found"),
+        (RateLimited("slow down", retry_after=2.5), 429, "rate_limit_exceeded"),
+        (RateLimited("upstream 429", status=429), 429, "rate_limit_exceeded"),
+        (CircuitBreakerOpen(["a"], retry_after=3), 503, "backend_unavailable"),
+        (BackendError("x", status=500), 502, "upstream_error"),
+        (BackendError("x", status=400), 400, "upstream_rejected"),
+        (BackendError("x", status=401), 502, "upstream_error"),
+        (BackendError("x", status=504), 504, "upstream_timeout"),
+        (BackendError("a: no answer within 1 s", retryable=True), 504, "upstream_timeout"),
+        (TimeoutError(), 504, "gateway_timeout"),
+        (QuorumNotReached("no quorum"), 504, "quorum_not_reached"),
+        (BudgetExceeded("over"), 429, "insufficient_quota"),
+        (
+            AllProvidersFailed({"a": BackendError("x", status=500), "b": TimeoutError()}),
+            502,
+            "upstream_error",
+        ),
+        (
+            AllProvidersFailed({"a": TimeoutError(), "b": BackendError("y", status=504)}),
+            504,
+            "upstream_timeout",
+        ),
+        (RuntimeError("bug"), 500, "internal_error"),
+    ],
+)
+def test_error_mapping(exc: BaseException, status: int, code: str | None) -> None:
+    err = api_error(exc)
+    assert err.status == status and err.code == code
+
+
+def test_retry_after_headers() -> None:
+    assert api_error(RateLimited("x", retry_after=2.1)).headers == {"Retry-After": "3"}
+    assert api_error(CircuitBreakerOpen(["a"], retry_after=0.2)).headers == {"Retry-After": "1"}
