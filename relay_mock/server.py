@@ -50,6 +50,7 @@ class RelayStats:
     stored_events: int
     events_received: int
     messages_dropped: int
+    messages_delayed: int
     disconnects_forced: int
 
 
@@ -77,6 +78,7 @@ class _Link:
             due = max(loop.time() + faults.latency, self.last_due)
             self.last_due = due
             self.queue.append((due, text))
+            relay._delayed += 1
             if self.timer is None:
                 self.timer = loop.call_at(due, self._flush)
             return
@@ -160,6 +162,7 @@ class Relay:
         self._server: Server | None = None
         self._links: dict[ServerConnection, _Link] = {}
         self._dropped = 0
+        self._delayed = 0
         self._forced = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -267,6 +270,7 @@ class Relay:
             stored_events=len(self.core.store),
             events_received=self.core.events_received,
             messages_dropped=self._dropped,
+            messages_delayed=self._delayed,
             disconnects_forced=self._forced,
         )
 
