@@ -87,7 +87,7 @@ class BearerAuth(_Model):
     """``Authorization: Bearer <token>``."""
 
     type: Literal["bearer"]
-    token: str | None = None
+    token: str | None = Field(None, repr=False)
     token_env: str | None = None
 
     @model_validator(mode="after")
@@ -104,7 +104,7 @@ class BasicAuth(_Model):
 
     type: Literal["basic"]
     username: str
-    password: str | None = None
+    password: str | None = Field(None, repr=False)
     password_env: str | None = None
 
     @model_validator(mode="after")
@@ -126,7 +126,7 @@ class HeaderAuth(_Model):
 
     type: Literal["header"]
     name: str = Field(min_length=1)
-    value: str | None = None
+    value: str | None = Field(None, repr=False)
     value_env: str | None = None
 
     @model_validator(mode="after")
@@ -201,9 +201,13 @@ class SwarmSettings(_Model):
     max_bid_sats: int | None = Field(None, ge=0, description="the most a request may bid")
     budget_sats: int | None = Field(None, ge=0, description="total the gateway may spend")
     job_timeout_s: float = Field(60.0, gt=0, description="how long to wait for a quorum")
-    secret_key: str | None = Field(None, description="hex or nsec; omitted: a fresh key per run")
+    secret_key: str | None = Field(
+        None, repr=False, description="hex or nsec; omitted: a fresh key per run"
+    )
     secret_key_env: str | None = None
-    nwc_uri: str | None = Field(None, description="NIP-47 wallet connection for paying providers")
+    nwc_uri: str | None = Field(
+        None, repr=False, description="NIP-47 wallet connection for paying providers"
+    )
     nwc_uri_env: str | None = None
     models: list[str] = Field(default_factory=list, description="models asked of the swarm")
 
@@ -308,7 +312,7 @@ class ApiKeyConfig(_Model):
     """One gateway API key (``Authorization: Bearer <key>``) and its budgets."""
 
     name: str = Field(min_length=1)
-    key: str | None = None
+    key: str | None = Field(None, repr=False)
     key_env: str | None = None
     budget_sats: int | None = Field(None, ge=0)
     budget_usd: float | None = Field(None, ge=0)
