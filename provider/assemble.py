@@ -1,0 +1,126 @@
+"""Build the parts a :class:`~provider.config.ProviderConfig` describes: the backend (one, or an
+LmRouter failing over between several), the wallet, and the node."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from client.wallet import Wallet
+from router.backends.base import LmBackend
+from router.backends.mock import MockBackend
+
+from .config import BackendConfig, PaymentConfig, ProviderConfig
+from .errors import ConfigError
+from .node import ProviderNode
+
+# type -> (class name in router.backends, the default URL)
+_HTTP_BACKENDS = {
+    "ollama": ("OllamaBackend", "http://127.0.0.1:11434"),
+    "openai": ("OpenAICompatBackend", "http://127.0.0.1:8080/v1"),
+}
+
+
+def _router_backend(class_name: str) -> type[Any]:
+    module = importlib.import_module("router.backends")
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"this installation has no {class_name} (router.backends)")
+    return cls  # type: ignore[no-any-return]
+
+
+def build_backend(cfg: BackendConfig, index: int = 0) -> LmBackend:
+    name = cfg.name or f"{cfg.type}{index or ''}"
+    if cfg.type == "mock":
+        mock = MockBackend(name)
+        for m in cfg.models:
+            mock.with_model(m)
+        if cfg.response is not None:
+            mock.with_response(cfg.response)
+        return mock
+    if cfg.type == "embedded":
+        cls = _router_backend("EmbeddedBackend")
+        return cls(name=name)  # type: ignore[no-any-return]
+    class_name, default_url = _HTTP_BACKENDS[cfg.type]
+    cls = _router_backend(class_name)
+    kwargs: dict[str, Any] = {"name": name}
+    if cfg.models:
+        kwargs["models"] = list(cfg.models)
+    key = cfg.resolved_api_key()
+    if key:
+        kwargs["api_key"] = key
+    if cfg.timeout_s is not None:
+        kwargs["timeout"] = cfg.timeout_s
+    try:
+        return cls(cfg.url or default_url, **kwargs)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise ConfigError(f"backend {name}: {exc}") from None
+
+
+def build_backends(configs: Sequence[BackendConfig]) -> LmBackend:
+    """One backend as is; several behind an LmRouter that tries them in order."""
+    backends = [build_backend(c, i) for i, c in enumerate(configs)]
+    names = [b.name for b in backends]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"backend names must differ (got {', '.join(names)}); set name = …")
+    if len(backends) == 1:
+        return backends[0]
+    from router.router import LmRouter
+
+    builder = LmRouter.builder().name("provider")
+    for b in backends:
+        builder.add_backend(b)
+    builder.fallback_chain(*names)
+    return builder.build()
+
+
+def build_wallet(cfg: PaymentConfig) -> Wallet | None:
+    if cfg.policy == "free" and not (cfg.nwc or cfg.ledger):
+        return None
+    if cfg.nwc:
+        from client.wallet.nwc import NwcWallet
+
+        return NwcWallet(cfg.nwc)
+    if cfg.ledger:
+        from client.wallet.ledger import Ledger
+        from client.wallet.local import LedgerWallet
+
+        ledger = Ledger(cfg.ledger)
+        account = cfg.ledger_account
+        if account is None:  # the ledger's "provider" account, made on first use
+            named = [a for a in ledger.accounts() if a.name == "provider"]
+            account = named[0].id if named else ledger.create_account("provider").id
+        return LedgerWallet(ledger, account)
+    raise ConfigError(f"payment policy {cfg.policy!r} needs payment.nwc or payment.ledger")
+
+
+def build_node(
+    cfg: ProviderConfig, *, backend: LmBackend | None = None, wallet: Wallet | None = None
+) -> ProviderNode:
+    node = cfg.node
+    pay = cfg.payment
+    return ProviderNode(
+        node.keys,
+        node.relays,
+        backend if backend is not None else build_backends(cfg.backends),
+        pricing=cfg.pricing,
+        payment=pay.policy,
+        wallet=wallet if wallet is not None else build_wallet(pay),
+        limits=cfg.limits,
+        models=node.models,
+        default_model=node.default_model,
+        store=node.store,
+        name=node.name,
+        about=node.about,
+        picture=node.picture,
+        lud16=node.lud16,
+        announce=node.announce,
+        heartbeat_s=node.heartbeat_s,
+        clock_skew_s=node.clock_skew_s,
+        invoice_expiry_s=pay.invoice_expiry_s,
+        payment_poll_s=pay.poll_s,
+        payment_poll_max_s=pay.poll_max_s,
+        settle_check_s=pay.settle_check_s,
+        retention_days=node.retention_days,
+    )

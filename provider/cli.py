@@ -1,0 +1,193 @@
+"""`swarm provider`: set up and run a provider node.
+
+    swarm provider init                       # writes provider.toml with a new key
+    swarm provider run --config provider.toml # serves until Ctrl-C / SIGTERM
+    swarm provider status --config provider.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from client.errors import NostrSwarmError
+from client.keys import Keys
+
+from .assemble import build_node
+from .config import load_config, render_template
+from .errors import ConfigError
+from .store import JobStore
+
+log = logging.getLogger("provider.cli")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "provider",
+        help="sell completions from your models on the swarm",
+        description="Run a provider node: take NIP-90 text-generation jobs from Nostr relays, "
+        "answer them with a local model (Ollama, an OpenAI-compatible server, or the embedded "
+        "one) and get paid in sats.",
+    )
+    ps = p.add_subparsers(dest="provider_command", metavar="ACTION", required=True)
+
+    init = ps.add_parser(
+        "init",
+        help="write a commented provider.toml with a new key",
+        description="Write a commented provider.toml with a freshly generated Nostr key.",
+    )
+    init.add_argument(
+        "--config", default="provider.toml", help="file to write (default: provider.toml)"
+    )
+    init.add_argument(
+        "--relay",
+        action="append",
+        dest="relays",
+        metavar="URL",
+        help="relay to serve on (repeat for several; default: ws://127.0.0.1:7777)",
+    )
+    init.add_argument(
+        "--backend",
+        choices=("ollama", "openai", "embedded", "mock"),
+        default="ollama",
+        help="where completions come from (default: ollama)",
+    )
+    init.add_argument("--url", help="the backend's URL (default: its usual local address)")
+    init.add_argument(
+        "--model", action="append", dest="models", metavar="NAME", help="model to serve (repeat)"
+    )
+    init.add_argument("--name", default="", help="the name customers see")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=_init)
+
+    run = ps.add_parser(
+        "run",
+        help="run the node until interrupted",
+        description="Run the provider node described by a config file. Environment variables "
+        "SWARM_PROVIDER_* override the file. Ctrl-C or SIGTERM stops it gracefully: intake "
+        "stops, running jobs get limits.shutdown_grace seconds to finish.",
+    )
+    run.add_argument("--config", default="provider.toml", help="config file (provider.toml)")
+    run.set_defaults(handler=_run)
+
+    status = ps.add_parser(
+        "status",
+        help="show earnings and recent jobs from the node's store",
+        description="Show jobs done, sats billed and received, and the latest jobs.",
+    )
+    status.add_argument("--config", default="provider.toml", help="config file (provider.toml)")
+    status.add_argument("--jobs", type=int, default=10, help="how many recent jobs to list")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_status)
+
+
+def _init(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    if path.exists() and not args.force:
+        print(f"{path} exists; use --force to overwrite it", file=sys.stderr)
+        return 1
+    keys = Keys.generate()
+    text = render_template(
+        keys,
+        relays=args.relays or ["ws://127.0.0.1:7777"],
+        backend=args.backend,
+        url=args.url,
+        models=args.models,
+        name=args.name,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created private: the file holds the node's secret key.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    print(f"wrote {path} (mode 600)")
+    print(f"node key: {keys.npub}")
+    print(f"next: edit it, then run `swarm provider run --config {path}`")
+    return 0
+
+
+async def _serve(config: str) -> int:
+    cfg = load_config(config)
+    node = build_node(cfg)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with node:
+        print(f"provider {node.keys.npub} serving {', '.join(node.models) or 'any model'}")
+        await stop.wait()
+        print("stopping: finishing running jobs…", file=sys.stderr)
+    stats = node.stats
+    print(
+        f"done: {stats.completed} jobs completed, {stats.errors} errors, "
+        f"{stats.billed_msats / 1000:g} sats billed"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Each job is logged at INFO; show them unless the user asked for more or less.
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("provider").setLevel(logging.INFO)
+    try:
+        return asyncio.run(_serve(args.config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NostrSwarmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with JobStore(cfg.node.store) as store:
+        earned = store.earnings()
+        jobs = store.jobs(limit=args.jobs)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "npub": cfg.node.keys.npub,
+                    "jobs_done": earned.jobs_done,
+                    "billed_msats": earned.billed_msats,
+                    "paid_msats": earned.paid_msats,
+                    "recent": [
+                        {
+                            "id": j.id,
+                            "customer": j.customer,
+                            "state": j.state,
+                            "model": j.model,
+                            "tokens": j.prompt_tokens + j.completion_tokens,
+                            "amount_msats": j.amount_msats,
+                            "reason": j.reason,
+                        }
+                        for j in jobs
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"node      {cfg.node.keys.npub}")
+    print(f"jobs done {earned.jobs_done}")
+    print(f"billed    {earned.billed_msats / 1000:g} sats")
+    print(f"received  {earned.paid_msats / 1000:g} sats")
+    for j in jobs:
+        tokens = j.prompt_tokens + j.completion_tokens
+        why = f" ({j.reason})" if j.reason else ""
+        print(f"  {j.id[:12]} {j.state:<16} {j.model or '-':<20} {tokens:>6} tok{why}")
+    return 0
