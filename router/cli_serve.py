@@ -1,0 +1,115 @@
+"""`swarm serve`: run the OpenAI-compatible gateway in front of the router and the swarm."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+
+from .gateway.config import GatewayConfig, load_config
+from .gateway.errors import ConfigError
+
+_EPILOG = """\
+config.yaml is a superset of the LLM Router Service's format: a file with only
+refresh_interval and backends (name, url, auth of type bearer/basic/header) works as is.
+See examples/gateway.yaml and docs/gateway-guide.md for everything else (backend types
+openai/ollama/swarm/mock, routes, aliases, strategy, resilience, swarm, keys and budgets).
+
+Any OpenAI client can then use it:  OPENAI_BASE_URL=http://127.0.0.1:8080/v1
+SIGINT/SIGTERM stop it gracefully: requests in flight finish (server.shutdown_timeout_s).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible HTTP gateway",
+        description="Serve /v1/chat/completions, /v1/completions, /v1/models, /v1/usage, "
+        "/healthz and /metrics in front of the configured backends and the swarm.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", "-c", required=True, metavar="FILE", help="path to config.yaml")
+    p.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: server.port, 8080)")
+    p.add_argument(
+        "--check", action="store_true", help="validate the config, print a summary and exit"
+    )
+    p.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (auto: uvloop when installed)",
+    )
+    p.set_defaults(handler=_serve)
+
+
+def _summary(cfg: GatewayConfig) -> str:
+    lines = [f"config OK: {len(cfg.all_backends())} backend(s)"]
+    for b in cfg.all_backends():
+        where = getattr(b, "url", None) or ", ".join(getattr(b, "relays", []) or []) or "-"
+        models = ", ".join(b.models) if b.models else "discovered"
+        lines.append(f"  {b.name:<16} {b.type:<7} {where}  models: {models}")
+    lines.append(f"strategy: {cfg.strategy.name}; api keys: {len(cfg.keys) or 'none (open)'}")
+    return "\n".join(lines)
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("swarm serve: error: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"swarm serve: error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(_summary(cfg))
+        return 0
+    factory = _loop_factory(args.loop)
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(_run(cfg, args.host, args.port))
+    except ConfigError as exc:  # raised while building backends
+        print(f"swarm serve: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"swarm serve: error: cannot listen: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _run(cfg: GatewayConfig, host: str | None, port: int | None) -> int:
+    from .gateway.app import Gateway
+
+    gw = Gateway(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        url = await gw.start(host, port)
+    except BaseException:
+        await gw.stop(grace_s=0)
+        raise
+    print(f"swarm gateway listening on {url} (OpenAI base URL: {url}/v1)", flush=True)
+    await stop.wait()
+    print("shutting down: finishing requests in flight", file=sys.stderr, flush=True)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(sig)
+    finished = await gw.stop()
+    return 0 if finished else 1
