@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -53,7 +53,8 @@ class LmUsage:
 @dataclass(slots=True)
 class LmResponse:
     """One completion. ``backend`` is the name of the backend that produced it (set by the router
-    when the backend did not)."""
+    when the backend did not). ``meta`` holds backend-specific details, e.g. the swarm's
+    ``agreeing``/``dissenting`` provider keys and ``job_id``."""
 
     text: str
     usage: LmUsage = field(default_factory=LmUsage)
@@ -61,6 +62,7 @@ class LmResponse:
     finish_reason: str = "stop"
     latency_ms: float = 0.0
     backend: str = ""
+    meta: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

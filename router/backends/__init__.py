@@ -7,15 +7,21 @@ from .base import LmBackend
 from .mock import MockBackend
 from .ollama import OllamaBackend
 from .openai_compat import OpenAICompatBackend
+from .swarm_sim import LatencyDist, SimJob, SimStats, SwarmSimConfig, SwarmSimulator
 
 __all__ = [
     "BackendAuth",
     "BasicAuth",
     "BearerAuth",
     "HeaderAuth",
+    "LatencyDist",
     "LmBackend",
     "MockBackend",
     "OllamaBackend",
     "OpenAICompatBackend",
+    "SimJob",
+    "SimStats",
+    "SwarmSimConfig",
+    "SwarmSimulator",
     "parse_auth",
 ]
