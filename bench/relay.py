@@ -75,7 +75,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) -> 
 def start_ours() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "client.cli", "relay", "--port", str(port)],
+        [sys.executable, "-m", "relay_mock", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
