@@ -64,10 +64,12 @@ class PaymentGuard:
         now: float,
         spent_job_msats: int = 0,
         spent_day_msats: int = 0,
+        job_budget_msats: int | None = None,
     ) -> Invoice:
         """Return the decoded invoice if it may be paid; raise a typed error saying why not.
 
         ``spent_*`` count what is already paid or being paid (excluding this invoice).
+        ``job_budget_msats`` tightens the per-job cap for this one job (e.g. a call's max_sats).
         """
         inv = check_invoice(
             invoice, network=self.network, now=now, min_remaining=self.min_remaining_s
@@ -84,7 +86,8 @@ class PaymentGuard:
         bid = _msats("bid", bid_msats)
         if bid is not None and quote > bid:
             raise BudgetExceeded(f"quote of {quote} msats is above our bid of {bid} msats")
-        cap = self.budget.per_job_msats
+        caps = [c for c in (self.budget.per_job_msats, job_budget_msats) if c is not None]
+        cap = min(caps) if caps else None
         if cap is not None and spent_job_msats + amount > cap:
             raise BudgetExceeded(
                 f"paying {amount} msats would bring this job to {spent_job_msats + amount} msats,"

@@ -133,9 +133,11 @@ class Payer:
         *,
         quote_msats: object,
         bid_msats: object,
+        job_budget_msats: int | None = None,
     ) -> PaymentOutcome:
         """Pay one provider's invoice for ``job_id`` if every rule allows it. Never raises for a
-        refusal or a wallet failure: the outcome says what happened."""
+        refusal or a wallet failure: the outcome says what happened. ``job_budget_msats``: the
+        most this job may cost in all (on top of the guard's own per-job budget)."""
 
         def outcome(status: Status, **kw: object) -> PaymentOutcome:
             return PaymentOutcome(provider, job_id, status, **kw)  # type: ignore[arg-type]
@@ -165,6 +167,7 @@ class Payer:
                     spent_day_msats=self.ledger.spent_msats(
                         since=now - DAY_SECONDS, exclude=inv.payment_hash
                     ),
+                    job_budget_msats=job_budget_msats,
                 )
             except PaymentError as exc:
                 return outcome("refused", payment_hash=inv.payment_hash, error=exc)
@@ -285,6 +288,7 @@ class Payer:
         bills: Mapping[str, Bill],
         *,
         bid_msats: object,
+        job_budget_msats: int | None = None,
     ) -> QuorumPayment:
         """Pay each agreeing provider's bill; skip everyone else (never pay a dissenter).
 
@@ -330,6 +334,7 @@ class Payer:
                     bills[p].invoice,
                     quote_msats=bills[p].quote_msats,
                     bid_msats=bid_msats,
+                    job_budget_msats=job_budget_msats,
                 )
                 for p in to_pay
             )
