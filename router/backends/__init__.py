@@ -7,6 +7,7 @@ from .base import LmBackend
 from .mock import MockBackend
 from .ollama import OllamaBackend
 from .openai_compat import OpenAICompatBackend
+from .swarm import SwarmBackend
 from .swarm_sim import LatencyDist, SimJob, SimStats, SwarmSimConfig, SwarmSimulator
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "OpenAICompatBackend",
     "SimJob",
     "SimStats",
+    "SwarmBackend",
     "SwarmSimConfig",
     "SwarmSimulator",
     "parse_auth",

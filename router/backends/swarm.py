@@ -1,0 +1,197 @@
+"""The Nostr swarm as a backend: :class:`SwarmBackend` wraps a ``client.SwarmClient``."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+from client.errors import BudgetExceeded
+
+from ..errors import InvalidRequest
+from ..types import LmResponse, LmUsage, Prompt, estimate_tokens, prompt_text
+from .base import LmBackend
+
+# Sampling parameters SwarmClient.complete takes as keywords; other scalar parameters travel as
+# NIP-90 ``param`` tags.
+_SAMPLING = ("temperature", "top_p", "top_k", "seed")
+# Per-request overrides of the backend's own settings.
+_OVERRIDES = ("quorum", "max_sats", "timeout", "comparator", "targets", "encrypt", "bid_msats")
+
+
+class SwarmBackend(LmBackend):
+    """Sends completions to the swarm through a ``SwarmClient`` (or anything with the same
+    ``complete(prompt, *, model, quorum, max_sats, timeout, ...)`` returning an object with
+    ``text``, ``agreeing``, ``dissenting``, ``sats_paid`` or ``msats_paid``, and ``timings``).
+
+    Model names are ``swarm/<model>`` (``swarm/any`` leaves the model to the providers); plain
+    names listed in ``models`` are served too. ``quorum``, ``max_sats`` (per request) and
+    ``timeout_s`` are defaults a request can override with keyword parameters of the same
+    names; ``budget_sats`` caps the total this backend spends (requests in flight reserve
+    their ``max_sats``), raising ``BudgetExceeded`` once used up. Costs are reported in sats;
+    the router converts them to USD when given a BTC price. A quorum that is not reached raises
+    ``QuorumNotReached``, which the router counts as a failure and fails over from.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        name: str = "swarm",
+        quorum: int = 2,
+        max_sats: int | None = None,
+        timeout_s: float = 30.0,
+        budget_sats: int | None = None,
+        prefix: str = "swarm/",
+        models: list[str] | None = None,
+        expected_latency_ms: float = 5000.0,
+        **client_options: Any,
+    ) -> None:
+        if quorum < 1:
+            raise ValueError("quorum must be at least 1")
+        if max_sats is not None and max_sats < 0:
+            raise ValueError("max_sats must not be negative")
+        if budget_sats is not None and budget_sats < 0:
+            raise ValueError("budget_sats must not be negative")
+        self.client = client
+        self.name = name
+        self.quorum = quorum
+        self.max_sats = max_sats
+        self.timeout_s = timeout_s
+        self.budget_sats = budget_sats
+        self.prefix = prefix
+        self._models = list(models or [])
+        self.expected_latency_ms = expected_latency_ms
+        self.client_options = client_options
+        self.spent_sats = 0
+        self._reserved = 0
+        self._accepts = _accepted_keywords(client.complete)
+
+    def supported_models(self) -> list[str]:
+        return [*self._models, f"{self.prefix}*"]
+
+    def supports_model(self, model: str) -> bool:
+        return model.startswith(self.prefix) or model in self._models
+
+    def swarm_model(self, model: str) -> str | None:
+        """The model name providers see: ``swarm/llama3`` -> ``llama3``; ``swarm/any`` -> None."""
+        inner = model[len(self.prefix) :] if model.startswith(self.prefix) else model
+        return None if inner in ("", "*", "any") else inner
+
+    @property
+    def remaining_sats(self) -> int | None:
+        if self.budget_sats is None:
+            return None
+        return max(0, self.budget_sats - self.spent_sats - self._reserved)
+
+    async def complete(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> LmResponse:
+        text = prompt_text(prompt)
+        opts: dict[str, Any] = dict(self.client_options)
+        for key in _OVERRIDES:
+            if key in params:
+                opts[key] = params.pop(key)
+        quorum = opts.pop("quorum", self.quorum)
+        max_sats = opts.pop("max_sats", self.max_sats)
+        timeout = opts.pop("timeout", self.timeout_s)
+        if not isinstance(quorum, int) or quorum < 1:
+            raise InvalidRequest("quorum must be a positive integer")
+        reserve = self._reserve(max_sats)
+        if reserve is not None:
+            max_sats = reserve
+        kwargs: dict[str, Any] = {
+            "model": self.swarm_model(model),
+            "quorum": quorum,
+            "max_sats": max_sats,
+            "timeout": timeout,
+            "max_tokens": max_tokens,
+            **opts,
+        }
+        extra: dict[str, str | int | float] = {}
+        for key, value in params.items():
+            if key in _SAMPLING:
+                kwargs[key] = value
+            elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                extra[key] = value  # anything else (lists, dicts) has no NIP-90 form: dropped
+        if extra:
+            kwargs["params"] = extra
+        if self._accepts is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
+        t0 = time.perf_counter()
+        try:
+            result = await self.client.complete(text, **kwargs)
+        finally:
+            if reserve is not None:
+                self._reserved -= reserve
+        sats = _sats_paid(result)
+        self.spent_sats += sats
+        answer = result.text or ""
+        timings = getattr(result, "timings", None)
+        total_ms = getattr(timings, "total_ms", None)
+        latency = float(total_ms) if total_ms is not None else (time.perf_counter() - t0) * 1000.0
+        p, c = estimate_tokens(text), estimate_tokens(answer)
+        meta = {
+            "agreeing": list(getattr(result, "agreeing", ()) or ()),
+            "dissenting": list(getattr(result, "dissenting", ()) or ()),
+        }
+        job_id = getattr(result, "job_id", None)
+        if job_id is not None:
+            meta["job_id"] = job_id
+        return LmResponse(
+            answer, LmUsage(p, c, p + c, None, sats), model, "stop", latency, self.name, meta
+        )
+
+    def _reserve(self, max_sats: int | None) -> int | None:
+        """Check the budget and hold this request's share of it (None: no budget)."""
+        remaining = self.remaining_sats
+        if remaining is None:
+            return None
+        if remaining <= 0:
+            raise BudgetExceeded(
+                f"{self.name}: budget of {self.budget_sats} sats used up "
+                f"({self.spent_sats} spent, {self._reserved} held by requests in flight)"
+            )
+        hold = remaining if max_sats is None else min(max_sats, remaining)
+        self._reserved += hold
+        return hold
+
+    async def health_check(self) -> bool:
+        check = getattr(self.client, "health_check", None)
+        if check is not None:
+            return bool(await check())
+        pool = getattr(self.client, "pool", None)
+        connected = getattr(pool, "connected_urls", None)
+        if connected is not None:
+            return bool(connected())
+        return True
+
+    async def close(self) -> None:
+        """The client belongs to the caller (it is usually an ``async with`` of its own)."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"SwarmBackend(name={self.name!r}, quorum={self.quorum})"
+
+
+def _sats_paid(result: Any) -> int:
+    sats = getattr(result, "sats_paid", None)
+    if isinstance(sats, int):
+        return sats
+    msats = getattr(result, "msats_paid", None)
+    return int(msats) // 1000 if isinstance(msats, int) else 0
+
+
+def _accepted_keywords(fn: Any) -> frozenset[str] | None:
+    """The keyword names ``fn`` takes, or None when it takes ``**kwargs`` (then pass all)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return frozenset(
+        name
+        for name, p in sig.parameters.items()
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
