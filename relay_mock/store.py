@@ -8,8 +8,9 @@
   keeps them from coming back.
 - NIP-40: events past their ``expiration`` are refused, hidden from queries and purged.
 
-Every index is a list kept sorted by :attr:`Record.key` (oldest first), so a query walks it
-backwards (newest first) and stops at ``limit`` or ``since`` instead of scanning everything.
+Every index (by kind, by author, by tag value) is a list kept sorted by :attr:`Record.key` (oldest
+first), so a query walks it backwards (newest first) and stops at ``limit`` or ``since`` instead of
+scanning everything.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ def parse_address(text: str) -> _Address | None:
 class EventStore:
     def __init__(self) -> None:
         self._by_id: dict[str, Record] = {}
-        self._all: list[Record] = []
         self._by_kind: dict[int, list[Record]] = {}
         self._by_author: dict[str, list[Record]] = {}
         self._by_tag: dict[str, dict[str, list[Record]]] = {}
@@ -78,7 +78,7 @@ class EventStore:
 
     def all(self) -> list[Record]:
         """Every stored record, oldest first."""
-        return list(self._all)
+        return sorted(self._by_id.values(), key=_key)
 
     def query(
         self, filters: Iterable[Filter], now: float, *, max_limit: int, default_limit: int | None
@@ -140,9 +140,10 @@ class EventStore:
             lists = [lst for v in values if (lst := by_value.get(v))]
             # One event can carry several of the values, so merged tag lists need deduplication.
             options.append((sum(map(len, lists)), lists, True))
-        if not options:
-            return _descending(self._all, f.until)
-        _, lists, may_repeat = min(options, key=lambda o: o[0])
+        if options:
+            _, lists, may_repeat = min(options, key=lambda o: o[0])
+        else:  # no indexed field: every kind's list, merged (kinds are few; events, many)
+            lists, may_repeat = list(self._by_kind.values()), False
         if not lists:
             return iter(())
         if len(lists) == 1:
@@ -226,7 +227,6 @@ class EventStore:
 
     def _insert(self, rec: Record) -> None:
         self._by_id[rec.id] = rec
-        insort(self._all, rec, key=_key)
         insort(self._by_kind.setdefault(rec.kind, []), rec, key=_key)
         insort(self._by_author.setdefault(rec.pubkey, []), rec, key=_key)
         for letter, value in _index_pairs(rec):
@@ -237,7 +237,6 @@ class EventStore:
     def _remove(self, rec: Record) -> None:
         if self._by_id.pop(rec.id, None) is None:
             return
-        _discard(self._all, rec)
         _discard_in(self._by_kind, rec.kind, rec)
         _discard_in(self._by_author, rec.pubkey, rec)
         for letter, value in _index_pairs(rec):

@@ -226,3 +226,16 @@ def test_count_counts_distinct_matches() -> None:
     for i in range(4):
         store.add(rec(ev(k, 1, str(i), [["t", "x"]])), NOW)
     assert store.count([Filter(kinds=[1]), Filter(tags={"t": ["x"]})], NOW) == 4
+
+
+def test_unindexed_filter_merges_all_kinds_newest_first() -> None:
+    k = Keys.generate()
+    store = EventStore()
+    events = [ev(k, kind, str(i), at=NOW + i) for i, kind in enumerate([1, 7, 1, 30000, 7, 0])]
+    for e in events:
+        store.add(rec(e), NOW)
+    newest_first = [e.id for e in reversed(events)]
+    assert q(store, Filter()) == newest_first
+    assert q(store, Filter(limit=2)) == newest_first[:2]
+    assert q(store, Filter(since=NOW + 3)) == newest_first[:3]
+    assert [r.id for r in store.all()] == [e.id for e in events]
