@@ -3,31 +3,20 @@ LmRouter failing over between several), the wallet, and the node."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
 from client.wallet import Wallet
-from router.backends.base import LmBackend
-from router.backends.mock import MockBackend
+from router.backends import LmBackend, MockBackend, OllamaBackend, OpenAICompatBackend
 
 from .config import BackendConfig, PaymentConfig, ProviderConfig
 from .errors import ConfigError
 from .node import ProviderNode
 
-# type -> (class name in router.backends, the default URL)
-_HTTP_BACKENDS = {
-    "ollama": ("OllamaBackend", "http://127.0.0.1:11434"),
-    "openai": ("OpenAICompatBackend", "http://127.0.0.1:8080/v1"),
+_HTTP_BACKENDS: dict[str, tuple[type[LmBackend], str]] = {
+    "ollama": (OllamaBackend, "http://127.0.0.1:11434"),
+    "openai": (OpenAICompatBackend, "http://127.0.0.1:8080/v1"),
 }
-
-
-def _router_backend(class_name: str) -> type[Any]:
-    module = importlib.import_module("router.backends")
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ConfigError(f"this installation has no {class_name} (router.backends)")
-    return cls  # type: ignore[no-any-return]
 
 
 def build_backend(cfg: BackendConfig, index: int = 0) -> LmBackend:
@@ -40,21 +29,25 @@ def build_backend(cfg: BackendConfig, index: int = 0) -> LmBackend:
             mock.with_response(cfg.response)
         return mock
     if cfg.type == "embedded":
-        cls = _router_backend("EmbeddedBackend")
-        return cls(name=name)  # type: ignore[no-any-return]
-    class_name, default_url = _HTTP_BACKENDS[cfg.type]
-    cls = _router_backend(class_name)
+        from router.backends.llamacpp import LlamaCppBackend
+
+        # Loads lazily: a missing llama-cpp-python is reported on the first job, not here.
+        model_name = cfg.models[0] if cfg.models else None
+        return LlamaCppBackend(cfg.path, name=name, model_name=model_name)
+    cls, default_url = _HTTP_BACKENDS[cfg.type]
     kwargs: dict[str, Any] = {"name": name}
     if cfg.models:
         kwargs["models"] = list(cfg.models)
     key = cfg.resolved_api_key()
     if key:
+        if cfg.type != "openai":
+            raise ConfigError(f"backend {name}: api_key is for type openai only")
         kwargs["api_key"] = key
     if cfg.timeout_s is not None:
-        kwargs["timeout"] = cfg.timeout_s
+        kwargs["timeout_s"] = cfg.timeout_s
     try:
-        return cls(cfg.url or default_url, **kwargs)  # type: ignore[no-any-return]
-    except TypeError as exc:
+        return cls(cfg.url or default_url, **kwargs)  # type: ignore[call-arg]
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"backend {name}: {exc}") from None
 
 
@@ -68,7 +61,8 @@ def build_backends(configs: Sequence[BackendConfig]) -> LmBackend:
         return backends[0]
     from router.router import LmRouter
 
-    builder = LmRouter.builder().name("provider")
+    # Fail over fast: a second backend beats a third try of a dead one.
+    builder = LmRouter.builder().name("provider").retry(max_attempts=2, initial_backoff_s=0.05)
     for b in backends:
         builder.add_backend(b)
     builder.fallback_chain(*names)

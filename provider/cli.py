@@ -122,10 +122,18 @@ async def _serve(config: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with node:
-        print(f"provider {node.keys.npub} serving {', '.join(node.models) or 'any model'}")
-        await stop.wait()
-        print("stopping: finishing running jobs…", file=sys.stderr)
+    try:
+        async with node:
+            print(
+                f"provider {node.keys.npub} serving {', '.join(node.models) or 'any model'}",
+                flush=True,
+            )
+            await stop.wait()
+            print("stopping: finishing running jobs…", file=sys.stderr, flush=True)
+    finally:
+        await node.backend.close()
+        if node.wallet is not None:
+            await node.wallet.close()
     stats = node.stats
     print(
         f"done: {stats.completed} jobs completed, {stats.errors} errors, "

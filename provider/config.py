@@ -104,6 +104,7 @@ class BackendConfig(BaseModel):
     api_key: str | None = None
     api_key_env: str | None = Field(None, description="read the API key from this variable")
     timeout_s: float | None = Field(None, gt=0)
+    path: str | None = Field(None, description="embedded only: a GGUF file (default: bundled)")
     response: str | None = Field(None, description="mock only: the fixed answer")
 
     def resolved_api_key(self) -> str | None:
@@ -201,6 +202,9 @@ def parse_config(
         cfg.node.store = _relative(cfg.node.store, base)
         if cfg.payment.ledger:
             cfg.payment.ledger = _relative(cfg.payment.ledger, base)
+        for b in cfg.backends:
+            if b.path:
+                b.path = _relative(b.path, base)
     if cfg.payment.policy != "free" and not (cfg.payment.nwc or cfg.payment.ledger):
         raise ConfigError(
             f"payment policy {cfg.payment.policy!r} needs a wallet: set payment.nwc "

@@ -65,7 +65,10 @@ log = logging.getLogger("provider.node")
 
 Clock = Callable[[], float]
 _perf = time.perf_counter
-_URL = re.compile(r"\b(?:https?|wss?)://\S+")
+# Upstream addresses are the operator's business, not the customer's.
+_ADDRESS = re.compile(
+    r"\b(?:https?|wss?)://\S+|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\blocalhost(?::\d+)?\b"
+)
 PAYMENT_POLICIES = ("free", "after", "before")
 JobState = Literal["awaiting_payment", "queued", "running", "finished"]
 
@@ -111,8 +114,12 @@ class _Job:
 
 
 def _clean(exc: BaseException) -> str:
-    """An error as a customer may read it: no upstream URLs, one line, short."""
-    text = _URL.sub("<upstream>", str(exc)).replace("\n", " ").strip()
+    """An error as a customer may read it: no upstream addresses or names, one line, short."""
+    text = str(exc)
+    name = getattr(exc, "backend", None)
+    if isinstance(name, str) and name and text.startswith(f"{name}: "):
+        text = text[len(name) + 2 :]
+    text = _ADDRESS.sub("<upstream>", text).replace("\n", " ").strip()
     return (text or type(exc).__name__)[:200]
 
 
@@ -196,6 +203,8 @@ class ProviderNode:
         self._publishes: set[asyncio.Task[Any]] = set()
         self._offer_changed = asyncio.Event()
         self._closed = asyncio.Event()
+        #: Set once shutdown has begun and no new job will be taken.
+        self.intake_stopped = asyncio.Event()
         self._closing = False
         self._started = False
         self._pool: RelayPool | None = None
@@ -291,6 +300,7 @@ class ProviderNode:
     async def _shutdown(self) -> None:
         if self._sub is not None:
             self._sub.close()
+        self.intake_stopped.set()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

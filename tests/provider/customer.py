@@ -108,6 +108,12 @@ class Customer:
         await self.pool.publish(event)
         return job
 
+    async def sync(self) -> None:
+        """Return once every node on the relay has screened all jobs we published before: a
+        job without input is refused at once, and the relay delivers in order."""
+        probe = await self.publish_raw(Event.create(self.keys, 5050, "", [["t", "sync"]]))
+        await self.error(probe)
+
     # --- waiting -----------------------------------------------------------------------------
 
     def replies(self, job: Job | str) -> Replies:

@@ -99,7 +99,8 @@ async def test_expiration_honoured_at_intake_and_in_queue(
         first = await customer.submit(JobSpec(prompt="first"))
         await customer.feedback(first, "processing")
         queued = await customer.submit(JobSpec(prompt="queued", expiration=now + 50))
-        await customer.wait_for(lambda: node._queue.waiting == 1)
+        await customer.sync()
+        assert node._queue.waiting == 1
         clock.offset = 100  # the node now lives 100 s later: both jobs below are expired
         late = await customer.submit(JobSpec(prompt="late", expiration=now + 50))
         barrier = await customer.submit(JobSpec(prompt="barrier"))

@@ -43,7 +43,8 @@ async def test_concurrency_cap_is_respected(start_node: NodeFactory, customer: C
     async with start_node(backend, limits=Limits(max_concurrent=2, queue_size=10)):
         jobs = [await customer.submit(JobSpec(prompt=str(i))) for i in range(5)]
         await customer.feedback(jobs[1], "processing")
-        await customer.wait_for(lambda: backend.in_flight == 2)
+        await customer.sync()
+        assert backend.in_flight == 2
         gate.set()
         for j in jobs:
             await customer.result(j)
