@@ -2,10 +2,14 @@
 
 - :class:`Wallet`: the interface (``pay_invoice``, ``make_invoice``, ``lookup_invoice``,
   ``get_balance``); :class:`Transaction` is what ``lookup_invoice`` returns.
+- :class:`NwcWallet`: a NIP-47 client for any Nostr Wallet Connect wallet (:mod:`.nip47`).
 - BOLT11: :func:`make_invoice`, :func:`decode_invoice`, :func:`check_invoice`, :class:`Invoice`.
 - Customer side: :class:`PaymentGuard` (pure checks), :class:`PaymentLedger` (intent/outcome on
-  disk), :class:`Payer` (``pay``, ``pay_quorum``, ``resolve_open``).
-- Local network: :class:`Ledger` (SQLite accounts and invoices), :class:`LedgerWallet`.
+  disk), :class:`Payer` (``pay``, ``pay_quorum``, ``resolve_open``), :class:`SwarmPayHook`
+  (SwarmClient's ``pay`` hook).
+- Provider side: :func:`wait_until_paid`.
+- Local network: :class:`Ledger` (SQLite accounts and invoices), :class:`LedgerWallet`,
+  :class:`WalletService` (the NWC service behind ``swarm wallet serve``).
 
 Errors are the typed ones in :mod:`client.errors` (``InvoiceError``, ``WrongNetwork``,
 ``InvoiceExpired``, ``BudgetExceeded``, ``WalletError``, ``PaymentFailed``, ``InsufficientBalance``,
@@ -33,8 +37,12 @@ from .interface import Transaction, Wallet
 from .invoices import Invoice, check_invoice, decode_invoice, make_invoice
 from .ledger import Ledger
 from .local import LedgerWallet
+from .nwc import NwcWallet
 from .payment_ledger import PaymentLedger, PaymentRecord
 from .payments import Payer, PaymentOutcome, QuorumPayment
+from .receiving import wait_until_paid
+from .service import WalletService
+from .swarm_payment import SwarmPayHook
 
 __all__ = [
     "Bill",
@@ -47,6 +55,7 @@ __all__ = [
     "InvoiceNotFound",
     "Ledger",
     "LedgerWallet",
+    "NwcWallet",
     "Payer",
     "PaymentError",
     "PaymentFailed",
@@ -55,9 +64,11 @@ __all__ = [
     "PaymentOutcome",
     "PaymentRecord",
     "QuorumPayment",
+    "SwarmPayHook",
     "Transaction",
     "Wallet",
     "WalletError",
+    "WalletService",
     "WalletTimeout",
     "WalletUnauthorized",
     "WalletUnavailable",
@@ -65,4 +76,5 @@ __all__ = [
     "check_invoice",
     "decode_invoice",
     "make_invoice",
+    "wait_until_paid",
 ]
