@@ -610,3 +610,39 @@ async def test_a_router_is_a_backend_of_another_router() -> None:
     resp = await outer.complete("mock-model", "x", 5)
     assert resp.text == "inner" and resp.backend == "mock"
     assert outer.usage_report().by_backend["inner"].call_count == 1
+
+
+def test_threads_with_their_own_loops_share_one_router() -> None:
+    import threading
+
+    class Counting(MockBackend):
+        """MockBackend's own counters are not thread-safe; this one only answers."""
+
+        async def complete(
+            self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+        ) -> LmResponse:
+            return LmResponse("ok", model=model)
+
+    router = (
+        LmRouter.builder()
+        .add_backend(Counting("a"))
+        .add_backend(Counting("b"))
+        .strategy("round_robin")
+        .build()
+    )
+
+    async def burst() -> None:
+        for _ in range(300):
+            await router.complete("mock-model", "x", 5)
+
+    # Each thread runs its own event loop: nothing in the router may be bound to one loop.
+    threads = [threading.Thread(target=asyncio.run, args=(burst(),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert router.usage_report().total_calls == 1200
+    metrics = router.metrics()
+    assert sum(m.successes for m in metrics.values()) == 1200
+    assert sum(m.requests for m in metrics.values()) == 1200
+    assert all(m.in_flight == 0 for m in metrics.values())
