@@ -349,6 +349,8 @@ class LmRouter(LmBackend):
             for e in errors.values()
             if isinstance(e, RateLimited)
         )
+        # Queueing really waits (asyncio.wait_for), so its deadline is real time, not the
+        # injected clock that drives breakers and buckets.
         loop_now = time.monotonic()
         if deadline is None:
             deadline = loop_now + self._queue_timeout_s
@@ -672,9 +674,11 @@ class LmRouter(LmBackend):
 
         async def one(b: LmBackend) -> bool:
             try:
-                return bool(await asyncio.wait_for(b.health_check(), timeout_s))
+                ok: Any = await asyncio.wait_for(b.health_check(), timeout_s)
             except Exception:
                 return False
+            # a nested router reports per backend: it is healthy if any of them is
+            return any(ok.values()) if isinstance(ok, dict) else bool(ok)
 
         names = list(self._states)
         oks = await asyncio.gather(*(one(self._states[n].backend) for n in names))

@@ -610,6 +610,7 @@ async def test_a_router_is_a_backend_of_another_router() -> None:
     resp = await outer.complete("mock-model", "x", 5)
     assert resp.text == "inner" and resp.backend == "mock"
     assert outer.usage_report().by_backend["inner"].call_count == 1
+    assert await outer.health_check() == {"inner": True}
 
 
 def test_threads_with_their_own_loops_share_one_router() -> None:
