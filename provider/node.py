@@ -90,8 +90,8 @@ class ProviderStats:
     billed_msats: int = 0
     tokens: int = 0
     publish_failures: int = 0
-    # Milliseconds the node itself spent per completed job (receipt to result handed to the
-    # relays, minus the backend call): the figure bench/provider.py reports.
+    # Milliseconds the node itself spent per completed job: from receipt until the result is
+    # handed to the relays, minus the backend call (bench/provider.py reports it).
     overhead_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
     @property
@@ -759,6 +759,7 @@ class ProviderNode:
             bolt11=bolt11,
             seal=accept.seal,
         )
+        handed_over = _perf()
         published = await self._publish(result)
         latency_ms = (_perf() - job.received) * 1000
         job.state = "finished"
@@ -772,7 +773,7 @@ class ProviderNode:
         self.stats.completed += 1
         self.stats.tokens += usage.prompt_tokens + usage.completion_tokens
         self.stats.billed_msats += billed or 0
-        self.stats.overhead_ms.append(latency_ms - job.backend_ms)
+        self.stats.overhead_ms.append((handed_over - job.received) * 1000 - job.backend_ms)
         fields: dict[str, object] = {
             "model": accept.model,
             "prompt_tokens": usage.prompt_tokens,
