@@ -33,6 +33,7 @@ from websockets.asyncio.client import connect
 
 from client.event import Event
 from client.keys import Keys
+from relay_mock import Relay
 
 START_TIMEOUT = 20.0
 
@@ -41,6 +42,7 @@ START_TIMEOUT = 20.0
 class Figures:
     name: str
     ingest_per_s: float = 0.0
+    cpu_us_per_event: float = 0.0
     accepted: int = 0
     refused: int = 0
     ok_p50_ms: float = 0.0
@@ -122,6 +124,22 @@ def start_nostr_relay(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     )
     wait_listening(port, proc, START_TIMEOUT)
     return proc, f"ws://127.0.0.1:{port}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if entry.name == str(pid) or fields[1] == str(pid):  # fields[1] is the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -230,6 +248,20 @@ async def delivery_latency(url: str, keys: Keys, n: int, tag: str) -> list[float
     return out
 
 
+async def startup_times(n: int) -> list[float]:
+    """Seconds from constructing a relay in this process to it accepting a websocket."""
+    out: list[float] = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        relay = Relay()
+        await relay.start()
+        out.append(time.perf_counter() - t0)
+        async with connect(relay.url, compression=None):
+            pass
+        await relay.close()
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -237,14 +269,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def measure(name: str, url: str, args: argparse.Namespace) -> Figures:
+async def measure(name: str, url: str, pid: int, args: argparse.Namespace) -> Figures:
     fig = Figures(name)
     keys = [Keys.generate() for _ in range(args.publishers)]
     tag = f"{name}-{os.getpid()}"
     batches = make_events(args.events, keys, tag)
     # Warm up (connections, caches, the peer's database) before timing.
     await ingest(url, [b[:20] for b in make_events(20 * args.publishers, keys, tag + "w")], 8)
+    cpu0 = cpu_seconds(pid)
     fig.ingest_per_s, fig.accepted, fig.refused = await ingest(url, batches, args.window)
+    fig.cpu_us_per_event = (cpu_seconds(pid) - cpu0) / max(1, fig.accepted) * 1e6
     oks = await ok_latency(url, keys[0], args.latency_samples, tag)
     fig.ok_p50_ms, fig.ok_p99_ms = pct(oks, 0.5), pct(oks, 0.99)
     lives = await delivery_latency(url, keys[1 % len(keys)], args.latency_samples, tag)
@@ -258,7 +292,7 @@ def run_one(name: str, starter, args: argparse.Namespace, workdir: Path) -> Figu
     except Exception as exc:  # report and go on with the other relay
         return Figures(name, error=f"could not start: {exc}")
     try:
-        return asyncio.run(measure(name, url, args))
+        return asyncio.run(measure(name, url, proc.pid, args))
     except Exception as exc:
         return Figures(name, error=f"failed during the run: {type(exc).__name__}: {exc}")
     finally:
@@ -272,7 +306,7 @@ def report(figs: list[Figures], args: argparse.Namespace) -> None:
         f"{os.cpu_count()} cores\n"
     )
     header = (
-        f"{'relay':<14}{'ingest ev/s':>12}{'accepted':>10}{'refused':>9}"
+        f"{'relay':<14}{'ingest ev/s':>12}{'CPU us/ev':>10}{'accepted':>10}{'refused':>9}"
         f"{'OK p50':>9}{'OK p99':>9}{'deliv p50':>11}{'deliv p99':>11}"
     )
     print(header)
@@ -282,7 +316,8 @@ def report(figs: list[Figures], args: argparse.Namespace) -> None:
             print(f"{f.name:<14}{f.error}")
             continue
         print(
-            f"{f.name:<14}{f.ingest_per_s:>12,.0f}{f.accepted:>10}{f.refused:>9}"
+            f"{f.name:<14}{f.ingest_per_s:>12,.0f}{f.cpu_us_per_event:>10.0f}"
+            f"{f.accepted:>10}{f.refused:>9}"
             f"{f.ok_p50_ms:>7.2f}ms{f.ok_p99_ms:>7.2f}ms"
             f"{f.delivery_p50_ms:>9.2f}ms{f.delivery_p99_ms:>9.2f}ms"
         )
@@ -293,6 +328,11 @@ def report(figs: list[Figures], args: argparse.Namespace) -> None:
             f"ingest x{ours.ingest_per_s / peer.ingest_per_s:.1f}"
             f" (target >= 3), OK p50 x{peer.ok_p50_ms / ours.ok_p50_ms:.1f} faster,"
             f" delivery p50 x{peer.delivery_p50_ms / ours.delivery_p50_ms:.1f} faster"
+        )
+    if not ours.error and ours.cpu_us_per_event > 0:
+        print(
+            f"relay_mock CPU per verified event {ours.cpu_us_per_event:.0f} us: "
+            f"{1e6 / ours.cpu_us_per_event:,.0f} ev/s per fully available core"
         )
     if not ours.error:
         verdict = "meets" if ours.ingest_per_s >= 3000 else "BELOW"
@@ -312,6 +352,11 @@ def main() -> int:
         if not args.only_ours:
             figs.append(run_one("nostr-relay", start_nostr_relay, args, Path(tmp)))
     report(figs, args)
+    starts = asyncio.run(startup_times(20))
+    print(
+        f"relay_mock in-process start to listening: median {pct(starts, 0.5):.2f} ms, "
+        f"max {max(starts) * 1000:.2f} ms over {len(starts)} starts (target < 50 ms)"
+    )
     return 0
 
 

@@ -13,10 +13,6 @@ from client import secp
 from client.errors import InvalidEvent, InvalidId, InvalidSignature
 from client.event import MAX_CREATED_AT, MAX_KIND, canonical, check_tags
 
-# Maps each hex digit to its mirror (0<->f, 1<->e, ...): sorting by the mirrored id ascending is
-# sorting by id descending, so one ascending key gives "newest first, ties by lowest id" reversed.
-_MIRROR = str.maketrans("0123456789abcdef", "fedcba9876543210")
-
 Tags = list[list[str]]
 
 
@@ -35,9 +31,9 @@ class Record:
         self.kind = kind
         self.tags = tags
         self.raw = raw
-        # Ascending order of this key is oldest first with ties by highest id; reversed it is the
-        # order NIP-01 wants for `limit`.
-        self.key = (created_at, id.translate(_MIRROR))
+        # Position in the store's indexes: (created_at, arrival number), set when stored. Events
+        # mostly arrive in time order, so inserting is appending.
+        self.key: tuple[int, int] = (created_at, 0)
         self.d = ""
         self.expires_at: int | None = None
         for tag in tags:

@@ -57,15 +57,17 @@ class RelayStats:
 class _Link:
     """One websocket connection's outgoing side: faults, delay queue, flow control."""
 
-    __slots__ = ("last_due", "peer", "queue", "relay", "timer", "ws")
+    __slots__ = ("last_due", "loop", "out_pending", "peer", "queue", "relay", "timer", "ws")
 
     def __init__(self, relay: Relay, ws: ServerConnection) -> None:
         self.relay = relay
         self.ws = ws
+        self.loop = asyncio.get_running_loop()
         self.peer: Peer | None = None
         self.queue: deque[tuple[float, str]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.last_due = 0.0
+        self.out_pending = False
 
     def send(self, text: str) -> None:
         relay = self.relay
@@ -73,7 +75,7 @@ class _Link:
         if faults.drop_rate and relay._should_drop(text, faults):
             return
         if faults.latency or self.queue:
-            loop = asyncio.get_running_loop()
+            loop = self.loop
             # Never earlier than the message before it: order holds when latency changes.
             due = max(loop.time() + faults.latency, self.last_due)
             self.last_due = due
@@ -86,7 +88,7 @@ class _Link:
 
     def _flush(self) -> None:
         self.timer = None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = loop.time()
         queue = self.queue
         while queue and queue[0][0] <= now:
@@ -95,21 +97,40 @@ class _Link:
             self.timer = loop.call_at(queue[0][0], self._flush)
 
     def write(self, text: str) -> None:
+        """Frame the message now; hand the frames to the socket once this loop iteration is done,
+        so that replies to a burst of messages (and events fanned out to a subscriber) leave in
+        one system call instead of one each."""
         ws = self.ws
         if ws.protocol.state is not OPEN:
             return
+        ws.protocol.send_text(text.encode())
+        if not self.out_pending:
+            self.out_pending = True
+            self.loop.call_soon(self._send_out)
+
+    def _send_out(self) -> None:
+        self.out_pending = False
+        ws = self.ws
+        transport = ws.transport
+        chunks = ws.protocol.data_to_send()
+        if not chunks or transport.is_closing():
+            return
         try:
-            ws.protocol.send_text(text.encode())
-            ws.send_data()
+            transport.write(b"".join(chunks))
+            if not all(chunks):  # b"" asks for a half-close after a close frame
+                if transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
         except Exception:  # a socket that fails mid-write is closing anyway
             log.debug("write failed", exc_info=True)
-            ws.transport.abort()
+            transport.abort()
             return
-        unread = ws.transport.get_write_buffer_size()
+        unread = transport.get_write_buffer_size()
         if unread > self.relay.limits.max_write_buffer:
             # A subscriber that does not read would make us buffer without bound.
             log.warning("dropping a slow consumer: %d bytes unread", unread)
-            ws.transport.abort()
+            transport.abort()
 
     def cancel(self) -> None:
         if self.timer is not None:

@@ -8,9 +8,11 @@
   keeps them from coming back.
 - NIP-40: events past their ``expiration`` are refused, hidden from queries and purged.
 
-Every index (by kind, by author, by tag value) is a list kept sorted by :attr:`Record.key` (oldest
-first), so a query walks it backwards (newest first) and stops at ``limit`` or ``since`` instead of
-scanning everything.
+Every index (by kind, by author, by tag value) is a list kept sorted by :attr:`Record.key`, which is
+(created_at, arrival number): events mostly arrive in time order, so storing one appends to its
+lists. A query walks them backwards (newest first) and stops at ``limit`` or ``since`` instead of
+scanning everything; NIP-01's tie rule (same created_at: lowest id first) is applied to the
+boundary second only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from .kinds import DELETION, KindClass, kind_class
 from .record import Record
 
 _key = attrgetter("key")
+
+
+def _order(rec: Record) -> tuple[int, str]:
+    """NIP-01 result order: newest first, ties by lowest id."""
+    return (-rec.created_at, rec.id)
+
 _Address = tuple[int, str, str]  # (kind, pubkey, d)
+_INFINITY = float("inf")
 
 
 @dataclass(slots=True)
@@ -56,6 +65,7 @@ def parse_address(text: str) -> _Address | None:
 
 class EventStore:
     def __init__(self) -> None:
+        self._seq = 0
         self._by_id: dict[str, Record] = {}
         self._by_kind: dict[int, list[Record]] = {}
         self._by_author: dict[str, list[Record]] = {}
@@ -77,8 +87,8 @@ class EventStore:
         return self._by_id.get(event_id)
 
     def all(self) -> list[Record]:
-        """Every stored record, oldest first."""
-        return sorted(self._by_id.values(), key=_key)
+        """Every stored record, oldest first (ties: highest id first)."""
+        return sorted(self._by_id.values(), key=_order, reverse=True)
 
     def query(
         self, filters: Iterable[Filter], now: float, *, max_limit: int, default_limit: int | None
@@ -92,7 +102,7 @@ class EventStore:
                 found[rec.id] = rec
         out = list(found.values())
         if len(found) > 1:
-            out.sort(key=_key, reverse=True)
+            out.sort(key=_order)
         return out
 
     def count(self, filters: Iterable[Filter], now: float) -> int:
@@ -106,24 +116,30 @@ class EventStore:
             return []
         if f.ids is not None:
             recs = [r for i in f.ids if (r := self._by_id.get(i)) is not None]
-            recs.sort(key=_key, reverse=True)
+            recs.sort(key=_order)
             source: Iterator[Record] = iter(recs)
         else:
             source = self._candidates(f)
         out: list[Record] = []
         since, until = f.since, f.until
+        boundary = -1  # once `limit` are found: their oldest created_at
         for rec in source:
             created = rec.created_at
-            if since is not None and created < since:
-                break  # descending order: nothing older can match
+            if created < boundary or (since is not None and created < since):
+                break  # descending order: nothing older can match or be needed
             if until is not None and created > until:
                 continue
             if rec.expires_at is not None and rec.expires_at <= now:
                 continue
             if f.matches(rec):
                 out.append(rec)
-                if len(out) >= limit:
-                    break
+                if boundary < 0 and len(out) >= limit:
+                    # Same-second events are in arrival order, not id order: collect the rest
+                    # of this second, then keep the lowest ids.
+                    boundary = created
+        if len(out) > limit or boundary >= 0:
+            out.sort(key=_order)
+            del out[limit:]
         return out
 
     def _candidates(self, f: Filter) -> Iterator[Record]:
@@ -226,6 +242,8 @@ class EventStore:
         return removed
 
     def _insert(self, rec: Record) -> None:
+        self._seq += 1
+        rec.key = (rec.created_at, self._seq)
         self._by_id[rec.id] = rec
         insort(self._by_kind.setdefault(rec.kind, []), rec, key=_key)
         insort(self._by_author.setdefault(rec.pubkey, []), rec, key=_key)
@@ -256,7 +274,7 @@ def _index_pairs(rec: Record) -> set[tuple[str, str]]:
 
 
 def _descending(lst: list[Record], until: int | None) -> Iterator[Record]:
-    hi = len(lst) if until is None else bisect_right(lst, (until, "~"), key=_key)
+    hi = len(lst) if until is None else bisect_right(lst, (until, _INFINITY), key=_key)
     for i in range(hi - 1, -1, -1):
         yield lst[i]
 

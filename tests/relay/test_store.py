@@ -197,7 +197,7 @@ def test_queries_walk_an_index_not_the_whole_store(monkeypatch) -> None:  # type
     k, rare = Keys.generate(), Keys.generate()
     store = EventStore()
     for i in range(300):
-        store.add(rec(ev(k, 1, str(i))), NOW)
+        store.add(rec(ev(k, 1, str(i), at=NOW - i)), NOW)
     target = "ef" * 32
     few = [ev(rare, 7, f"r{i}", [["e", target]]) for i in range(3)]
     for e in few:
@@ -218,6 +218,19 @@ def test_queries_walk_an_index_not_the_whole_store(monkeypatch) -> None:  # type
     examined = 0
     assert len(q(store, Filter(kinds=[1], limit=10))) == 10
     assert examined == 10
+
+
+def test_limit_ties_inside_one_second_whatever_the_arrival_order() -> None:
+    k = Keys.generate()
+    events = [ev(k, 1, f"same second {i}") for i in range(30)] + [ev(k, 1, "older", at=NOW - 1)]
+    expected = sorted(events, key=lambda e: (-e.created_at, e.id))
+    for order in (events, list(reversed(events)), sorted(events, key=lambda e: e.id)):
+        store = EventStore()
+        for e in order:
+            store.add(rec(e), NOW)
+        for limit in (1, 5, 30, 31):
+            assert q(store, Filter(kinds=[1], limit=limit)) == [e.id for e in expected[:limit]]
+        assert q(store, Filter(authors=[k.public_key], limit=3)) == [e.id for e in expected[:3]]
 
 
 def test_count_counts_distinct_matches() -> None:
