@@ -70,6 +70,7 @@ _ADDRESS = re.compile(
     r"\b(?:https?|wss?)://\S+|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\blocalhost(?::\d+)?\b"
 )
 PAYMENT_POLICIES = ("free", "after", "before")
+PRUNE_INTERVAL_S = 3600.0
 JobState = Literal["awaiting_payment", "queued", "running", "finished"]
 
 
@@ -256,6 +257,7 @@ class ProviderNode:
             self._spawn(self._announce_loop(), "announce")
         if self.wallet is not None and self.payment != "free":
             self._spawn(self._settle_loop(), "settle")
+        self._spawn(self._prune_loop(), "prune")
         self._resume()
         log.info(
             "provider %s serving %s on %s (payment %s)",
@@ -456,6 +458,14 @@ class ProviderNode:
         while True:
             await asyncio.sleep(self.settle_check_s)
             await self.check_invoices()
+
+    async def _prune_loop(self) -> None:
+        """Forget old finished jobs now and then, so weeks of service keep the store small."""
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+            pruned = self.store.prune(self.retention_days * 86400)
+            if pruned:
+                log.info("forgot %d jobs older than %g days", pruned, self.retention_days)
 
     async def check_invoices(self, limit: int = 200) -> int:
         """Ask the wallet about unpaid invoices; returns how many were found paid."""
