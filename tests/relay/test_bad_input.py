@@ -124,3 +124,15 @@ async def test_connections_leave_nothing_behind(relay: Relay) -> None:
         assert relay.core.peers == set()
         assert relay.core.live._by_kind == {} and relay.core.live._any == set()
     gc.collect()
+
+
+async def test_text_frame_that_is_not_utf8_closes_with_1007(relay: Relay) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    async with await Wire.open(relay.url) as wire:
+        await wire.ws.send(b'["REQ","s",{}]\xff', text=True)
+        with pytest.raises(ConnectionClosed) as info:
+            await wire.ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1007
+    async with await Wire.open(relay.url) as wire:
+        assert (await wire.req("s", {}))[1] == ["EOSE", "s"]
