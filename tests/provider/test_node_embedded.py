@@ -1,0 +1,24 @@
+"""The embedded default (SmolLM2-135M in process): a provider that needs no server at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from client.nip90 import JobSpec
+from provider.assemble import build_backend
+from provider.config import BackendConfig
+from tests.provider.conftest import NodeFactory
+from tests.provider.customer import Customer
+
+
+@pytest.mark.local_model
+async def test_embedded_model_answers_a_job(start_node: NodeFactory, customer: Customer) -> None:
+    backend = build_backend(BackendConfig(type="embedded"))
+    async with start_node(backend) as node:
+        assert node.models == ("smollm2-135m-instruct",)
+        job = await customer.submit(JobSpec(prompt="Say hello.", max_tokens=8))
+        result = await customer.result(job, within=60)
+    await backend.close()
+    usage = result.event.tags_named("usage")[0]
+    assert result.content.strip()
+    assert 1 <= int(usage[2]) <= 8
