@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .builder import LmRouterBuilder
 
 _perf = time.perf_counter
+_REDISCOVER_S = 30.0  # least time between model discoveries triggered by unknown models
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,8 @@ class LmRouter(LmBackend):
         self._cache: dict[str, _Route] = {}
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._not_closed = 0  # breakers not closed; while 0, routing skips the breaker filter
+        self._discovery_pending = any(not b.models_known for b, _ in backends)
+        self._discovered_at: float | None = None
         states: dict[str, BackendState] = {}
         for i, (backend, opts) in enumerate(backends):
             if backend.name in states:
@@ -242,14 +245,29 @@ class LmRouter(LmBackend):
         return [s for s in states if s.breaker.blocked_until <= now]
 
     async def _discover_and_route(self, model: str) -> RoutingDecision:
-        """Route, and if nothing serves the model yet, discover models once and try again."""
+        """Route; backends that discover their models do so before the first request, and again
+        (at most every ``_REDISCOVER_S``) when a model is not found."""
+        if self._discovery_pending:
+            self._discovery_pending = False
+            await self._discover()
         try:
             return self.route(model)
         except BackendNotFound:
-            if all(s.backend.models_known for s in self._ordered):
+            if not await self._discover():
                 raise
-        await self.refresh_models()
         return self.route(model)
+
+    async def _discover(self) -> bool:
+        """Refresh models if some backend has not discovered them yet; False if nothing to do
+        or it was tried too recently (a stream of unknown models must not flood upstreams)."""
+        if all(s.backend.models_known for s in self._ordered):
+            return False
+        now = time.monotonic()
+        if self._discovered_at is not None and now - self._discovered_at < _REDISCOVER_S:
+            return False
+        self._discovered_at = now
+        await self.refresh_models()
+        return True
 
     # --- completion --------------------------------------------------------------------------
 
@@ -267,10 +285,13 @@ class LmRouter(LmBackend):
             _check_prompt(prompt)
         if type(max_tokens) is not int or max_tokens < 1:
             raise InvalidRequest("max_tokens must be a positive integer")
-        try:
-            decision = self.route(model)
-        except BackendNotFound:
+        if self._discovery_pending:
             decision = await self._discover_and_route(model)
+        else:
+            try:
+                decision = self.route(model)
+            except BackendNotFound:
+                decision = await self._discover_and_route(model)
         errors: dict[str, BaseException] = {}
         deadline: float | None = None
         clock = self._clock

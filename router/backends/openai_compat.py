@@ -49,8 +49,8 @@ class OpenAICompatBackend(LmBackend):
     ``api_key`` is a shortcut for bearer auth; ``auth`` takes a ``BearerAuth``, ``BasicAuth``,
     ``HeaderAuth`` or the equivalent dict (``{"type": "header", "name": ..., "value": ...}``).
     Models come from ``models`` and/or are discovered from ``/v1/models`` (the router does this
-    the first time a model is not found; ``refresh_models()`` does it on demand). Connections
-    are pooled (``max_connections``) per event loop; ``close()`` releases them.
+    before its first request and when a model is not found; ``refresh_models()`` on demand).
+    Connections are pooled (``max_connections``) per event loop; ``close()`` releases them.
     """
 
     def __init__(

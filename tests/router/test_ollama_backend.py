@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router import LmRouter
-from router.backends import OllamaBackend
+from router.backends import MockBackend, OllamaBackend
 from router.backends.ollama_wire import model_matches, parse_stream_line, request_body
 from router.errors import BackendError, RateLimited, StreamInterrupted
 from tests.router.fakes import FakeOllama
@@ -59,6 +59,24 @@ async def test_router_discovers_ollama_models() -> None:
         router = LmRouter.builder().add_backend(OllamaBackend(up.base_url)).build()
         try:
             assert (await router.complete("mistral", "hey", 5)).text == "Echo: hey"
+        finally:
+            await router.close()
+
+
+async def test_discovery_happens_before_the_default_backend_takes_a_model() -> None:
+    async with FakeOllama(models=["llama3:latest"]) as up:
+        fallback = MockBackend("fallback")
+        router = (
+            LmRouter.builder()
+            .add_backend(OllamaBackend(up.base_url))
+            .add_backend(fallback)
+            .default_backend("fallback")
+            .build()
+        )
+        try:
+            assert (await router.complete("llama3", "x", 5)).backend == "ollama"
+            assert (await router.complete("unknown-model", "x", 5)).backend == "fallback"
+            assert [r.path for r in up.requests].count("/api/tags") == 1
         finally:
             await router.close()
 
