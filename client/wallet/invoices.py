@@ -8,6 +8,7 @@ computed from the human-readable part with integer arithmetic (never through flo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -17,6 +18,7 @@ from typing import Final
 import bolt11 as _bolt11
 from bolt11.models.features import Feature, Features, FeatureState
 from bolt11.models.tags import TagChar, Tags
+from coincurve import PrivateKey
 
 from ..errors import InvoiceError, InvoiceExpired, WrongNetwork
 
@@ -159,7 +161,14 @@ def decode_invoice(text: object) -> Invoice:
         raise InvoiceError(f"invoice longer than {MAX_INVOICE_CHARS} characters")
     if raw != raw.lower() and raw != raw.upper():
         raise InvoiceError("invoice mixes upper and lower case")
-    lower = raw.lower()
+    return _decode_lower(raw.lower())
+
+
+# Decoding costs milliseconds (the package works bit by bit); the same invoice is read several
+# times on its way (guard, payer, wallet service), and an Invoice is immutable, so keep recent
+# ones. Failures are not cached: they raise.
+@functools.lru_cache(maxsize=4096)
+def _decode_lower(lower: str) -> Invoice:
     sep = lower.rfind("1")
     if sep < 1:
         raise InvoiceError("invoice has no bech32 separator '1'")
@@ -236,7 +245,8 @@ def make_invoice(
     payment_hash = payment_hash_of(secret)
     tags = Tags()
     tags.add(TagChar.payment_hash, payment_hash)
-    tags.add(TagChar.payment_secret, os.urandom(32).hex())
+    payment_secret = os.urandom(32).hex()
+    tags.add(TagChar.payment_secret, payment_secret)
     if description_hash is not None:
         if not re.fullmatch(r"[0-9a-f]{64}", description_hash):
             raise InvoiceError("description_hash must be 64 lower-case hex characters")
@@ -262,10 +272,22 @@ def make_invoice(
     )
     try:
         encoded = _bolt11.encode(draft, private_key=node_secret_hex)
+        payee = PrivateKey.from_hex(node_secret_hex).public_key.format(compressed=True).hex()
     except Exception as exc:
         raise InvoiceError(f"cannot encode invoice: {_reason(exc)}") from None
-    # Decode what we made: proves the invoice is readable and gives the canonical fields.
-    return NewInvoice(invoice=decode_invoice(encoded), preimage=secret)
+    invoice = Invoice(
+        bolt11=encoded,
+        network=network_name(network),
+        amount_msats=amount_msats,
+        payment_hash=payment_hash,
+        payment_secret=payment_secret,
+        description=None if description_hash is not None else description,
+        description_hash=description_hash,
+        created_at=created_at,
+        expiry=expiry,
+        payee=payee,
+    )
+    return NewInvoice(invoice=invoice, preimage=secret)
 
 
 def _check_msats(msats: object) -> None:

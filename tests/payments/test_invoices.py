@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import bolt11
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -101,6 +102,20 @@ def test_made_invoice_round_trips_with_exact_fields() -> None:
     assert not preimage_matches(None, inv.payment_hash)
     # Upper case is the same invoice (QR codes use it); the signature still verifies.
     assert decode_invoice(made.bolt11.upper()).payment_hash == inv.payment_hash
+
+
+@pytest.mark.parametrize(
+    "kw", [{"description": ""}, {"description": "ナンセンス"}, {"description_hash": "ab" * 32}]
+)
+def test_made_fields_equal_what_any_decoder_reads(kw: dict) -> None:
+    made = make_invoice(Keys.generate().secret_hex, amount_msats=1_234_560, created_at=NOW, **kw)
+    assert decode_invoice(made.bolt11) == made.invoice
+    raw = bolt11.decode(made.bolt11)  # the package on its own, without our checks
+    assert (raw.payment_hash, raw.payee, raw.amount_msat) == (
+        made.payment_hash,
+        made.invoice.payee,
+        1_234_560,
+    )
 
 
 def test_made_invoice_is_signed_by_the_node_key() -> None:
