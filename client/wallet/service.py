@@ -37,6 +37,7 @@ METHODS = (
     "list_transactions",
 )
 REPLAY_CACHE = 10_000
+CLOCK_SKEW_S = 600
 
 
 class RequestHandler:
@@ -241,8 +242,12 @@ class WalletService:
     async def start(self) -> None:
         await self._pool.start()
         # Subscribe before announcing: a client that reads the info event may ask at once.
+        # `since` keeps a relay that (wrongly) stores ephemeral requests from replaying old ones at
+        # start-up, with room for clients whose clocks run behind.
         flt = Filter(
-            kinds=[nip47.REQUEST_KIND], tags={"p": [self.pubkey]}, since=int(self._clock()) - 5
+            kinds=[nip47.REQUEST_KIND],
+            tags={"p": [self.pubkey]},
+            since=int(self._clock()) - CLOCK_SKEW_S,
         )
         sub = self._pool.subscribe(flt)
         await sub.wait_eose()
