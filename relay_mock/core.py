@@ -169,6 +169,9 @@ class RelayCore:
                 )
             )
             return
+        if eid in self.store:  # stored means verified already: skip the costly checks
+            peer.send(ok_message(eid, True, "duplicate: already have this event"))
+            return
         # The event object's text as received: the only braces outside it are inside it.
         raw = text[text.index("{") : text.rindex("}") + 1]
         try:
