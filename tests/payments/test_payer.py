@@ -307,3 +307,15 @@ async def test_a_wallet_that_raises_anything_does_not_crash_the_payer(
     market.customer_wallet.fail_lookup = RuntimeError("still broken")
     [rec] = await payer.resolve_open()
     assert rec.state == "unknown"  # stays open, never re-paid blindly
+
+
+async def test_a_calls_max_sats_caps_the_job_below_the_guard_budget(
+    market: Market, payments_db: Path, clock: Clock
+) -> None:
+    payer = make_payer(market, payments_db, clock, Budget(per_job_msats=1_000_000))
+    bills = await bills_for(market, [20_000, 20_000])
+    result = await payer.pay_quorum(
+        JOB, ["p0", "p1"], bills, bid_msats=20_000, job_budget_msats=30_000
+    )
+    assert sorted(o.status for o in result.outcomes.values()) == ["paid", "refused"]
+    assert result.paid_msats == 20_000
