@@ -179,6 +179,10 @@ class Announcer:
     def due(self, offer: Offer, now: float) -> bool:
         return self.changed(offer) or now - self.last_created_at >= self.heartbeat_s
 
+    def forget(self) -> None:
+        """The last announcement did not get out: the next check publishes again."""
+        self._content = None
+
     def next(self, keys: Keys, offer: Offer, now: float, *, online: bool = True) -> Event:
         created_at = max(int(now), self.last_created_at + 1)
         event = build_announcement(keys, offer, created_at=created_at, online=online)

@@ -125,9 +125,10 @@ class AdmissionQueue(Generic[T]):
             return "queued"
         return "busy"
 
-    def release(self) -> T | None:
-        """A running job ended: the next waiting job takes the slot (returned), else it frees."""
-        if self._waiting:
+    def release(self, *, start_next: bool = True) -> T | None:
+        """A running job ended: the next waiting job takes the slot (returned), else it frees.
+        ``start_next=False`` frees the slot and leaves the waiting jobs where they are."""
+        if self._waiting and start_next:
             return self._waiting.popleft()
         self.running = max(0, self.running - 1)
         return None

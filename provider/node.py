@@ -71,6 +71,7 @@ _ADDRESS = re.compile(
 )
 PAYMENT_POLICIES = ("free", "after", "before")
 PRUNE_INTERVAL_S = 3600.0
+ANNOUNCE_RETRY_S = 15.0
 JobState = Literal["awaiting_payment", "queued", "running", "finished"]
 
 
@@ -107,6 +108,7 @@ class _Job:
     state: JobState = "queued"
     task: asyncio.Task[None] | None = None
     payment_hash: str | None = None
+    paid: bool = False  # payment "before" settled: never dropped, resumed after a restart
     backend_ms: float = 0.0
 
     @property
@@ -207,6 +209,7 @@ class ProviderNode:
         #: Set once shutdown has begun and no new job will be taken.
         self.intake_stopped = asyncio.Event()
         self._closing = False
+        self._grace_over = False
         self._started = False
         self._pool: RelayPool | None = None
         self._sub: Subscription | None = None
@@ -306,8 +309,13 @@ class ProviderNode:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Paid jobs stay in the queue and share the grace period with the running ones.
         for job in self._queue.drain():
-            self._fail(job, "shutdown", "provider is shutting down; ask another provider")
+            if job.paid:
+                if self._queue.submit(job, force=True) == "run":
+                    self._start(job)
+            else:
+                self._fail(job, "shutdown", "provider is shutting down; ask another provider")
         unpaid = [self._jobs[i] for i in list(self._unpaid) if i in self._jobs]
         for job in unpaid:
             if job.task is not None:
@@ -315,18 +323,14 @@ class ProviderNode:
         await asyncio.gather(*(j.task for j in unpaid if j.task), return_exceptions=True)
         for job in unpaid:
             self._fail(job, "shutdown", "provider is shutting down; do not pay its invoice")
-        running = [j for j in self._jobs.values() if j.state == "running" and j.task is not None]
-        if running:
-            tasks = [j.task for j in running if j.task is not None]
-            _, pending = await asyncio.wait(tasks, timeout=self.limits.shutdown_grace)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            for job in running:
-                if job.state != "finished":
-                    self._fail(
-                        job, "shutdown", "provider stopped before the job finished; ask another"
-                    )
+        await self._finish_running(self.limits.shutdown_grace)
+        for job in self._queue.drain():  # paid, never started: served after a restart
+            self._fail(
+                job,
+                "shutdown",
+                "provider stopped before your paid job ran; it runs when the provider is back",
+                keep_open=True,
+            )
         if self._pool is not None and self.announce and self._announcer.last_created_at:
             offline = self._announcer.next(self.keys, self._offer(), self.clock(), online=False)
             self._publish_soon(offline)
@@ -336,6 +340,31 @@ class ProviderNode:
             await self._pool.close()
         if self._store is not None and not isinstance(self._store_arg, JobStore):
             self._store.close()
+
+    async def _finish_running(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for running jobs (and paid ones taking freed slots);
+        cancel and fail whatever is still running then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while True:
+            tasks = [j.task for j in self._jobs.values() if j.state == "running" and j.task]
+            remaining = deadline - loop.time()
+            if not tasks or remaining <= 0:
+                break
+            await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        self._grace_over = True  # cancelled jobs must not hand their slot to a waiting one
+        running = [j for j in self._jobs.values() if j.state == "running" and j.task]
+        for job in running:
+            assert job.task is not None
+            job.task.cancel()
+        await asyncio.gather(*(j.task for j in running if j.task), return_exceptions=True)
+        for job in running:
+            self._fail(
+                job,
+                "shutdown",
+                "provider stopped before the job finished; ask another provider",
+                keep_open=job.paid,
+            )
 
     # --- configuration that may change while serving -----------------------------------------
 
@@ -438,12 +467,15 @@ class ProviderNode:
     async def _announce_loop(self) -> None:
         while True:
             offer = self._offer()
+            wait = self.heartbeat_s
             if self._announcer.due(offer, self.clock()):
                 event = self._announcer.next(self.keys, offer, self.clock())
-                await self._publish(event)
+                if not await self._publish(event):
+                    self._announcer.forget()  # no relay took it: try again soon
+                    wait = min(wait, ANNOUNCE_RETRY_S)
             self._offer_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._offer_changed.wait(), self.heartbeat_s)
+                await asyncio.wait_for(self._offer_changed.wait(), wait)
             if self._fixed_models is None and not self._offer_changed.is_set():
                 # A heartbeat: pick up models added to or removed from the backend.
                 with contextlib.suppress(TimeoutError, NostrSwarmError, OSError):
@@ -649,6 +681,7 @@ class ProviderNode:
             self._fail(job, "unpaid", "no payment arrived before the invoice expired; job dropped")
             return
         self.stats.paid_before += 1
+        job.paid = True
         self.store.mark_paid(job.id)
         # Paid work is never refused as busy: it waits for a slot.
         if self._queue.submit(job, force=True) == "run":
@@ -657,6 +690,9 @@ class ProviderNode:
         else:
             job.state = "queued"
             self.store.update(job.id, "queued")
+            self._feedback(
+                job.accept.request, PROCESSING, "payment received; waiting for a free slot"
+            )
 
     async def _await_payment(self, payment_hash: str, deadline: float) -> bool:
         """Poll the wallet with growing intervals (woken early by :meth:`notify_paid`)."""
@@ -694,9 +730,9 @@ class ProviderNode:
             log.exception("job %s crashed", job.id[:12])
             self._fail(job, "internal", f"internal error in the provider ({type(exc).__name__})")
         finally:
-            nxt = self._queue.release()
+            nxt = self._queue.release(start_next=not self._grace_over)
             if nxt is not None:
-                if self._closing:
+                if self._closing and not nxt.paid:
                     self._fail(nxt, "shutdown", "provider is shutting down; ask another provider")
                 else:
                     self._start(nxt)
@@ -822,8 +858,9 @@ class ProviderNode:
             log.warning("wallet could not issue an invoice for %s: %s", job.id[:12], exc)
             return None
 
-    def _fail(self, job: _Job, reason: str, message: str) -> None:
-        """End an accepted job with ``error`` feedback (once)."""
+    def _fail(self, job: _Job, reason: str, message: str, *, keep_open: bool = False) -> None:
+        """End an accepted job with ``error`` feedback (once). ``keep_open``: a paid job the
+        store keeps open, so the next run serves it."""
         if job.state == "finished":
             return
         job.state = "finished"
@@ -831,7 +868,10 @@ class ProviderNode:
         self._unpaid.discard(job.id)
         self.stats.failed[reason] += 1
         latency_ms = (_perf() - job.received) * 1000
-        self.store.update(job.id, "failed", reason=reason, latency_ms=round(latency_ms, 3))
+        if keep_open:
+            self.store.update(job.id, "queued", reason=reason)
+        else:
+            self.store.update(job.id, "failed", reason=reason, latency_ms=round(latency_ms, 3))
         self._feedback(job.accept.request, ERROR, message)
         log.info(
             "job %s customer %s model %s tokens 0+0 sats 0 latency %.1f ms: failed (%s) %s",
@@ -868,7 +908,7 @@ class ProviderNode:
                 continue
             if row.quote_msats is not None:  # the price the customer was asked for stands
                 decision = replace(decision, quote_msats=row.quote_msats)
-            job = _Job(decision, _perf(), payment_hash=row.payment_hash)
+            job = _Job(decision, _perf(), payment_hash=row.payment_hash, paid=row.paid)
             self._jobs[job.id] = job
             if row.paid:
                 log.info("resuming paid job %s", job.id[:12])

@@ -83,3 +83,12 @@ def test_is_alive() -> None:
     assert not is_alive(ev, 1000 + 261)
     off = build_announcement(KEYS, offer(), created_at=1000, online=False)
     assert not is_alive(off, 1000)
+
+
+def test_forget_makes_the_next_check_due() -> None:
+    a = Announcer(heartbeat_s=600)
+    o = offer()
+    a.next(KEYS, o, 1000)
+    assert not a.due(o, 1001)
+    a.forget()
+    assert a.due(o, 1001)

@@ -57,3 +57,11 @@ def test_limits_validation() -> None:
         Limits(max_tokens=100, default_max_tokens=200)
     with pytest.raises(ValidationError):
         Limits(max_concurrent=0)
+
+
+def test_release_without_starting_the_next() -> None:
+    q: AdmissionQueue[str] = AdmissionQueue(max_concurrent=1, queue_size=2)
+    q.submit("a")
+    q.submit("b")
+    assert q.release(start_next=False) is None
+    assert q.running == 0 and q.drain() == ["b"]

@@ -196,3 +196,71 @@ async def test_paid_jobs_never_refused_as_busy(
         gate.set()
         for j in jobs:
             await customer.result(j)
+
+
+async def test_paid_jobs_survive_a_shutdown_and_run_after_restart(
+    start_node: NodeFactory, customer: Customer, tmp_path: Path
+) -> None:
+    from provider.limits import Limits
+
+    ledger = Ledger(":memory:")
+    node_wallet, payer = wallets(ledger)
+    keys = Keys.generate()
+    store = tmp_path / "provider.sqlite"
+    gate = asyncio.Event()
+    common = {
+        "keys": keys,
+        "store": store,
+        "pricing": PRICING,
+        "payment": "before",
+        "wallet": node_wallet,
+        "payment_poll_s": 0.01,
+        "limits": Limits(max_concurrent=1, queue_size=1, shutdown_grace=0),
+    }
+    async with start_node(mock_backend().with_gate(gate), **common) as node:
+        jobs = [await customer.submit(JobSpec(prompt=f"paid {i}")) for i in range(2)]
+        for j in jobs:
+            asked = await customer.feedback(j, "payment-required")
+            assert asked.amount is not None and asked.amount.bolt11 is not None
+            await payer.pay_invoice(asked.amount.bolt11)
+        await customer.feedback(jobs[0], "processing")
+        await customer.feedback(jobs[1], "processing")  # paid, waiting for the slot
+        await node.close()
+        errors = [await customer.error(j) for j in jobs]
+    assert "stopped before the job finished" in errors[0].extra
+    assert "it runs when the provider is back" in errors[1].extra
+    with JobStore(store) as kept:
+        assert {r.id for r in kept.open_jobs()} == {j.id for j in jobs}
+    async with start_node(mock_backend(), **common):
+        results = [await customer.result(j) for j in jobs]
+    assert [r.content for r in results] == ["Echo: paid 0", "Echo: paid 1"]
+
+
+async def test_paid_queued_job_runs_within_the_grace_period(
+    start_node: NodeFactory, customer: Customer
+) -> None:
+    from provider.limits import Limits
+
+    ledger = Ledger(":memory:")
+    node_wallet, payer = wallets(ledger)
+    gate = asyncio.Event()
+    limits = Limits(max_concurrent=1, queue_size=1, shutdown_grace=30)
+    async with start_node(
+        mock_backend().with_gate(gate), pricing=PRICING, payment="before", wallet=node_wallet,
+        payment_poll_s=0.01, limits=limits,
+    ) as node:
+        jobs = [await customer.submit(JobSpec(prompt=f"paid {i}")) for i in range(2)]
+        for j in jobs:
+            asked = await customer.feedback(j, "payment-required")
+            assert asked.amount is not None and asked.amount.bolt11 is not None
+            await payer.pay_invoice(asked.amount.bolt11)
+        await customer.feedback(jobs[0], "processing")
+        queued = await customer.feedback(jobs[1], "processing")
+        assert queued.extra == "payment received; waiting for a free slot"
+        closing = asyncio.create_task(node.close())
+        await asyncio.wait_for(node.intake_stopped.wait(), 10)
+        gate.set()
+        await asyncio.wait_for(closing, 10)
+        results = [await customer.result(j) for j in jobs]
+    assert [r.content for r in results] == ["Echo: paid 0", "Echo: paid 1"]
+    assert node.stats.failed["shutdown"] == 0
