@@ -39,6 +39,7 @@ from client.filter import Filter
 from client.keys import Keys
 from client.nip90 import (
     ERROR,
+    KIND_DELETION,
     KIND_TEXT_GENERATION,
     PAYMENT_REQUIRED,
     PROCESSING,
@@ -88,6 +89,7 @@ class ProviderStats:
     failed: Counter[str] = field(default_factory=Counter)
     accepted: int = 0
     completed: int = 0
+    cancelled: int = 0
     paid_before: int = 0
     billed_msats: int = 0
     tokens: int = 0
@@ -444,7 +446,13 @@ class ProviderNode:
     def _subscribe(self) -> None:
         assert self._policy is not None
         since = self._policy.not_before
-        self._sub = self.pool.subscribe(Filter(kinds=[KIND_TEXT_GENERATION], since=since))
+        self._sub = self.pool.subscribe(
+            [
+                Filter(kinds=[KIND_TEXT_GENERATION], since=since),
+                # NIP-09 deletions of 5050 requests: customers cancelling (a quorum was reached).
+                Filter(kinds=[KIND_DELETION], tags={"k": [str(KIND_TEXT_GENERATION)]}, since=since),
+            ]
+        )
 
     async def _intake_loop(self) -> None:
         delay = 1.0
@@ -544,13 +552,36 @@ class ProviderNode:
     # --- intake -----------------------------------------------------------------------------
 
     def _handle(self, event: Event) -> None:
-        """One job request from the subscription. Synchronous and quick; never raises."""
-        self.stats.received += 1
+        """One event from the subscription. Synchronous and quick; never raises."""
         try:
+            if event.kind == KIND_DELETION:
+                self._cancel(event)
+                return
+            self.stats.received += 1
             self._screen(event)
         except Exception:  # a bug must cost one job, not the node
-            log.exception("error handling job %s", event.id[:12])
+            log.exception("error handling event %s", event.id[:12])
             self.stats.refused["internal"] += 1
+
+    def _cancel(self, deletion: Event) -> None:
+        """A customer withdrew jobs: drop those not paid for, queued or running (their work is
+        wasted now). Paid jobs run on: the customer has paid for the answer."""
+        for tag in deletion.tags:
+            if tag[0] != "e" or len(tag) < 2:
+                continue
+            job = self._jobs.get(tag[1])
+            if job is None or job.paid or job.accept.request.customer != deletion.pubkey:
+                continue
+            if job.state == "queued":
+                self._queue.remove(job)
+            elif job.task is not None:
+                job.task.cancel()  # running, or waiting for its invoice to be paid
+            self._unpaid.discard(job.id)
+            job.state = "finished"
+            self._jobs.pop(job.id, None)
+            self.stats.cancelled += 1
+            self.store.update(job.id, "failed", reason="cancelled")
+            log.info("job %s cancelled by its customer", job.id[:12])
 
     def _screen(self, event: Event) -> None:
         assert self._policy is not None

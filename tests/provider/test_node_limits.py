@@ -164,3 +164,27 @@ async def test_garbage_never_crashes(start_node: NodeFactory, customer: Customer
             await customer.error(job)
     assert customer.replies(jobs[4]).feedback == []
     assert node.stats.refused.total() == 7 and node.stats.ignored["not_for_us"] == 1
+
+
+async def test_cancelled_jobs_stop_wasting_the_backend(
+    start_node: NodeFactory, customer: Customer, relay: Relay
+) -> None:
+    from client.nip90 import build_deletion
+
+    gate = asyncio.Event()
+    backend = mock_backend().with_gate(gate)
+    async with start_node(backend, limits=Limits(max_concurrent=1, queue_size=5)) as node:
+        running = await customer.submit(JobSpec(prompt="running"))
+        await customer.feedback(running, "processing")
+        queued = await customer.submit(JobSpec(prompt="queued"))
+        kept = await customer.submit(JobSpec(prompt="kept"))
+        # Someone else cannot cancel our job.
+        await customer.pool.publish(build_deletion(Keys.generate(), [kept.id]))
+        await customer.pool.publish(build_deletion(customer.keys, [running.id, queued.id]))
+        await customer.sync()
+        assert node.stats.cancelled == 2 and backend.in_flight == 1  # "kept" took the slot
+        gate.set()
+        await customer.result(kept)
+    assert customer.replies(running).results == [] and customer.replies(queued).results == []
+    assert customer.statuses(queued) == []
+    assert backend.calls == 2  # "running" (cancelled mid-call) and "kept"
