@@ -777,7 +777,8 @@ class ProviderNode:
             job.state = "finished"
             self._jobs.pop(job.id, None)
             return
-        self.store.update(job.id, "processing", model=accept.model, quote_msats=accept.quote_msats)
+        # No store write here: "received"/"queued" are open states too, and the final update
+        # records the rest (one SQLite write fewer per job).
         self._feedback(req, PROCESSING)
         # Let the feedback's publish queue its message before the result's can (an instant
         # backend would otherwise put the result on the wire first).
@@ -853,6 +854,7 @@ class ProviderNode:
         self.stats.overhead_ms.append((handed_over - job.received) * 1000 - job.backend_ms)
         fields: dict[str, object] = {
             "model": accept.model,
+            "quote_msats": accept.quote_msats,
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "latency_ms": round(latency_ms, 3),
