@@ -137,3 +137,18 @@ async def test_swarm_client_gets_a_quorum_of_two_nodes(
         )
     assert result.text == "Paris"
     assert set(result.agreeing) == {a.public_key, b.public_key}
+
+
+async def test_node_keeps_serving_across_a_relay_restart(
+    start_node: NodeFactory, customer: Customer, relay: Relay
+) -> None:
+    async with start_node() as node:
+        before = await customer.submit(JobSpec(prompt="before"))
+        await customer.result(before)
+        await relay.restart()
+        after = await customer.submit(JobSpec(prompt="after"))
+        assert (await customer.result(after)).content == "Echo: after"
+        # The re-subscription replays "before" from the relay's store: not worked again.
+        await customer.sync()
+    assert node.stats.completed == 2
+    assert len(relay.stored_events(Filter(kinds=[6050], tags={"e": [before.id]}))) == 1
