@@ -16,7 +16,9 @@ log = logging.getLogger("swarm")
 ORDER = ("demo", "ask", "relay", "provider", "serve", "wallet", "providers", "reputation", "keys")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser. With ``only`` set to a known subcommand, just that one is loaded:
+    importing every subcommand's module (gateway, provider, wallet...) would slow every start."""
     parser = argparse.ArgumentParser(
         prog="swarm",
         description="nostr-swarm: buy and sell LLM completions on Nostr "
@@ -29,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     eps = {ep.name: ep for ep in entry_points(group="nostr_swarm.commands")}
     names = [n for n in ORDER if n in eps] + sorted(n for n in eps if n not in ORDER)
+    if only in eps:
+        names = [only]
     for name in names:
         try:
             register = eps[name].load()
@@ -40,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=first)
     args = parser.parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
