@@ -196,7 +196,9 @@ async def bench(jobs: int, levels: list[int]) -> None:
                 for c in levels:
                     node.stats.overhead_ms.clear()
                     n = jobs if c > 1 else max(200, jobs // 5)
+                    cpu0 = time.process_time()
                     r = await run_load(relay, node.public_key, n, c)
+                    cpu_ms = (time.process_time() - cpu0) * 1000 / max(1, int(r["jobs"]))  # type: ignore[call-overload]
                     lat = r["latencies_ms"]
                     assert isinstance(lat, list)
                     over = list(node.stats.overhead_ms)
@@ -212,6 +214,7 @@ async def bench(jobs: int, levels: list[int]) -> None:
                             pct(over, 95),
                             e2e_p50 - 2 * rtt - direct_p50,
                             rtt,
+                            cpu_ms,
                         )
                     )
             errors = node.stats.errors
@@ -224,13 +227,13 @@ async def bench(jobs: int, levels: list[int]) -> None:
     print()
     head = (
         f"{'concurrency':>11} {'jobs/s':>8} {'e2e p50':>9} {'e2e p95':>9} "
-        f"{'node p50':>9} {'node p95':>9} {'e2e-2rtt':>9} {'relay rtt':>9}"
+        f"{'node p50':>9} {'node p95':>9} {'e2e-2rtt':>9} {'relay rtt':>9} {'node cpu':>9}"
     )
     print(head)
-    for c, rate, p50, p95, o50, o95, est, rtt in rows:
+    for c, rate, p50, p95, o50, o95, est, rtt, cpu in rows:
         print(
             f"{c:>11} {rate:>8,.0f} {p50:>7.2f}ms {p95:>7.2f}ms "
-            f"{o50:>7.3f}ms {o95:>7.3f}ms {est:>7.2f}ms {rtt:>7.2f}ms"
+            f"{o50:>7.3f}ms {o95:>7.3f}ms {est:>7.2f}ms {rtt:>7.2f}ms {cpu:>7.3f}ms"
         )
     print()
     print(
@@ -238,6 +241,7 @@ async def bench(jobs: int, levels: list[int]) -> None:
         "backend call); target < 5 ms at p50."
     )
     print("e2e-2rtt: end-to-end p50 minus two relay deliveries minus the direct backend call.")
+    print("node cpu: the node process's CPU time per job (one core: about 1000/cpu jobs/s).")
     print(f"errors answered by the node during the run: {errors}")
 
 

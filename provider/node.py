@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -212,6 +213,7 @@ class ProviderNode:
         self.intake_stopped = asyncio.Event()
         self._closing = False
         self._grace_over = False
+        self._commit_pending = False
         self._started = False
         self._pool: RelayPool | None = None
         self._sub: Subscription | None = None
@@ -244,6 +246,8 @@ class ProviderNode:
         self.started_at = self.clock()
         store = self._store_arg
         self._store = store if isinstance(store, JobStore) else JobStore(store, clock=self.clock)
+        # One commit per event-loop turn, however many jobs the turn touched.
+        self._store.on_write = self._schedule_commit
         pruned = self._store.prune(self.retention_days * 86400)
         if pruned:
             log.info("forgot %d jobs older than %g days", pruned, self.retention_days)
@@ -340,8 +344,11 @@ class ProviderNode:
             await asyncio.wait(list(self._publishes), timeout=self.publish_timeout)
         if self._pool is not None:
             await self._pool.close()
-        if self._store is not None and not isinstance(self._store_arg, JobStore):
-            self._store.close()
+        if self._store is not None:
+            self._store.on_write = None
+            self._commit()
+            if not isinstance(self._store_arg, JobStore):
+                self._store.close()
 
     async def _finish_running(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for running jobs (and paid ones taking freed slots);
@@ -367,6 +374,20 @@ class ProviderNode:
                 "provider stopped before the job finished; ask another provider",
                 keep_open=job.paid,
             )
+
+    def _schedule_commit(self) -> None:
+        if not self._commit_pending:
+            self._commit_pending = True
+            asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        self._commit_pending = False
+        if self._store is None:
+            return
+        try:
+            self._store.commit()
+        except sqlite3.Error as exc:  # a full disk must not stop the node; dedupe degrades
+            log.error("job store commit failed: %s", exc)
 
     # --- configuration that may change while serving -----------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +75,23 @@ class Earnings:
 
 
 class JobStore:
-    """SQLite job ledger at ``path`` (``":memory:"`` for a throwaway one)."""
+    """SQLite job ledger at ``path`` (``":memory:"`` for a throwaway one).
 
-    def __init__(self, path: str | Path, *, clock: Clock = time.time) -> None:
+    ``on_write``: called after each write that opened a transaction, with :meth:`commit` left to
+    the caller (the node commits once per event-loop turn, so a burst of jobs costs one commit,
+    not one per write). Without it every write commits at once.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock = time.time,
+        on_write: Callable[[], None] | None = None,
+    ) -> None:
         self.path = str(path)
         self._clock = clock
+        self.on_write = on_write
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +107,19 @@ class JobStore:
             raise StoreError(f"cannot open job store {self.path}: {exc}") from exc
 
     def close(self) -> None:
+        self.commit()
         self._db.close()
+
+    def commit(self) -> None:
+        """Commit the writes deferred by ``on_write`` (no-op when there are none)."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+
+    def _write(self, sql: str, params: Sequence[object]) -> sqlite3.Cursor:
+        if self.on_write is not None and not self._db.in_transaction:
+            self._db.execute("BEGIN")
+            self.on_write()
+        return self._db.execute(sql, params)
 
     def __enter__(self) -> JobStore:
         return self
@@ -108,7 +132,7 @@ class JobStore:
     def claim(self, job_id: str, customer: str, created_at: int) -> bool:
         """Record a job as ours to answer; False if it was claimed before (seen already)."""
         now = self._clock()
-        cur = self._db.execute(
+        cur = self._write(
             "INSERT OR IGNORE INTO jobs (id, customer, created_at, received_at, updated_at, state)"
             " VALUES (?, ?, ?, ?, ?, 'received')",
             (job_id, customer, created_at, now, now),
@@ -130,7 +154,7 @@ class JobStore:
             raise StoreError(f"unknown job fields {sorted(bad)}")
         cols = ["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)]
         values = [state, self._clock(), *fields.values(), job_id]
-        self._db.execute(f"UPDATE jobs SET {', '.join(cols)} WHERE id = ?", values)
+        self._write(f"UPDATE jobs SET {', '.join(cols)} WHERE id = ?", values)
 
     def get(self, job_id: str) -> JobRow | None:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -165,13 +189,13 @@ class JobStore:
         return [(r["id"], r["payment_hash"]) for r in rows]
 
     def mark_paid(self, job_id: str) -> None:
-        self._db.execute(
+        self._write(
             "UPDATE jobs SET paid = 1, updated_at = ? WHERE id = ?", (self._clock(), job_id)
         )
 
     def mark_expired(self, job_id: str) -> None:
         """The job's invoice expired unpaid: stop watching it."""
-        self._db.execute(
+        self._write(
             "UPDATE jobs SET paid = -1, updated_at = ? WHERE id = ? AND paid = 0",
             (self._clock(), job_id),
         )
@@ -190,7 +214,7 @@ class JobStore:
         Old jobs cannot come back: intake only takes jobs from the node's start onwards."""
         cutoff = self._clock() - older_than_s
         marks = ",".join("?" * len(OPEN_STATES))
-        cur = self._db.execute(
+        cur = self._write(
             f"DELETE FROM jobs WHERE received_at < ? AND state NOT IN ({marks})"
             " AND NOT (paid = 0 AND payment_hash IS NOT NULL)",
             (cutoff, *OPEN_STATES),

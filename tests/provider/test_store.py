@@ -64,3 +64,22 @@ def test_unwritable_path_is_a_store_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError):
         JobStore(blocker / "sub" / "jobs.sqlite")
+
+
+def test_deferred_commits_batch_writes(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    opened: list[int] = []
+    store = JobStore(path, on_write=lambda: opened.append(1))
+    reader = JobStore(path)
+    store.claim("a", "c", 1)
+    store.claim("b", "c", 1)
+    store.update("a", "done")
+    assert opened == [1]  # one transaction for the three writes
+    assert store.seen("b") and not reader.seen("b")  # not visible elsewhere until committed
+    store.commit()
+    assert reader.seen("b")
+    store.claim("c", "c", 1)
+    assert opened == [1, 1]
+    store.close()  # commits what is pending
+    assert reader.seen("c")
+    reader.close()
