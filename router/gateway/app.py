@@ -29,10 +29,11 @@ from .adapters import current_decision, serving_backend
 from .auth import KeyAccount, KeyStore
 from .build import build_router
 from .config import SWARM_PREFIX, GatewayConfig, SwarmBackendConfig, SwarmSettings
+from .deadlines import Deadlines
 from .errors import ApiError, bad_request
 from .errors_map import api_error
 from .metrics import CONTENT_TYPE, GatewayMetrics
-from .protocol import CompletionRequest, completion_body, model_list, parse_request, usage_dict
+from .protocol import CompletionRequest, completion_json, model_list, parse_request, usage_dict
 from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
 
 log = logging.getLogger("router.gateway")
@@ -91,7 +92,10 @@ class Gateway:
         self._models: list[tuple[str, str]] = []
         self._models_body = b""
         self._models_index: dict[str, bytes] = {}
-        self.metrics = GatewayMetrics(self.router.metrics, lambda: len(self._models))
+        self.metrics = GatewayMetrics(
+            self.router.metrics, lambda: len(self._models), lambda: self._in_flight
+        )
+        self._deadlines = Deadlines(tick_s=min(1.0, self._request_timeout / 10))
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -141,6 +145,7 @@ class Gateway:
         self.url = f"http://{'[' + h + ']' if ':' in h else h}:{bound[1]}"
         if self.config.refresh_interval > 0:
             self._refresh_task = asyncio.create_task(self._refresh_loop())
+        self._deadlines.start()
         log.info("gateway listening on %s", self.url)
         return self.url
 
@@ -168,6 +173,7 @@ class Gateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self._deadlines.stop()
         await self.router.close()
         return finished
 
@@ -406,6 +412,9 @@ class Gateway:
         t0 = _perf()
         self._in_flight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._deadlines.add(task, self._request_timeout)
         status = 500
         try:
             if self.closing:
@@ -419,16 +428,33 @@ class Gateway:
                 status = 503
                 self.metrics.error(endpoint, "shutting_down")
                 return error_response(err)
-            resp = await self._serve(request, chat, endpoint)
+            resp = await self._serve(request, chat, endpoint, task)
             status = resp.status
             return resp
         finally:
+            if task is not None:
+                self._deadlines.discard(task)
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
             self.metrics.request(endpoint, status, _perf() - t0)
 
-    async def _serve(self, request: web.Request, chat: bool, endpoint: str) -> web.StreamResponse:
+    def _fail(self, endpoint: str, exc: BaseException) -> web.Response:
+        err = api_error(exc)
+        if err.status >= 500:
+            log.log(
+                logging.ERROR if err.status == 500 else logging.INFO,
+                "%s: %s",
+                endpoint,
+                exc,
+                exc_info=err.status == 500,
+            )
+        self.metrics.error(endpoint, err.code or err.type)
+        return error_response(err)
+
+    async def _serve(
+        self, request: web.Request, chat: bool, endpoint: str, task: asyncio.Task[Any] | None
+    ) -> web.StreamResponse:
         current_decision.set(None)
         acct: KeyAccount | None = None
         bid = quorum = 0
@@ -451,34 +477,30 @@ class Gateway:
                     self.keys.admit(acct)
                 params = req.params
             if req.stream:  # _stream settles the budgets itself
-                return await self._stream(request, req, model, params, acct, bid, quorum)
+                return await self._stream(request, req, model, params, acct, bid, quorum, task)
             settle = True
-            async with asyncio.timeout(self._request_timeout):
-                resp: LmResponse = await self.router.complete(
-                    model, req.prompt, req.max_tokens, **params
-                )
+            resp: LmResponse = await self.router.complete(
+                model, req.prompt, req.max_tokens, **params
+            )
             usage = resp.usage
-            self.metrics.completion(resp.backend, model, usage)
+            backend = resp.backend
+            self.metrics.completion(backend, model, usage)
             headers = {
-                "x-swarm-backend": resp.backend,
-                "x-swarm-route-reason": _header_safe(self._reason(resp.backend)),
+                "Content-Type": _JSON,
+                "x-swarm-backend": backend,
+                "x-swarm-route-reason": _header_safe(self._reason(backend)),
                 "x-swarm-cost-sats": str(usage.cost_sats or 0),
             }
             if usage.cost_usd is not None:
                 headers["x-swarm-cost-usd"] = f"{usage.cost_usd:.8f}"
-            return _json_response(completion_body(req, resp, resp.model or model), 200, headers)
+            body_bytes = completion_json(req.chat, resp, resp.model or model)
+            return web.Response(body=body_bytes, headers=headers)
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(task):
+                raise
+            return self._fail(endpoint, TimeoutError())
         except Exception as exc:
-            err = api_error(exc)
-            if err.status >= 500:
-                log.log(
-                    logging.ERROR if err.status == 500 else logging.INFO,
-                    "%s: %s",
-                    endpoint,
-                    exc,
-                    exc_info=err.status == 500,
-                )
-            self.metrics.error(endpoint, err.code or err.type)
-            return error_response(err)
+            return self._fail(endpoint, exc)
         finally:
             if settle:
                 self._settle(acct, bid, quorum, usage)
@@ -492,21 +514,18 @@ class Gateway:
         acct: KeyAccount | None,
         bid: int,
         quorum: int,
+        task: asyncio.Task[Any] | None,
     ) -> web.StreamResponse:
         """Stream the answer as OpenAI does. Errors before the first chunk are plain JSON
-        errors with their status; after it, an error event ends the stream."""
+        errors with their status (raised to the caller); after it, an error event ends the
+        stream."""
         usage: LmUsage | None = None
         serving_backend.set(None)
         agen: AsyncIterator[StreamChunk] = self.router.stream_chunks(
             model, req.prompt, req.max_tokens, **params
         )
-        deadline = asyncio.get_running_loop().time() + self._request_timeout
         try:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    first: StreamChunk | None = await anext(agen)
-            except StopAsyncIteration:
-                first = None
+            first: StreamChunk | None = await anext(agen, None)
             backend = serving_backend.get() or ""
             if not backend:
                 decision = current_decision.get()
@@ -522,43 +541,50 @@ class Gateway:
             try:
                 if req.chat:
                     await write(enc.start())
-                async with asyncio.timeout_at(deadline):
-                    chunk = first
-                    while chunk is not None:
-                        if chunk.text:
-                            await write(enc.text(chunk.text))
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        if chunk.finish_reason:
-                            finish = chunk.finish_reason
-                        chunk = await anext(agen, None)
-            except ConnectionResetError:
-                log.info("client went away during a stream")
-                return resp
-            except Exception as exc:
-                err = api_error(exc)
-                self.metrics.error(req_endpoint(req), err.code or err.type)
-                log.info("stream failed after it started: %s", exc)
-                try:
-                    await write(error_event(err))
-                    await resp.write_eof()
-                except ConnectionResetError:
-                    pass
-                return resp
-            try:
+                chunk = first
+                while chunk is not None:
+                    if chunk.text:
+                        await write(enc.text(chunk.text))
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if chunk.finish_reason:
+                        finish = chunk.finish_reason
+                    chunk = await anext(agen, None)
                 await write(enc.finish(finish))
                 if req.include_usage:
                     await write(enc.usage(usage_dict(usage or LmUsage())))
                 await write(DONE)
                 await resp.write_eof()
             except ConnectionResetError:
-                log.info("client went away at the end of a stream")
+                log.info("client went away during a stream")
+                return resp
+            except asyncio.CancelledError:
+                if not self._deadlines.expired(task):
+                    raise
+                await self._end_stream(resp, req, TimeoutError())
+                return resp
+            except Exception as exc:
+                await self._end_stream(resp, req, exc)
+                return resp
             if usage is not None:
                 self.metrics.completion(backend, model, usage)
             return resp
         finally:
             await _aclose(agen)
             self._settle(acct, bid, quorum, usage)
+
+    async def _end_stream(
+        self, resp: web.StreamResponse, req: CompletionRequest, exc: BaseException
+    ) -> None:
+        """A stream that already started failed: say so in an error event and end it."""
+        err = api_error(exc)
+        self.metrics.error(req_endpoint(req), err.code or err.type)
+        log.info("stream failed after it started: %s", exc)
+        try:
+            await resp.write(error_event(err))
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
 
 
 def req_endpoint(req: CompletionRequest) -> str:

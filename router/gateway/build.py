@@ -92,7 +92,11 @@ def build_backend(b: Any, default_timeout_s: float | None) -> tuple[LmBackend, B
             f"backends.{b.name}.type", f"backend type {b.type!r} is not available: {exc}"
         ) from None
     options = b.options()
-    if isinstance(b, SwarmBackendConfig):
+    if isinstance(b, (OpenAIBackendConfig, OllamaBackendConfig)):
+        # HTTP backends enforce the timeout on their own requests; a router timer on top
+        # would only cost time per request.
+        options = options.model_copy(update={"timeout_s": None})
+    elif isinstance(b, SwarmBackendConfig):
         # The swarm waits job_timeout_s for a quorum; a shorter router timeout would cut it off.
         if options.timeout_s is None:
             options = options.model_copy(update={"timeout_s": b.job_timeout_s + 5.0})

@@ -8,6 +8,7 @@ few type checks, each of which fails with OpenAI's ``param`` naming the field.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -123,12 +124,7 @@ def _prompt(value: Any) -> str:
     raise bad_request("prompt must be a string", "prompt")
 
 
-def _swarm_int(
-    body: dict[str, Any], headers: Any, key: str, header: str, minimum: int
-) -> int | None:
-    value = body.get(key)
-    if value is not None:
-        return _int(value, key, minimum)
+def _header_int(headers: Any, header: str, minimum: int) -> int | None:
     raw = headers.get(header) if headers is not None else None
     if raw is None:
         return None
@@ -139,6 +135,11 @@ def _swarm_int(
     return _int(parsed, header, minimum)
 
 
+_NUMBERS = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
+_PASS = frozenset(PASSTHROUGH)
+_OTHER = frozenset({"n", "stream", "stream_options", "tools", "functions", "quorum", "bid_sats"})
+
+
 def parse_request(
     body: Any, *, chat: bool, default_max_tokens: int, headers: Any = None
 ) -> CompletionRequest:
@@ -147,58 +148,60 @@ def parse_request(
     ``headers`` (a mapping) supplies ``x-swarm-quorum`` / ``x-swarm-bid-sats`` when the body has
     no ``quorum`` / ``bid_sats``. Raises ApiError (400) naming the bad parameter.
     """
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise bad_request("the request body must be a JSON object")
     model = body.get("model")
     if type(model) is not str or not model:
         raise bad_request("model is required (a non-empty string)", "model")
     prompt: str | list[Message]
-    if chat:
-        prompt = _messages(body.get("messages"))
-        tools = body.get("tools") or body.get("functions")
-        if tools:
-            raise bad_request("tool and function calls are not supported", "tools")
-    else:
-        prompt = _prompt(body.get("prompt"))
+    prompt = _messages(body.get("messages")) if chat else _prompt(body.get("prompt"))
     max_tokens = body.get("max_completion_tokens")
     param = "max_completion_tokens"
     if max_tokens is None:
         max_tokens, param = body.get("max_tokens"), "max_tokens"
     max_tokens = default_max_tokens if max_tokens is None else _int(max_tokens, param, 1)
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise bad_request("only n=1 is supported", "n")
-    stream = body.get("stream", False)
-    if stream is not None and type(stream) is not bool:
-        raise bad_request("stream must be a boolean", "stream")
-    include_usage = False
-    opts = body.get("stream_options")
-    if opts is not None:
-        if not isinstance(opts, dict):
-            raise bad_request("stream_options must be an object", "stream_options")
-        include_usage = opts.get("include_usage") is True
+    stream = include_usage = False
+    quorum = bid = None
     params: dict[str, Any] = {}
-    for key in PASSTHROUGH:
-        value = body.get(key)
-        if value is not None:
-            if key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+    # One pass over what the client sent (usually a handful of keys) instead of a lookup per
+    # parameter we know.
+    for key, value in body.items():
+        if value is None:
+            continue
+        if key in _PASS:
+            if key in _NUMBERS:
                 _number(value, key)
             elif key == "stop" and not (
-                type(value) is str
-                or (isinstance(value, list) and all(type(s) is str for s in value))
+                type(value) is str or (type(value) is list and all(type(s) is str for s in value))
             ):
                 raise bad_request("stop must be a string or an array of strings", "stop")
             params[key] = value
+        elif key not in _OTHER:
+            continue
+        elif key == "stream":
+            if type(value) is not bool:
+                raise bad_request("stream must be a boolean", "stream")
+            stream = value
+        elif key == "stream_options":
+            if type(value) is not dict:
+                raise bad_request("stream_options must be an object", "stream_options")
+            include_usage = value.get("include_usage") is True
+        elif key == "n":
+            if value != 1:
+                raise bad_request("only n=1 is supported", "n")
+        elif key == "quorum":
+            quorum = _int(value, key, 1)
+        elif key == "bid_sats":
+            bid = _int(value, key, 0)
+        elif chat and value:  # tools / functions
+            raise bad_request("tool and function calls are not supported", "tools")
+    if headers is not None:
+        if quorum is None:
+            quorum = _header_int(headers, "x-swarm-quorum", 1)
+        if bid is None:
+            bid = _header_int(headers, "x-swarm-bid-sats", 0)
     return CompletionRequest(
-        chat=chat,
-        model=model,
-        prompt=prompt,
-        max_tokens=max_tokens,
-        stream=bool(stream),
-        include_usage=include_usage,
-        params=params,
-        quorum=_swarm_int(body, headers, "quorum", "x-swarm-quorum", 1),
-        bid_sats=_swarm_int(body, headers, "bid_sats", "x-swarm-bid-sats", 0),
+        chat, model, prompt, max_tokens, stream, include_usage, params, quorum, bid
     )
 
 
@@ -245,6 +248,39 @@ def completion_body(req: CompletionRequest, resp: LmResponse, model: str) -> dic
         "usage": usage_dict(resp.usage),
         "system_fingerprint": None,
     }
+
+
+def _usage_json(u: LmUsage) -> str:
+    out = (
+        f'{{"prompt_tokens":{u.prompt_tokens},"completion_tokens":{u.completion_tokens},'
+        f'"total_tokens":{u.total_tokens}'
+    )
+    if u.cost_usd is not None:
+        out += f',"cost_usd":{json.dumps(u.cost_usd)}'
+    if u.cost_sats is not None:
+        out += f',"cost_sats":{int(u.cost_sats)}'
+    return out + "}"
+
+
+def completion_json(chat: bool, resp: LmResponse, model: str) -> bytes:
+    """:func:`completion_body` serialized, built from string pieces: only the text, model and
+    finish reason go through ``json.dumps`` (this runs once per request)."""
+    finish = json.dumps(resp.finish_reason or "stop")
+    text = json.dumps(resp.text)
+    head = (
+        f'{{"id":"{new_id("chatcmpl" if chat else "cmpl")}",'
+        f'"object":"{"chat.completion" if chat else "text_completion"}",'
+        f'"created":{int(time.time())},"model":{json.dumps(model)},"choices":[{{"index":0,'
+    )
+    if chat:
+        choice = f'"message":{{"role":"assistant","content":{text},"refusal":null}},'
+    else:
+        choice = f'"text":{text},'
+    tail = (
+        f'"logprobs":null,"finish_reason":{finish}}}],"usage":{_usage_json(resp.usage)},'
+        '"system_fingerprint":null}'
+    )
+    return (head + choice + tail).encode()
 
 
 def model_list(models: list[tuple[str, str]], created: int) -> dict[str, Any]:

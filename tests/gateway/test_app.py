@@ -337,3 +337,38 @@ async def test_graceful_shutdown_finishes_in_flight_requests() -> None:
         text = "".join([p.choices[0].text async for p in await streaming])
         assert text == "one two three"
         assert await stopping is True
+
+
+async def test_stream_stalling_past_the_request_timeout_ends_with_an_error_event() -> None:
+    data = {
+        "backends": [{"name": "solo", "type": "mock", "models": ["m"], "response": "a b c"}],
+        "resilience": {"request_timeout_s": 0.3},
+    }
+    async with gateway(data) as gw:
+        held = hold(gw, "solo")
+        held.with_stream_failure(None)
+        gate_after_first = asyncio.Event()
+        inner_stream = held.stream_chunks
+
+        async def stalls(*a: Any, **k: Any) -> Any:  # first chunk, then nothing
+            async for i, ch in _enumerate(inner_stream(*a, **k)):
+                yield ch
+                if i == 0:
+                    await gate_after_first.wait()
+
+        held.stream_chunks = stalls  # type: ignore[method-assign]
+        held.gate.set()
+        stream = await client(gw).chat.completions.create(
+            model="m", messages=user("x"), stream=True
+        )
+        with pytest.raises(openai.APIError) as e:
+            async for _ in stream:
+                pass
+        assert "longer than the gateway allows" in e.value.message
+
+
+async def _enumerate(agen: Any) -> Any:
+    i = 0
+    async for x in agen:
+        yield i, x
+        i += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -19,10 +20,12 @@ from router.errors import (
 )
 from router.gateway.auth import KeyStore
 from router.gateway.config import ApiKeyConfig
+from router.gateway.deadlines import Deadlines
 from router.gateway.errors import ApiError
 from router.gateway.errors_map import api_error
-from router.gateway.protocol import parse_request
+from router.gateway.protocol import completion_body, completion_json, parse_request
 from router.gateway.sse import DONE, ChunkEncoder, error_event
+from router.types import LmResponse, LmUsage
 
 
 def chat(**body: Any) -> dict[str, Any]:
@@ -230,3 +233,44 @@ def test_error_mapping(exc: BaseException, status: int, code: str | None) -> Non
 def test_retry_after_headers() -> None:
     assert api_error(RateLimited("x", retry_after=2.1)).headers == {"Retry-After": "3"}
     assert api_error(CircuitBreakerOpen(["a"], retry_after=0.2)).headers == {"Retry-After": "1"}
+
+
+@pytest.mark.parametrize("chat", [True, False])
+@pytest.mark.parametrize("usage", [LmUsage.of(3, 4), LmUsage.of(1, 2, cost_usd=0.25, cost_sats=9)])
+def test_completion_json_equals_completion_body(chat: bool, usage: LmUsage) -> None:
+    resp = LmResponse('a "quoted"\nanswer \u00e9', usage, "m", "length")
+    req = parse_request(
+        chat_body() if chat else {"model": "m", "prompt": "p"}, chat=chat, default_max_tokens=1
+    )
+    fast = json.loads(completion_json(chat, resp, "served-model"))
+    slow = completion_body(req, resp, "served-model")
+    for obj in (fast, slow):
+        obj.pop("id")
+        obj.pop("created")
+    assert fast == slow
+
+
+def chat_body() -> dict[str, Any]:
+    return chat()
+
+
+async def test_deadlines_cancel_only_overdue_tasks() -> None:
+    now = [100.0]
+    d = Deadlines(tick_s=1.0, clock=lambda: now[0])
+    never = asyncio.Event()
+    slow = asyncio.create_task(never.wait())
+    fast = asyncio.create_task(never.wait())
+    d.add(slow, 5.0)  # type: ignore[arg-type]
+    d.add(fast, 50.0)  # type: ignore[arg-type]
+    now[0] = 104.9
+    assert d.check() == 0
+    now[0] = 105.0
+    assert d.overdue(now[0]) == [slow]
+    assert d.check() == 1 and d.check() == 0  # cancelled once
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert d.expired(slow) and not d.expired(slow) and not d.expired(fast)
+    d.discard(slow)
+    d.discard(fast)
+    fast.cancel()
+    assert d.overdue(1e9) == []

@@ -1,0 +1,263 @@
+"""What the gateway adds: the same chat completion requests sent to a fake OpenAI-compatible
+upstream directly and through `swarm serve`, in one run, at concurrency 1 and 64.
+
+    python bench/gateway.py [--requests 2000] [--loop auto|asyncio|uvloop]
+
+Three processes: the upstream (a minimal aiohttp server answering a fixed completion), the gateway
+(`swarm serve` pointed at it), and this client (aiohttp). Direct and gateway rounds alternate so
+machine load affects both alike. Prints per-request latency p50/p99 both ways, the latency the
+gateway adds, and throughput both ways. Targets: < 1 ms added at p50 (concurrency 1); gateway
+throughput >= 50% of direct (concurrency 64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "bench-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "The answer is 42."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
+    }
+).encode()
+MODELS = json.dumps(
+    {"object": "list", "data": [{"id": "bench-model", "object": "model", "owned_by": "bench"}]}
+).encode()
+REQUEST = json.dumps(
+    {
+        "model": "bench-model",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "What is six times seven?"},
+        ],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
+).encode()
+
+
+# --- the upstream (runs in its own process) ------------------------------------------------------
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+async def _upstream() -> None:
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=ANSWER, content_type="application/json")
+
+    async def models(request: web.Request) -> web.Response:
+        return web.Response(body=MODELS, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"http://127.0.0.1:{port}", flush=True)
+    await asyncio.Event().wait()
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+def _start(cmd: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if marker not in line:
+        proc.kill()
+        raise SystemExit(f"could not start {cmd}: {line!r}")
+    return proc, line
+
+
+async def _run(
+    session: aiohttp.ClientSession, url: str, n: int, concurrency: int
+) -> tuple[list[float], float]:
+    """Send n requests with `concurrency` in flight; (latencies in ms, requests per second)."""
+    latencies: list[float] = []
+    left = n
+    perf = time.perf_counter
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            t0 = perf()
+            async with session.post(
+                url, data=REQUEST, headers={"Content-Type": "application/json"}
+            ) as r:
+                await r.read()
+                if r.status != 200:
+                    raise SystemExit(f"{url}: HTTP {r.status}: {await r.text()}")
+            latencies.append((perf() - t0) * 1000.0)
+
+    start = perf()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, n / (perf() - start)
+
+
+def _cpu_s(pid: int) -> float:
+    """User+system CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+async def _bench(
+    direct: str, gateway: str, requests: int, rounds: int, pids: dict[str, int]
+) -> None:
+    targets = {
+        "direct": direct + "/v1/chat/completions",
+        "gateway": gateway + "/v1/chat/completions",
+    }
+    print(f"{requests} requests per round, {rounds} rounds alternating direct/gateway\n")
+    for concurrency in (1, 64):
+        lat: dict[str, list[float]] = {k: [] for k in targets}
+        rps: dict[str, list[float]] = {k: [] for k in targets}
+        gw_cpu = up_cpu = 0.0
+        gw_n = 0
+        connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for url in targets.values():  # warm up connections and code paths
+                await _run(session, url, min(200, requests), concurrency)
+            for _ in range(rounds):
+                for name, url in targets.items():
+                    g0, u0 = _cpu_s(pids["gateway"]), _cpu_s(pids["upstream"])
+                    ls, r = await _run(session, url, requests, concurrency)
+                    lat[name] += ls
+                    rps[name].append(r)
+                    if name == "gateway":
+                        gw_cpu += _cpu_s(pids["gateway"]) - g0
+                        up_cpu += _cpu_s(pids["upstream"]) - u0
+                        gw_n += requests
+        d50, d99 = _pct(lat["direct"], 50), _pct(lat["direct"], 99)
+        g50, g99 = _pct(lat["gateway"], 50), _pct(lat["gateway"], 99)
+        dr, gr = statistics.median(rps["direct"]), statistics.median(rps["gateway"])
+        print(f"concurrency {concurrency}")
+        print(f"  {'':10}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
+        print(f"  {'direct':10}{d50:10.3f}{d99:10.3f}{dr:10.0f}")
+        print(f"  {'gateway':10}{g50:10.3f}{g99:10.3f}{gr:10.0f}")
+        print(f"  added latency: p50 {g50 - d50:+.3f} ms, p99 {g99 - d99:+.3f} ms")
+        print(f"  throughput ratio gateway/direct: {gr / dr:.0%}")
+        print(
+            f"  CPU per request: gateway {gw_cpu / gw_n * 1e6:.0f} us, "
+            f"upstream {up_cpu / gw_n * 1e6:.0f} us"
+        )
+        if concurrency == 1:
+            verdict = "meets" if g50 - d50 < 1.0 else "MISSES"
+            print(f"  target: < 1 ms added at p50 -> {verdict}\n")
+        else:
+            verdict = "meets" if gr / dr >= 0.5 else "MISSES"
+            print(f"  target: >= 50% of direct throughput -> {verdict}\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000, help="requests per round (default 2000)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    ap.add_argument("--upstream-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    factory = _loop_factory(args.loop)
+    if args.upstream_only:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_upstream())
+        return 0
+    up, line = _start([sys.executable, __file__, "--upstream-only", "--loop", args.loop], "http://")
+    upstream = line.strip()
+    gw = None
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(
+                "refresh_interval: 0\n"
+                f"backends:\n  - name: upstream\n    url: {upstream}\n"
+                "    rate_limit: {max_concurrent: 1000}\n"
+            )
+            cfg = f.name
+        gw, line = _start(
+            [
+                sys.executable,
+                "-m",
+                "client.cli",
+                "serve",
+                "--config",
+                cfg,
+                "--port",
+                "0",
+                "--loop",
+                args.loop,
+            ],
+            "listening on",
+        )
+        gateway = line.split("listening on ")[1].split()[0]
+        loop_name = "uvloop" if factory is not None else "asyncio"
+        print(
+            f"upstream {upstream}  gateway {gateway}  (event loop: {loop_name}, "
+            f"{os.cpu_count()} cores)"
+        )
+        with asyncio.Runner(loop_factory=factory) as runner:
+            pids = {"gateway": gw.pid, "upstream": up.pid}
+            runner.run(_bench(upstream, gateway, args.requests, args.rounds, pids))
+    finally:
+        for p in (gw, up):
+            if p is not None:
+                p.terminate()
+                p.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
