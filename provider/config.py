@@ -304,7 +304,7 @@ def render_template(
         "# Jobs running on the backend at once, and waiting beyond those (then: error \"busy\").",
         f"max_concurrent = {lim.max_concurrent}",
         f"queue_size = {lim.queue_size}",
-        "# Jobs one customer may send per minute, and at once.",
+        "# Jobs one customer may send per minute (0: no limit), and at once.",
         f"rate_per_minute = {lim.rate_per_minute:g}",
         f"rate_burst = {lim.rate_burst}",
         f"max_prompt_chars = {lim.max_prompt_chars}",

@@ -28,7 +28,7 @@ class Limits(BaseModel):
         64, ge=0, description="jobs waiting for their payment-required invoice to be paid"
     )
     rate_per_minute: float | None = Field(
-        30.0, gt=0, description="jobs one customer may send per minute (None: unlimited)"
+        30.0, ge=0, description="jobs one customer may send per minute (0 or None: unlimited)"
     )
     rate_burst: int | None = Field(
         10, ge=1, description="jobs one customer may send at once before the rate applies"
@@ -67,7 +67,7 @@ class CustomerRateLimiter:
     def __init__(
         self, per_minute: float | None, burst: int | None, *, max_customers: int = 10_000
     ) -> None:
-        self.rate = per_minute / 60.0 if per_minute is not None else None
+        self.rate = per_minute / 60.0 if per_minute else None
         self.burst = float(burst) if burst is not None else None
         self.max_customers = max_customers
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()

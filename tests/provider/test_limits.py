@@ -24,6 +24,7 @@ def test_rate_limit_per_customer_with_burst_and_refill() -> None:
 
 def test_rate_limit_off_and_bounded_memory() -> None:
     assert all(CustomerRateLimiter(None, None).check("x", 0).allowed for _ in range(1000))
+    assert all(CustomerRateLimiter(0, 1).check("x", 0).allowed for _ in range(1000))
     rl = CustomerRateLimiter(per_minute=1, burst=1, max_customers=3)
     for c in "abcd":
         assert rl.check(c, 0).allowed
