@@ -152,3 +152,16 @@ async def test_node_keeps_serving_across_a_relay_restart(
         await customer.sync()
     assert node.stats.completed == 2
     assert len(relay.stored_events(Filter(kinds=[6050], tags={"e": [before.id]}))) == 1
+
+
+async def test_swarm_client_encrypted_quorum(start_node: NodeFactory, relay: Relay) -> None:
+    async with start_node(mock_backend(reply="42")) as a, start_node(
+        mock_backend(reply="42")
+    ) as b, SwarmClient(Keys.generate(), [relay.url]) as swarm:
+        result = await swarm.complete(
+            "secret question", quorum=2, timeout=10, targets=[a.public_key, b.public_key],
+            encrypt=True,
+        )
+    assert result.text == "42"
+    assert set(result.agreeing) == {a.public_key, b.public_key}
+    assert a.stats.completed == b.stats.completed == 1
