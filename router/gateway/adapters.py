@@ -28,25 +28,35 @@ SWARM_PARAMS = ("quorum", "bid_sats")
 
 
 class GatewayRouter(LmRouter):
-    """An :class:`LmRouter` that remembers each request's routing decision for the headers."""
+    """An :class:`LmRouter` that remembers each request's routing decision for the headers, and
+    keeps ``swarm/<model>`` requests on the swarm backends: a quorum-verified answer must not
+    silently become an unverified one from the default or fallback backend."""
+
+    #: Names of the swarm backends (set by the gateway's builder).
+    swarm_backends: frozenset[str] = frozenset()
 
     def route(self, model: str) -> RoutingDecision:
         decision = super().route(model)
+        if self.swarm_backends and model.startswith(SWARM_PREFIX):
+            names = self.swarm_backends
+            every = decision.candidates
+            kept = [c for c in every if c.name in names]
+            if kept and len(kept) < len(every):
+                decision = RoutingDecision.fixed(model, kept, decision.score, decision.reason)
         current_decision.set(decision)
         return decision
 
 
 class Served(LmBackend):
-    """Wraps a backend: records which backend serves a stream, and for swarm backends maps
-    ``swarm/<model>`` to ``<model>`` and passes the request's quorum and bid on.
+    """Wraps a backend to record which backend serves a stream, and to keep the swarm's request
+    parameters (``quorum``, ``bid_sats``) away from backends that would pass them upstream.
 
     Everything the router reads about a backend (name, hints, models) is the inner backend's.
     """
 
-    def __init__(self, inner: LmBackend, *, swarm: bool = False) -> None:
+    def __init__(self, inner: LmBackend) -> None:
         self.inner = inner
         self.name = inner.name
-        self.swarm = swarm
         self.expected_latency_ms = inner.expected_latency_ms
         self.cost_per_1k_tokens_usd = inner.cost_per_1k_tokens_usd
 
@@ -55,42 +65,28 @@ class Served(LmBackend):
         return self.inner.models_known
 
     def supported_models(self) -> list[str]:
-        models = self.inner.supported_models()
-        if self.swarm:
-            return [SWARM_PREFIX + m for m in models]
-        return models
+        return self.inner.supported_models()
 
     def supports_model(self, model: str) -> bool:
-        if self.swarm:
-            return model.startswith(SWARM_PREFIX) and self.inner.supports_model(
-                model[len(SWARM_PREFIX) :]
-            )
         return self.inner.supports_model(model)
 
-    def _args(self, model: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        if self.swarm:
-            if model.startswith(SWARM_PREFIX):
-                model = model[len(SWARM_PREFIX) :]
-            return model, params
+    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
         if "quorum" in params or "bid_sats" in params:
-            params = {k: v for k, v in params.items() if k not in SWARM_PARAMS}
-        return model, params
+            return {k: v for k, v in params.items() if k not in SWARM_PARAMS}
+        return params
 
     async def complete(
         self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
     ) -> LmResponse:
-        model, params = self._args(model, params)
-        resp = await self.inner.complete(model, prompt, max_tokens, **params)
-        if self.swarm and resp.model and not resp.model.startswith(SWARM_PREFIX):
-            resp.model = SWARM_PREFIX + resp.model
-        return resp
+        return await self.inner.complete(model, prompt, max_tokens, **self._params(params))
 
     async def stream_chunks(
         self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
     ) -> AsyncIterator[StreamChunk]:
-        model, params = self._args(model, params)
         first = True
-        async for chunk in self.inner.stream_chunks(model, prompt, max_tokens, **params):
+        async for chunk in self.inner.stream_chunks(
+            model, prompt, max_tokens, **self._params(params)
+        ):
             if first:
                 serving_backend.set(self.name)
                 first = False
@@ -103,8 +99,11 @@ class Served(LmBackend):
         await self.inner.refresh_models()
         return self.supported_models()
 
+    async def open(self) -> None:
+        """Connect what the backend needs before serving (the swarm's relays)."""
+
     async def close(self) -> None:
         await self.inner.close()
 
     def __repr__(self) -> str:
-        return f"Served({self.inner!r}, swarm={self.swarm})"
+        return f"Served({self.inner!r})"

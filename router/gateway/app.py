@@ -25,7 +25,7 @@ from aiohttp import web
 
 from ..router import LmRouter
 from ..types import LmResponse, LmUsage, StreamChunk
-from .adapters import current_decision, serving_backend
+from .adapters import Served, current_decision, serving_backend
 from .auth import KeyAccount, KeyStore
 from .build import build_router
 from .config import SWARM_PREFIX, GatewayConfig, SwarmBackendConfig, SwarmSettings
@@ -35,6 +35,7 @@ from .errors_map import api_error
 from .metrics import CONTENT_TYPE, GatewayMetrics
 from .protocol import CompletionRequest, completion_json, model_list, parse_request, usage_dict
 from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
+from .swarm import ServedSwarm
 
 log = logging.getLogger("router.gateway")
 
@@ -85,10 +86,8 @@ class Gateway:
         self._default_max_tokens = srv.default_max_tokens
         self._request_timeout = config.resilience.request_timeout_s
         swarms = [b for b in config.all_backends() if isinstance(b, SwarmBackendConfig)]
+        #: Limits and defaults for swarm requests (the first swarm backend's settings).
         self.swarm: SwarmSettings | None = swarms[0] if swarms else None
-        self.swarm_account: KeyAccount | None = None
-        if self.swarm is not None and self.swarm.budget_sats is not None:
-            self.swarm_account = KeyAccount("swarm", budget_sats=self.swarm.budget_sats)
         self._models: list[tuple[str, str]] = []
         self._models_body = b""
         self._models_index: dict[str, bytes] = {}
@@ -129,6 +128,9 @@ class Gateway:
     async def start(self, host: str | None = None, port: int | None = None) -> str:
         """Discover models, start serving and the discovery loop; returns the base URL."""
         srv = self.config.server
+        for backend in self.router.backends.values():
+            if isinstance(backend, Served):
+                await backend.open()
         await self.refresh_models()
         self._runner = web.AppRunner(
             self.app, access_log=None, shutdown_timeout=1.0, handle_signals=False
@@ -309,8 +311,17 @@ class Gateway:
             pass
         else:
             body["keys"] = self.keys.report()
-        if self.swarm_account is not None:
-            body["swarm_budget"] = self.swarm_account.report()
+        swarm = {
+            name: {
+                "spent_sats": b.swarm.spent_sats,
+                "budget_sats": b.swarm.budget_sats,
+                "remaining_sats": b.swarm.remaining_sats,
+            }
+            for name, b in self.router.backends.items()
+            if isinstance(b, ServedSwarm)
+        }
+        if swarm:
+            body["swarm"] = swarm
         return _json_response(body)
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -364,28 +375,8 @@ class Gateway:
             raise bad_request(
                 f"bid_sats {bid} is above the gateway's limit {s.max_bid_sats}", "bid_sats"
             )
-        key_bid = bid
         if acct is not None:
-            key_bid = self.keys.admit(acct, bid, quorum)
-        if self.swarm_account is not None:
-            try:
-                bid = self.keys.admit(self.swarm_account, key_bid, quorum)
-            except ApiError:
-                if acct is not None:
-                    self.keys.settle(acct, key_bid, quorum, None, None)
-                    acct.requests -= 1
-                raise ApiError(
-                    429,
-                    "The gateway's swarm budget is used up",
-                    type="insufficient_quota",
-                    code="insufficient_quota",
-                ) from None
-            if bid < key_bid:
-                # the gateway budget lowered the bid: give the key back the difference
-                if acct is not None and acct.budget_sats is not None:
-                    acct.reserved_sats -= (key_bid - bid) * quorum
-        else:
-            bid = key_bid
+            bid = self.keys.admit(acct, bid, quorum)
         return quorum, bid, {**req.params, "quorum": quorum, "bid_sats": bid}
 
     def _settle(
@@ -395,14 +386,12 @@ class Gateway:
         usd = usage.cost_usd if usage is not None else None
         if acct is not None:
             self.keys.settle(acct, bid, quorum, sats, usd)
-        if self.swarm_account is not None and bid:
-            self.keys.settle(self.swarm_account, bid, quorum, sats, usd)
 
     def _reason(self, backend: str) -> str:
         decision = current_decision.get()
-        if decision is None:
+        if decision is None or decision.first is None:
             return ""
-        if decision.candidates and decision.backend != backend:
+        if decision.backend != backend:
             return f"failover to {backend!r} after {decision.backend!r} failed ({decision.reason})"
         return decision.reason
 
@@ -493,6 +482,9 @@ class Gateway:
             }
             if usage.cost_usd is not None:
                 headers["x-swarm-cost-usd"] = f"{usage.cost_usd:.8f}"
+            meta = resp.meta
+            if meta:
+                _meta_headers(meta, headers)
             body_bytes = completion_json(req.chat, resp, resp.model or model)
             return web.Response(body=body_bytes, headers=headers)
         except asyncio.CancelledError:
@@ -529,7 +521,7 @@ class Gateway:
             backend = serving_backend.get() or ""
             if not backend:
                 decision = current_decision.get()
-                backend = decision.backend if decision is not None else ""
+                backend = decision.backend if decision is not None and decision.first else ""
             headers = dict(STREAM_HEADERS)
             headers["x-swarm-backend"] = backend
             headers["x-swarm-route-reason"] = _header_safe(self._reason(backend))
@@ -585,6 +577,19 @@ class Gateway:
             await resp.write_eof()
         except ConnectionResetError:
             pass
+
+
+def _meta_headers(meta: dict[str, Any], headers: dict[str, str]) -> None:
+    """What a swarm answer carries: who agreed (public keys, hex) and the NIP-90 job id."""
+    agreeing = meta.get("agreeing")
+    if agreeing:
+        headers["x-swarm-agreeing"] = ",".join(str(k) for k in agreeing)
+    dissenting = meta.get("dissenting")
+    if dissenting:
+        headers["x-swarm-dissenting"] = ",".join(str(k) for k in dissenting)
+    job = meta.get("job_id")
+    if job:
+        headers["x-swarm-job-id"] = str(job)
 
 
 def req_endpoint(req: CompletionRequest) -> str:

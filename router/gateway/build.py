@@ -14,7 +14,6 @@ from ..backends.mock import MockBackend
 from ..options import BackendOptions
 from .adapters import GatewayRouter, Served
 from .config import (
-    SWARM_PREFIX,
     GatewayConfig,
     MockBackendConfig,
     OllamaBackendConfig,
@@ -67,24 +66,25 @@ def _mock(b: MockBackendConfig) -> LmBackend:
     return m
 
 
-def _swarm(b: SwarmBackendConfig) -> LmBackend:
+def _swarm(b: SwarmBackendConfig) -> Served:
     from .swarm import make_swarm_backend
 
     return make_swarm_backend(b)
 
 
-def build_backend(b: Any, default_timeout_s: float | None) -> tuple[LmBackend, BackendOptions]:
+def build_backend(b: Any, default_timeout_s: float | None) -> tuple[Served, BackendOptions]:
     """One configured backend, wrapped, with its router options."""
     timeout_s = b.timeout_s if b.timeout_s is not None else default_timeout_s
     try:
+        served: Served
         if isinstance(b, OpenAIBackendConfig):
-            inner = _openai(b, timeout_s)
+            served = Served(_openai(b, timeout_s))
         elif isinstance(b, OllamaBackendConfig):
-            inner = _ollama(b, timeout_s)
+            served = Served(_ollama(b, timeout_s))
         elif isinstance(b, SwarmBackendConfig):
-            inner = _swarm(b)
+            served = _swarm(b)
         elif isinstance(b, MockBackendConfig):
-            inner = _mock(b)
+            served = Served(_mock(b))
         else:  # pragma: no cover - the config's union has no other members
             raise ConfigError(f"backends.{b.name}.type", f"unknown type {b.type!r}")
     except ImportError as exc:
@@ -102,7 +102,7 @@ def build_backend(b: Any, default_timeout_s: float | None) -> tuple[LmBackend, B
             options = options.model_copy(update={"timeout_s": b.job_timeout_s + 5.0})
     elif options.timeout_s is None and default_timeout_s is not None:
         options = options.model_copy(update={"timeout_s": default_timeout_s})
-    return Served(inner, swarm=isinstance(b, SwarmBackendConfig)), options
+    return served, options
 
 
 def build_router(cfg: GatewayConfig) -> GatewayRouter:
@@ -111,11 +111,8 @@ def build_router(cfg: GatewayConfig) -> GatewayRouter:
     res = cfg.resilience
     backends = [build_backend(b, res.timeout_s) for b in cfg.all_backends()]
     routes = cfg.route_targets()
-    swarm_names = [b.name for b in cfg.all_backends() if isinstance(b, SwarmBackendConfig)]
-    if swarm_names and f"{SWARM_PREFIX}*" not in routes:
-        routes[f"{SWARM_PREFIX}*"] = swarm_names
     usd_per_sat = cfg.usd_per_sat
-    return GatewayRouter(
+    router = GatewayRouter(
         backends,
         routes=routes,
         default_backend=cfg.default_backend,
@@ -128,3 +125,7 @@ def build_router(cfg: GatewayConfig) -> GatewayRouter:
         usd_per_sat=usd_per_sat,
         name="gateway",
     )
+    router.swarm_backends = frozenset(
+        b.name for b in cfg.all_backends() if isinstance(b, SwarmBackendConfig)
+    )
+    return router

@@ -1,0 +1,105 @@
+"""The swarm behind the gateway: a ``SwarmBackend`` over a ``SwarmClient`` built from the config,
+connected when the gateway starts and closed when it stops.
+
+Requests name swarm models ``swarm/<model>`` (the backend strips the prefix); a request's
+``quorum`` and ``bid_sats`` (per provider) become the client's quorum, bid (``bid_msats``) and
+payment cap (``max_sats = quorum * bid_sats``). With ``nwc_uri`` the agreeing providers are paid
+through that wallet, every payment recorded in ``payment_ledger`` (so a restart never pays twice).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from client.keys import Keys
+from client.swarm import SwarmClient
+
+from ..backends.swarm import SwarmBackend
+from .adapters import SWARM_PARAMS, Served
+from .config import SWARM_PREFIX, SwarmBackendConfig
+
+
+class ServedSwarm(Served):
+    """A swarm backend: lists ``swarm/<model>`` for the configured models, translates the
+    request's swarm terms, and owns the client (and wallet) lifecycle."""
+
+    def __init__(
+        self,
+        inner: SwarmBackend,
+        client: SwarmClient,
+        models: list[str],
+        *,
+        closers: list[Any] | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.client = client
+        self.listed = [SWARM_PREFIX + m for m in models]
+        self._closers = closers or []
+        self._open = False
+
+    @property
+    def swarm(self) -> SwarmBackend:
+        assert isinstance(self.inner, SwarmBackend)
+        return self.inner
+
+    def supported_models(self) -> list[str]:
+        return list(self.listed)
+
+    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not any(k in params for k in SWARM_PARAMS):
+            return params
+        out = {k: v for k, v in params.items() if k not in SWARM_PARAMS}
+        quorum = params.get("quorum")
+        bid = params.get("bid_sats")
+        if quorum is not None:
+            out["quorum"] = quorum
+        if bid is not None:
+            out["bid_msats"] = bid * 1000
+            out["max_sats"] = bid * (quorum or self.swarm.quorum)
+        return out
+
+    async def refresh_models(self) -> list[str]:
+        return self.supported_models()
+
+    async def open(self) -> None:
+        if not self._open:
+            await self.client.__aenter__()
+            self._open = True
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self.client.close()
+        for c in self._closers:
+            result = c()
+            if hasattr(result, "__await__"):
+                await result
+
+
+def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
+    """The swarm backend for one config entry (not connected yet: see ServedSwarm.open)."""
+    keys = Keys.from_secret(cfg.secret_key) if cfg.secret_key else Keys.generate()
+    closers: list[Any] = []
+    pay = None
+    if cfg.nwc_uri:
+        from client.wallet import NwcWallet, Payer, PaymentLedger, SwarmPayHook
+
+        path = Path(cfg.payment_ledger).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wallet = NwcWallet(cfg.nwc_uri)
+        ledger = PaymentLedger(path)
+        pay = SwarmPayHook(Payer(wallet, ledger))
+        closers += [wallet.close, ledger.close]
+    client = SwarmClient(keys, cfg.relays, pay=pay)
+    backend = SwarmBackend(
+        client,
+        name=cfg.name,
+        quorum=cfg.quorum,
+        max_sats=cfg.bid_sats * cfg.quorum,
+        timeout_s=cfg.job_timeout_s,
+        budget_sats=cfg.budget_sats,
+        prefix=SWARM_PREFIX,
+        bid_msats=cfg.bid_sats * 1000,
+    )
+    return ServedSwarm(backend, client, cfg.models, closers=closers)
