@@ -372,3 +372,34 @@ async def _enumerate(agen: Any) -> Any:
     async for x in agen:
         yield i, x
         i += 1
+
+
+async def test_router_rate_limit_is_429_with_retry_after() -> None:
+    data = {
+        "backends": [
+            {
+                "name": "slow",
+                "type": "mock",
+                "models": ["m"],
+                "rate_limit": {"requests_per_second": 0.01, "burst": 1},
+            }
+        ]
+    }
+    async with gateway(data) as gw:
+        c = client(gw)
+        await c.chat.completions.create(model="m", messages=user("x"))
+        with pytest.raises(openai.RateLimitError) as e:
+            await c.chat.completions.create(model="m", messages=user("x"))
+        assert e.value.code == "rate_limit_exceeded"
+        assert int(e.value.response.headers["Retry-After"]) >= 60
+
+
+async def test_deep_health_check_asks_every_backend() -> None:
+    async with gateway(MOCKS) as gw, aiohttp.ClientSession() as s:
+        async with s.get(gw.url + "/healthz?deep=1") as r:
+            assert r.status == 200
+            assert (await r.json())["backends"] == {"alpha": True, "beta": True}
+        mock_of(gw, "alpha").healthy = False
+        mock_of(gw, "beta").healthy = False
+        async with s.get(gw.url + "/healthz?deep=1") as r:
+            assert r.status == 503 and (await r.json())["status"] == "unhealthy"
