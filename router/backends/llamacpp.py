@@ -23,6 +23,9 @@ from ..types import LmResponse, LmUsage, Prompt, StreamChunk, to_messages
 from .base import LmBackend
 
 log = logging.getLogger(__name__)
+# llama.cpp's global backend set-up is not thread-safe: constructing two models at once in
+# different threads can kill the process. Loads anywhere in the process take turns.
+_LOAD_LOCK = threading.Lock()
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 _SAMPLING = ("temperature", "top_p", "top_k", "seed", "stop", "repeat_penalty", "min_p")
@@ -111,13 +114,14 @@ class LlamaCppBackend(LmBackend):
             if not path.is_file():
                 raise BackendError(f"model file not found: {path}", backend=self.name)
             started = time.perf_counter()
-            self._llama = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                seed=self.seed,
-                verbose=False,
-            )
+            with _LOAD_LOCK:
+                self._llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    seed=self.seed,
+                    verbose=False,
+                )
             log.info("loaded %s in %.2f s", path.name, time.perf_counter() - started)
             return self._llama
 
