@@ -97,6 +97,32 @@ async def _upstream() -> None:
     await asyncio.Event().wait()
 
 
+async def _proxy(upstream: str) -> None:
+    """The reference: the least an aiohttp proxy can do (bytes in, bytes out; no parsing,
+    routing, accounting or metrics)."""
+    from aiohttp import web
+
+    session = aiohttp.ClientSession()
+    target = upstream + "/v1/chat/completions"
+    headers = {"Content-Type": "application/json"}
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.read()
+        async with session.post(target, data=body, headers=headers) as r:
+            data = await r.read()
+        return web.Response(body=data, status=r.status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"http://127.0.0.1:{port}", flush=True)
+    await asyncio.Event().wait()
+
+
 # --- the client ----------------------------------------------------------------------------------
 
 
@@ -156,52 +182,52 @@ def _pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-async def _bench(
-    direct: str, gateway: str, requests: int, rounds: int, pids: dict[str, int]
-) -> None:
-    targets = {
-        "direct": direct + "/v1/chat/completions",
-        "gateway": gateway + "/v1/chat/completions",
-    }
-    print(f"{requests} requests per round, {rounds} rounds alternating direct/gateway\n")
+async def _bench(urls: dict[str, str], requests: int, rounds: int, pids: dict[str, int]) -> None:
+    targets = {name: url + "/v1/chat/completions" for name, url in urls.items()}
+    print(f"{requests} requests per round, {rounds} rounds alternating {' / '.join(targets)}\n")
     for concurrency in (1, 64):
         lat: dict[str, list[float]] = {k: [] for k in targets}
         rps: dict[str, list[float]] = {k: [] for k in targets}
-        gw_cpu = up_cpu = 0.0
-        gw_n = 0
+        cpu: dict[str, float] = {k: 0.0 for k in targets}
         connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
         async with aiohttp.ClientSession(connector=connector) as session:
             for url in targets.values():  # warm up connections and code paths
                 await _run(session, url, min(200, requests), concurrency)
             for _ in range(rounds):
                 for name, url in targets.items():
-                    g0, u0 = _cpu_s(pids["gateway"]), _cpu_s(pids["upstream"])
+                    pid = pids.get(name)
+                    c0 = _cpu_s(pid) if pid else 0.0
                     ls, r = await _run(session, url, requests, concurrency)
                     lat[name] += ls
                     rps[name].append(r)
-                    if name == "gateway":
-                        gw_cpu += _cpu_s(pids["gateway"]) - g0
-                        up_cpu += _cpu_s(pids["upstream"]) - u0
-                        gw_n += requests
-        d50, d99 = _pct(lat["direct"], 50), _pct(lat["direct"], 99)
-        g50, g99 = _pct(lat["gateway"], 50), _pct(lat["gateway"], 99)
-        dr, gr = statistics.median(rps["direct"]), statistics.median(rps["gateway"])
+                    if pid:
+                        cpu[name] += _cpu_s(pid) - c0
+        p50 = {k: _pct(v, 50) for k, v in lat.items()}
+        p99 = {k: _pct(v, 99) for k, v in lat.items()}
+        thr = {k: statistics.median(v) for k, v in rps.items()}
         print(f"concurrency {concurrency}")
-        print(f"  {'':10}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
-        print(f"  {'direct':10}{d50:10.3f}{d99:10.3f}{dr:10.0f}")
-        print(f"  {'gateway':10}{g50:10.3f}{g99:10.3f}{gr:10.0f}")
-        print(f"  added latency: p50 {g50 - d50:+.3f} ms, p99 {g99 - d99:+.3f} ms")
-        print(f"  throughput ratio gateway/direct: {gr / dr:.0%}")
         print(
-            f"  CPU per request: gateway {gw_cpu / gw_n * 1e6:.0f} us, "
-            f"upstream {up_cpu / gw_n * 1e6:.0f} us"
+            f"  {'':10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}"
+            f"{'+p50 ms':>9}{'+p99 ms':>9}{'vs direct':>10}{'CPU us/req':>11}"
         )
+        for name in targets:
+            per_req = cpu[name] / (requests * rounds) * 1e6 if name in pids else float("nan")
+            added = "" if name == "direct" else f"{p50[name] - p50['direct']:+9.3f}"
+            added99 = "" if name == "direct" else f"{p99[name] - p99['direct']:+9.3f}"
+            ratio = f"{thr[name] / thr['direct']:10.0%}"
+            cpu_txt = f"{per_req:11.0f}" if name in pids else f"{'':11}"
+            print(
+                f"  {name:10}{p50[name]:9.3f}{p99[name]:9.3f}{thr[name]:8.0f}"
+                f"{added:>9}{added99:>9}{ratio}{cpu_txt}"
+            )
+        added50 = p50["gateway"] - p50["direct"]
+        ratio = thr["gateway"] / thr["direct"]
         if concurrency == 1:
-            verdict = "meets" if g50 - d50 < 1.0 else "MISSES"
-            print(f"  target: < 1 ms added at p50 -> {verdict}\n")
+            verdict = "meets" if added50 < 1.0 else "MISSES"
+            print(f"  gateway adds {added50:.3f} ms at p50: target < 1 ms -> {verdict}\n")
         else:
-            verdict = "meets" if gr / dr >= 0.5 else "MISSES"
-            print(f"  target: >= 50% of direct throughput -> {verdict}\n")
+            verdict = "meets" if ratio >= 0.5 else "MISSES"
+            print(f"  gateway throughput {ratio:.0%} of direct: target >= 50% -> {verdict}\n")
 
 
 def main() -> int:
@@ -209,53 +235,58 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=2000, help="requests per round (default 2000)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     ap.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    ap.add_argument(
+        "--no-reference", action="store_true", help="leave out the minimal aiohttp proxy row"
+    )
     ap.add_argument("--upstream-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--proxy-only", metavar="UPSTREAM", help=argparse.SUPPRESS)
     args = ap.parse_args()
     factory = _loop_factory(args.loop)
-    if args.upstream_only:
+    if args.upstream_only or args.proxy_only:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(_upstream())
+            runner.run(_proxy(args.proxy_only) if args.proxy_only else _upstream())
         return 0
-    up, line = _start([sys.executable, __file__, "--upstream-only", "--loop", args.loop], "http://")
-    upstream = line.strip()
-    gw = None
+    procs: list[subprocess.Popen[str]] = []
     try:
+        up, line = _start(
+            [sys.executable, __file__, "--upstream-only", "--loop", args.loop], "http://"
+        )
+        procs.append(up)
+        urls = {"direct": line.strip()}
+        pids = {}
+        if not args.no_reference:
+            ref, line = _start(
+                [sys.executable, __file__, "--proxy-only", urls["direct"], "--loop", args.loop],
+                "http://",
+            )
+            procs.append(ref)
+            urls["reference"] = line.strip()
+            pids["reference"] = ref.pid
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             f.write(
                 "refresh_interval: 0\n"
-                f"backends:\n  - name: upstream\n    url: {upstream}\n"
+                f"backends:\n  - name: upstream\n    url: {urls['direct']}\n"
                 "    rate_limit: {max_concurrent: 1000}\n"
             )
             cfg = f.name
-        gw, line = _start(
-            [
-                sys.executable,
-                "-m",
-                "client.cli",
-                "serve",
-                "--config",
-                cfg,
-                "--port",
-                "0",
-                "--loop",
-                args.loop,
-            ],
-            "listening on",
-        )
-        gateway = line.split("listening on ")[1].split()[0]
+        serve = [sys.executable, "-m", "client.cli", "serve", "--config", cfg, "--port", "0"]
+        gw, line = _start([*serve, "--loop", args.loop], "listening on")
+        procs.append(gw)
+        urls["gateway"] = line.split("listening on ")[1].split()[0]
+        pids["gateway"] = gw.pid
         loop_name = "uvloop" if factory is not None else "asyncio"
-        print(
-            f"upstream {upstream}  gateway {gateway}  (event loop: {loop_name}, "
-            f"{os.cpu_count()} cores)"
-        )
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"event loop: {loop_name}; {os.cpu_count()} cores; load average before: {load}")
+        print("direct: the fake upstream; reference: a minimal aiohttp pass-through proxy;")
+        print("gateway: swarm serve (parsing, routing, accounting, metrics)\n")
         with asyncio.Runner(loop_factory=factory) as runner:
-            pids = {"gateway": gw.pid, "upstream": up.pid}
-            runner.run(_bench(upstream, gateway, args.requests, args.rounds, pids))
+            runner.run(_bench(urls, args.requests, args.rounds, pids))
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"load average after: {load}")
     finally:
-        for p in (gw, up):
-            if p is not None:
-                p.terminate()
-                p.wait(10)
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(10)
     return 0
 
 
