@@ -29,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -389,9 +391,24 @@ class _Inbox:
             await self.task
 
 
+def default_payments_db() -> Path:
+    """Where the customer's payment ledger lives unless told otherwise:
+    ``$NOSTR_SWARM_HOME/payments.db`` (``~/.nostr-swarm`` by default)."""
+    home = Path(os.environ.get("NOSTR_SWARM_HOME") or Path.home() / ".nostr-swarm")
+    home.mkdir(parents=True, exist_ok=True)
+    return home / "payments.db"
+
+
 class SwarmClient:
     """The customer side of the swarm. ``relays``: URLs or a started :class:`RelayPool` (then
-    the caller owns it). ``wallet``/``pay``: see :meth:`settle`."""
+    the caller owns it).
+
+    Payment: with a ``wallet`` (any :class:`~client.wallet.Wallet`, e.g. ``NwcWallet``) the
+    client pays the agreeing providers' invoices after each quorum, guarded (amount <= quote <=
+    bid, budgets, expiry) and recorded in a persistent payment ledger at ``payments_db`` (see
+    :func:`default_payments_db`) so that no invoice is ever paid twice, even across crashes;
+    payments left open by a crash are settled on entering. ``pay`` replaces that with your own
+    hook (see :meth:`settle`)."""
 
     def __init__(
         self,
@@ -400,6 +417,7 @@ class SwarmClient:
         wallet: Wallet | None = None,
         *,
         pay: PayHook | None = None,
+        payments_db: str | Path | None = None,
         inbox: bool = False,
         connect_timeout: float = 5.0,
         publish_timeout: float = 5.0,
@@ -407,6 +425,13 @@ class SwarmClient:
         self.keys = keys
         self.wallet = wallet
         self._pay = pay
+        self.payer: Any = None
+        if pay is None and wallet is not None:
+            from .wallet import Payer, PaymentLedger, SwarmPayHook
+
+            ledger = PaymentLedger(payments_db or default_payments_db())
+            self.payer = Payer(wallet, ledger)
+            self._pay = SwarmPayHook(self.payer)
         self._use_inbox = inbox
         if isinstance(relays, RelayPool):
             self.pool = relays
@@ -425,6 +450,10 @@ class SwarmClient:
     async def __aenter__(self) -> SwarmClient:
         if self._own_pool:
             await self.pool.start()
+        if self.payer is not None:
+            settled = await self.payer.resolve_open()
+            if settled:
+                log.info("settled %d payment(s) left open by an earlier run", len(settled))
         if self._use_inbox:
             kinds = [5050 + RESULT_OFFSET, KIND_FEEDBACK]
             self._inbox = _Inbox(self.pool, self.keys.public_key, kinds)
@@ -447,6 +476,9 @@ class SwarmClient:
             self._inbox = None
         if self._own_pool:
             await self.pool.close()
+        if self.payer is not None:
+            self.payer.ledger.close()
+            self.payer = None
 
     # --- one completion ------------------------------------------------------------------------
 
