@@ -28,7 +28,10 @@ def test_bad_config_fails_naming_the_field(
     assert "swarm serve: error:" in err and "backends[0] (a).auth" in err and "token" in err
 
 
-def test_check_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_prints_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VLLM_KEY", raising=False)
     assert (
         main(["serve", "--check", "--config", str(ROOT / "examples" / "gateway-seed-format.yaml")])
         == 2
