@@ -86,6 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--tolerance", type=float,
         help="numeric: absolute tolerance; similarity: threshold 0..1",
     )
+    p.add_argument(
+        "--nwc", metavar="URI",
+        help="pay the agreeing providers from this Nostr Wallet Connect wallet "
+        "(nostr+walletconnect://…; default: SWARM_NWC); without it nothing is paid",
+    )
+    p.add_argument(
+        "--payments-db", metavar="PATH",
+        help="payment ledger that makes paying idempotent (default ~/.nostr-swarm/payments.db)",
+    )
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no live table or summary")
     p.set_defaults(handler=_ask)
@@ -149,6 +158,7 @@ def _outcome_json(result: SwarmResult) -> dict[str, Any]:
         "answers": {r.provider: r.content for r in result.results},
         "rejected": dict(result.rejected),
         "sats_paid": result.sats_paid,
+        "msats_paid": result.msats_paid,
         "timings_ms": {
             "published": result.timings.published_ms,
             "first_feedback": result.timings.first_feedback_ms,
@@ -236,10 +246,22 @@ async def _run(
     board = _Board(args.quorum)
     live_display = err.is_terminal and not args.quiet
     started = time.monotonic()
+    nwc = getattr(args, "nwc", None) or os.environ.get("SWARM_NWC")
+    wallet: Any = None
     try:
         limit = min(5.0, args.timeout)  # a dead relay must not outlast the user's patience
+        if nwc:
+            from .wallet import NwcWallet
+
+            wallet = NwcWallet(nwc, timeout=max(limit, 10.0))
+            await wallet.connect()
         async with SwarmClient(
-            keys, relays, connect_timeout=limit, publish_timeout=limit
+            keys,
+            relays,
+            wallet,
+            payments_db=getattr(args, "payments_db", None),
+            connect_timeout=limit,
+            publish_timeout=limit,
         ) as swarm:
             if live_display:
                 with Live(board.render(), console=err, refresh_per_second=12) as live:
@@ -266,6 +288,9 @@ async def _run(
     except (JobError, NostrSwarmError, ValueError) as exc:
         err.print(f"swarm ask: {exc}")
         return EXIT_USAGE
+    finally:
+        if wallet is not None:
+            await wallet.close()
     if args.json:
         print(json.dumps(_outcome_json(result), indent=2))
     else:
