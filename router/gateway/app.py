@@ -46,6 +46,16 @@ _perf = time.perf_counter
 _CHAT = "/v1/chat/completions"
 _TEXT = "/v1/completions"
 
+_KNOWN = {
+    "/healthz": "GET",
+    "/health": "GET",
+    "/v1/models": "GET",
+    _CHAT: "POST",
+    _TEXT: "POST",
+    "/v1/usage": "GET",
+    "/metrics": "GET",
+}
+
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 
 
@@ -123,7 +133,23 @@ class Gateway:
         add("POST", _TEXT, self._text)
         add("GET", "/v1/usage", self._usage)
         add("GET", "/metrics", self._metrics)
+        add("*", "/{tail:.*}", self._unknown)  # last: JSON errors instead of aiohttp's text
         return app
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        allowed = _KNOWN.get(request.path)
+        if allowed is not None:
+            return error_response(
+                ApiError(
+                    405,
+                    f"{request.method} is not allowed on {request.path}; use {allowed}",
+                    code="method_not_allowed",
+                    headers={"Allow": allowed},
+                )
+            )
+        return error_response(
+            ApiError(404, f"No endpoint {request.method} {request.path}", code="unknown_url")
+        )
 
     async def start(self, host: str | None = None, port: int | None = None) -> str:
         """Discover models, start serving and the discovery loop; returns the base URL."""

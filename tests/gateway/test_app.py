@@ -403,3 +403,12 @@ async def test_deep_health_check_asks_every_backend() -> None:
         mock_of(gw, "beta").healthy = False
         async with s.get(gw.url + "/healthz?deep=1") as r:
             assert r.status == 503 and (await r.json())["status"] == "unhealthy"
+
+
+async def test_unknown_paths_and_methods_get_json_errors() -> None:
+    async with gateway(MOCKS) as gw, aiohttp.ClientSession() as s:
+        async with s.get(gw.url + "/v1/chat/completions") as r:
+            assert r.status == 405 and r.headers["Allow"] == "POST"
+            assert (await r.json())["error"]["code"] == "method_not_allowed"
+        async with s.post(gw.url + "/v1/embeddings", json={}) as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "unknown_url"
