@@ -46,6 +46,9 @@ REQUEST_KINDS = range(5000, 6000)
 RESULT_OFFSET = 1000
 
 WIRE_PROFILE = "nostr-swarm/1"
+# Sealed results (wire profile §8): ["param", "sealed", "nip44"] asks, ["sealed", "nip44"] marks.
+TAG_SEALED = "sealed"
+SEAL_NIP44 = "nip44"
 
 # Caps: a provider's answer and a customer's prompt are text, not archives.
 MAX_PROMPT_CHARS = 200_000
@@ -298,6 +301,8 @@ class JobResult:
     content: str
     amount: Amount | None
     encrypted: bool
+    # A cleartext job's result sealed to the customer (``["sealed", "nip44"]``), decrypted here.
+    sealed: bool = False
 
     @property
     def created_at(self) -> int:
@@ -546,13 +551,37 @@ def parse_result(
     amount = _amount_of(event)
     content = event.content
     encrypted = job.encryption is not None
+    sealed = False
     if encrypted:
         if not any(t[0] == "encrypted" for t in event.tags):
             raise JobRejected("result to an encrypted job is not encrypted", "malformed")
         content, _ = _decrypt(content, keys, provider)
-        if len(content.encode("utf-8")) > max_bytes:
-            raise JobRejected(f"content larger than {max_bytes} bytes", "oversized")
-    return JobResult(event, provider, request.id, content, amount, encrypted)
+    elif (scheme := _sealed_scheme(event)) is not None:
+        content, sealed = _unseal(content, scheme, keys, provider), True
+    if (encrypted or sealed) and len(content.encode("utf-8")) > max_bytes:
+        raise JobRejected(f"content larger than {max_bytes} bytes", "oversized")
+    return JobResult(event, provider, request.id, content, amount, encrypted, sealed)
+
+
+def _sealed_scheme(event: Event) -> str | None:
+    """The scheme of a ``["sealed", <scheme>]`` tag (copy resistance, wire profile §8)."""
+    tags = event.tags_named(TAG_SEALED)
+    if not tags:
+        return None
+    if len(tags) > 1:
+        raise JobRejected("more than one sealed tag", "malformed")
+    return (tags[0][1] if len(tags[0]) > 1 else "").strip().lower()
+
+
+def _unseal(content: str, scheme: str, keys: Keys, provider: str) -> str:
+    """A sealed result is NIP-44 from the provider's key to ours. Copied ciphertext (another
+    provider's sealed result re-signed) fails here: it was sealed under another key pair."""
+    if scheme != SEAL_NIP44:
+        raise JobRejected(f"unknown seal scheme {scheme[:16]!r}", "malformed")
+    try:
+        return nip44.decrypt(content, nip44.conversation_key(keys.secret_hex, provider))
+    except (DecryptionError, InvalidKey) as exc:
+        raise JobRejected(f"cannot open sealed result: {exc}", "decrypt") from None
 
 
 def parse_feedback(

@@ -9,6 +9,8 @@ content. Feedback uses ``client.nip90.build_feedback`` as is. Pure.
 - ``["sealed", "nip44"]`` when the customer asked for a sealed result (``["param", "sealed",
   "nip44"]``) of a cleartext job: the content is NIP-44-encrypted to the customer, so other
   providers watching the relay cannot copy the answer.
+- ``["salt", "<64 hex>"]`` when the result reveals a commitment (``["param", "commit",
+  "sha256"]``): with it the customer recomputes ``client.sealing.commit`` over the plain text.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from client import nip04, nip44
 from client.event import Event, Tags
 from client.keys import Keys
 from client.nip90 import RESULT_OFFSET, JobRequest
+from client.sealing import TAG_SALT
 from router.types import LmUsage
 
 
@@ -34,6 +37,7 @@ def build_result(
     amount_msats: int | None = None,
     bolt11: str | None = None,
     seal: str | None = None,
+    salt: str | None = None,
     created_at: int | None = None,
 ) -> Event:
     tags: Tags = [
@@ -66,4 +70,6 @@ def build_result(
         ]
     )
     tags.append(["model", model])
+    if salt is not None:
+        tags.append([TAG_SALT, salt])
     return Event.create(keys, request.kind + RESULT_OFFSET, content, tags, created_at=created_at)
