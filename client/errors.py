@@ -177,3 +177,15 @@ class JobRejected(JobError):
     def __init__(self, message: str, reason: str = "malformed") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+# --- discovery and reputation (appended by the discovery work) ------------------------------
+
+
+class InvalidAnnouncement(ProtocolError):
+    """A NIP-89 handler announcement (kind 31990) that does not describe a kind-5050 provider:
+    wrong kind, no ``k`` 5050 tag, content that is not a JSON object, fields of the wrong type."""
+
+
+class ReputationError(NostrSwarmError):
+    """The reputation ledger cannot be opened or used (unreadable file, wrong schema)."""
