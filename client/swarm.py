@@ -33,7 +33,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,7 +59,8 @@ from .nip90 import (
     parse_result,
 )
 from .pool import RelayPool, Subscription
-from .quorum import Comparator, Decision, Normalized, Quorum, Vote
+from .quorum import Comparator, Decision, Normalized, Protection, Quorum, Vote
+from .sealing import CopyGuard, CopyPolicy, SealingMode, build_reveal_call, copyable, protections
 
 if TYPE_CHECKING:
     from .wallet import Wallet
@@ -164,8 +165,22 @@ class SwarmResult:
     def quotes(self) -> dict[str, int]:
         return {p: q for p, s in self.providers.items() if (q := s.quote_msats) is not None}
 
+    @property
+    def protection(self) -> dict[str, Protection]:
+        """How each counted vote travelled: ``sealed`` (encrypted to us), ``committed``
+        (commit-reveal verified) or ``clear`` (readable by anyone: copyable)."""
+        return dict(protections(self.decision))
 
-ProgressKind = Literal["published", "feedback", "result", "rejected", "reached", "failed"]
+    @property
+    def copyable(self) -> tuple[str, ...]:
+        """Agreeing providers whose answers were readable on the relay before they counted:
+        their agreement may be a copy (weigh it less in reputation and payment)."""
+        return copyable(self.decision) if self.reached else ()
+
+
+ProgressKind = Literal[
+    "published", "feedback", "result", "rejected", "reached", "failed", "window"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +215,7 @@ class JobCollector:
         started: float,
         max_result_bytes: int = MAX_RESULT_BYTES,
         on_progress: ProgressCallback | None = None,
+        guard: CopyGuard | None = None,
     ) -> None:
         self.job = job
         self.keys = keys
@@ -217,7 +233,8 @@ class JobCollector:
         self.first_result: float | None = None
         self.quorum_at: float | None = None
         self.decision: Decision = quorum.decision()
-        self._protection: Literal["clear", "sealed"] = "sealed" if job.encryption else "clear"
+        # Copy resistance: sealing policy, commitments and the commitment window.
+        self.guard = guard if guard is not None else CopyGuard()
 
     def _ms(self, t: float) -> float:
         return (t - self.started) * 1000.0
@@ -245,7 +262,31 @@ class JobCollector:
 
     def mark_published(self, now: float) -> None:
         self.published_at = now
+        self.guard.start(now)
         self._emit(Progress("published", self._ms(now), detail=self.job.id))
+
+    def wake_at(self) -> float | None:
+        """When :meth:`reveal_call` must be asked even if no event arrives (commit-reveal)."""
+        return self.guard.wake_at()
+
+    def reveal_call(self, now: float) -> tuple[str, ...] | None:
+        """Commit-reveal: once the commitment window is due, close it and return the providers
+        whose commitments count (the caller publishes the reveal call); None otherwise."""
+        called = self.guard.take_reveal_call(now)
+        if called is None:
+            return None
+        self._emit(
+            Progress("window", self._ms(now), status="closed", detail=f"{len(called)} committed")
+        )
+        self.decision = self._decide(self.quorum.decision())
+        self._check_end(now)
+        return called
+
+    def _decide(self, d: Decision) -> Decision:
+        # With the window closed, only committed providers can still vote.
+        if not d.exhausted and self.guard.hopeless(d):
+            return replace(d, exhausted=True)
+        return d
 
     @property
     def done(self) -> bool:
@@ -278,17 +319,19 @@ class JobCollector:
         return self.done
 
     def _on_feedback(self, fb: JobFeedback, now: float) -> None:
+        committed = self.guard.on_feedback(fb, now)  # raises for a late commitment
         if self.first_feedback is None:
             self.first_feedback = now
         self.feedback.append(fb)
         st = self._state(fb.provider)
         st.feedback.append(fb)
+        status = "committed" if committed else fb.status
         if st.result is None:  # a result outranks later chatter
-            st.status = fb.status
+            st.status = status
             st.extra = fb.extra
-        self._emit(Progress("feedback", self._ms(now), fb.provider, fb.status, fb.extra))
+        self._emit(Progress("feedback", self._ms(now), fb.provider, status, fb.extra))
         if fb.status == ERROR and st.result is None:
-            self.decision = self.quorum.abstain(fb.provider)
+            self.decision = self._decide(self.quorum.abstain(fb.provider))
             self._check_end(now)
 
     def _on_result(self, res: JobResult, now: float) -> None:
@@ -298,12 +341,19 @@ class JobCollector:
             return
         if self.first_result is None:
             self.first_result = now
+        try:
+            protection = self.guard.on_result(res, now)
+        except JobRejected as exc:  # not counted under the copy policy: the provider is done
+            self._reject(exc.reason, res.provider, str(exc), now)
+            self.decision = self._decide(self.quorum.abstain(res.provider))
+            self._check_end(now)
+            return
         self.results.append(res)
         st = self._state(res.provider)
         st.result = res
         st.status = "answered"
-        vote = Vote(res.provider, res.content, res.event.id, now - self.started, self._protection)
-        self.decision = self.quorum.add(vote)
+        vote = Vote(res.provider, res.content, res.event.id, now - self.started, protection)
+        self.decision = self._decide(self.quorum.add(vote))
         self._emit(
             Progress("result", self._ms(now), res.provider, "answered", res.content[:200])
         )
@@ -504,6 +554,10 @@ class SwarmClient:
         max_result_bytes: int = MAX_RESULT_BYTES,
         on_progress: ProgressCallback | None = None,
         cancel: bool = True,
+        sealing: SealingMode = "off",
+        commit_reveal: bool = False,
+        commit_window: float | None = None,
+        commit_quota: int | None = None,
     ) -> SwarmResult:
         """Ask for a completion agreed by ``quorum`` providers within ``timeout`` seconds.
 
@@ -513,6 +567,13 @@ class SwarmClient:
         early once agreement can no longer be reached. The default comparator is
         :class:`~client.quorum.Normalized`. Raises :class:`QuorumNotReached` (with the partial
         :class:`SwarmResult` in ``received`` and the decision in ``decision``).
+
+        Copy resistance (``docs/security.md``): ``sealing`` ``"prefer"`` or ``"require"`` asks
+        providers to encrypt their results to us (clear-text results then count but are
+        marked copyable, or do not count). ``commit_reveal`` asks them to commit to their
+        answer first; the window closes ``commit_window`` seconds after publishing (default:
+        half the timeout) or once ``commit_quota`` commitments are in (default: the providers
+        expected, if known). ``SwarmResult.protection`` says how each counted vote travelled.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -524,6 +585,12 @@ class SwarmClient:
         scheme: Encryption | None = None
         if encrypt:
             scheme = "nip44" if encrypt is True else encrypt
+        policy = CopyPolicy(
+            sealing,
+            commit_reveal,
+            window_s=commit_window if commit_window is not None else timeout / 2,
+            quota=commit_quota if commit_quota is not None else n,
+        )
         spec = JobSpec(
             prompt=prompt,
             model=model,
@@ -532,7 +599,7 @@ class SwarmClient:
             top_p=top_p,
             top_k=top_k,
             seed=seed,
-            params=dict(params or {}),
+            params={**dict(params or {}), **policy.params()},
             bid_msats=bid_msats,
             relays=tuple(self.pool.urls),
             targets=target_list,
@@ -547,6 +614,7 @@ class SwarmClient:
             started=started,
             max_result_bytes=max_result_bytes,
             on_progress=on_progress,
+            guard=CopyGuard(policy),
         )
         source = self._open(job)
         published = finished = False
@@ -554,14 +622,7 @@ class SwarmClient:
             await self._publish_job(job)
             published = True
             collector.mark_published(loop.time())
-            try:
-                async with asyncio.timeout_at(started + timeout):
-                    while True:
-                        event = await source.next()
-                        if collector.offer(event, loop.time()):
-                            break
-            except TimeoutError:
-                pass
+            await self._collect(job, collector, source, started + timeout)
             finished = True
         finally:
             source.close()
@@ -583,6 +644,33 @@ class SwarmClient:
         if paid:
             result = collector.outcome(loop.time(), msats_paid=paid)
         return result
+
+    async def _collect(
+        self, job: Job, collector: JobCollector, source: _Source, end: float
+    ) -> None:
+        """Feed events to ``collector`` until the outcome is decided or ``end`` (loop time);
+        with commit-reveal, publish the reveal call when the commitment window is due."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            called = collector.reveal_call(now)
+            if called:
+                await self._call_reveal(job, called)
+            if collector.done or now >= end:
+                return
+            wake = collector.wake_at()
+            try:
+                async with asyncio.timeout_at(end if wake is None else min(end, wake)):
+                    event = await source.next()
+            except TimeoutError:
+                continue
+            collector.offer(event, loop.time())
+
+    async def _call_reveal(self, job: Job, providers: Sequence[str]) -> None:
+        try:
+            await self.pool.publish(build_reveal_call(self.keys, job, providers))
+        except Exception as exc:  # the providers then time out; the job fails on its timeout
+            log.warning("job %s: reveal call not published: %s", job.id[:12], exc)
 
     async def settle(self, result: SwarmResult, max_sats: int | None) -> int:
         """Pay the agreeing providers; returns msats paid. The seam for payments: with a ``pay``
