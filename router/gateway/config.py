@@ -209,9 +209,10 @@ class SwarmSettings(_Model):
         None, repr=False, description="NIP-47 wallet connection for paying providers"
     )
     nwc_uri_env: str | None = None
-    payment_ledger: str = Field(
-        "~/.nostr-swarm/gateway-payments.sqlite",
-        description="where payments are recorded (with nwc_uri), so none is made twice",
+    payment_ledger: str | None = Field(
+        None,
+        description="where payments are recorded (with nwc_uri), so none is made twice; "
+        "default: the client's payments database",
     )
     models: list[str] = Field(default_factory=list, description="models asked of the swarm")
 

@@ -81,17 +81,19 @@ def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
     """The swarm backend for one config entry (not connected yet: see ServedSwarm.open)."""
     keys = Keys.from_secret(cfg.secret_key) if cfg.secret_key else Keys.generate()
     closers: list[Any] = []
-    pay = None
+    wallet = None
     if cfg.nwc_uri:
-        from client.wallet import NwcWallet, Payer, PaymentLedger, SwarmPayHook
+        from client.wallet import NwcWallet
 
-        path = Path(cfg.payment_ledger).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
         wallet = NwcWallet(cfg.nwc_uri)
-        ledger = PaymentLedger(path)
-        pay = SwarmPayHook(Payer(wallet, ledger))
-        closers += [wallet.close, ledger.close]
-    client = SwarmClient(keys, cfg.relays, pay=pay)
+        closers.append(wallet.close)
+    ledger = None
+    if cfg.payment_ledger is not None:
+        ledger = Path(cfg.payment_ledger).expanduser()
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+    # With a wallet the client pays the agreeing providers itself, guarded and recorded in the
+    # payment ledger (payments a crash left open are settled when it connects).
+    client = SwarmClient(keys, cfg.relays, wallet, payments_db=ledger)
     backend = SwarmBackend(
         client,
         name=cfg.name,
