@@ -14,6 +14,7 @@ from client.errors import JobRejected
 from client.event import Event
 from client.keys import Keys
 from client.nip90 import KIND_TEXT_GENERATION, JobRequest, parse_request
+from client.sealing import COMMIT_SHA256, PARAM_COMMIT, PARAM_SEALED
 
 from .announce import PaymentPolicy
 from .limits import Limits
@@ -22,6 +23,7 @@ from .pricing import Pricing, bid_refusal, estimate_prompt_tokens
 # parse_request reasons that get silence, not feedback: not addressed to us, or nobody waits.
 SILENT = frozenset(("not_for_us", "expired", "forged", "wrong_kind"))
 SEAL_SCHEMES = frozenset(("nip44",))
+COMMIT_SCHEMES = frozenset((COMMIT_SHA256,))
 # Sampling parameters handed to the backend when the request sets them.
 SAMPLING = ("temperature", "top_p", "top_k", "seed")
 
@@ -53,6 +55,7 @@ class Accept:
     quote_msats: int
     params: dict[str, Any] = field(default_factory=dict)
     seal: str | None = None  # "nip44": encrypt the result to the customer
+    commit: bool = False  # commit-reveal: publish a commitment, hold the result for the call
 
 
 Decision = Ignore | Refuse | Accept
@@ -166,7 +169,7 @@ def evaluate(req: JobRequest, policy: IntakePolicy, *, check_bid: bool = True) -
             f"max_tokens {max_tokens} is above this node's cap of {limits.max_tokens}; "
             f"ask for at most {limits.max_tokens}",
         )
-    seal = req.params.get("sealed")
+    seal = req.params.get(PARAM_SEALED)
     if seal is not None:
         seal = seal.strip().lower()
         if seal not in SEAL_SCHEMES:
@@ -175,6 +178,13 @@ def evaluate(req: JobRequest, policy: IntakePolicy, *, check_bid: bool = True) -
             )
         if req.encryption is not None:
             seal = None  # an encrypted job's result is encrypted anyway
+    commit = req.params.get(PARAM_COMMIT)
+    if commit is not None and commit.strip().lower() not in COMMIT_SCHEMES:
+        return Refuse(
+            req,
+            "commit",
+            f"commitments use {', '.join(sorted(COMMIT_SCHEMES))}, not {commit.strip()[:16]}",
+        )
     prompt_tokens = estimate_prompt_tokens(req.prompt)
     quote = 0
     if policy.payment != "free":
@@ -182,4 +192,6 @@ def evaluate(req: JobRequest, policy: IntakePolicy, *, check_bid: bool = True) -
     refusal = bid_refusal(req.bid_msats, quote, model, max_tokens) if check_bid else None
     if refusal is not None:
         return Refuse(req, "bid_too_low", refusal, amount_msats=quote)
-    return Accept(req, model, max_tokens, prompt_tokens, quote, sampling_params(req), seal)
+    return Accept(
+        req, model, max_tokens, prompt_tokens, quote, sampling_params(req), seal, commit is not None
+    )

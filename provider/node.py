@@ -15,6 +15,12 @@ paid. A run publishes ``processing``, calls the backend, publishes the result (k
 invoice when payment is ``after``) and ``success``. Every failure ends in ``error`` feedback that
 says why; nothing a customer sends can stop the node.
 
+Copy resistance (``docs/security.md``): a job asking ``["param", "sealed", "nip44"]`` gets its
+result sealed to the customer; one asking ``["param", "commit", "sha256"]`` gets a commitment
+(``processing`` feedback with ``["commitment", <hex>]``) and its result is held, off the wire and
+off the backend's slots, until the customer's reveal call (kind 7001) names this node, or
+``reveal_timeout_s`` / the job's expiration passes.
+
 The decisions are pure (intake, pricing, limits, announce); this module is the I/O around them:
 the relay pool, the backend, the wallet, the store and the timers.
 """
@@ -34,7 +40,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from client.errors import InvoiceError, NostrSwarmError, PublishError, RelayError, WalletError
+from client.errors import (
+    InvoiceError,
+    JobRejected,
+    NostrSwarmError,
+    PublishError,
+    RelayError,
+    WalletError,
+)
 from client.event import Event
 from client.filter import Filter
 from client.keys import Keys
@@ -50,6 +63,14 @@ from client.nip90 import (
 )
 from client.nip90 import build_feedback as nip90_feedback
 from client.pool import RelayPool, Subscription
+from client.sealing import (
+    KIND_REVEAL_CALL,
+    RevealCall,
+    build_commitment,
+    commit,
+    new_salt,
+    parse_reveal_call,
+)
 from client.wallet import Wallet, decode_invoice
 from router.backends.base import LmBackend
 from router.errors import BackendError, BackendNotFound, CircuitBreakerOpen, RouterError
@@ -74,7 +95,8 @@ _ADDRESS = re.compile(
 PAYMENT_POLICIES = ("free", "after", "before")
 PRUNE_INTERVAL_S = 3600.0
 ANNOUNCE_RETRY_S = 15.0
-JobState = Literal["awaiting_payment", "queued", "running", "finished"]
+# "held": commit-reveal, the result is ready and committed, waiting for the customer's call.
+JobState = Literal["awaiting_payment", "queued", "running", "held", "finished"]
 
 
 @dataclass
@@ -91,6 +113,8 @@ class ProviderStats:
     accepted: int = 0
     completed: int = 0
     cancelled: int = 0
+    committed: int = 0  # commit-reveal jobs whose commitment went out
+    revealed: int = 0  # ... and whose result the customer's reveal call released
     paid_before: int = 0
     billed_msats: int = 0
     tokens: int = 0
@@ -113,10 +137,37 @@ class _Job:
     payment_hash: str | None = None
     paid: bool = False  # payment "before" settled: never dropped, resumed after a restart
     backend_ms: float = 0.0
+    reveal_call: RevealCall | None = None  # the customer's call, if it came before we held
 
     @property
     def id(self) -> str:
         return self.accept.request.id
+
+
+@dataclass(eq=False)
+class _Delivery:
+    """A finished job's result, ready to publish (at once, or when the reveal call comes)."""
+
+    result: Event
+    usage: LmUsage
+    amount: int | None
+    bolt11: str | None
+    handed_over: float = 0.0  # perf_counter when the first reply left the node's hands
+
+
+@dataclass(eq=False)
+class _Held:
+    job: _Job
+    delivery: _Delivery
+    timer: asyncio.TimerHandle | _NoTimer
+
+
+class _NoTimer:
+    def cancel(self) -> None:
+        pass
+
+
+_NO_TIMER = _NoTimer()
 
 
 def _clean(exc: BaseException) -> str:
@@ -159,6 +210,7 @@ class ProviderNode:
         payment_poll_max_s: float = 15.0,
         settle_check_s: float = 60.0,
         retention_days: float = 30.0,
+        reveal_timeout_s: float = 300.0,
         connect_timeout: float = 5.0,
         publish_timeout: float = 5.0,
         clock: Clock = time.time,
@@ -191,6 +243,7 @@ class ProviderNode:
         self.payment_poll_max_s = payment_poll_max_s
         self.settle_check_s = settle_check_s
         self.retention_days = retention_days
+        self.reveal_timeout_s = reveal_timeout_s
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
         self.clock = clock
@@ -204,6 +257,7 @@ class ProviderNode:
         self._announcer = Announcer(heartbeat_s)
         self._jobs: dict[str, _Job] = {}
         self._unpaid: set[str] = set()
+        self._held: dict[str, _Held] = {}
         self._paid_signals: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._publishes: set[asyncio.Task[Any]] = set()
@@ -330,6 +384,7 @@ class ProviderNode:
         for job in unpaid:
             self._fail(job, "shutdown", "provider is shutting down; do not pay its invoice")
         await self._finish_running(self.limits.shutdown_grace)
+        self._release_held_at_shutdown()
         for job in self._queue.drain():  # paid, never started: served after a restart
             self._fail(
                 job,
@@ -356,7 +411,12 @@ class ProviderNode:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while True:
-            tasks = [j.task for j in self._jobs.values() if j.state == "running" and j.task]
+            # Held jobs still publishing their commitment count as running here.
+            tasks = [
+                j.task
+                for j in self._jobs.values()
+                if j.task and (j.state == "running" or (j.state == "held" and not j.task.done()))
+            ]
             remaining = deadline - loop.time()
             if not tasks or remaining <= 0:
                 break
@@ -374,6 +434,21 @@ class ProviderNode:
                 "provider stopped before the job finished; ask another provider",
                 keep_open=job.paid,
             )
+
+    def _release_held_at_shutdown(self) -> None:
+        """No reveal call can reach us any more: a paid job's result goes out now (the customer
+        paid for it), the others end with ``error``."""
+        for job_id in list(self._held):
+            held = self._held.pop(job_id)
+            held.timer.cancel()
+            if held.job.paid:
+                self._reveal_soon(held)
+            else:
+                self._fail(
+                    held.job,
+                    "shutdown",
+                    "provider is shutting down before your reveal call; result withheld",
+                )
 
     def _schedule_commit(self) -> None:
         if not self._commit_pending:
@@ -472,6 +547,11 @@ class ProviderNode:
                 Filter(kinds=[KIND_TEXT_GENERATION], since=since),
                 # NIP-09 deletions of 5050 requests: customers cancelling (a quorum was reached).
                 Filter(kinds=[KIND_DELETION], tags={"k": [str(KIND_TEXT_GENERATION)]}, since=since),
+                # Reveal calls (commit-reveal): all of them, so a node left out of a call learns
+                # at once that its commitment did not count instead of holding until timeout.
+                Filter(
+                    kinds=[KIND_REVEAL_CALL], tags={"k": [str(KIND_TEXT_GENERATION)]}, since=since
+                ),
             ]
         )
 
@@ -578,6 +658,9 @@ class ProviderNode:
             if event.kind == KIND_DELETION:
                 self._cancel(event)
                 return
+            if event.kind == KIND_REVEAL_CALL:
+                self._on_reveal_call(event)
+                return
             self.stats.received += 1
             self._screen(event)
         except Exception:  # a bug must cost one job, not the node
@@ -593,6 +676,9 @@ class ProviderNode:
             job = self._jobs.get(tag[1])
             if job is None or job.paid or job.accept.request.customer != deletion.pubkey:
                 continue
+            held = self._held.pop(job.id, None)
+            if held is not None:
+                held.timer.cancel()
             if job.state == "queued":
                 self._queue.remove(job)
             elif job.task is not None:
@@ -848,6 +934,7 @@ class ProviderNode:
             if req.bid_msats is not None:
                 amount = min(amount, req.bid_msats)
             bolt11 = await self._invoice(job, amount)
+        salt = new_salt() if accept.commit else None
         result = build_result(
             self.keys,
             req,
@@ -857,9 +944,96 @@ class ProviderNode:
             amount_msats=amount,
             bolt11=bolt11,
             seal=accept.seal,
+            salt=salt,
         )
-        handed_over = _perf()
-        published = await self._publish(result)
+        delivery = _Delivery(result, usage, amount, bolt11, _perf())
+        if salt is not None:
+            await self._hold(job, delivery, commit(req.id, self.public_key, resp.text, salt))
+            return
+        await self._finish(job, delivery)
+
+    # --- commit-reveal ----------------------------------------------------------------------
+
+    async def _hold(self, job: _Job, delivery: _Delivery, commitment: str) -> None:
+        """Publish the commitment and keep the result until the customer's reveal call. The
+        backend slot is freed: holding costs memory, not capacity."""
+        req = job.accept.request
+        if job.reveal_call is not None:  # the window closed while we were working
+            self._settle_held(_Held(job, delivery, _NO_TIMER), job.reveal_call)
+            return
+        job.state = "held"
+        if not await self._publish(build_commitment(self.keys, req, commitment)):
+            self._fail(job, "publish", "could not publish the commitment; ask another provider")
+            return
+        if job.state != "held":  # cancelled while the commitment was being published
+            return
+        self.stats.committed += 1
+        hold = self.reveal_timeout_s
+        if req.expiration is not None:
+            hold = min(hold, max(req.expiration - self.clock(), 0.0))
+        timer = asyncio.get_running_loop().call_later(hold, self._hold_expired, job.id, hold)
+        held = self._held[job.id] = _Held(job, delivery, timer)
+        if job.reveal_call is not None:  # it came while the commitment was on its way
+            del self._held[job.id]
+            timer.cancel()
+            self._settle_held(held, job.reveal_call)
+
+    def _on_reveal_call(self, event: Event) -> None:
+        """The customer closed a commitment window: reveal if it names us, else give up."""
+        try:
+            call = parse_reveal_call(event)
+        except JobRejected as exc:
+            self.stats.ignored["reveal_call"] += 1
+            log.debug("ignored reveal call %s: %s", event.id[:12], exc)
+            return
+        for request_id in call.request_ids:
+            job = self._jobs.get(request_id)
+            if job is None or job.accept.request.customer != call.customer:
+                continue  # not ours, or not from the job's customer
+            held = self._held.pop(request_id, None)
+            if held is None:
+                if job.reveal_call is None:
+                    job.reveal_call = call  # still working: settled when the result is ready
+                continue
+            held.timer.cancel()
+            self._settle_held(held, call)
+
+    def _settle_held(self, held: _Held, call: RevealCall) -> None:
+        if call.names(self.public_key):
+            self.stats.revealed += 1
+            self._reveal_soon(held)
+        else:
+            self._fail(
+                held.job,
+                "commit_late",
+                "the customer closed the commitment window without our commitment; "
+                "result withheld",
+            )
+
+    def _reveal_soon(self, held: _Held) -> None:
+        task = asyncio.create_task(
+            self._finish(held.job, held.delivery), name=f"reveal {held.job.id[:12]}"
+        )
+        self._publishes.add(task)
+        task.add_done_callback(self._publishes.discard)
+
+    def _hold_expired(self, job_id: str, hold: float) -> None:
+        held = self._held.pop(job_id, None)
+        if held is not None:
+            self._fail(
+                held.job,
+                "reveal_timeout",
+                f"no reveal call from the customer within {hold:g} s; result withheld",
+            )
+
+    # --- results ----------------------------------------------------------------------------
+
+    async def _finish(self, job: _Job, delivery: _Delivery) -> None:
+        """Publish the result, then ``success`` and the bookkeeping."""
+        accept = job.accept
+        req = accept.request
+        usage, amount, bolt11 = delivery.usage, delivery.amount, delivery.bolt11
+        published = await self._publish(delivery.result)
         latency_ms = (_perf() - job.received) * 1000
         job.state = "finished"
         self._jobs.pop(job.id, None)
@@ -872,7 +1046,9 @@ class ProviderNode:
         self.stats.completed += 1
         self.stats.tokens += usage.prompt_tokens + usage.completion_tokens
         self.stats.billed_msats += billed or 0
-        self.stats.overhead_ms.append((handed_over - job.received) * 1000 - job.backend_ms)
+        self.stats.overhead_ms.append(
+            (delivery.handed_over - job.received) * 1000 - job.backend_ms
+        )
         fields: dict[str, object] = {
             "model": accept.model,
             "quote_msats": accept.quote_msats,
