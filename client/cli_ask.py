@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from . import nip19
 from .errors import InvalidKey, JobError, NostrSwarmError, QuorumNotReached, RelayError
 from .keys import Keys, parse_pubkey
 from .quorum import COMPARATOR_NAMES, comparator_by_name
+from .sealing import SEALING_MODES, protections
 from .swarm import Progress, SwarmClient, SwarmResult
 
 EXIT_OK = 0
@@ -95,6 +97,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--payments-db", metavar="PATH",
         help="payment ledger that makes paying idempotent (default ~/.nostr-swarm/payments.db)",
     )
+    p.add_argument(
+        "--sealing", choices=SEALING_MODES, default="prefer",
+        help="ask providers to encrypt their answers to you so others cannot copy them: "
+        "require (clear-text answers do not count), prefer (they count, marked copyable; "
+        "the default), off (do not ask)",
+    )
+    p.add_argument(
+        "--commit-reveal", action="store_true",
+        help="providers commit to a hash of their answer first and reveal it once the "
+        "commitment window closes: a provider cannot copy an answer it has not seen",
+    )
+    p.add_argument(
+        "--commit-window", type=float, metavar="SECONDS",
+        help="close the commitment window this long after publishing (half the timeout)",
+    )
+    p.add_argument(
+        "--commit-quota", type=int, metavar="N",
+        help="close the commitment window as soon as N commitments are in "
+        "(default: the number of --target providers, if any)",
+    )
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no live table or summary")
     p.set_defaults(handler=_ask)
@@ -111,6 +133,7 @@ class _Board:
     def __init__(self, quorum: int) -> None:
         self.quorum = quorum
         self.rows: dict[str, tuple[str, str, float]] = {}
+        self.protection: dict[str, str] = {}
         self.state = "waiting for providers"
         self.rejected = 0
 
@@ -128,6 +151,10 @@ class _Board:
                     self.rows[pk] = ("dissented", self.rows.get(pk, ("", "", 0))[1], p.elapsed_ms)
         elif p.kind == "failed":
             self.state = "no agreement possible"
+        elif p.kind == "window":
+            self.state = f"commitment window closed ({p.detail}), waiting for reveals"
+        if p.decision is not None:
+            self.protection.update(protections(p.decision))
         if p.provider is not None and p.kind in ("feedback", "result"):
             detail = p.detail.replace("\n", " ")[:60]
             self.rows[p.provider] = (p.status, detail, p.elapsed_ms)
@@ -137,14 +164,20 @@ class _Board:
         t.add_column("provider")
         t.add_column("status")
         t.add_column("ms", justify="right")
+        t.add_column("protection")
         t.add_column("detail", overflow="ellipsis", max_width=60)
         styles = {"agreed": "green", "dissented": "red", "error": "red", "answered": "cyan"}
         for pk, (status, detail, ms) in self.rows.items():
             st = styles.get(status, "yellow")
-            t.add_row(_short(pk), f"[{st}]{status}[/]", f"{ms:.0f}", detail)
+            prot = _protection_label(self.protection.get(pk, ""))
+            t.add_row(_short(pk), f"[{st}]{status}[/]", f"{ms:.0f}", prot, detail)
         if self.rejected:
             t.caption = f"{self.rejected} bad event(s) ignored"
         return t
+
+
+def _protection_label(protection: str) -> str:
+    return "clear (copyable)" if protection == "clear" else protection
 
 
 def _outcome_json(result: SwarmResult) -> dict[str, Any]:
@@ -157,6 +190,8 @@ def _outcome_json(result: SwarmResult) -> dict[str, Any]:
         "statuses": result.statuses,
         "answers": {r.provider: r.content for r in result.results},
         "rejected": dict(result.rejected),
+        "protection": result.protection,
+        "copyable": list(result.copyable),
         "sats_paid": result.sats_paid,
         "msats_paid": result.msats_paid,
         "timings_ms": {
@@ -177,6 +212,16 @@ def _summary(console: Console, result: SwarmResult) -> None:
         f"{len(result.dissenting)} dissenting, {len(result.results)} answer(s); "
         f"{t.total_ms:.0f} ms; paid {result.sats_paid} sats; job {result.job_id[:16]}…"
     )
+    prot = result.protection
+    if result.reached:
+        counts = Counter(prot.get(pk, "clear") for pk in result.agreeing)
+        parts = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+        console.print(f"  protection of the agreeing answers: {parts}")
+        for pk in result.copyable:
+            console.print(
+                f"  [yellow]copyable[/] {_short(pk)}: its answer was readable on the relay, "
+                "so its agreement may be a copy"
+            )
     for pk in result.dissenting:
         answer = next((r.content for r in result.results if r.provider == pk), "")
         console.print(f"  [red]dissent[/] {_short(pk)}: {answer[:80]!r}")
@@ -231,6 +276,10 @@ def _ask(args: argparse.Namespace) -> int:
         "targets": targets or None,
         "encrypt": args.encrypt or False,
         "comparator": comparator,
+        "sealing": args.sealing,
+        "commit_reveal": args.commit_reveal,
+        "commit_window": args.commit_window,
+        "commit_quota": args.commit_quota,
     }
     return asyncio.run(_run(relays, keys, prompt, kwargs, args, err))
 
