@@ -12,7 +12,8 @@ latency and price) and a seeded ``random.Random``, and return whom to ask:
 
 - :class:`BestReputation`: highest score first (then more experience, then faster).
 - :class:`Cheapest`: cheapest expected price among providers scoring at least ``floor``.
-- :class:`Fastest`: lowest EWMA latency (unknown latency last), at least ``floor``.
+- :class:`Fastest`: lowest EWMA latency (unknown latency last) among providers scoring at least
+  ``floor``.
 - :class:`Explore` ``(base, share, slots)``: like ``base``, but in a ``share`` of jobs
   ``slots`` of the places go to newcomers (less than ``newcomer_below`` jobs on record), so new
   providers can earn a record.
@@ -108,9 +109,10 @@ class Cheapest:
 
 @dataclass(frozen=True, slots=True)
 class Fastest:
-    """Lowest EWMA latency among providers scoring at least ``floor``; unknown latency last."""
+    """Lowest EWMA latency among providers scoring at least ``floor`` (by default a newcomer's
+    0.5: the fastest answers are worthless from a provider known to lie); unknown latency last."""
 
-    floor: float = 0.0
+    floor: float = 0.5
     name: str = "fastest"
 
     def choose(self, candidates: Sequence[Candidate], n: int, rng: Random) -> list[Candidate]:
@@ -176,7 +178,7 @@ def policy_by_name(name: str, *, floor: float | None = None, share: float = 0.1)
     if name == "cheapest":
         return Cheapest(floor=0.5 if floor is None else floor)
     if name == "fastest":
-        return Fastest(floor=floor or 0.0)
+        return Fastest(floor=0.5 if floor is None else floor)
     if name == "explore":
         return Explore(BestReputation(floor=floor or 0.0), share=share)
     if name == "broadcast":
@@ -393,10 +395,14 @@ class Selector:
             price = quotes.get(pk)
             if price is None and rec is not None and rec.price_msats is not None:
                 price = round(rec.price_msats)
+            if rec is not None and self.ledger is not None:
+                score = rec.score_with(self.ledger.weights)
+            else:
+                score = self.score(pk)
             out.append(
                 Candidate(
                     pk,
-                    score=self.score(pk),
+                    score=score,
                     experience=rec.experience if rec is not None else 0.0,
                     latency_ms=rec.latency_ms if rec is not None else None,
                     price_msats=price,

@@ -78,6 +78,7 @@ class BackendState:
         "enabled",
         "error_rate",
         "failures",
+        "figures",
         "in_flight",
         "index",
         "last_request_at",
@@ -131,6 +132,9 @@ class BackendState:
         self.latency_ms = float(hint if hint is not None else backend.expected_latency_ms)
         self.error_rate = 0.0
         self.observed = 0
+        # A backend that knows more about itself than the router learns (the swarm backend's
+        # reputation ledger) offers ``reputation_figures(model)``; strategies may read it.
+        self.figures = getattr(backend, "reputation_figures", None)
         breaker = CircuitBreaker.from_config(options.circuit_breaker or default_breaker)
         self.breaker: CircuitBreaker | _NoBreaker = breaker if breaker is not None else _NoBreaker()
         limits = options.rate_limit or default_rate_limit

@@ -21,7 +21,7 @@ fallback order, the score and the reason when they are first read.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from operator import attrgetter
@@ -38,6 +38,17 @@ class Candidate(Protocol):
     error_rate: float  # EWMA of failures (0..1)
 
 
+class BackendFigures(Protocol):
+    """What a backend expects of itself (the swarm backend: from its reputation ledger)."""
+
+    latency_ms: float | None
+    failure_rate: float
+
+
+# ``figures(model) -> BackendFigures | None``, offered by a candidate as ``figures`` (optional).
+FiguresSource = Callable[[str], BackendFigures | None]
+
+
 @dataclass(slots=True)
 class CandidateStats:
     """A plain :class:`Candidate`, for calling strategies directly (tests, benchmarks, tools)."""
@@ -47,6 +58,7 @@ class CandidateStats:
     priority: int = 0
     latency_ms: float = 0.0
     error_rate: float = 0.0
+    figures: FiguresSource | None = None
 
 
 class RoutingDecision:
@@ -362,6 +374,12 @@ class Adaptive(RoutingStrategy):
     with ``latency_score = 1 / (1 + latency_ms / latency_ref_ms)``,
     ``cost_score = 1 / (1 + cost / cost_ref)`` and ``reliability = 1 - error_rate``.
     ``ewma_alpha``, if given, sets how fast the router's averages follow new observations.
+
+    A candidate that offers ``figures(model)`` (the swarm backend with a reputation ledger:
+    the providers its policy would pick, their EWMA latency and chance to agree) is scored with
+    those: their latency replaces the router's own once measured, and the error rate is the
+    larger of the two (the router also sees relay failures the ledger does not; taking the
+    larger counts a quorum failure once, not twice).
     """
 
     name = "adaptive"
@@ -396,7 +414,16 @@ class Adaptive(RoutingStrategy):
 
     def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
         num, ref, wr = self._num, self._ref, self._wr
-        if self.optimize is Optimization.COST:
+        try:
+            sources = [c.figures for c in candidates]
+        except AttributeError:  # plain candidates without the optional attribute
+            sources = [getattr(c, "figures", None) for c in candidates]
+        if sources.count(None) != len(sources):
+            scores = [
+                self._score(model, c, src, num, ref, wr)
+                for c, src in zip(candidates, sources, strict=True)
+            ]
+        elif self.optimize is Optimization.COST:
             scores = [num / (ref + c.cost) + wr - wr * c.error_rate for c in candidates]
         else:
             scores = [num / (ref + c.latency_ms) + wr - wr * c.error_rate for c in candidates]
@@ -404,10 +431,28 @@ class Adaptive(RoutingStrategy):
             model, candidates[scores.index(max(scores))], candidates, self, scores
         )
 
+    def _score(
+        self, model: str, c: Any, src: FiguresSource | None, num: float, ref: float, wr: float
+    ) -> float:
+        latency, errors = c.latency_ms, c.error_rate
+        if src is not None:
+            try:
+                fig = src(model)
+            except Exception:  # a broken ledger must not stop routing
+                fig = None
+            if fig is not None:
+                if fig.latency_ms is not None:
+                    latency = fig.latency_ms
+                errors = max(errors, fig.failure_rate)
+        x = c.cost if self.optimize is Optimization.COST else latency
+        return num / (ref + x) + wr - wr * errors
+
     def explain(self, decision: RoutingDecision) -> str:
         best = decision.first
+        fig = getattr(best, "figures", None)
+        src = " (reputation figures)" if fig is not None and fig(decision.model) else ""
         return (
-            f"adaptive ({self.optimize.value}) score {decision.score:.3f}: "
+            f"adaptive ({self.optimize.value}) score {decision.score:.3f}{src}: "
             f"~{best.latency_ms:.0f} ms, {best.error_rate:.1%} errors, ${best.cost:.6g}/1k"
         )
 

@@ -31,6 +31,10 @@ class SwarmBackend(LmBackend):
     their ``max_sats``), raising ``BudgetExceeded`` once used up. Costs are reported in sats;
     the router converts them to USD when given a BTC price. A quorum that is not reached raises
     ``QuorumNotReached``, which the router counts as a failure and fails over from.
+
+    ``selector`` (a ``client.selection.Selector``; by default the client's own ``selector``)
+    gives the router's adaptive strategy this backend's expected figures from the reputation
+    ledger (:meth:`reputation_figures`), recomputed at most every ``figures_ttl_s`` seconds.
     """
 
     def __init__(
@@ -45,6 +49,8 @@ class SwarmBackend(LmBackend):
         prefix: str = "swarm/",
         models: list[str] | None = None,
         expected_latency_ms: float = 5000.0,
+        selector: Any = None,
+        figures_ttl_s: float = 1.0,
         **client_options: Any,
     ) -> None:
         if quorum < 1:
@@ -66,6 +72,9 @@ class SwarmBackend(LmBackend):
         self.spent_sats = 0
         self._reserved = 0
         self._accepts = _accepted_keywords(client.complete)
+        self.selector = selector if selector is not None else getattr(client, "selector", None)
+        self.figures_ttl_s = figures_ttl_s
+        self._figures: dict[str, tuple[float, Any]] = {}
 
     def supported_models(self) -> list[str]:
         return [*self._models, f"{self.prefix}*"]
@@ -155,6 +164,22 @@ class SwarmBackend(LmBackend):
         hold = remaining if max_sats is None else min(max_sats, remaining)
         self._reserved += hold
         return hold
+
+    def reputation_figures(self, model: str) -> Any:
+        """What the reputation ledger expects of the next job for ``model`` (latency, failure
+        rate; ``client.selection.Figures``), or None without a selector or a record."""
+        sel = self.selector
+        if sel is None:
+            return None
+        now = time.monotonic()
+        cached = self._figures.get(model)
+        if cached is not None and now - cached[0] < self.figures_ttl_s:
+            return cached[1]
+        fig = sel.figures(self.quorum, self.swarm_model(model))
+        if len(self._figures) > 1000:
+            self._figures.clear()
+        self._figures[model] = (now, fig)
+        return fig
 
     async def health_check(self) -> bool:
         check = getattr(self.client, "health_check", None)

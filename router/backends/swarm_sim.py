@@ -13,6 +13,19 @@ simulator answers questions like "which quorum, timeout and bid give 99% success
 Everything is driven by one seeded ``random.Random``: the same seed gives the same runs. As a
 backend the simulator answers instantly by default (``time_scale=0``) and reports the simulated
 latency in ``LmResponse.latency_ms``; ``time_scale=1`` makes it really wait that long.
+
+Mixed swarms: ``profiles`` gives each provider its own behaviour (:class:`ProviderProfile`:
+``good``, ``slow``, ``liar`` or your own latency, failure, timeout and lie rates and price). With
+a ``selector`` (``client.selection.Selector`` over a ``ReputationLedger``) each job addresses the
+providers the selector's policy picks, counts only the votes it admits, and the outcome is written
+to the ledger, exactly as ``SwarmClient`` does with real providers; :func:`sim_directory` makes
+the directory of a simulated swarm::
+
+    P = ProviderProfile
+    profiles = [P.good()] * 4 + [P.slow()] * 3 + [P.liar()] * 3
+    cfg = SwarmSimConfig(num_providers=10, quorum_size=2, profiles=profiles, seed=1)
+    selector = Selector(directory=sim_directory(cfg), ledger=ReputationLedger(), seed=1)
+    sim = SwarmSimulator(cfg, selector=selector)
 """
 
 from __future__ import annotations
@@ -21,14 +34,17 @@ import asyncio
 import math
 import random
 import statistics
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from client.errors import QuorumNotReached
+from client.directory import PriceList, ProviderDirectory, ProviderInfo
+from client.errors import NoProvidersAvailable, QuorumNotReached
 from client.quorum import Quorum, Vote, comparator_by_name
+from client.reputation import Observation, observe
+from client.selection import Figures, GatedQuorum, Selection, Selector
 
 from ..types import LmResponse, LmUsage, Prompt, estimate_tokens, prompt_text
 from .base import LmBackend
@@ -87,6 +103,39 @@ class LatencyDist:
 Latency = Constant | Normal | LongTail
 
 
+class ProviderProfile(BaseModel):
+    """One provider's behaviour; a field left None takes the swarm-wide value from the config.
+    ``lie_rate``: share of its answers that are wrong (each liar's lie is its own unless the
+    config's ``liars_collude``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    kind: str = "good"
+    latency: Latency | None = None
+    failure_rate: float | None = Field(None, ge=0.0, le=1.0)
+    timeout_rate: float | None = Field(None, ge=0.0, le=1.0)
+    lie_rate: float = Field(0.0, ge=0.0, le=1.0)
+    price_sats: int | None = Field(None, ge=0)
+
+    @classmethod
+    def good(cls, **kw: Any) -> ProviderProfile:
+        """Answers correctly, about 800 ms, 2% errors."""
+        base: dict[str, Any] = {"latency": Normal(800, 200), "failure_rate": 0.02}
+        return cls(kind="good", **{**base, **kw})
+
+    @classmethod
+    def slow(cls, **kw: Any) -> ProviderProfile:
+        """Answers correctly, but a long tail: median 4 s, 99th percentile 40 s."""
+        base: dict[str, Any] = {"latency": LongTail(4000, 40_000), "failure_rate": 0.02}
+        return cls(kind="slow", **{**base, **kw})
+
+    @classmethod
+    def liar(cls, **kw: Any) -> ProviderProfile:
+        """Fast and cheap, and wrong 90% of the time (a lazy or dishonest node)."""
+        base: dict[str, Any] = {"latency": Normal(300, 100), "lie_rate": 0.9, "failure_rate": 0.0}
+        return cls(kind="liar", **{**base, **kw})
+
+
 class SwarmSimConfig(BaseModel):
     """How the simulated swarm behaves. Rates are per provider per job."""
 
@@ -107,6 +156,10 @@ class SwarmSimConfig(BaseModel):
     bid_sats: int | None = Field(None, ge=0, description="providers pricier than this decline")
     comparator: str = "normalized"
     models: list[str] = Field(default_factory=lambda: ["swarm-sim"])
+    profiles: list[ProviderProfile] | None = Field(
+        None, description="one behaviour per provider (a mixed swarm)"
+    )
+    liars_collude: bool = Field(False, description="liars all give the same wrong answer")
     seed: int | None = None
 
     @model_validator(mode="after")
@@ -122,15 +175,24 @@ class SwarmSimConfig(BaseModel):
                 raise ValueError("prices must not be negative")
         elif self.price_sats < 0:
             raise ValueError("prices must not be negative")
+        if self.profiles is not None and len(self.profiles) != self.num_providers:
+            raise ValueError("profiles needs one profile per provider")
         comparator_by_name(self.comparator)  # raises for an unknown name
         return self
 
     def price_of(self, provider: int) -> int:
+        if self.profiles is not None:
+            own = self.profiles[provider].price_sats
+            if own is not None:
+                return own
         p = self.price_sats
         return p[provider] if isinstance(p, list) else p
 
+    def profile_of(self, provider: int) -> ProviderProfile | None:
+        return self.profiles[provider] if self.profiles is not None else None
 
-Outcome = Literal["answered", "failed", "timed_out", "declined", "late"]
+
+Outcome = Literal["answered", "failed", "timed_out", "declined", "late", "not_asked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,48 +207,90 @@ class SimJob:
     cost_sats: int  # what the agreeing providers charged
     outcomes: tuple[Outcome, ...]  # per provider
     reason: str  # "reached", "exhausted" or "timeout"
+    correct: bool = False  # reached, and the agreed text is the true answer
+    asked: tuple[str, ...] = ()  # providers addressed (every one for a broadcast)
+    heard: tuple[tuple[str, float, bool], ...] = ()  # (provider, ms, answered) before the end
+
+    @property
+    def answers(self) -> int:
+        """Answers the customer received before the outcome was known."""
+        return sum(1 for _, _, answered in self.heard if answered)
 
 
 def provider_key(i: int) -> str:
     return f"sim-provider-{i}"
 
 
-def simulate_job(config: SwarmSimConfig, rng: random.Random, prompt: str) -> SimJob:
-    """Run one job (pure apart from ``rng``)."""
+def simulate_job(
+    config: SwarmSimConfig,
+    rng: random.Random,
+    prompt: str,
+    *,
+    targets: Sequence[str] | None = None,
+    admit: Callable[[str], bool] | None = None,
+) -> SimJob:
+    """Run one job (pure apart from ``rng``). ``targets``: the provider keys addressed (None:
+    all); ``admit``: whose votes count (the rest are observers, as in
+    ``client.selection.GatedQuorum``)."""
     text = config.response_template.replace("{prompt}", prompt)
     arrivals: list[tuple[float, int, str | None]] = []  # (time, provider, text or None = error)
     outcomes: list[Outcome] = []
     n = config.num_providers
+    wanted = set(targets) if targets is not None else None
+    shared_lie = f"{text} (wrong)"
     for i in range(n):
+        if wanted is not None and provider_key(i) not in wanted:
+            outcomes.append("not_asked")
+            continue
         if config.bid_sats is not None and config.price_of(i) > config.bid_sats:
             outcomes.append("declined")
             continue
+        prof = config.profile_of(i)
+        failure_rate, timeout_rate, dist = config.failure_rate, config.timeout_rate, config.latency
+        if prof is not None:
+            failure_rate = prof.failure_rate if prof.failure_rate is not None else failure_rate
+            timeout_rate = prof.timeout_rate if prof.timeout_rate is not None else timeout_rate
+            dist = prof.latency if prof.latency is not None else dist
         r = rng.random()
-        latency = config.latency.sample(rng)
-        if r < config.failure_rate:
+        latency = dist.sample(rng)
+        if r < failure_rate:
             outcomes.append("failed")
             arrivals.append((latency, i, None))
-        elif r < config.failure_rate + config.timeout_rate:
+        elif r < failure_rate + timeout_rate:
             outcomes.append("timed_out")
         elif latency > config.timeout_ms:
             outcomes.append("late")
         else:
             answer = text
-            if config.variance_in_results and rng.random() < config.disagreement_rate:
+            if prof is not None and prof.lie_rate and rng.random() < prof.lie_rate:
+                answer = shared_lie if config.liars_collude else f"{text} (wrong, {i})"
+            elif config.variance_in_results and rng.random() < config.disagreement_rate:
                 answer = f"{text} (variant {i})"
             outcomes.append("answered")
             arrivals.append((latency, i, answer))
     arrivals.sort()
-    engine = Quorum(config.quorum_size, n, comparator_by_name(config.comparator))
+    asked = tuple(provider_key(i) for i, o in enumerate(outcomes) if o != "not_asked")
+    comparator = comparator_by_name(config.comparator)
+    if admit is not None:
+        voters = sum(1 for p in asked if admit(p))
+        engine: Quorum = GatedQuorum(
+            config.quorum_size, max(voters, config.quorum_size), comparator, admit=admit
+        )
+    else:
+        engine = Quorum(config.quorum_size, max(len(asked), config.quorum_size), comparator)
     for i, o in enumerate(outcomes):
         if o == "declined":
             engine.abstain(provider_key(i))
     decision = engine.decision()
+    if len(asked) < config.quorum_size:
+        decision = replace(decision, exhausted=True)
     at = 0.0
+    heard: list[tuple[str, float, bool]] = []
     for t, i, answer in arrivals if not decision.exhausted else ():
         if t > config.timeout_ms:
             break
         at = t
+        heard.append((provider_key(i), t, answer is not None))
         if answer is None:
             decision = engine.abstain(provider_key(i))
         else:
@@ -204,6 +308,9 @@ def simulate_job(config: SwarmSimConfig, rng: random.Random, prompt: str) -> Sim
             cost,
             tuple(outcomes),
             "reached",
+            decision.text == text,
+            asked,
+            tuple(heard),
         )
     # Without agreement the customer (who knows how many providers it asked) gives up as soon as
     # k became impossible even if every silent provider answered; otherwise it waits it out.
@@ -220,7 +327,55 @@ def simulate_job(config: SwarmSimConfig, rng: random.Random, prompt: str) -> Sim
         0,
         tuple(outcomes),
         reason,
+        False,
+        asked,
+        tuple(heard),
     )
+
+
+def sim_observations(config: SwarmSimConfig, job: SimJob) -> list[Observation]:
+    """What a customer's reputation ledger learns from one simulated job (the same rules as
+    for a real ``SwarmResult``: ``client.reputation.observe``)."""
+    answered = {p: t for p, t, ok in job.heard if ok}
+    errors = [p for p, _, ok in job.heard if not ok]
+    errors += [provider_key(i) for i, o in enumerate(job.outcomes) if o == "declined"]
+    price = {p: config.price_of(int(p.rsplit("-", 1)[1])) * 1000 for p in job.asked}
+    agreeing = set(job.agreeing)
+    return observe(
+        asked=job.asked,
+        reached=job.reached,
+        timed_out=job.reason == "timeout",
+        agreeing=agreeing,
+        dissenting=job.dissenting if job.reached else (),
+        answered_ms=answered,
+        errors=errors,
+        elapsed_ms=job.latency_ms,
+        prices=price,
+        paid={p: m for p, m in price.items() if p in agreeing},
+    )
+
+
+def sim_directory(
+    config: SwarmSimConfig, *, created_at: int = 0, heartbeat_s: int = 120
+) -> ProviderDirectory:
+    """The directory a customer would build from the simulated providers' announcements (every
+    provider alive at ``created_at`` on a clock that stays there, with its price as minimum)."""
+    directory = ProviderDirectory(clock=lambda: float(created_at))
+    for i in range(config.num_providers):
+        directory.add(
+            ProviderInfo(
+                pubkey=provider_key(i),
+                created_at=created_at,
+                event_id=f"{i:064x}",
+                name=provider_key(i),
+                models=tuple(config.models),
+                payment="after",
+                price=PriceList(min_msats=config.price_of(i) * 1000),
+                heartbeat_s=heartbeat_s,
+                swarm=True,
+            )
+        )
+    return directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +395,25 @@ class SimStats:
     mean_cost_sats: float
     total_cost_sats: int
     provider_outcomes: dict[str, int]
+    correct: int = 0  # reached with the true answer (not an agreed lie)
+    answers: int = 0  # answers received before each job's outcome
+    dissenting_answers: int = 0  # of those, answers outside the agreeing group
+
+    @property
+    def correct_rate(self) -> float:
+        return self.correct / self.jobs if self.jobs else 0.0
+
+    @property
+    def dissent_share(self) -> float:
+        """Share of the answers received that were dissent."""
+        return self.dissenting_answers / self.answers if self.answers else 0.0
+
+    @property
+    def bad_share(self) -> float:
+        """Share of failed or dissenting outcomes: jobs without a correct answer plus dissenting
+        answers, over jobs plus answers (0: every job agreed on the truth, nobody dissented)."""
+        total = self.jobs + self.answers
+        return (self.jobs - self.correct + self.dissenting_answers) / total if total else 0.0
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -273,6 +447,9 @@ def summarize(jobs: Iterable[SimJob]) -> SimStats:
         mean_cost_sats=total_cost / len(ok) if ok else 0.0,
         total_cost_sats=total_cost,
         provider_outcomes=counts,
+        correct=sum(1 for j in ok if j.correct),
+        answers=sum(j.answers for j in jobs),
+        dissenting_answers=sum(len(j.dissenting) for j in jobs if j.reached),
     )
 
 
@@ -287,10 +464,12 @@ class SwarmSimulator(LmBackend):
         *,
         name: str = "swarm-sim",
         time_scale: float = 0.0,
+        selector: Selector | None = None,
     ) -> None:
         self.config = config or SwarmSimConfig()
         self.name = name
         self.time_scale = time_scale
+        self.selector = selector
         self.rng = random.Random(self.config.seed)
         self.jobs: list[SimJob] = []
         self._models = set(self.config.models)
@@ -310,13 +489,43 @@ class SwarmSimulator(LmBackend):
         return model in self._models or model.startswith("swarm/")
 
     def simulate(self, prompt: str = "ping") -> SimJob:
-        job = simulate_job(self.config, self.rng, prompt)
+        job = self._one(prompt)
         self.jobs.append(job)
         return job
 
     def run(self, jobs: int, prompt: str = "ping") -> SimStats:
         """Simulate ``jobs`` jobs (without keeping them) and summarize."""
-        return summarize(simulate_job(self.config, self.rng, prompt) for _ in range(jobs))
+        return summarize(self._one(prompt) for _ in range(jobs))
+
+    def _one(self, prompt: str) -> SimJob:
+        sel = self.selector
+        if sel is None:
+            return simulate_job(self.config, self.rng, prompt)
+        k = self.config.quorum_size
+        try:
+            pick: Selection | None = sel.select(k)
+        except NoProvidersAvailable:
+            pick = None
+        if pick is None:
+            job = SimJob(False, None, 0.0, (), (), 0, (), "exhausted")
+        else:
+            job = simulate_job(
+                self.config,
+                self.rng,
+                prompt,
+                targets=None if pick.broadcast else pick.targets,
+                admit=sel.admit_for(pick),
+            )
+        if sel.ledger is not None:
+            sel.ledger.record(sim_observations(self.config, job))
+        return job
+
+    def reputation_figures(self, model: str | None = None) -> Figures | None:
+        """What the selector's ledger expects of the next job (for the router's adaptive
+        strategy); None without a selector or a record."""
+        if self.selector is None:
+            return None
+        return self.selector.figures(self.config.quorum_size)
 
     async def complete(
         self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
