@@ -22,6 +22,11 @@ BOLT11, from the result or else the latest feedback) and ``quotes`` (msats from 
 With ``inbox=True`` the client keeps one subscription ``{kinds:[6050,7000], #p:[our key]}`` for
 all its jobs and routes events by ``e`` tag, so many concurrent jobs need one relay
 subscription instead of one each (relays cap subscriptions per connection).
+
+Copy resistance (``sealing=``, ``commit_reveal=``; ``docs/security.md``): the collector's
+:class:`~client.sealing.CopyGuard` decides which results count and how each counted vote was
+protected (``SwarmResult.protection``, ``SwarmResult.copyable``); with commit-reveal the loop
+publishes the reveal call when the commitment window is due.
 """
 
 from __future__ import annotations
