@@ -371,6 +371,7 @@ class ProviderDirectory:
         self.clock = clock
         self.swarm_only = swarm_only
         self._by_key: dict[str, ProviderInfo] = {}
+        self.version = 0  # goes up on every change (lets readers cache what they derive)
         self.rejected = 0  # announcements that did not parse
         self.superseded = 0  # older or equal announcements that arrived after a newer one
         self._listeners: list[Callable[[ProviderInfo], None]] = []
@@ -414,6 +415,7 @@ class ProviderDirectory:
                 self.superseded += 1
                 return None
         self._by_key[info.pubkey] = info
+        self.version += 1
         for listener in self._listeners:
             try:
                 listener(info)
@@ -422,6 +424,7 @@ class ProviderDirectory:
         return info
 
     def remove(self, pubkey: str) -> bool:
+        self.version += 1
         return self._by_key.pop(pubkey, None) is not None
 
     def all(self) -> list[ProviderInfo]:
@@ -451,6 +454,7 @@ class ProviderDirectory:
         ]
         for pk in gone:
             del self._by_key[pk]
+        self.version += 1
         return len(gone)
 
 

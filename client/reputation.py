@@ -14,15 +14,19 @@ The arithmetic is pure (:class:`ProviderRecord`, :func:`observe`, :func:`observa
 What counts (from one job's outcome, per provider):
 
 - ``agreed`` (its answer was in the agreeing quorum), ``dissented`` (it answered something else
-  before the quorum was reached), ``answered`` (an answer nobody could confirm: no quorum),
+  before the quorum was reached), ``unmatched`` (no quorum, answers differed, and its answer
+  agreed with nobody's: at most one of the differing answers can be right, so each counts a
+  little against its author; honest providers recover as they agree with each other, liars
+  keep collecting these), ``answered`` (an answer nobody could confirm, e.g. the only one),
   ``error`` (error feedback, no answer), ``timeout`` (asked, silent, and the job ran out of time),
   ``beaten`` (asked, but the quorum was complete before it answered: neither good nor bad; its
   latency is at least the job's).
 - Counts decay exponentially with ``half_life_s`` (default 14 days), so a provider that lied a
   month ago and has been honest since recovers, and one that was good long ago must keep earning.
 - The score is a smoothed success share: ``(agreed + 1) / (agreed + 1 + 3 * dissented +
-  timeouts + 0.5 * errors + 1)``: a newcomer starts at 0.5, a lie costs three good answers, an
-  honest error half a timeout.
+  2 * timeouts + unmatched + 0.5 * errors + 1)``: a newcomer starts at 0.5, a lie costs three
+  good answers, a timeout (the customer waited the whole time) two, an unmatched answer one, an
+  honest error half of one.
 - Latency is an EWMA over answers (``alpha`` 0.3); price an EWMA of what it asked (msats per
   job); ``paid_msats`` the total paid to it (not decayed).
 
@@ -46,7 +50,7 @@ from typing import Any, Literal
 from .errors import ReputationError
 
 Clock = Callable[[], float]
-Kind = Literal["agreed", "dissented", "answered", "error", "timeout", "beaten"]
+Kind = Literal["agreed", "dissented", "unmatched", "answered", "error", "timeout", "beaten"]
 
 DEFAULT_HALF_LIFE_S = 14 * 24 * 3600.0
 LATENCY_ALPHA = 0.3
@@ -59,14 +63,27 @@ class ScoreWeights:
     prior adds ``prior_good`` and ``prior_bad`` pseudo-jobs (1 and 1: newcomers score 0.5)."""
 
     dissent: float = 3.0
-    timeout: float = 1.0
+    timeout: float = 2.0
+    unmatched: float = 1.0
     error: float = 0.5
     prior_good: float = 1.0
     prior_bad: float = 1.0
 
-    def score(self, agreed: float, dissented: float, timeouts: float, errors: float) -> float:
+    def score(
+        self,
+        agreed: float,
+        dissented: float,
+        timeouts: float,
+        errors: float,
+        unmatched: float = 0.0,
+    ) -> float:
         good = agreed + self.prior_good
-        bad = self.dissent * dissented + self.timeout * timeouts + self.error * errors
+        bad = (
+            self.dissent * dissented
+            + self.timeout * timeouts
+            + self.unmatched * unmatched
+            + self.error * errors
+        )
         return good / (good + bad + self.prior_bad)
 
 
@@ -98,6 +115,7 @@ class ProviderRecord:
     answered: float = 0.0
     timeouts: float = 0.0
     errors: float = 0.0
+    unmatched: float = 0.0
     latency_ms: float | None = None
     price_msats: float | None = None
     paid_msats: int = 0
@@ -108,10 +126,19 @@ class ProviderRecord:
     @property
     def experience(self) -> float:
         """Decayed number of jobs with a verdict (what exploration calls a record)."""
-        return self.agreed + self.dissented + self.answered + self.timeouts + self.errors
+        return (
+            self.agreed
+            + self.dissented
+            + self.unmatched
+            + self.answered
+            + self.timeouts
+            + self.errors
+        )
 
     def score_with(self, weights: ScoreWeights = DEFAULT_WEIGHTS) -> float:
-        return weights.score(self.agreed, self.dissented, self.timeouts, self.errors)
+        return weights.score(
+            self.agreed, self.dissented, self.timeouts, self.errors, self.unmatched
+        )
 
     @property
     def score(self) -> float:
@@ -137,6 +164,7 @@ class ProviderRecord:
             answered=self.answered * f,
             timeouts=self.timeouts * f,
             errors=self.errors * f,
+            unmatched=self.unmatched * f,
             decayed_at=now,
         )
 
@@ -150,7 +178,7 @@ class ProviderRecord:
             "paid_msats": r.paid_msats + max(0, obs.paid_msats),
         }
         k = obs.kind
-        if k in ("agreed", "dissented", "answered"):
+        if k in ("agreed", "dissented", "unmatched", "answered"):
             counts["results"] = r.results + 1
             counts[k] = getattr(r, k) + 1
         elif k == "timeout":
@@ -191,14 +219,16 @@ def observe(
     elapsed_ms: float,
     prices: Mapping[str, int] | None = None,
     paid: Mapping[str, int] | None = None,
+    unmatched: Iterable[str] = (),
 ) -> list[Observation]:
     """Observations for one job. ``asked``: the providers addressed (every provider heard from
     counts as asked too); ``answered_ms``: providers whose answer arrived, with its time;
+    ``unmatched``: (no quorum) those whose answer agreed with no other while answers differed;
     ``errors``: those that sent error feedback without an answer; ``timed_out``: the job ended
     because time ran out (not because agreement became impossible)."""
     prices = prices or {}
     paid = paid or {}
-    agree, dissent, err = set(agreeing), set(dissenting), set(errors)
+    agree, dissent, err, lone = set(agreeing), set(dissenting), set(errors), set(unmatched)
     everyone = list(dict.fromkeys([*asked, *answered_ms, *err]))
     out: list[Observation] = []
     for p in everyone:
@@ -211,6 +241,8 @@ def observe(
                 kind = "dissented"
             elif reached:
                 kind = "beaten"  # answered after the quorum was complete
+            elif p in lone:
+                kind = "unmatched"
             else:
                 kind = "answered"
             out.append(Observation(p, kind, ms, price, paid.get(p, 0)))
@@ -221,6 +253,15 @@ def observe(
         else:
             out.append(Observation(p, "beaten", elapsed_ms, price))
     return out
+
+
+def unmatched_of(groups: Iterable[Iterable[str]]) -> list[str]:
+    """Without a quorum: the providers alone in their group, when there are several groups
+    (their answer agreed with nobody's while others differed)."""
+    gs = [tuple(g) for g in groups]
+    if len(gs) < 2:
+        return []
+    return [g[0] for g in gs if len(g) == 1]
 
 
 def _agrees(comparator: Any, a: str, b: str) -> bool:
@@ -275,6 +316,7 @@ def observations_from_result(
     return observe(
         asked=targets,
         reached=result.reached,
+        unmatched=() if result.reached else unmatched_of(decision.groups),
         timed_out=not result.reached and not decision.exhausted,
         agreeing=agree,
         dissenting=dissent,
@@ -299,6 +341,7 @@ CREATE TABLE IF NOT EXISTS reputation (
     answered    REAL NOT NULL DEFAULT 0,
     timeouts    REAL NOT NULL DEFAULT 0,
     errors      REAL NOT NULL DEFAULT 0,
+    unmatched   REAL NOT NULL DEFAULT 0,
     latency_ms  REAL,
     price_msats REAL,
     paid_msats  INTEGER NOT NULL DEFAULT 0,
@@ -316,6 +359,7 @@ _FIELDS = (
     "answered",
     "timeouts",
     "errors",
+    "unmatched",
     "latency_ms",
     "price_msats",
     "paid_msats",
@@ -363,6 +407,7 @@ class ReputationLedger:
             ).fetchall()
         except sqlite3.Error as exc:
             raise ReputationError(f"cannot open reputation ledger {self.path}: {exc}") from exc
+        self.version = 0  # goes up on every change (lets readers cache what they derive)
         self._cache: dict[str, ProviderRecord] = {
             row[0]: ProviderRecord(row[0], *row[1:]) for row in rows
         }
@@ -413,6 +458,7 @@ class ReputationLedger:
                 new = old.updated(obs, t, self.half_life_s)
                 self._cache[obs.provider] = new
                 out.append(new)
+            self.version += 1
             if out:
                 self._write(out)
         return out
@@ -435,6 +481,7 @@ class ReputationLedger:
         """Forget one provider (or, with None, every provider of this customer); returns how
         many records went."""
         with self._lock:
+            self.version += 1
             if provider is None:
                 gone = len(self._cache)
                 self._cache.clear()

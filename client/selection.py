@@ -44,7 +44,7 @@ from .keys import parse_pubkey
 from .quorum import Comparator, Decision, Quorum, Vote
 from .reputation import ReputationLedger
 
-NEWCOMER_BELOW = 3.0  # jobs on record (decayed) under which a provider counts as a newcomer
+NEWCOMER_BELOW = 5.0  # jobs on record (decayed) under which a provider counts as a newcomer
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -79,46 +79,71 @@ def _price_key(c: Candidate) -> float:
     return c.price_msats if c.price_msats is not None else math.inf
 
 
+def _best_key(c: Candidate) -> tuple[float, float, float, str]:
+    return (-c.score, -c.experience, _latency_key(c), c.pubkey)
+
+
+def _with_floor(
+    candidates: Sequence[Candidate],
+    n: int,
+    floor: float,
+    strict: bool,
+    key: Callable[[Candidate], Any],
+) -> list[Candidate]:
+    """The ``n`` best by ``key`` among candidates scoring at least ``floor``; unless ``strict``,
+    places left over go to the best-scoring of the rest (a fresh ledger, where everyone scores
+    0.5, must still get answers; a known liar comes last)."""
+    above = sorted((c for c in candidates if c.score >= floor), key=key)[:n]
+    if len(above) >= n or strict:
+        return above
+    below = sorted((c for c in candidates if c.score < floor), key=_best_key)
+    return above + below[: n - len(above)]
+
+
 @dataclass(frozen=True, slots=True)
 class BestReputation:
     """Highest score first; ties: more experience, then lower latency, then key order."""
 
     floor: float = 0.0
+    strict: bool = False
     name: str = "best"
 
     def choose(self, candidates: Sequence[Candidate], n: int, rng: Random) -> list[Candidate]:
-        pool = [c for c in candidates if c.score >= self.floor]
-        pool.sort(key=lambda c: (-c.score, -c.experience, _latency_key(c), c.pubkey))
-        return pool[:n]
+        return _with_floor(candidates, n, self.floor, self.strict, _best_key)
 
 
 @dataclass(frozen=True, slots=True)
 class Cheapest:
     """Cheapest expected price among providers scoring at least ``floor`` (a newcomer scores
     0.5, so the default floor lets newcomers in and keeps proven liars out); ties: better
-    score. Unknown prices go last."""
+    score; unknown prices go last. With too few above the floor the rest of the places go to
+    the best-scoring below it, unless ``strict``."""
 
     floor: float = 0.5
+    strict: bool = False
     name: str = "cheapest"
 
     def choose(self, candidates: Sequence[Candidate], n: int, rng: Random) -> list[Candidate]:
-        pool = [c for c in candidates if c.score >= self.floor]
-        pool.sort(key=lambda c: (_price_key(c), -c.score, c.pubkey))
-        return pool[:n]
+        return _with_floor(
+            candidates, n, self.floor, self.strict, lambda c: (_price_key(c), -c.score, c.pubkey)
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Fastest:
     """Lowest EWMA latency among providers scoring at least ``floor`` (by default a newcomer's
-    0.5: the fastest answers are worthless from a provider known to lie); unknown latency last."""
+    0.5: the fastest answers are worthless from a provider known to lie); unknown latency last.
+    With too few above the floor the rest of the places go to the best-scoring below it, unless
+    ``strict``."""
 
     floor: float = 0.5
+    strict: bool = False
     name: str = "fastest"
 
     def choose(self, candidates: Sequence[Candidate], n: int, rng: Random) -> list[Candidate]:
-        pool = [c for c in candidates if c.score >= self.floor]
-        pool.sort(key=lambda c: (_latency_key(c), -c.score, c.pubkey))
-        return pool[:n]
+        return _with_floor(
+            candidates, n, self.floor, self.strict, lambda c: (_latency_key(c), -c.score, c.pubkey)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,16 +180,22 @@ class Explore:
     def explore_now(self, rng: random.Random) -> bool:
         return rng.random() < self.share
 
-    def choose(self, candidates: Sequence[Candidate], n: int, rng: Random) -> list[Candidate]:
+    def pick(
+        self, candidates: Sequence[Candidate], n: int, rng: Random
+    ) -> tuple[list[Candidate], list[Candidate]]:
+        """(chosen, the newcomers among them that exploration put there)."""
         chosen = self.base.choose(candidates, n, rng)
         if not self.explore_now(rng):
-            return chosen
-        fresh = [c for c in self.newcomers(candidates) if c not in chosen]
+            return chosen, []
+        taken = {c.pubkey for c in chosen}
+        fresh = [c for c in self.newcomers(candidates) if c.pubkey not in taken]
         if not fresh:
-            return chosen
+            return chosen, []
         picks = rng.sample(fresh, min(self.slots, len(fresh), n))
-        keep = [c for c in chosen if c not in picks][: n - len(picks)]
-        return keep + picks
+        return chosen[: n - len(picks)] + picks, picks
+
+    def choose(self, candidates: Sequence[Candidate], n: int, rng: Random) -> list[Candidate]:
+        return self.pick(candidates, n, rng)[0]
 
 
 POLICY_NAMES = ("best", "cheapest", "fastest", "explore", "broadcast")
@@ -357,6 +388,7 @@ class Selector:
         self.spare = spare
         self.rng = random.Random(seed)
         self.known = list(dict.fromkeys(known))
+        self._cached: tuple[tuple[Any, ...], list[Candidate]] | None = None
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -369,6 +401,9 @@ class Selector:
             return False
         return self.membership is None or self.membership.admits(pubkey, self.score(pubkey))
 
+    def _counts(self, c: Candidate) -> bool:
+        return self.membership is None or self.membership.admits(c.pubkey, c.score)
+
     def candidates(
         self,
         model: str | None = None,
@@ -376,8 +411,29 @@ class Selector:
         prompt_tokens: int = 0,
         max_tokens: int | None = None,
     ) -> list[Candidate]:
-        """Every provider that may be asked (alive, serving ``model``, not blocked)."""
+        """Every provider that may be asked (alive, serving ``model``, not blocked). Cached
+        until the directory or the ledger changes, or the clock's second moves on."""
         completion = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS
+        d, led = self.directory, self.ledger
+        clock = d.clock if d is not None else led.clock if led is not None else None
+        key = (
+            model,
+            prompt_tokens,
+            completion,
+            d.version if d is not None else -1,
+            led.version if led is not None else -1,
+            int(clock()) if clock is not None else 0,
+            self.access,
+        )
+        if self._cached is not None and self._cached[0] == key:
+            return list(self._cached[1])
+        out = self._build_candidates(model, prompt_tokens, completion)
+        self._cached = (key, out)
+        return list(out)
+
+    def _build_candidates(
+        self, model: str | None, prompt_tokens: int, completion: int
+    ) -> list[Candidate]:
         quotes: dict[str, int | None] = {}
         keys: list[str] = []
         if self.directory is not None:
@@ -387,26 +443,23 @@ class Selector:
         keys.extend(self.known)
         if self.directory is None and self.ledger is not None:
             keys.extend(r.provider for r in self.ledger.records())
+        led = self.ledger
+        newcomer = self.score("")  # the score of a key without a record
+        permits = self.access.permits
         out: list[Candidate] = []
         for pk in dict.fromkeys(keys):
-            if not self.access.permits(pk):
+            if not permits(pk):
                 continue
-            rec = self.ledger.get(pk) if self.ledger is not None else None
+            rec = led.get(pk) if led is not None else None
+            if rec is None:
+                out.append(Candidate(pk, newcomer, 0.0, None, quotes.get(pk)))
+                continue
             price = quotes.get(pk)
-            if price is None and rec is not None and rec.price_msats is not None:
+            if price is None and rec.price_msats is not None:
                 price = round(rec.price_msats)
-            if rec is not None and self.ledger is not None:
-                score = rec.score_with(self.ledger.weights)
-            else:
-                score = self.score(pk)
+            assert led is not None
             out.append(
-                Candidate(
-                    pk,
-                    score=score,
-                    experience=rec.experience if rec is not None else 0.0,
-                    latency_ms=rec.latency_ms if rec is not None else None,
-                    price_msats=price,
-                )
+                Candidate(pk, rec.score_with(led.weights), rec.experience, rec.latency_ms, price)
             )
         return out
 
@@ -429,7 +482,7 @@ class Selector:
             return Selection((), frozenset(), True, policy.name, reason="broadcast")
         size = n if n is not None else k + self.spare
         cands = self.candidates(model, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
-        voters = [c for c in cands if self.counts(c.pubkey)]
+        voters = [c for c in cands if self._counts(c)]
         if len(voters) < k:
             why = f"{len(cands)} provider(s) may be asked, {len(voters)} may count"
             raise NoProvidersAvailable(
@@ -437,23 +490,23 @@ class Selector:
                 + (f" serving {model}" if model else "")
                 + f"; {why} (policy {policy.name})"
             )
-        chosen = policy.choose(voters, size, self.rng)
+        explored: tuple[str, ...] = ()
+        if isinstance(policy, Explore):
+            chosen, fresh = policy.pick(voters, size, self.rng)
+            explored = tuple(c.pubkey for c in fresh)
+        else:
+            chosen = policy.choose(voters, size, self.rng)
         if len(chosen) < k:
             raise NoProvidersAvailable(
                 f"policy {policy.name} found {len(chosen)} provider(s) for quorum {k}"
                 + (f" serving {model}" if model else "")
             )
         targets = [c.pubkey for c in chosen]
-        explored: tuple[str, ...] = ()
-        if isinstance(policy, Explore):
-            # Base policies are deterministic: what exploration changed is what base would not
-            # have picked.
-            plain = {c.pubkey for c in policy.base.choose(voters, size, self.rng)}
-            explored = tuple(t for t in targets if t not in plain)
         if isinstance(policy, Explore) and self.membership is not None:
             # Newcomers cannot count under a membership policy: ask some as observers so they
             # can earn a record without deciding anything.
-            outsiders = [c for c in cands if not self.counts(c.pubkey) and c not in chosen]
+            taken = set(targets)
+            outsiders = [c for c in cands if not self._counts(c) and c.pubkey not in taken]
             fresh = policy.newcomers(outsiders)
             if fresh and policy.explore_now(self.rng):
                 picks = self.rng.sample(fresh, min(policy.slots, len(fresh)))
@@ -486,7 +539,7 @@ class Selector:
         if self.ledger is None:
             return None
         policy = self.policy.base if isinstance(self.policy, Explore) else self.policy
-        cands = [c for c in self.candidates(model) if self.counts(c.pubkey)]
+        cands = [c for c in self.candidates(model) if self._counts(c)]
         if isinstance(policy, Broadcast):
             chosen = cands
         else:

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from client.directory import PriceList, ProviderDirectory, ProviderInfo
 from client.errors import NoProvidersAvailable, QuorumNotReached
 from client.quorum import Quorum, Vote, comparator_by_name
-from client.reputation import Observation, observe
+from client.reputation import Observation, observe, unmatched_of
 from client.selection import Figures, GatedQuorum, Selection, Selector
 
 from ..types import LmResponse, LmUsage, Prompt, estimate_tokens, prompt_text
@@ -210,6 +210,7 @@ class SimJob:
     correct: bool = False  # reached, and the agreed text is the true answer
     asked: tuple[str, ...] = ()  # providers addressed (every one for a broadcast)
     heard: tuple[tuple[str, float, bool], ...] = ()  # (provider, ms, answered) before the end
+    groups: tuple[tuple[str, ...], ...] = ()  # the quorum's groups of agreeing providers
 
     @property
     def answers(self) -> int:
@@ -311,6 +312,7 @@ def simulate_job(
             decision.text == text,
             asked,
             tuple(heard),
+            decision.groups,
         )
     # Without agreement the customer (who knows how many providers it asked) gives up as soon as
     # k became impossible even if every silent provider answered; otherwise it waits it out.
@@ -330,6 +332,7 @@ def simulate_job(
         False,
         asked,
         tuple(heard),
+        decision.groups,
     )
 
 
@@ -344,6 +347,7 @@ def sim_observations(config: SwarmSimConfig, job: SimJob) -> list[Observation]:
     return observe(
         asked=job.asked,
         reached=job.reached,
+        unmatched=() if job.reached else unmatched_of(job.groups),
         timed_out=job.reason == "timeout",
         agreeing=agreeing,
         dissenting=job.dissenting if job.reached else (),

@@ -54,15 +54,20 @@ def test_best_reputation() -> None:
 def test_cheapest_under_a_reputation_floor() -> None:
     # The liar is cheapest but below the floor; the newcomer (0.5) is allowed at floor 0.5.
     assert keys_of(Cheapest(floor=0.5).choose(CANDS, 3, RNG)) == ["cheap", "new", "fast"]
-    assert keys_of(Cheapest(floor=0.65).choose(CANDS, 3, RNG)) == ["fast", "good"]
+    assert keys_of(Cheapest(floor=0.65, strict=True).choose(CANDS, 3, RNG)) == ["fast", "good"]
     assert keys_of(Cheapest(floor=0.0).choose(CANDS, 1, RNG)) == ["liar"]
+    # Too few above the floor: the best of the rest fill up (a fresh ledger still works), the
+    # known liar last.
+    assert keys_of(Cheapest(floor=0.65).choose(CANDS, 4, RNG)) == ["fast", "good", "cheap", "new"]
+    assert keys_of(Cheapest(floor=0.95).choose(CANDS, 5, RNG))[-1] == "liar"
 
 
 def test_fastest_puts_unknown_latency_last() -> None:
     order = ["liar", "fast", "good", "cheap", "new"]
     assert keys_of(Fastest(floor=0.0).choose(CANDS, 5, RNG)) == order
-    # By default a known liar is not fast enough to be worth it.
-    assert keys_of(Fastest().choose(CANDS, 5, RNG)) == ["fast", "good", "cheap", "new"]
+    # By default a known liar is not fast enough to be worth it (only if nobody else is left).
+    assert keys_of(Fastest().choose(CANDS, 4, RNG)) == ["fast", "good", "cheap", "new"]
+    assert keys_of(Fastest(strict=True).choose(CANDS, 5, RNG)) == ["fast", "good", "cheap", "new"]
 
 
 def test_policy_by_name() -> None:
