@@ -6,8 +6,13 @@ they answer each job at once with a fixed function of the prompt), and the custo
 ``SwarmClient.complete`` and completions per second for:
 
 - a single-provider job (quorum 1 of 1) - the peer figure,
-- a 2-of-3 quorum with one subscription per job (the default),
+- a 2-of-3 quorum with one subscription per job (the default, clear-text results),
+- the same with sealed results (``sealing="require"``: NIP-44 to the customer and back),
+- the same with commit-reveal (``commit_reveal=True``: commitments, the customer's reveal call,
+  then the results), and with both,
 - a 2-of-3 quorum with the shared inbox subscription (``inbox=True``).
+
+After the table it prints the latency cost of the copy-resistant modes next to clear mode.
 
 Usage: ``python bench/swarm.py [--jobs N] [--inproc]`` (``--inproc``: relay, providers and
 customer in this one process and event loop). Target: p50 under 15 ms at concurrency 1.
@@ -30,11 +35,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from client.event import Event  # noqa: E402
 from client.filter import Filter  # noqa: E402
 from client.keys import Keys  # noqa: E402
-from client.nip90 import build_result, parse_request  # noqa: E402
+from client.nip90 import parse_request  # noqa: E402
 from client.pool import RelayPool  # noqa: E402
+from client.sealing import (  # noqa: E402
+    KIND_REVEAL_CALL,
+    PARAM_COMMIT,
+    PARAM_SEALED,
+    build_commitment,
+    commit,
+    new_salt,
+    parse_reveal_call,
+)
 from client.swarm import SwarmClient  # noqa: E402
+from provider.replies import build_result  # noqa: E402
+from router.types import LmUsage  # noqa: E402
 
 MAX_SUBS = 5000
 
@@ -51,7 +68,10 @@ async def serve_providers(url: str, keys: list[Keys], ready: asyncio.Event | Non
             pool = RelayPool([url], keys=k)
             await pool.start()
             pools.append(pool)
-            sub = pool.subscribe(Filter(kinds=[5050], since=int(time.time()) - 5))
+            since = int(time.time()) - 5
+            sub = pool.subscribe(
+                [Filter(kinds=[5050], since=since), Filter(kinds=[KIND_REVEAL_CALL], since=since)]
+            )
             tasks.append(asyncio.create_task(_answer(pool, sub, k)))
             await sub.wait_eose()
         if ready is not None:
@@ -64,19 +84,45 @@ async def serve_providers(url: str, keys: list[Keys], ready: asyncio.Event | Non
             await p.close()
 
 
+USAGE = LmUsage(2, 3, 5)
+
+
 async def _answer(pool: RelayPool, sub: object, keys: Keys) -> None:
+    """Answer at once; seal when asked; with commit-reveal, commit and hold the result until
+    the customer's reveal call names this key (as provider/node.py does)."""
     pending: set[asyncio.Task[object]] = set()
+    held: dict[str, tuple[str, Event]] = {}  # request id -> (customer, result)
+
+    def send(event: Event) -> None:
+        t = asyncio.create_task(pool.publish(event))
+        pending.add(t)
+        t.add_done_callback(pending.discard)
+
     async for event in sub:  # type: ignore[attr-defined]
+        if event.kind == KIND_REVEAL_CALL:
+            call = parse_reveal_call(event)
+            for request_id in call.request_ids:
+                customer, result = held.pop(request_id, ("", event))
+                if customer == call.customer and call.names(keys.public_key):
+                    send(result)
+            continue
         try:
             req = parse_request(event, keys=keys, verify=False)  # the pool verified it
         except Exception:
             continue
         if not req.is_for(keys.public_key):
             continue
-        result = build_result(keys, req, "echo: " + req.prompt)
-        t = asyncio.create_task(pool.publish(result))
-        pending.add(t)
-        t.add_done_callback(pending.discard)
+        text = "echo: " + req.prompt
+        salt = new_salt() if PARAM_COMMIT in req.params else None
+        result = build_result(
+            keys, req, text, model="echo", usage=USAGE, seal=req.params.get(PARAM_SEALED),
+            salt=salt,
+        )
+        if salt is None:
+            send(result)
+            continue
+        held[req.id] = (req.customer, result)
+        send(build_commitment(keys, req, commit(req.id, keys.public_key, text, salt)))
 
 
 def providers_main(url: str, count: int) -> None:
@@ -122,7 +168,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def measure(
-    client: SwarmClient, name: str, targets: list[str], quorum: int, concurrency: int, jobs: int
+    client: SwarmClient,
+    name: str,
+    targets: list[str],
+    quorum: int,
+    concurrency: int,
+    jobs: int,
+    **opts: object,
 ) -> Row:
     latencies: list[float] = []
     failures = 0
@@ -133,7 +185,9 @@ async def measure(
         for i in counter:
             t0 = time.perf_counter()
             try:
-                r = await client.complete(f"job {i}", quorum=quorum, targets=targets, timeout=10)
+                r = await client.complete(
+                    f"job {i}", quorum=quorum, targets=targets, timeout=10, **opts  # type: ignore[arg-type]
+                )
                 assert r.text == f"echo: job {i}"
             except Exception:
                 failures += 1
@@ -160,12 +214,39 @@ async def bench(url: str, provider_keys: list[str], jobs: int) -> list[Row]:
         # Warm-up: connections, caches, first-call costs.
         await measure(per_job, "warm-up", three, 2, 4, 40)
         await measure(inbox, "warm-up", three, 2, 4, 40)
+        await measure(per_job, "warm-up", three, 2, 4, 40, sealing="require", commit_reveal=True)
         for c in levels:
             n = max(jobs, c * 5)
             rows.append(await measure(per_job, "single provider (1 of 1)", single, 1, c, n))
-            rows.append(await measure(per_job, "2-of-3 quorum", three, 2, c, n))
+            rows.append(await measure(per_job, CLEAR, three, 2, c, n))
+            for name, opts in COPY_RESISTANT.items():
+                rows.append(await measure(per_job, name, three, 2, c, n, **opts))
             rows.append(await measure(inbox, "2-of-3 quorum, inbox", three, 2, c, n))
     return rows
+
+
+CLEAR = "2-of-3 quorum"
+COPY_RESISTANT: dict[str, dict[str, object]] = {
+    "2-of-3 sealed": {"sealing": "require"},
+    "2-of-3 commit-reveal": {"commit_reveal": True},
+    "2-of-3 sealed+commit": {"sealing": "require", "commit_reveal": True},
+}
+
+
+def print_copy_cost(rows: list[Row]) -> None:
+    """p50/p99 of each copy-resistant mode next to clear mode, at each concurrency."""
+    print("\nlatency cost of copy resistance (2-of-3, vs clear-text results in the same run)")
+    head = ("conc", "p50 ms", "clear", "+p50 ms", "p99 ms", "clear")
+    print(f"{'mode':<24}" + "".join(f"{h:>{6 if h == 'conc' else 9}}" for h in head))
+    clear = {r.concurrency: r for r in rows if r.scenario == CLEAR}
+    for r in rows:
+        base = clear.get(r.concurrency)
+        if r.scenario not in COPY_RESISTANT or base is None:
+            continue
+        print(
+            f"{r.scenario[7:]:<24}{r.concurrency:>6}{r.p50_ms:>9.2f}{base.p50_ms:>9.2f}"
+            f"{r.p50_ms - base.p50_ms:>+9.2f}{r.p99_ms:>9.2f}{base.p99_ms:>9.2f}"
+        )
 
 
 def print_rows(rows: list[Row], layout: str) -> None:
@@ -178,7 +259,8 @@ def print_rows(rows: list[Row], layout: str) -> None:
             f"{r.scenario:<28}{r.concurrency:>6}{r.jobs:>7}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
             f"{r.per_s:>9.0f}{r.failures:>6}"
         )
-    c1 = [r for r in rows if r.concurrency == 1 and r.scenario == "2-of-3 quorum"]
+    print_copy_cost(rows)
+    c1 = [r for r in rows if r.concurrency == 1 and r.scenario == CLEAR]
     if c1:
         verdict = "met" if c1[0].p50_ms < 15 else "NOT met"
         p50 = c1[0].p50_ms
