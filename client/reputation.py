@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -53,6 +54,7 @@ Clock = Callable[[], float]
 Kind = Literal["agreed", "dissented", "unmatched", "answered", "error", "timeout", "beaten"]
 
 DEFAULT_HALF_LIFE_S = 14 * 24 * 3600.0
+LEDGER_ENV = "SWARM_REPUTATION"
 LATENCY_ALPHA = 0.3
 PRICE_ALPHA = 0.3
 
@@ -329,6 +331,17 @@ def observations_from_result(
 
 
 # --- the ledger (SQLite) ---------------------------------------------------------------------
+
+
+def default_ledger_path() -> Path:
+    """``$SWARM_REPUTATION``, else ``$XDG_DATA_HOME/nostr-swarm/reputation.sqlite``
+    (``XDG_DATA_HOME`` defaults to ``~/.local/share``)."""
+    env = os.environ.get(LEDGER_ENV)
+    if env:
+        return Path(env).expanduser()
+    home = os.path.expanduser("~")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+    return Path(base) / "nostr-swarm" / "reputation.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reputation (

@@ -11,6 +11,7 @@ from client.reputation import (
     ProviderRecord,
     ReputationLedger,
     observe,
+    unmatched_of,
 )
 
 from .support import FakeClock
@@ -136,3 +137,27 @@ def test_record_is_pure_arithmetic() -> None:
     r = ProviderRecord("p")
     r2 = r.updated(Observation("p", "agreed", 100.0), now=10, half_life_s=DAY)
     assert r.agreed == 0 and r2.agreed == 1 and r2.first_seen == 10 and r2.decayed_at == 10
+
+
+def test_unmatched_answers_count_a_little_against_their_authors() -> None:
+    # No quorum: three different answers (at most one is right) and one lonely pair.
+    obs = observe(
+        asked=["a", "b", "c"],
+        reached=False,
+        timed_out=False,
+        agreeing=[],
+        dissenting=[],
+        answered_ms={"a": 1.0, "b": 2.0, "c": 3.0},
+        errors=[],
+        elapsed_ms=3.0,
+        unmatched=unmatched_of([("a",), ("b",), ("c",)]),
+    )
+    assert {o.kind for o in obs} == {"unmatched"}
+    assert unmatched_of([("a", "b"), ("c",)]) == ["c"]
+    assert unmatched_of([("a",)]) == []  # a single answer contradicts nobody
+    led = ledger(FakeClock(0))
+    led.record([Observation("p", "agreed")] * 2)
+    led.record([Observation("q", "agreed")] * 2)
+    led.record([Observation("p", "unmatched")])
+    led.record([Observation("q", "dissented")])
+    assert led.score("q") < led.score("p") < 0.75
