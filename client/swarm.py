@@ -27,6 +27,12 @@ Copy resistance (``sealing=``, ``commit_reveal=``; ``docs/security.md``): the co
 :class:`~client.sealing.CopyGuard` decides which results count and how each counted vote was
 protected (``SwarmResult.protection``, ``SwarmResult.copyable``); with commit-reveal the loop
 publishes the reveal call when the commitment window is due.
+
+Discovery and reputation (``selector=``, ``reputation=``; ``docs/discovery.md``): with a
+:class:`~client.selection.Selector` a job without explicit ``targets`` addresses the providers its
+policy picks (alive in its directory, which the client keeps fed from its relays), and only the
+votes it admits count (block-lists, quorum membership); every outcome, reached or not, is written
+to the :class:`~client.reputation.ReputationLedger`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import JobRejected, QuorumNotReached
+from .errors import JobRejected, NoProvidersAvailable, QuorumNotReached
 from .event import Event
 from .filter import Filter
 from .keys import Keys
@@ -68,6 +74,9 @@ from .quorum import Comparator, Decision, Normalized, Protection, Quorum, Vote
 from .sealing import CopyGuard, CopyPolicy, SealingMode, build_reveal_call, copyable, protections
 
 if TYPE_CHECKING:
+    from .directory import DirectoryWatcher
+    from .reputation import ReputationLedger
+    from .selection import Selection, Selector
     from .wallet import Wallet
 
 log = logging.getLogger("client.swarm")
@@ -476,9 +485,17 @@ class SwarmClient:
         inbox: bool = False,
         connect_timeout: float = 5.0,
         publish_timeout: float = 5.0,
+        selector: Selector | None = None,
+        reputation: ReputationLedger | None = None,
     ) -> None:
         self.keys = keys
         self.wallet = wallet
+        # Discovery and reputation: who to ask, whose votes count, what to remember.
+        self.selector = selector
+        if reputation is None and selector is not None:
+            reputation = selector.ledger
+        self.reputation = reputation
+        self._watcher: DirectoryWatcher | None = None
         self._pay = pay
         self.payer: Any = None
         if pay is None and wallet is not None:
@@ -512,6 +529,11 @@ class SwarmClient:
         if self._use_inbox:
             kinds = [5050 + RESULT_OFFSET, KIND_FEEDBACK]
             self._inbox = _Inbox(self.pool, self.keys.public_key, kinds)
+        if self.selector is not None and self.selector.directory is not None:
+            from .directory import DirectoryWatcher
+
+            self._watcher = DirectoryWatcher(self.pool, self.selector.directory)
+            await self._watcher.start()
         return self
 
     async def __aexit__(
@@ -529,6 +551,9 @@ class SwarmClient:
         if self._inbox is not None:
             await self._inbox.close()
             self._inbox = None
+        if self._watcher is not None:
+            await self._watcher.close()
+            self._watcher = None
         if self._own_pool:
             await self.pool.close()
         if self.payer is not None:
@@ -583,8 +608,16 @@ class SwarmClient:
         loop = asyncio.get_running_loop()
         started = loop.time()
         target_list = tuple(dict.fromkeys(targets or ()))
-        n = providers_expected if providers_expected is not None else (len(target_list) or None)
-        engine = Quorum(quorum, n, comparator if comparator is not None else Normalized())
+        comp = comparator if comparator is not None else Normalized()
+        selection = self._select(quorum, target_list, model, prompt, max_tokens)
+        if selection is not None and self.selector is not None:
+            target_list = selection.targets
+            members = len(selection.members) if not selection.broadcast else None
+            n = providers_expected if providers_expected is not None else members
+            engine: Quorum = self.selector.quorum(quorum, selection, comp, n)
+        else:
+            n = providers_expected if providers_expected is not None else (len(target_list) or None)
+            engine = Quorum(quorum, n, comp)
         if bid_msats is None and max_sats is not None:
             bid_msats = max_sats * 1000 // quorum
         scheme: Encryption | None = None
@@ -637,6 +670,7 @@ class SwarmClient:
                 self._spawn(self._cancel(job, reason if finished else "cancelled"))
         result = collector.outcome(loop.time())
         if not result.reached:
+            self._remember(result, target_list, comp)
             d = result.decision
             why = "no agreement possible" if d.exhausted else f"timed out after {timeout:g} s"
             raise QuorumNotReached(
@@ -648,7 +682,44 @@ class SwarmClient:
         paid = await self.settle(result, max_sats)
         if paid:
             result = collector.outcome(loop.time(), msats_paid=paid)
+        self._remember(result, target_list, comp)
         return result
+
+    def _select(
+        self,
+        quorum: int,
+        targets: tuple[str, ...],
+        model: str | None,
+        prompt: str,
+        max_tokens: int | None,
+    ) -> Selection | None:
+        """With a selector: its pick (or the caller's ``targets``, as members if it admits
+        them); raises NoProvidersAvailable when too few may count."""
+        sel = self.selector
+        if sel is None:
+            return None
+        if targets:
+            from .selection import Selection
+
+            members = frozenset(t for t in targets if sel.counts(t))
+            if len(members) < quorum:
+                raise NoProvidersAvailable(
+                    f"quorum {quorum} needs {quorum} targets that may count; "
+                    f"{len(members)} of {len(targets)} are allowed"
+                )
+            return Selection(targets, members, False, "explicit")
+        return sel.select(
+            quorum, model=model, prompt_tokens=(len(prompt) + 3) // 4, max_tokens=max_tokens
+        )
+
+    def _remember(self, result: SwarmResult, targets: Sequence[str], comp: Comparator) -> None:
+        """Write the outcome to the reputation ledger (a ledger failure never costs the answer)."""
+        if self.reputation is None:
+            return
+        try:
+            self.reputation.record_result(result, targets, comparator=comp)
+        except Exception as exc:
+            log.warning("job %s: reputation not recorded: %s", result.job_id[:12], exc)
 
     async def _collect(
         self, job: Job, collector: JobCollector, source: _Source, end: float
