@@ -495,7 +495,7 @@ class SwarmClient:
         if reputation is None and selector is not None:
             reputation = selector.ledger
         self.reputation = reputation
-        self._watcher: DirectoryWatcher | None = None
+        self.watcher: DirectoryWatcher | None = None  # feeds selector.directory while open
         self._pay = pay
         self.payer: Any = None
         if pay is None and wallet is not None:
@@ -532,8 +532,8 @@ class SwarmClient:
         if self.selector is not None and self.selector.directory is not None:
             from .directory import DirectoryWatcher
 
-            self._watcher = DirectoryWatcher(self.pool, self.selector.directory)
-            await self._watcher.start()
+            self.watcher = DirectoryWatcher(self.pool, self.selector.directory)
+            await self.watcher.start()
         return self
 
     async def __aexit__(
@@ -551,9 +551,9 @@ class SwarmClient:
         if self._inbox is not None:
             await self._inbox.close()
             self._inbox = None
-        if self._watcher is not None:
-            await self._watcher.close()
-            self._watcher = None
+        if self.watcher is not None:
+            await self.watcher.close()
+            self.watcher = None
         if self._own_pool:
             await self.pool.close()
         if self.payer is not None:

@@ -165,3 +165,40 @@ async def test_sybils_win_a_plain_broadcast_but_not_a_membership_quorum(relay: R
         async with SwarmClient(CUSTOMER, [relay.url], selector=selector) as guarded:
             result = await guarded.complete("Capital of France?", quorum=2, timeout=10)
         assert result.text == "Paris" and set(result.agreeing) == {h.pubkey for h in honest}
+
+
+async def test_real_provider_nodes_are_discovered_used_and_dropped_when_they_stop(
+    relay: Relay,
+) -> None:
+    from provider.node import ProviderNode
+    from router.backends import MockBackend
+
+    def node() -> ProviderNode:
+        backend = MockBackend("mock").with_model("m1").with_response("Echo: {prompt}")
+        return ProviderNode(Keys.generate(), [relay.url], backend, connect_timeout=3.0)
+
+    first, second = node(), node()
+    ledger = ReputationLedger(customer=CUSTOMER.public_key)
+    selector = Selector(directory=ProviderDirectory(), ledger=ledger, spare=0)
+    async with first, second:
+        async with SwarmClient(CUSTOMER, [relay.url], selector=selector) as swarm:
+            d = selector.directory
+            assert d is not None and swarm.watcher is not None
+            keys = {first.keys.public_key, second.keys.public_key}
+            await asyncio.wait_for(swarm.watcher.wait_for(lambda dd: all(k in dd for k in keys)), 5)
+            info = d.get(first.keys.public_key)
+            assert info is not None and info.models == ("m1",) and info.alive(time.time())
+            result = await swarm.complete("hello", model="m1", quorum=2, timeout=10)
+            assert result.text == "Echo: hello" and set(result.agreeing) == keys
+            assert all(ledger.score(k) > 0.5 for k in keys)
+            await second.close()  # graceful stop: announced offline
+            await asyncio.wait_for(
+                swarm.watcher.wait_for(
+                    lambda dd: dd.status(second.keys.public_key) == "offline"
+                ),
+                5,
+            )
+            with pytest.raises(NoProvidersAvailable):
+                await swarm.complete("hello", model="m1", quorum=2, timeout=10)
+            alone = await swarm.complete("hello", model="m1", quorum=1, timeout=10)
+            assert alone.agreeing == (first.keys.public_key,)
