@@ -8,7 +8,15 @@ from .mock import MockBackend
 from .ollama import OllamaBackend
 from .openai_compat import OpenAICompatBackend
 from .swarm import SwarmBackend
-from .swarm_sim import LatencyDist, SimJob, SimStats, SwarmSimConfig, SwarmSimulator
+from .swarm_sim import (
+    LatencyDist,
+    ProviderProfile,
+    SimJob,
+    SimStats,
+    SwarmSimConfig,
+    SwarmSimulator,
+    sim_directory,
+)
 
 __all__ = [
     "BackendAuth",
@@ -20,10 +28,12 @@ __all__ = [
     "MockBackend",
     "OllamaBackend",
     "OpenAICompatBackend",
+    "ProviderProfile",
     "SimJob",
     "SimStats",
     "SwarmBackend",
     "SwarmSimConfig",
     "SwarmSimulator",
     "parse_auth",
+    "sim_directory",
 ]
