@@ -191,7 +191,7 @@ class Event:
     def from_json(cls, text: str | bytes, *, verify: bool = True) -> Event:
         try:
             obj = json.loads(text)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: absurd nesting
             raise InvalidEvent(f"event is not valid JSON: {exc}") from None
         return cls.from_dict(obj, verify=verify)
 

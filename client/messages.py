@@ -113,7 +113,7 @@ def split_prefix(message: str) -> tuple[str, str]:
 def _load(text: str | bytes) -> list[Any]:
     try:
         msg = json.loads(text)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise InvalidMessage(f"message is not valid JSON: {exc}") from None
     if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):
         raise InvalidMessage("message must be a JSON array starting with a verb string")

@@ -525,7 +525,7 @@ def _check_request_tag(event: Event, request: Event, our_text: str | None) -> No
     try:
         obj = json.loads(tags[0][1])
         embedded = Event.from_dict(obj, verify=False)
-    except (ValueError, InvalidEvent):
+    except (ValueError, RecursionError, InvalidEvent):  # RecursionError: absurd nesting
         raise JobRejected("request tag is not an event", "bad_request_tag") from None
     # The embedded fields must hash to our id, not merely claim it.
     if embedded.id != request.id or not embedded.id_matches():
@@ -685,7 +685,7 @@ def parse_request(
         plain, encryption = _decrypt(event.content, keys, event.pubkey)
         try:
             hidden = check_tags(json.loads(plain))
-        except (ValueError, InvalidEvent):
+        except (ValueError, RecursionError, InvalidEvent):
             raise JobRejected("decrypted content is not a JSON list of tags", "malformed") from None
         # The sealed i/param tags replace any cleartext ones.
         tags = [t for t in tags if t[0] not in ("i", "param")] + hidden

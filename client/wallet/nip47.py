@@ -255,7 +255,7 @@ def parse_request(event: Event, service_secret: str) -> tuple[Request, str]:
         raise WalletError(f"encryption {scheme!r} is not supported", code="UNSUPPORTED_ENCRYPTION")
     try:
         body = json.loads(decrypt(scheme, event.content, service_secret, event.pubkey))
-    except (DecryptionError, InvalidKey, ValueError) as exc:
+    except (DecryptionError, InvalidKey, ValueError, RecursionError) as exc:
         raise WalletError(f"cannot read the request: {exc}", code="OTHER") from None
     if not isinstance(body, dict) or not isinstance(body.get("method"), str):
         raise WalletError("request must be a JSON object with a string 'method'", code="OTHER")
@@ -298,10 +298,10 @@ def parse_response(
         raise WalletError("not a response from this wallet")
     try:
         body = json.loads(decrypt(scheme, event.content, client_secret, wallet_pubkey))
-    except (DecryptionError, InvalidKey, ValueError):
+    except (DecryptionError, InvalidKey, ValueError, RecursionError):
         try:  # a wallet may answer in the other scheme than we asked in
             body = json.loads(decrypt(None, event.content, client_secret, wallet_pubkey))
-        except (DecryptionError, InvalidKey, ValueError) as exc:
+        except (DecryptionError, InvalidKey, ValueError, RecursionError) as exc:
             raise WalletError(f"cannot read the wallet's response: {exc}") from None
     if not isinstance(body, dict):
         raise WalletError("wallet response is not a JSON object")
