@@ -106,7 +106,7 @@ class PaymentGuard:
 def _msats(name: str, value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # not "²"
         value = int(value)  # NIP-90 tags carry numbers as strings
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise PaymentError(f"{name} must be a positive whole number of msats, got {value!r}")

@@ -5,6 +5,8 @@ broke ``int()``. Each now gets the module's typed error."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from client import nip44
@@ -12,6 +14,7 @@ from client.errors import (
     InvalidEvent,
     InvalidMessage,
     JobRejected,
+    PaymentError,
     WalletError,
 )
 from client.event import Event
@@ -19,6 +22,8 @@ from client.keys import Keys
 from client.messages import parse_client_message, parse_relay_message
 from client.nip90 import JobSpec, build_job, parse_request, parse_result
 from client.wallet import nip47
+from client.wallet.guard import PaymentGuard
+from client.wallet.invoices import make_invoice
 
 DEEP = "[" * 100_000 + "]" * 100_000
 NESTED = "[" * 5_000 + "]" * 5_000  # small enough to encrypt (NIP-44 takes 64 KB at most)
@@ -61,3 +66,16 @@ def test_wallet_request_and_response_hiding_nested_json() -> None:
     response = Event.create(wallet, nip47.RESPONSE_KIND, nip44.encrypt(NESTED, ck), [])
     with pytest.raises(WalletError):
         nip47.parse_response(response, client.secret_hex, wallet.public_key, scheme="nip44_v2")
+
+
+@pytest.mark.parametrize("odd", ["²", "٢١٠٠٠", "２１０００"])
+def test_guard_refuses_non_ascii_digits(odd: str) -> None:
+    inv = make_invoice(
+        PROVIDER.secret_hex, amount_msats=21_000, created_at=1_800_000_000, network="regtest"
+    ).bolt11
+    guard = PaymentGuard(network="regtest")
+    with pytest.raises(PaymentError, match="positive whole number"):
+        guard.check(inv, quote_msats=odd, bid_msats=None, now=1_800_000_000)
+    with pytest.raises(PaymentError, match="positive whole number"):
+        guard.check(inv, quote_msats=21_000, bid_msats=odd, now=1_800_000_000)
+    assert json.dumps(odd)  # the tags that carry these are ordinary JSON strings
