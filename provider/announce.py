@@ -60,6 +60,7 @@ class Offer:
     default_model: str | None = None
     encryption: Sequence[str] = ("nip44", "nip04")
     sealed: Sequence[str] = ("nip44",)
+    commit: Sequence[str] = ("sha256",)  # commit-reveal schemes the node honours
     d_tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +114,11 @@ def offer_content(offer: Offer) -> dict[str, Any]:
                 "values": list(offer.sealed),
                 "description": "encrypt the result to the customer",
             },
+            "commit": {
+                "required": False,
+                "values": list(offer.commit),
+                "description": "commit-reveal: commit to the answer, reveal when called",
+            },
         },
         "nostrSwarm": {
             "profile": WIRE_PROFILE,
@@ -122,6 +128,7 @@ def offer_content(offer: Offer) -> dict[str, Any]:
             "pricing": _price_dict(offer.pricing),
             "encryption": list(offer.encryption),
             "sealedResults": list(offer.sealed),
+            "commitReveal": list(offer.commit),
             "maxTokens": offer.max_tokens,
             "maxPromptChars": offer.max_prompt_chars,
             "heartbeat": offer.heartbeat_s,

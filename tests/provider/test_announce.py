@@ -55,6 +55,7 @@ def test_announcement_tags_and_content() -> None:
     assert s["pricing"]["msatsPer1kCompletion"] == 3000
     assert s["pricing"]["models"]["phi3"]["minMsats"] == 1
     assert s["encryption"] == ["nip44", "nip04"] and s["sealedResults"] == ["nip44"]
+    assert s["commitReveal"] == ["sha256"] and c["nip90Params"]["commit"]["values"] == ["sha256"]
     assert s["maxTokens"] == 2048 and s["heartbeat"] == 120
 
 
