@@ -10,6 +10,8 @@ input.
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -30,6 +32,7 @@ from .record import Record, event_id_of, parse_record
 from .store import EventStore, Outcome
 from .subscriptions import LiveIndex, Subscription
 
+log = logging.getLogger("relay_mock.core")
 Send = Callable[[str], None]
 # Seconds an AUTH event's created_at may differ from now (NIP-42 suggests about ten minutes).
 AUTH_WINDOW = 600
@@ -82,6 +85,8 @@ class RelayCore:
         self.on_removed: Callable[[list[Record]], None] | None = None
         self.events_received = 0
         self.events_stored = 0
+        # Refusals (OK false, CLOSED, NOTICE) by the reason's prefix: "invalid", "rate-limited"...
+        self.refused: Counter[str] = Counter()
 
     # --- connections ----------------------------------------------------------------------
 
@@ -103,13 +108,31 @@ class RelayCore:
         peer.subs.clear()
         self.peers.discard(peer)
 
+    # --- refusals: counted by reason and logged, so an operator sees abuse ------------------
+
+    def _count(self, reason: str) -> None:
+        self.refused[reason.partition(":")[0] or "other"] += 1
+        log.debug("refused: %s", reason)
+
+    def _no(self, peer: Peer, event_id: str, reason: str) -> None:
+        self._count(reason)
+        peer.send(ok_message(event_id, False, reason))
+
+    def _closed(self, peer: Peer, sub_id: str, reason: str) -> None:
+        self._count(reason)
+        peer.send(closed_message(sub_id, reason))
+
+    def _notice(self, peer: Peer, reason: str) -> None:
+        self._count(reason)
+        peer.send(notice_message(reason))
+
     # --- dispatch -------------------------------------------------------------------------
 
     def handle(self, peer: Peer, data: str | bytes, now: float) -> None:
         """Answer one websocket message."""
         peer.received += 1
         if type(data) is not str:
-            peer.send(notice_message("invalid: binary frames are not supported; send JSON as text"))
+            self._notice(peer, "invalid: binary frames are not supported; send JSON as text")
             return
         limit = self.limits.max_message_length
         n = len(data)
@@ -117,10 +140,10 @@ class RelayCore:
         try:
             msg = json.loads(data)
         except (ValueError, RecursionError):
-            peer.send(notice_message("invalid: message is not valid JSON"))
+            self._notice(peer, "invalid: message is not valid JSON")
             return
         if type(msg) is not list or not msg or type(msg[0]) is not str:
-            peer.send(notice_message("invalid: a message is a JSON array starting with a verb"))
+            self._notice(peer, "invalid: a message is a JSON array starting with a verb")
             return
         verb = msg[0]
         if too_big:
@@ -136,16 +159,16 @@ class RelayCore:
         elif verb == "COUNT":
             self._on_req(peer, msg, now, count=True)
         else:
-            peer.send(notice_message(f"invalid: unknown message type {verb[:32]!r}"))
+            self._notice(peer, f"invalid: unknown message type {verb[:32]!r}")
 
     def _refuse_too_big(self, peer: Peer, msg: list, n: int) -> None:  # type: ignore[type-arg]
         text = f"invalid: message too large (max {self.limits.max_message_length} bytes)"
         if msg[0] == "EVENT" and len(msg) > 1 and (eid := event_id_of(msg[1])):
-            peer.send(ok_message(eid, False, text))
+            self._no(peer, eid, text)
         elif msg[0] in ("REQ", "COUNT") and len(msg) > 1 and _is_sub_id(msg[1], 64):
-            peer.send(closed_message(msg[1], text))
+            self._closed(peer, msg[1], text)
         else:
-            peer.send(notice_message(text))
+            self._notice(peer, text)
 
     # --- EVENT ----------------------------------------------------------------------------
 
@@ -154,20 +177,16 @@ class RelayCore:
         obj = msg[1] if len(msg) > 1 else None
         eid = event_id_of(obj)
         if eid is None:
-            peer.send(notice_message("invalid: EVENT needs an event object with a 64-hex id"))
+            self._notice(peer, "invalid: EVENT needs an event object with a 64-hex id")
             return
         if len(msg) != 2:
-            peer.send(ok_message(eid, False, "invalid: EVENT takes exactly one event"))
+            self._no(peer, eid, "invalid: EVENT takes exactly one event")
             return
         if self.auth_required and not peer.authed:
-            peer.send(ok_message(eid, False, "auth-required: authenticate (NIP-42) to publish"))
+            self._no(peer, eid, "auth-required: authenticate (NIP-42) to publish")
             return
         if peer.bucket is not None and not peer.bucket.take(now):
-            peer.send(
-                ok_message(
-                    eid, False, f"rate-limited: at most {self.limits.event_rate:g} events/s"
-                )
-            )
+            self._no(peer, eid, f"rate-limited: at most {self.limits.event_rate:g} events/s")
             return
         if eid in self.store:  # stored means verified already: skip the costly checks
             peer.send(ok_message(eid, True, "duplicate: already have this event"))
@@ -177,13 +196,15 @@ class RelayCore:
         try:
             rec = parse_record(obj, raw)
         except InvalidEvent as exc:
-            peer.send(ok_message(eid, False, f"invalid: {exc}"))
+            self._no(peer, eid, f"invalid: {exc}")
             return
         refusal = self._refusal(rec, obj, now)
         if refusal:
-            peer.send(ok_message(eid, False, refusal))
+            self._no(peer, eid, refusal)
             return
         outcome = self.store_event(rec, now)
+        if not outcome.accepted:
+            self._count(outcome.message)
         # OK first: the publisher's wait should not grow with the number of subscribers.
         peer.send(ok_message(eid, outcome.accepted, outcome.message))
         if outcome.broadcast:
@@ -245,30 +266,29 @@ class RelayCore:
         verb = msg[0]
         lim = self.limits
         if len(msg) < 2 or type(msg[1]) is not str:
-            peer.send(notice_message(f"invalid: {verb} needs a subscription id string"))
+            self._notice(peer, f"invalid: {verb} needs a subscription id string")
             return
         sub_id = msg[1]
         if not _is_sub_id(sub_id, lim.max_subid_length):
-            peer.send(
-                closed_message(
-                    sub_id,  # as sent, so the client can tell which REQ was refused
-                    f"invalid: subscription id must be 1..{lim.max_subid_length} characters",
-                )
+            self._closed(
+                peer,
+                sub_id,  # as sent, so the client can tell which REQ was refused
+                f"invalid: subscription id must be 1..{lim.max_subid_length} characters",
             )
             return
         if len(msg) < 3:
-            peer.send(closed_message(sub_id, f"invalid: {verb} needs at least one filter"))
+            self._closed(peer, sub_id, f"invalid: {verb} needs at least one filter")
             return
         if self.auth_required and not peer.authed:
-            peer.send(closed_message(sub_id, "auth-required: authenticate (NIP-42) to read"))
+            self._closed(peer, sub_id, "auth-required: authenticate (NIP-42) to read")
             return
         if len(msg) - 2 > lim.max_filters:
-            peer.send(closed_message(sub_id, f"invalid: too many filters (max {lim.max_filters})"))
+            self._closed(peer, sub_id, f"invalid: too many filters (max {lim.max_filters})")
             return
         try:
             filters = tuple(Filter.from_dict(f) for f in msg[2:])
         except InvalidFilter as exc:
-            peer.send(closed_message(sub_id, f"invalid: {exc}"))
+            self._closed(peer, sub_id, f"invalid: {exc}")
             return
         self.purge(now)
         if count:
@@ -276,12 +296,11 @@ class RelayCore:
             return
         old = peer.subs.get(sub_id)
         if old is None and len(peer.subs) >= lim.max_subscriptions:
-            peer.send(
-                closed_message(
-                    sub_id,
-                    f"rate-limited: too many open subscriptions (max {lim.max_subscriptions}); "
-                    "CLOSE one first",
-                )
+            self._closed(
+                peer,
+                sub_id,
+                f"rate-limited: too many open subscriptions (max {lim.max_subscriptions}); "
+                "CLOSE one first",
             )
             return
         if old is not None:  # the same id replaces the subscription
@@ -299,7 +318,7 @@ class RelayCore:
 
     def _on_close(self, peer: Peer, msg: list) -> None:  # type: ignore[type-arg]
         if len(msg) != 2 or type(msg[1]) is not str:
-            peer.send(notice_message("invalid: CLOSE takes exactly one subscription id string"))
+            self._notice(peer, "invalid: CLOSE takes exactly one subscription id string")
             return
         sub = peer.subs.pop(msg[1], None)
         if sub is not None:
@@ -320,19 +339,19 @@ class RelayCore:
         obj = msg[1] if len(msg) == 2 else None
         eid = event_id_of(obj)
         if eid is None:
-            peer.send(notice_message("invalid: AUTH takes exactly one signed kind-22242 event"))
+            self._notice(peer, "invalid: AUTH takes exactly one signed kind-22242 event")
             return
         if peer.challenge is None:
-            peer.send(ok_message(eid, False, "invalid: this relay did not ask for authentication"))
+            self._no(peer, eid, "invalid: this relay did not ask for authentication")
             return
         try:
             rec = parse_record(obj, text[text.index("{") : text.rindex("}") + 1])
         except InvalidEvent as exc:
-            peer.send(ok_message(eid, False, f"invalid: {exc}"))
+            self._no(peer, eid, f"invalid: {exc}")
             return
         problem = self._auth_problem(peer, rec, now)
         if problem:
-            peer.send(ok_message(eid, False, problem))
+            self._no(peer, eid, problem)
             return
         peer.authed.add(rec.pubkey)
         peer.send(ok_message(eid, True))

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -52,6 +52,8 @@ class RelayStats:
     messages_dropped: int
     messages_delayed: int
     disconnects_forced: int
+    # Refused messages (OK false, CLOSED, NOTICE) by reason prefix: "invalid", "rate-limited"...
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 class _Link:
@@ -293,6 +295,7 @@ class Relay:
             messages_dropped=self._dropped,
             messages_delayed=self._delayed,
             disconnects_forced=self._forced,
+            refused=dict(self.core.refused),
         )
 
     async def wait_idle(self) -> None:
