@@ -170,6 +170,8 @@ class Payer:
                     job_budget_msats=job_budget_msats,
                 )
             except PaymentError as exc:
+                # A refused invoice may be an attack (above the quote, replayed): say so.
+                log.warning("refused to pay %s for job %s: %s", provider[:16], job_id[:16], exc)
                 return outcome("refused", payment_hash=inv.payment_hash, error=exc)
             if not self.ledger.begin(inv, job_id=job_id, provider=provider, now=now):
                 rec = self.ledger.get(inv.payment_hash)
@@ -221,6 +223,7 @@ class Payer:
                 f"invoice {inv.payment_hash[:16]}… was already presented for job "
                 f"{rec.job_id[:16]} by {rec.provider[:16]}"
             )
+            log.warning("refused to pay %s for job %s: %s", provider[:16], job_id[:16], err)
             return PaymentOutcome(
                 provider, job_id, "refused", payment_hash=inv.payment_hash, error=err
             )
