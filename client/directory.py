@@ -110,6 +110,7 @@ class ProviderInfo:
     model_prices: Mapping[str, PriceList] = field(default_factory=dict)
     encryption: tuple[str, ...] = ()
     sealed_results: tuple[str, ...] = ()
+    commit_reveal: tuple[str, ...] = ()  # commit-reveal schemes it honours (e.g. "sha256")
     max_tokens: int | None = None
     max_prompt_chars: int | None = None
     heartbeat_s: int | None = None
@@ -183,6 +184,7 @@ class ProviderInfo:
             "model_prices": {m: p.to_dict() for m, p in sorted(self.model_prices.items())},
             "encryption": list(self.encryption),
             "sealed_results": list(self.sealed_results),
+            "commit_reveal": list(self.commit_reveal),
             "max_tokens": self.max_tokens,
             "max_prompt_chars": self.max_prompt_chars,
             "heartbeat_s": self.heartbeat_s,
@@ -324,6 +326,7 @@ def parse_announcement(event: Event, *, received_at: float = 0.0) -> ProviderInf
         model_prices=model_prices,
         encryption=_strings(ours.get("encryption"), "nostrSwarm.encryption", 8),
         sealed_results=_strings(ours.get("sealedResults"), "nostrSwarm.sealedResults", 8),
+        commit_reveal=_strings(ours.get("commitReveal"), "nostrSwarm.commitReveal", 8),
         max_tokens=_opt_int(ours.get("maxTokens"), "nostrSwarm.maxTokens"),
         max_prompt_chars=_opt_int(ours.get("maxPromptChars"), "nostrSwarm.maxPromptChars"),
         swarm=SWARM_TOPIC in topics,

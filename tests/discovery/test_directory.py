@@ -36,7 +36,7 @@ def test_parse_reads_what_the_provider_announces() -> None:
     assert info.price_for("phi3") == PriceList(0, 1000, 500)
     assert info.price_for("llama3") == info.price
     assert info.encryption == ("nip44", "nip04") and info.supports_encryption("nip44")
-    assert info.sealed_results == ("nip44",)
+    assert info.sealed_results == ("nip44",) and info.commit_reveal == ("sha256",)
     assert info.max_tokens == 2048 and info.max_prompt_chars == 32000
     assert info.heartbeat_s == 120 and info.expiration == 1000 + 360
     assert info.swarm and info.profile == "nostr-swarm/1" and info.lud16 == "node@example.com"
