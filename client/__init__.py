@@ -35,13 +35,45 @@ _LAZY = {
     "JobResult": "nip90",
     "JobFeedback": "nip90",
     "Amount": "nip90",
+    "CopyPolicy": "sealing",
+    "SealingMode": "sealing",
+    "SEALING_MODES": "sealing",
+    "ProviderDirectory": "directory",
+    "DirectoryWatcher": "directory",
+    "ProviderInfo": "directory",
+    "discover": "directory",
+    "ReputationLedger": "reputation",
+    "Selector": "selection",
+    "BestReputation": "selection",
+    "Cheapest": "selection",
+    "Fastest": "selection",
+    "Explore": "selection",
+    "Broadcast": "selection",
+    "AccessList": "selection",
+    "QuorumMembership": "selection",
 }
-_LAZY_MODULES = ("nip90", "quorum", "pool", "swarm", "wallet", "messages")
+_LAZY_MODULES = (
+    "nip90", "quorum", "pool", "swarm", "wallet", "messages", "sealing", "directory",
+    "reputation", "selection",
+)  # fmt: skip
 
 if TYPE_CHECKING:
+    from .directory import DirectoryWatcher, ProviderDirectory, ProviderInfo, discover
     from .nip90 import Amount, Job, JobFeedback, JobRequest, JobResult, JobSpec
     from .pool import RelayPool, Subscription
     from .quorum import Decision, Quorum, Vote
+    from .reputation import ReputationLedger
+    from .sealing import SEALING_MODES, CopyPolicy, SealingMode
+    from .selection import (
+        AccessList,
+        BestReputation,
+        Broadcast,
+        Cheapest,
+        Explore,
+        Fastest,
+        QuorumMembership,
+        Selector,
+    )
     from .swarm import JobCollector, Progress, ProviderState, SwarmClient, SwarmResult, Timings
 
 
@@ -54,9 +86,18 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "SEALING_MODES",
+    "AccessList",
     "Amount",
+    "BestReputation",
+    "Broadcast",
+    "Cheapest",
+    "CopyPolicy",
     "Decision",
+    "DirectoryWatcher",
     "Event",
+    "Explore",
+    "Fastest",
     "Filter",
     "Job",
     "JobCollector",
@@ -66,15 +107,22 @@ __all__ = [
     "JobSpec",
     "Keys",
     "Progress",
+    "ProviderDirectory",
+    "ProviderInfo",
     "ProviderState",
     "Quorum",
+    "QuorumMembership",
     "RelayPool",
+    "ReputationLedger",
+    "SealingMode",
+    "Selector",
     "Subscription",
     "SwarmClient",
     "SwarmResult",
     "Timings",
     "Vote",
     "__version__",
+    "discover",
     "errors",
     "nip04",
     "nip19",

@@ -16,10 +16,13 @@ from rich.live import Live
 from rich.table import Table
 
 from . import nip19
+from .directory import ProviderDirectory
 from .errors import InvalidKey, JobError, NostrSwarmError, QuorumNotReached, RelayError
 from .keys import Keys, parse_pubkey
 from .quorum import COMPARATOR_NAMES, comparator_by_name
+from .reputation import ReputationLedger, default_ledger_path
 from .sealing import SEALING_MODES, protections
+from .selection import POLICY_NAMES, AccessList, Selector, policy_by_name
 from .swarm import Progress, SwarmClient, SwarmResult
 
 EXIT_OK = 0
@@ -52,7 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("prompt", help="the prompt (use - to read it from stdin)")
     p.add_argument(
-        "--relay", "-r", action="append", default=[], metavar="URL",
+        "--relay",
+        "-r",
+        action="append",
+        default=[],
+        metavar="URL",
         help="relay websocket URL (repeat for several)",
     )
     p.add_argument("--quorum", "-k", type=int, default=2, help="providers that must agree (2)")
@@ -64,56 +71,112 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--top-p", type=float, help="param top_p")
     p.add_argument("--seed", type=int, help="param seed")
     p.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="any other job param (repeatable)",
     )
     p.add_argument("--bid", type=int, metavar="SATS", help="most each provider may charge (sats)")
     p.add_argument(
-        "--max-sats", type=int, metavar="SATS",
+        "--max-sats",
+        type=int,
+        metavar="SATS",
         help="budget for the whole job; the bid defaults to it split over the quorum",
     )
     p.add_argument(
-        "--target", "-p", action="append", default=[], metavar="NPUB",
+        "--target",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NPUB",
         help="address this provider (npub or hex; repeatable)",
     )
     p.add_argument(
-        "--encrypt", choices=("nip44", "nip04"),
+        "--encrypt",
+        choices=("nip44", "nip04"),
         help="seal the prompt for each --target (one request per provider)",
     )
     p.add_argument(
-        "--compare", choices=COMPARATOR_NAMES, default="normalized",
+        "--compare",
+        choices=COMPARATOR_NAMES,
+        default="normalized",
         help="how answers are compared (normalized)",
     )
     p.add_argument(
-        "--tolerance", type=float,
+        "--tolerance",
+        type=float,
         help="numeric: absolute tolerance; similarity: threshold 0..1",
     )
     p.add_argument(
-        "--nwc", metavar="URI",
+        "--policy",
+        choices=POLICY_NAMES,
+        default="broadcast",
+        help="who to ask: broadcast (anyone), or target providers found on the relays by "
+        "reputation: best, cheapest, fastest, explore (best plus a share for newcomers)",
+    )
+    p.add_argument(
+        "--spare",
+        type=int,
+        default=1,
+        help="with --policy: providers asked beyond the quorum size (1)",
+    )
+    p.add_argument(
+        "--block",
+        action="append",
+        default=[],
+        metavar="NPUB",
+        help="never ask or count this provider (repeatable)",
+    )
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="NPUB",
+        help="only ask and count these providers (repeatable)",
+    )
+    p.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="reputation ledger this job updates (default: SWARM_REPUTATION or "
+        "~/.local/share/nostr-swarm/reputation.sqlite)",
+    )
+    p.add_argument("--no-reputation", action="store_true", help="do not record this job's outcome")
+    p.add_argument(
+        "--nwc",
+        metavar="URI",
         help="pay the agreeing providers from this Nostr Wallet Connect wallet "
         "(nostr+walletconnect://…; default: SWARM_NWC); without it nothing is paid",
     )
     p.add_argument(
-        "--payments-db", metavar="PATH",
+        "--payments-db",
+        metavar="PATH",
         help="payment ledger that makes paying idempotent (default ~/.nostr-swarm/payments.db)",
     )
     p.add_argument(
-        "--sealing", choices=SEALING_MODES, default="prefer",
+        "--sealing",
+        choices=SEALING_MODES,
+        default="prefer",
         help="ask providers to encrypt their answers to you so others cannot copy them: "
         "require (clear-text answers do not count), prefer (they count, marked copyable; "
         "the default), off (do not ask)",
     )
     p.add_argument(
-        "--commit-reveal", action="store_true",
+        "--commit-reveal",
+        action="store_true",
         help="providers commit to a hash of their answer first and reveal it once the "
         "commitment window closes: a provider cannot copy an answer it has not seen",
     )
     p.add_argument(
-        "--commit-window", type=float, metavar="SECONDS",
+        "--commit-window",
+        type=float,
+        metavar="SECONDS",
         help="close the commitment window this long after publishing (half the timeout)",
     )
     p.add_argument(
-        "--commit-quota", type=int, metavar="N",
+        "--commit-quota",
+        type=int,
+        metavar="N",
         help="close the commitment window as soon as N commitments are in "
         "(default: the number of --target providers, if any)",
     )
@@ -297,7 +360,21 @@ async def _run(
     started = time.monotonic()
     nwc = getattr(args, "nwc", None) or os.environ.get("SWARM_NWC")
     wallet: Any = None
+    ledger: Any = None
+    selector: Any = None
     try:
+        if not args.no_reputation or args.policy != "broadcast":
+            ledger = ReputationLedger(
+                args.ledger or default_ledger_path(), customer=keys.public_key
+            )
+        if args.policy != "broadcast" or args.allow or args.block:
+            selector = Selector(
+                directory=ProviderDirectory() if args.policy != "broadcast" else None,
+                ledger=ledger,
+                policy=policy_by_name(args.policy),
+                access=AccessList.parse(allow=args.allow or None, block=args.block),
+                spare=args.spare,
+            )
         limit = min(5.0, args.timeout)  # a dead relay must not outlast the user's patience
         if nwc:
             from .wallet import NwcWallet
@@ -309,6 +386,8 @@ async def _run(
             relays,
             wallet,
             payments_db=getattr(args, "payments_db", None),
+            selector=selector,
+            reputation=None if args.no_reputation else ledger,
             connect_timeout=limit,
             publish_timeout=limit,
         ) as swarm:
@@ -340,6 +419,8 @@ async def _run(
     finally:
         if wallet is not None:
             await wallet.close()
+        if ledger is not None:
+            ledger.close()
     if args.json:
         print(json.dumps(_outcome_json(result), indent=2))
     else:

@@ -17,3 +17,13 @@ async def relay() -> AsyncIterator[Relay]:
     """
     async with Relay(seed=0) as started:
         yield started
+
+
+@pytest.fixture(autouse=True)
+def _private_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default ledgers (payments, reputation) go to a temporary folder, never to the real home."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("NOSTR_SWARM_HOME", str(home / "nostr-swarm"))
+    monkeypatch.setenv("SWARM_REPUTATION", str(home / "reputation.sqlite"))
