@@ -27,6 +27,10 @@ def canonical(pubkey: str, created_at: int, kind: int, tags: Tags, content: str)
     ``"``, ``\\`` and the control characters, which is the NIP-01 escape set.
     """
     try:
+        if type(created_at) is int and type(kind) is int and pubkey.isalnum():
+            # Fast path (hot in relays and verifiers): the same bytes without building a list;
+            # an alphanumeric pubkey and plain ints need no escaping.
+            return f'[0,"{pubkey}",{created_at},{kind},{_dumps(tags)},{_dumps(content)}]'.encode()
         return _dumps([0, pubkey, created_at, kind, tags, content]).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidEvent("event text holds a lone surrogate, which UTF-8 cannot encode") from None
@@ -122,11 +126,12 @@ class Event:
 
     def check(self) -> None:
         """Raise :class:`InvalidId` or :class:`InvalidSignature` unless the event is authentic."""
-        if not self.id_matches():
+        digest = hashlib.sha256(
+            canonical(self.pubkey, self.created_at, self.kind, self.tags, self.content)
+        ).digest()
+        if digest.hex() != self.id:
             raise InvalidId(f"id {self.id[:16]}… is not the hash of the event's fields")
-        if not secp.verify(
-            bytes.fromhex(self.pubkey), bytes.fromhex(self.id), bytes.fromhex(self.sig)
-        ):
+        if not secp.verify(bytes.fromhex(self.pubkey), digest, bytes.fromhex(self.sig)):
             raise InvalidSignature(f"signature of event {self.id[:16]}… does not verify")
 
     # --- tags ---------------------------------------------------------------------------

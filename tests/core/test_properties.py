@@ -86,3 +86,20 @@ def test_fuzz_nip19_round_trip(data: bytes, relays: list[str], kind: int | None)
 @given(text.filter(bool))
 def test_fuzz_nip44_round_trip(plaintext: str) -> None:
     _nip44_round_trip(plaintext)
+
+
+@FAST
+@given(
+    text, tags, st.integers(0, 65535), st.integers(0, 2**40), st.binary(min_size=32, max_size=32)
+)
+def test_canonical_fast_path_equals_plain_json(
+    content: str, tag_list: list[list[str]], kind: int, ts: int, pub: bytes
+) -> None:
+    import json
+
+    from client.event import canonical
+
+    reference = json.dumps(
+        [0, pub.hex(), ts, kind, tag_list, content], separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+    assert canonical(pub.hex(), ts, kind, tag_list, content) == reference
