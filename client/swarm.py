@@ -54,6 +54,7 @@ from .event import Event
 from .filter import Filter
 from .keys import Keys
 from .nip90 import (
+    DEFAULT_SKEW_S,
     ERROR,
     KIND_FEEDBACK,
     MAX_RESULT_BYTES,
@@ -422,7 +423,9 @@ class _Inbox:
     """One shared ``#p`` subscription routed to jobs by ``e`` tag (``inbox=True``)."""
 
     def __init__(self, pool: RelayPool, me: str, kinds: Sequence[int]) -> None:
-        since = int(time.time()) - EXPIRATION_SLACK_S
+        # Replies carry their provider's clock: reach back as far as nip90 accepts a reply
+        # stamped before its job, or a provider whose clock is behind ours is never heard.
+        since = int(time.time()) - DEFAULT_SKEW_S
         self.sub = pool.subscribe(Filter(kinds=kinds, tags={"p": [me]}, since=since))
         self.routes: dict[str, asyncio.Queue[Event]] = {}
         self.unrouted = 0
@@ -514,6 +517,8 @@ class SwarmClient:
                 keys=keys,
                 connect_timeout=connect_timeout,
                 publish_timeout=publish_timeout,
+                # After a reconnect, `since` must allow for providers' clocks (see _Inbox).
+                resubscribe_slack=DEFAULT_SKEW_S,
             )
             self._own_pool = True
         self._inbox: _Inbox | None = None
