@@ -705,7 +705,13 @@ class ProviderNode:
         if not rate.allowed:
             self.stats.refused["rate_limited"] += 1
             self.store.update(event.id, "refused", reason="rate_limited")
-            if rate.notify:
+            if rate.notify:  # logged like the feedback: once per customer per window
+                log.info(
+                    "job %s customer %s refused (rate_limited): over %g jobs per minute",
+                    event.id[:12],
+                    event.pubkey[:12],
+                    self.limits.rate_per_minute,
+                )
                 self._feedback(
                     decision.request,
                     ERROR,
