@@ -426,7 +426,11 @@ class RelayConnection:
             if self._closing or self.state == "closed":
                 return False, f"error: relay unavailable ({self.last_error or 'closed'})"
             try:
-                await asyncio.wait_for(self.connected.wait(), ok_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+                # that arrives as the awaited thing completes, so a cancelled publisher (a node
+                # shutting down) would carry on and hang its shutdown.
+                async with asyncio.timeout(ok_timeout):
+                    await self.connected.wait()
             except TimeoutError:
                 return False, f"error: not connected ({self.last_error or 'connecting'})"
         entry = self._pending.get(event.id)
@@ -438,7 +442,8 @@ class RelayConnection:
         else:
             fut = entry[0]
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                return await asyncio.shield(fut)
         except TimeoutError:
             return False, "error: timed out waiting for OK"
         finally:
