@@ -1,5 +1,5 @@
-"""The doc tests' shared world: a relay, a wallet service, provider nodes and fake model servers,
-started once per session (see tests/docs/world.py)."""
+"""The doc tests' world: a relay, a wallet service, provider nodes and fake model servers (see
+tests/docs/world.py), fresh for each doc file, so no page sees another page's jobs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from .world import running_world
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     with running_world(tmp_path_factory.mktemp("doc-world")) as env:
         yield env

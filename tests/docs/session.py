@@ -66,6 +66,16 @@ def is_complete_program(text: str) -> bool:
     return proc.returncode == 0
 
 
+def _server_logs(scratch: Path) -> str:
+    """The last lines each server of a failed block wrote to stderr."""
+    parts = []
+    for err in sorted(scratch.glob("bg*.err")):
+        lines = err.read_text(errors="replace").splitlines()[-15:]
+        if lines:
+            parts.append(f"--- {err.name} (server stderr)\n" + "\n".join(lines))
+    return "\n" + "\n".join(parts) if parts else ""
+
+
 class DocSession:
     def __init__(self, doc: Document, workdir: Path, world: dict[str, str]) -> None:
         self.doc = doc
@@ -145,10 +155,12 @@ class DocSession:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         if timed_out:
-            return Outcome(block, False, "ran", f"timed out after {BLOCK_TIMEOUT_S} s\n{out}")
+            detail = f"timed out after {BLOCK_TIMEOUT_S} s\n{out}{_server_logs(scratch)}"
+            return Outcome(block, False, "ran", detail)
         if proc.returncode != 0:
             tail = "\n".join(out.splitlines()[-40:])
-            return Outcome(block, False, "ran", f"exit {proc.returncode} ({path})\n{tail}")
+            detail = f"exit {proc.returncode} ({path})\n{tail}{_server_logs(scratch)}"
+            return Outcome(block, False, "ran", detail)
         return Outcome(block, True, "ran", out)
 
     def _with_setup(self, block: Block, body: str) -> tuple[str, dict[str, str], list[str]]:

@@ -29,13 +29,25 @@ SERVERS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 PREAMBLE = r"""set -e -o pipefail
 trap 'echo "doc-test: command failed (exit $?): $BASH_COMMAND" >&2' ERR
+# Servers stop in the reverse order of their start (as a reader would stop them), so a provider
+# can still say goodbye on a relay that is still there; then whatever else is left.
+__servers=()
 __cleanup() {
-  local rc=$? pids
+  local rc=$? i pids
+  for ((i = ${#__servers[@]} - 1; i >= 0; i--)); do
+    { kill -TERM "${__servers[i]}" 2>/dev/null && wait "${__servers[i]}" 2>/dev/null; } || true
+  done
   pids=$(jobs -p)
   if [ -n "$pids" ]; then kill -TERM $pids 2>/dev/null || true; wait $pids 2>/dev/null || true; fi
   exit $rc
 }
 trap __cleanup EXIT
+# __bg_open: a fresh number N and fifo for the next server (a loop may start several).
+__n=0
+__bg_open() {
+  __n=$((__n + 1))
+  mkfifo "$__DT/bg$__n.fifo"
+}
 # __ready PID N PATTERN LABEL: read the server's output until a line matches PATTERN.
 __ready() {
   local pid=$1 n=$2 pat=$3 label=$4 line fd
@@ -147,7 +159,6 @@ def logical_lines(text: str) -> list[list[str]]:
 def to_script(text: str) -> str:
     """The bash script for one ```sh block (see the module docstring)."""
     out: list[str] = [PREAMBLE]
-    n = 0
     for group in logical_lines(text):
         if group[0] == HEREDOC:
             out.extend(group[1:])
@@ -161,15 +172,14 @@ def to_script(text: str) -> str:
         if not background and ready is None:
             out.extend(group)
             continue
-        n += 1
         label = shlex.quote(code)
         head = group[:-1]
         tail = last.code[:-1].rstrip() if background else last.code
         pattern = shlex.quote(ready or ".")
-        out.append(f'mkfifo "$__DT/bg{n}.fifo"')
+        out.append("__bg_open")
         out.extend(head)
-        start = f'{tail} >"$__DT/bg{n}.fifo" 2>"$__DT/bg{n}.err" &'
-        out.append(f"{start} __pid=$!; __ready $__pid {n} {pattern} {label}")
+        start = f'{tail} >"$__DT/bg$__n.fifo" 2>"$__DT/bg$__n.err" &'
+        out.append(f"{start} __pid=$!; __servers+=($__pid); __ready $__pid $__n {pattern} {label}")
         if not background:
-            out.append(f"__stop $__pid {n} {label}")
+            out.append(f"__stop $__pid $__n {label}")
     return "\n".join(out) + "\n"

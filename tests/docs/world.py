@@ -10,12 +10,14 @@ those for the values below (exported to every block as environment variables):
 | ``PROVIDER_NWC`` | an empty account's URI on the same service (for a provider's invoices) |
 | ``OLLAMA`` | a fake Ollama server (http://127.0.0.1:PORT) serving ``llama3.2:1b`` |
 | ``OPENAI_UPSTREAM`` | a fake OpenAI-compatible server (http://127.0.0.1:PORT/v1) |
+| ``PROVIDER_1`` .. ``PROVIDER_3`` | the npubs of the three provider nodes on ``RELAY`` |
 
 Three provider nodes take jobs on ``RELAY`` (any model; the answer is ``Echo: <prompt>``, so they
 agree), charge 1 sat per short job after the result (payment ``after``) and invoice through the
 wallet service, so a customer's ``--nwc $NWC`` really pays them.
 
-It all runs on an event loop in a background thread for the whole test session.
+It all runs on an event loop in a background thread; each doc file gets a fresh one (it starts in
+about 0.1 s), so a provider a page starts never picks up another page's recent jobs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ async def _serve(
         service = await stack.enter_async_context(WalletService(ledger, [relay.url]))
         customer = ledger.create_account("customer", msats=CUSTOMER_SATS * 1000)
         spare = ledger.create_account("provider")
+        npubs: dict[str, str] = {}
         for i in range(PROVIDERS):
             account = ledger.create_account(f"doc-provider-{i + 1}")
             wallet = await stack.enter_async_context(
@@ -61,9 +64,11 @@ async def _serve(
                 .with_response("Echo: {prompt}")
                 .with_usage(20, 10)
             )
+            keys = Keys.generate()
+            npubs[f"PROVIDER_{i + 1}"] = keys.npub
             await stack.enter_async_context(
                 ProviderNode(
-                    Keys.generate(),
+                    keys,
                     [relay.url],
                     backend,
                     pricing=PRICE,
@@ -81,6 +86,7 @@ async def _serve(
             PROVIDER_NWC=service.connection_uri(spare.id),
             OLLAMA=ollama.base_url,
             OPENAI_UPSTREAM=openai.base_url + "/v1",
+            **npubs,
         )
         ready.set()
         await stop.wait()
