@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from client.errors import NostrSwarmError, PublishError, QuorumNotReached  # noqa: E402
 from client.keys import Keys  # noqa: E402
-from client.swarm import SwarmClient, SwarmResult  # noqa: E402
+from client.swarm import SwarmClient  # noqa: E402
 from client.wallet import (  # noqa: E402
     Ledger,
     LedgerWallet,
@@ -141,17 +142,24 @@ class Soak:
     completed: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     owed_msats: int = 0
-    results: list[SwarmResult] = field(default_factory=list)
-    checkpoints: list[tuple[int, list[int]]] = field(default_factory=list)
+    # Timings only: keeping every SwarmResult (events and all) would be the soak's own leak.
+    to_quorum: list[float] = field(default_factory=list)
+    paying: list[float] = field(default_factory=list)
+    checkpoints: list[tuple[int, list[int], int]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    trace: bool = False
+    snapshots: list[tracemalloc.Snapshot] = field(default_factory=list)
 
     @property
     def pids(self) -> list[int | str]:
         return [self.relay_pid, *self.provider_pids, "self"]
 
     def checkpoint(self, done: int, elapsed: float, stored: int) -> None:
+        if self.trace and tracemalloc.is_tracing():
+            snap = tracemalloc.take_snapshot()
+            self.snapshots = [self.snapshots[0] if self.snapshots else snap, snap]
         rss = [memory_kb(p)[0] for p in self.pids]
-        self.checkpoints.append((done, rss))
+        self.checkpoints.append((done, rss, stored))
         mb = "".join(f"{r / 1024:>9.1f}" for r in rss)
         print(f"{done:>6}{self.completed:>7}{sum(self.failed.values()):>6}{elapsed:>8.1f}"
               f"{stored:>8}{mb}", flush=True)
@@ -199,7 +207,9 @@ async def run_jobs(args: argparse.Namespace, soak: Soak, url: str, targets: list
             else:
                 soak.completed += 1
                 soak.latencies.append((time.perf_counter() - t0) * 1000)
-                soak.results.append(result)
+                t = result.timings
+                soak.to_quorum.append(t.quorum_ms or 0.0)
+                soak.paying.append(t.total_ms - (t.quorum_ms or 0.0))
                 soak.owed_msats += sum(
                     inv.msats for p, inv in result.invoices.items()
                     if p in result.agreeing and inv.bolt11
@@ -238,7 +248,9 @@ async def main(args: argparse.Namespace) -> int:
         ))
     for p in providers:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    soak = Soak(relay.pid, [p.pid for p in providers])
+    soak = Soak(relay.pid, [p.pid for p in providers], trace=args.tracemalloc)
+    if args.tracemalloc:
+        tracemalloc.start(8)
     payments = PaymentLedger(tmp / "payments.db")
     hook = SwarmPayHook(Payer(LedgerWallet(ledger, customer_acc.id), payments))
     print(f"soak: {args.jobs} jobs, quorum 2 of 3 providers, concurrency {args.concurrency}, "
@@ -269,8 +281,7 @@ def report(soak: Soak, args: argparse.Namespace, wall: float, peaks: list[int], 
     lat = sorted(soak.latencies)
     p50 = lat[len(lat) // 2] if lat else float("nan")
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
-    quorum = sorted(r.timings.quorum_ms or 0.0 for r in soak.results)
-    paying = sorted(r.timings.total_ms - (r.timings.quorum_ms or 0.0) for r in soak.results)
+    quorum, paying = sorted(soak.to_quorum), sorted(soak.paying)
     mid = len(quorum) // 2
     print(f"\ncompleted {soak.completed} of {args.jobs} in {wall:.1f} s "
           f"({soak.completed / wall:.1f} jobs/s; p50 {p50:.0f} ms, p99 {p99:.0f} ms; "
@@ -297,11 +308,23 @@ def report(soak: Soak, args: argparse.Namespace, wall: float, peaks: list[int], 
     print("peak memory (VmHWM): " + ", ".join(
         f"{n} {kb / 1024:.1f} MB" for n, kb in zip(names, peaks, strict=True)))
     if len(soak.checkpoints) >= 2:
-        (j0, first), (j1, last) = soak.checkpoints[0], soak.checkpoints[-1]
-        print(f"memory growth from job {j0} (after warm-up) to job {j1}:")
-        for n, a, b in zip(names, first, last, strict=True):
-            print(f"  {n:<11}{a / 1024:>7.1f} -> {b / 1024:>7.1f} MB  ({(b - a) / 1024:+.1f} MB, "
-                  f"{(b - a) / a:+.1%})")
+        (j0, first, s0), (j1, last, s1) = soak.checkpoints[0], soak.checkpoints[-1]
+        mid = soak.checkpoints[len(soak.checkpoints) // 2]
+        print(f"memory from job {j0} (after warm-up) to job {mid[0]} and job {j1}:")
+        for n, a, m, b in zip(names, first, mid[1], last, strict=True):
+            print(f"  {n:<11}{a / 1024:>7.1f} -> {m / 1024:>7.1f} -> {b / 1024:>7.1f} MB  "
+                  f"(first half {(m - a) / 1024:+.1f} MB, second half {(b - m) / 1024:+.1f} MB)")
+        if s1 > s0 >= 0:
+            per_event = (last[0] - first[0]) / (s1 - s0)
+            print(f"  the relay keeps every event in memory: {per_event:.1f} kB per stored event "
+                  f"({s1 - s0} events added)")
+    if len(soak.snapshots) == 2:
+        first, last = soak.snapshots
+        print("customer: where the memory added after warm-up was allocated (tracemalloc)")
+        for stat in last.compare_to(first, "traceback")[:6]:
+            frames = [f for f in stat.traceback if "site-packages" not in f.filename][:3]
+            where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames)
+            print(f"  {stat.size_diff / 1024:>+9.1f} kB {stat.count_diff:>+7} blocks  {where}")
     for name, tail in zip(names, tails, strict=False):
         if tail:
             print(f"{name} says: {tail[-1]}")
@@ -317,6 +340,8 @@ def cli() -> argparse.Namespace:
     p.add_argument("--latency-ms", type=float, default=1.0)
     p.add_argument("--cut-every", type=float, default=10.0, help="seconds between connection cuts")
     p.add_argument("--fail-rate", type=float, default=0.02, help="share of failing model calls")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="show where the customer's memory grew after warm-up (slower)")
     p.add_argument("--relay")
     p.add_argument("--ledger")
     p.add_argument("--account", type=int)
