@@ -187,3 +187,27 @@ def commands_outside_shell_blocks(doc: Document) -> list[str]:
             if _COMMANDISH.match(line) and not re.match(r"^\s*swarm [a-z-]+:", line):
                 out.append(f"{b.path}:{b.line + 1 + k}: {line.strip()}")
     return out
+
+
+# --- links -------------------------------------------------------------------------------------
+
+_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", flags=re.M)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(doc: Document) -> set[str]:
+    return {slug(h) for h in _HEADING.findall(doc.prose)}
+
+
+def links(doc: Document) -> list[str]:
+    """Relative link targets in the prose (``file.md``, ``file.md#anchor``, ``#anchor``)."""
+    return [
+        t for t in _LINK.findall(doc.prose) if not re.match(r"^[a-z][a-z0-9+.-]*:", t)
+    ]

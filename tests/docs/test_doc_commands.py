@@ -12,7 +12,8 @@ What is checked, for README.md and every docs/*.md (rules in tests/docs/README.m
 - ``swarm SUB [ACTION] --help`` exits 0 for every subcommand the docs name;
 - commands a reader would type are not hidden in untyped blocks, where nothing would run them;
 - the README's two fresh-machine commands are what .ci/run runs (install, tests); the demo part
-  of the first is run here.
+  of the first is run here;
+- relative links point at files that exist, and at headings that exist.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import pytest
 
 from client.cli import build_parser, main
 
-from .markdown import Document, commands_outside_shell_blocks, parse, swarm_mentions
+from .markdown import (
+    Document,
+    anchors,
+    commands_outside_shell_blocks,
+    links,
+    parse,
+    swarm_mentions,
+)
 from .session import ROOT, DocSession
 
 DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
@@ -94,3 +102,19 @@ def test_readme_starts_with_the_two_fresh_machine_commands() -> None:
     ]
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert "bash scripts/install.sh" in ci and shell[1] in ci
+
+
+def test_relative_links_and_anchors_resolve() -> None:
+    broken = []
+    for path in DOCS:
+        here = (ROOT / path).parent
+        for target in links(load(path)):
+            file, _, anchor = target.partition("#")
+            dest = (here / file).resolve() if file else ROOT / path
+            if not dest.exists():
+                broken.append(f"{path}: {target}: no such file")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(
+                parse(dest.read_text(), str(dest))
+            ):
+                broken.append(f"{path}: {target}: no such heading")
+    assert not broken, "\n".join(broken)

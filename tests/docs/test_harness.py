@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .markdown import commands_outside_shell_blocks, parse, swarm_mentions
+from .markdown import anchors, commands_outside_shell_blocks, links, parse, slug, swarm_mentions
 from .session import DocSession, outside_world
 from .shell import split_comment, to_script
 
@@ -94,6 +94,22 @@ def test_commands_in_untyped_blocks_and_swarm_mentions_are_found() -> None:
     )
     assert commands_outside_shell_blocks(doc) == ["d.md:3: swarm relay --port 0"]
     assert swarm_mentions(doc) == {("provider", "run"), ("ask",), ("relay",)}
+
+
+def test_links_and_heading_anchors() -> None:
+    doc = parse(
+        md(
+            "## 1. Job request (kind 5050) — what the customer sends",
+            "See [a](other.md#x), [b](#one), [c](https://example.org/x.md).",
+            f"{FENCE}sh",
+            "# a comment, not a heading; [d](not-a-link.md)",
+            FENCE,
+        ),
+        "d.md",
+    )
+    assert links(doc) == ["other.md#x", "#one"]
+    assert anchors(doc) == {"1-job-request-kind-5050--what-the-customer-sends"}
+    assert slug("`swarm wallet`") == "swarm-wallet"
 
 
 # --- building scripts --------------------------------------------------------------------------
