@@ -318,6 +318,10 @@ class Payer:
                 continue
             h = _hash_or_none(bill.invoice)
             if h is not None and h in seen_hashes:
+                log.warning(
+                    "refused to pay %s for job %s: same invoice as provider %s",
+                    provider[:16], job_id[:16], seen_hashes[h][:16],
+                )
                 outcomes[provider] = PaymentOutcome(
                     provider,
                     job_id,

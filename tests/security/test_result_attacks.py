@@ -177,7 +177,9 @@ def _retarget(forged: Event, filters: list[dict[str, object]]) -> dict[str, obje
     return obj
 
 
-async def test_someone_elses_invoice_in_my_result(relay: Relay, tmp_path: Path) -> None:
+async def test_someone_elses_invoice_in_my_result(
+    relay: Relay, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The attacker waits for an honest result, then sends the same answer with the honest
     node's invoice in its own amount tag. With all three in the quorum, the invoice is paid
     once, to its owner; the attacker's presentation of it is refused."""
@@ -198,6 +200,7 @@ async def test_someone_elses_invoice_in_my_result(relay: Relay, tmp_path: Path) 
         outcomes = market.hook.outcomes[result.job_id].outcomes
         assert outcomes[evil.pubkey].status == "refused"
         assert "same invoice as provider" in (outcomes[evil.pubkey].reason or "")
+        assert any("same invoice as provider" in r.getMessage() for r in caplog.records)
         assert sorted(o.status for o in outcomes.values()) == ["paid", "paid", "refused"]
         money = market.audit()
         assert money["payments"] == 2 and money["spent"] == result.msats_paid
