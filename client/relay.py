@@ -44,6 +44,8 @@ log = logging.getLogger("client.relay")
 KIND_AUTH = 22242
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 NOTICES_KEPT = 20
+# Re-send an event whose OK has not come after this long (at least; a third of the timeout).
+RESEND_MIN_S = 0.5
 
 State = Literal["connecting", "connected", "backoff", "closed"]
 
@@ -440,11 +442,21 @@ class RelayConnection:
             self._pending[event.id] = (fut, text)
             self.send(text)
         else:
-            fut = entry[0]
+            fut, text = entry
+        # An OK can be lost while the event itself was stored: send the same event again after
+        # a while (a relay that has it answers "duplicate: …" with true) instead of reporting a
+        # refusal for an event the relay took.
+        resend_after = max(RESEND_MIN_S, ok_timeout / 3)
         try:
-            async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                return await asyncio.shield(fut)
-        except TimeoutError:
-            return False, "error: timed out waiting for OK"
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False, "error: timed out waiting for OK"
+                try:
+                    async with asyncio.timeout(min(resend_after, remaining)):
+                        return await asyncio.shield(fut)
+                except TimeoutError:
+                    if deadline - loop.time() > 0 and self.connected.is_set():
+                        self.send(text)
         finally:
             self._pending.pop(event.id, None)

@@ -1,0 +1,29 @@
+"""A relay that stores an event but loses its OK: the pool sends the event again and reports the
+relay's "duplicate" acceptance, instead of a refusal for an event the relay took."""
+
+from __future__ import annotations
+
+import asyncio
+
+from client.event import Event
+from client.filter import Filter
+from client.keys import Keys
+from client.pool import RelayPool
+from relay_mock import Relay
+
+
+async def test_lost_ok_is_recovered_by_resending(relay: Relay) -> None:
+    keys = Keys.generate()
+    event = Event.create(keys, 1, "hello")
+    async with RelayPool([relay.url], keys=keys) as watcher, RelayPool([relay.url]) as pool:
+        sub = watcher.subscribe(Filter(ids=[event.id]))
+        await sub.wait_eose()
+        relay.faults.drop_verbs = frozenset({"OK"})
+        relay.faults.drop_rate = 1.0
+        publishing = asyncio.create_task(pool.publish(event, ok_timeout=5.0))
+        delivered = await asyncio.wait_for(anext(aiter(sub)), 5)
+        assert delivered.id == event.id  # stored and forwarded, while its OK was lost
+        relay.faults.reset()
+        results = await publishing
+    accepted, message = results[relay.url]
+    assert accepted and message.startswith("duplicate")
