@@ -13,7 +13,10 @@ What is checked, for README.md and every docs/*.md (rules in tests/docs/README.m
 - commands a reader would type are not hidden in untyped blocks, where nothing would run them;
 - the README's two fresh-machine commands are what .ci/run runs (install, tests); the demo part
   of the first is run here;
-- relative links point at files that exist, and at headings that exist.
+- relative links point at files that exist, and at headings that exist;
+- benchmarks named anywhere in the docs (`python bench/NAME.py --flag ...`; they take minutes,
+  so they are not run here) exist, answer ``--help``, and accept every flag the docs give them;
+  every ``pytest -m MARK`` names a registered marker.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import re
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -118,3 +125,44 @@ def test_relative_links_and_anchors_resolve() -> None:
             ):
                 broken.append(f"{path}: {target}: no such heading")
     assert not broken, "\n".join(broken)
+
+
+# `python bench/x.py --jobs 3000 --inproc`: the script and its options (each with one value).
+_BENCH = re.compile(
+    r"python3? (bench/[\w-]+\.py)"
+    r"((?:[ \t]+--?[\w-]+(?:[ =][^\s`'\"|;&-][^\s`'\"|;&]*)?)*)"
+)
+
+
+def test_benchmarks_and_pytest_markers_named_in_the_docs_exist() -> None:
+    texts = {path: (ROOT / path).read_text() for path in DOCS}
+    flags: dict[str, set[str]] = {}
+    for text in texts.values():
+        for script, args in _BENCH.findall(text):
+            flags.setdefault(script, set()).update(re.findall(r"(?<!\S)(--?[\w-]+)", args))
+    assert "bench/crypto.py" in flags  # the scan finds the README's benchmarks
+    procs = {
+        script: subprocess.Popen(
+            [sys.executable, script, "--help"], cwd=ROOT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        for script in flags if (ROOT / script).exists()
+    }  # fmt: skip
+    problems = [f"{s}: no such file" for s in flags if s not in procs]
+    for script, proc in procs.items():
+        out, _ = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            problems.append(f"{script} --help exited {proc.returncode}: {out[-300:]}")
+        problems += [f"{script}: the docs pass {f}, --help lists no such option"
+                     for f in sorted(flags[script]) if f not in out]  # fmt: skip
+    markers = {
+        m.split(":")[0].strip()
+        for m in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"][
+            "ini_options"
+        ]["markers"]
+    }
+    for path, text in texts.items():
+        for mark in re.findall(r"pytest -m ([\w]+)", text):
+            if mark not in markers:
+                problems.append(f"{path}: pytest -m {mark}: no such marker")
+    assert not problems, "\n".join(problems)
