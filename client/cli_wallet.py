@@ -18,7 +18,8 @@ from .wallet.nwc import NwcWallet
 from .wallet.payment_ledger import PaymentLedger
 from .wallet.service import WalletService, connection_uri
 
-URI_ENV = "NOSTR_SWARM_NWC"
+URI_ENV = "SWARM_NWC"  # the same variable `swarm ask` and the gateway read
+LEGACY_URI_ENV = "NOSTR_SWARM_NWC"  # accepted too
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -232,7 +233,7 @@ def _accounts(args: argparse.Namespace) -> int:
 
 def _source(args: argparse.Namespace) -> str | None:
     """'uri', 'db', 'payments', or None after printing what is missing."""
-    uri = args.uri or os.environ.get(URI_ENV)
+    uri = args.uri or os.environ.get(URI_ENV) or os.environ.get(LEGACY_URI_ENV)
     chosen = [
         name
         for name, on in (

@@ -22,6 +22,7 @@ if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
   command -v c++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
 fi
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)  # the docs' HTTP examples (tests/docs runs them)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "install.sh: installing system packages: ${need_pkgs[*]}"

@@ -127,7 +127,7 @@ async def test_serve_answers_nwc_over_a_relay(
             invoice = await payee.make_invoice(30_000, "via cli service")
             await payer.pay_invoice(invoice)
             assert await payee.get_balance() == 30_000
-        monkeypatch.setenv("NOSTR_SWARM_NWC", uris[0])
+        monkeypatch.setenv("SWARM_NWC", uris[0])
         assert await asyncio.to_thread(main, ["wallet", "balance", "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == {"balance_msats": 70_000}
     finally:
