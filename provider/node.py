@@ -180,6 +180,11 @@ def _clean(exc: BaseException) -> str:
     return (text or type(exc).__name__)[:200]
 
 
+# Waits below use asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for swallows a
+# cancellation that arrives as the awaited thing completes, and a loop that misses its
+# cancellation keeps a node from shutting down.
+
+
 class ProviderNode:
     """A provider on the swarm. An async context manager: entering connects, subscribes and
     announces; leaving shuts down gracefully (see :meth:`close`)."""
@@ -492,7 +497,8 @@ class ProviderNode:
             self.models = self._fixed_models
             return
         try:
-            found = await asyncio.wait_for(self.backend.refresh_models(), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                found = await self.backend.refresh_models()
         except (TimeoutError, NostrSwarmError, OSError) as exc:
             log.warning("could not list the backend's models (%s); using its configured list", exc)
             found = self.backend.supported_models()
@@ -584,13 +590,13 @@ class ProviderNode:
                     wait = min(wait, ANNOUNCE_RETRY_S)
             self._offer_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._offer_changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._offer_changed.wait()
             if self._fixed_models is None and not self._offer_changed.is_set():
                 # A heartbeat: pick up models added to or removed from the backend.
                 with contextlib.suppress(TimeoutError, NostrSwarmError, OSError):
-                    found = await asyncio.wait_for(
-                        self.backend.refresh_models(), self.connect_timeout
-                    )
+                    async with asyncio.timeout(self.connect_timeout):
+                        found = await self.backend.refresh_models()
                     if found:
                         self._set_catalog(found)
 
@@ -858,7 +864,8 @@ class ProviderNode:
                     return False
                 signal.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(signal.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await signal.wait()
                 delay = min(delay * 2, self.payment_poll_max_s)
         finally:
             self._paid_signals.pop(payment_hash, None)
@@ -898,10 +905,10 @@ class ProviderNode:
         await asyncio.sleep(0)
         t0 = _perf()
         try:
-            resp = await asyncio.wait_for(
-                self.backend.complete(accept.model, req.prompt, accept.max_tokens, **accept.params),
-                self.limits.job_timeout,
-            )
+            async with asyncio.timeout(self.limits.job_timeout):
+                resp = await self.backend.complete(
+                    accept.model, req.prompt, accept.max_tokens, **accept.params
+                )
         except TimeoutError:
             self._fail(
                 job,
