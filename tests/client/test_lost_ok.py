@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from client.event import Event
 from client.filter import Filter
 from client.keys import Keys
@@ -27,3 +29,23 @@ async def test_lost_ok_is_recovered_by_resending(relay: Relay) -> None:
         results = await publishing
     accepted, message = results[relay.url]
     assert accepted and message.startswith("duplicate")
+
+
+async def test_publish_cancelled_as_its_ok_arrives_stays_cancelled(relay: Relay) -> None:
+    """Python 3.11's wait_for could swallow a cancellation that came together with the OK; a
+    node's announce loop then missed its shutdown. publish must honour the cancellation."""
+    keys = Keys.generate()
+    event = Event.create(keys, 1, "cancel me")
+    async with RelayPool([relay.url], keys=keys) as watcher, RelayPool([relay.url]) as pool:
+        sub = watcher.subscribe(Filter(ids=[event.id]))
+        await sub.wait_eose()
+        relay.faults.drop_verbs = frozenset({"OK"})
+        relay.faults.drop_rate = 1.0
+        conn = pool.relays[0]
+        task = asyncio.create_task(conn.publish(event, 5.0))
+        await asyncio.wait_for(anext(aiter(sub)), 5)  # the relay has it; the OK is lost
+        future = conn._pending[event.id][0]
+        future.set_result((True, ""))  # the OK and the cancellation arrive together
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
