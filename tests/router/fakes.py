@@ -191,6 +191,27 @@ class _Base:
             await asyncio.sleep(self.latency_ms / 1000)
         return self._failures.pop(0) if self._failures else None
 
+    # Both APIs take chat messages on one route and a bare prompt on another.
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = request[_BODY]
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return self._error(400, "messages is required")
+        prompt = "\n".join(
+            str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)
+        )
+        return await self._complete(request, body, prompt, chat=True)
+
+    async def _prompt(self, request: web.Request) -> web.StreamResponse:
+        body = request[_BODY]
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            return self._error(400, "prompt is required")
+        return await self._complete(request, body, body["prompt"], chat=False)
+
+    async def _complete(
+        self, request: web.Request, body: dict[str, Any], prompt: str, chat: bool
+    ) -> web.StreamResponse:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def _error(self, status: int, message: str, retry_after: float | None = None) -> web.Response:
         raise NotImplementedError
 
@@ -204,7 +225,7 @@ class FakeOpenAI(_Base):
     def _routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._legacy)
+        app.router.add_post("/v1/completions", self._prompt)
 
     def _error(self, status: int, message: str, retry_after: float | None = None) -> web.Response:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
@@ -215,21 +236,6 @@ class FakeOpenAI(_Base):
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = request[_BODY]
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return self._error(400, "messages is required")
-        prompt = "\n".join(
-            str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)
-        )
-        return await self._complete(request, body, prompt, chat=True)
-
-    async def _legacy(self, request: web.Request) -> web.StreamResponse:
-        body = request[_BODY]
-        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
-            return self._error(400, "prompt is required")
-        return await self._complete(request, body, body["prompt"], chat=False)
 
     async def _complete(
         self, request: web.Request, body: dict[str, Any], prompt: str, chat: bool
@@ -344,7 +350,7 @@ class FakeOllama(_Base):
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/version", self._version)
         app.router.add_post("/api/chat", self._chat)
-        app.router.add_post("/api/generate", self._generate)
+        app.router.add_post("/api/generate", self._prompt)
 
     def _error(self, status: int, message: str, retry_after: float | None = None) -> web.Response:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
@@ -372,21 +378,6 @@ class FakeOllama(_Base):
             for m in self.models
         ]
         return web.json_response({"models": models})
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = request[_BODY]
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return self._error(400, "messages is required")
-        prompt = "\n".join(
-            str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)
-        )
-        return await self._complete(request, body, prompt, chat=True)
-
-    async def _generate(self, request: web.Request) -> web.StreamResponse:
-        body = request[_BODY]
-        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
-            return self._error(400, "prompt is required")
-        return await self._complete(request, body, body["prompt"], chat=False)
 
     async def _complete(
         self, request: web.Request, body: dict[str, Any], prompt: str, chat: bool
