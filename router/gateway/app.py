@@ -1,15 +1,16 @@
-"""The OpenAI-compatible HTTP gateway (aiohttp) in front of an :class:`LmRouter`.
+"""The OpenAI-compatible HTTP gateway in front of an :class:`LmRouter`.
 
 Endpoints: ``GET /healthz``, ``GET /v1/models`` (and ``/v1/models/{id}``),
 ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/usage``, ``GET /metrics``.
 
-The request path is kept short: no middlewares, hand-written parsing, one ``json.dumps`` per
-answer, the model list pre-serialized after each discovery round. Each answer carries
+The request path is kept short: a lean HTTP/1.1 server (:mod:`.http_server`, on httptools),
+hand-written parsing, one ``json.dumps`` per answer, the model list pre-serialized after each
+discovery round. Each answer carries
 ``x-swarm-backend``, ``x-swarm-route-reason`` and (non-streamed) ``x-swarm-cost-sats``.
 
-Shutdown (:meth:`Gateway.stop`) stops listening, answers requests that arrive on open connections
-with 503, waits for requests in flight (streams included) up to ``server.shutdown_timeout_s``,
-then closes connections and backends.
+Shutdown (:meth:`Gateway.stop`) stops listening, closes idle connections, answers requests that
+still arrive with 503, waits for requests in flight (streams included) up to
+``server.shutdown_timeout_s``, then closes connections and backends.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Self
-
-from aiohttp import web
+from urllib.parse import unquote
 
 from ..router import LmRouter
 from ..types import LmResponse, LmUsage, StreamChunk
@@ -32,6 +32,7 @@ from .config import SWARM_PREFIX, GatewayConfig, SwarmBackendConfig, SwarmSettin
 from .deadlines import Deadlines
 from .errors import ApiError, bad_request
 from .errors_map import api_error
+from .http_server import HttpRequest, HttpResponse, HttpServer, ResponseStream
 from .metrics import CONTENT_TYPE, GatewayMetrics
 from .protocol import CompletionRequest, completion_json, model_list, parse_request, usage_dict
 from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
@@ -56,7 +57,8 @@ _KNOWN = {
     "/metrics": "GET",
 }
 
-Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+Handler = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse | None]]
+_MODEL_PREFIX = "/v1/models/"
 
 
 def _header_safe(text: str) -> str:
@@ -68,13 +70,20 @@ def _header_safe(text: str) -> str:
 
 def _json_response(
     obj: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=_dumps(obj).encode(), status=status, content_type=_JSON, headers=headers
-    )
+) -> HttpResponse:
+    return _json_bytes(_dumps(obj).encode(), status, headers)
 
 
-def error_response(err: ApiError) -> web.Response:
+def _json_bytes(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    all_headers = {"Content-Type": _JSON}
+    if headers:
+        all_headers.update(headers)
+    return HttpResponse(body, status, all_headers)
+
+
+def error_response(err: ApiError) -> HttpResponse:
     return _json_response(err.body(), err.status, err.headers)
 
 
@@ -114,29 +123,33 @@ class Gateway:
         self.refreshes = 0
         self._refreshed = asyncio.Condition()
         self._refresh_task: asyncio.Task[None] | None = None
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: HttpServer | None = None
         self.url = ""
-        self.app = self._make_app()
+        self._routes: dict[str, tuple[str, Handler]] = {
+            "/healthz": ("GET", self._healthz),
+            "/health": ("GET", self._healthz),
+            "/v1/models": ("GET", self._list_models),
+            _CHAT: ("POST", self._chat),
+            _TEXT: ("POST", self._text),
+            "/v1/usage": ("GET", self._usage),
+            "/metrics": ("GET", self._metrics),
+        }
         self._rebuild_models()
 
     # --- application -----------------------------------------------------------------------
 
-    def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self._max_body)
-        add = app.router.add_route
-        add("GET", "/healthz", self._healthz)
-        add("GET", "/health", self._healthz)
-        add("GET", "/v1/models", self._list_models)
-        add("GET", "/v1/models/{model:.+}", self._get_model)
-        add("POST", _CHAT, self._chat)
-        add("POST", _TEXT, self._text)
-        add("GET", "/v1/usage", self._usage)
-        add("GET", "/metrics", self._metrics)
-        add("*", "/{tail:.*}", self._unknown)  # last: JSON errors instead of aiohttp's text
-        return app
+    async def app(self, request: HttpRequest) -> HttpResponse | None:
+        """The whole application: one request in, its answer out (None once streamed)."""
+        path = request.path
+        method = request.method
+        route = self._routes.get(path)
+        if route is not None and (method == route[0] or (method == "HEAD" and route[0] == "GET")):
+            return await route[1](request)
+        if path.startswith(_MODEL_PREFIX) and method in ("GET", "HEAD"):
+            return await self._get_model(request)
+        return self._unknown(request)
 
-    async def _unknown(self, request: web.Request) -> web.Response:
+    def _unknown(self, request: HttpRequest) -> HttpResponse:
         allowed = _KNOWN.get(request.path)
         if allowed is not None:
             return error_response(
@@ -158,19 +171,16 @@ class Gateway:
             if isinstance(backend, Served):
                 await backend.open()
         await self.refresh_models()
-        self._runner = web.AppRunner(
-            self.app, access_log=None, shutdown_timeout=1.0, handle_signals=False
+        self._server = HttpServer(
+            self.app,
+            max_body_bytes=self._max_body,
+            max_head_bytes=srv.max_header_bytes,
+            keepalive_s=srv.keepalive_timeout_s,
         )
-        await self._runner.setup()
-        self._site = web.TCPSite(
-            self._runner, host or srv.host, srv.port if port is None else port, reuse_address=True
+        h, bound_port = await self._server.start(
+            host or srv.host, srv.port if port is None else port
         )
-        await self._site.start()
-        server = self._site._server
-        sock = server.sockets[0] if server is not None and server.sockets else None  # type: ignore[union-attr]
-        bound = sock.getsockname() if sock is not None else (host or srv.host, port)
-        h = bound[0]
-        self.url = f"http://{'[' + h + ']' if ':' in h else h}:{bound[1]}"
+        self.url = f"http://{'[' + h + ']' if ':' in h else h}:{bound_port}"
         if self.config.refresh_interval > 0:
             self._refresh_task = asyncio.create_task(self._refresh_loop())
         self._deadlines.start()
@@ -186,21 +196,22 @@ class Gateway:
             self._refresh_task.cancel()
             await asyncio.gather(self._refresh_task, return_exceptions=True)
             self._refresh_task = None
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        server = self._server
+        if server is not None:
+            await server.close()
         self.draining.set()
         finished = True
         if self._in_flight:
             log.info("waiting for %d request(s) in flight", self._in_flight)
             try:
-                await asyncio.wait_for(self._idle.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._idle.wait()
             except TimeoutError:
                 finished = False
                 log.warning("%d request(s) still running after %.1f s", self._in_flight, wait)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if server is not None:
+            server.abort_all()
+            self._server = None
         await self._deadlines.stop()
         await self.router.close()
         return finished
@@ -264,7 +275,7 @@ class Gateway:
 
     # --- small endpoints ---------------------------------------------------------------------
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _healthz(self, request: HttpRequest) -> HttpResponse:
         if self.closing:
             return _json_response({"status": "shutting_down"}, 503)
         if request.query.get("deep"):
@@ -275,22 +286,22 @@ class Gateway:
             )
         return _json_response({"status": "ok", "models": len(self._models)})
 
-    def _auth(self, request: web.Request) -> KeyAccount | None:
-        return self.keys.authenticate(request.headers.get("Authorization"))
+    def _auth(self, request: HttpRequest) -> KeyAccount | None:
+        return self.keys.authenticate(request.headers.get("authorization"))
 
-    async def _list_models(self, request: web.Request) -> web.Response:
+    async def _list_models(self, request: HttpRequest) -> HttpResponse:
         try:
             self._auth(request)
         except ApiError as err:
             return error_response(err)
-        return web.Response(body=self._models_body, content_type=_JSON)
+        return _json_bytes(self._models_body)
 
-    async def _get_model(self, request: web.Request) -> web.Response:
+    async def _get_model(self, request: HttpRequest) -> HttpResponse:
         try:
             self._auth(request)
         except ApiError as err:
             return error_response(err)
-        model = request.match_info["model"]
+        model = unquote(request.path[len(_MODEL_PREFIX) :])
         body = self._models_index.get(model)
         if body is None:
             return error_response(
@@ -301,9 +312,9 @@ class Gateway:
                     code="model_not_found",
                 )
             )
-        return web.Response(body=body, content_type=_JSON)
+        return _json_bytes(body)
 
-    async def _usage(self, request: web.Request) -> web.Response:
+    async def _usage(self, request: HttpRequest) -> HttpResponse:
         try:
             acct = self._auth(request)
         except ApiError as err:
@@ -350,33 +361,20 @@ class Gateway:
             body["swarm"] = swarm
         return _json_response(body)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    async def _metrics(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(self.metrics.render(), 200, {"Content-Type": CONTENT_TYPE})
 
     # --- completions -------------------------------------------------------------------------
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _chat(self, request: HttpRequest) -> HttpResponse | None:
         return await self._completion(request, True, _CHAT)
 
-    async def _text(self, request: web.Request) -> web.StreamResponse:
+    async def _text(self, request: HttpRequest) -> HttpResponse | None:
         return await self._completion(request, False, _TEXT)
 
-    async def _read_json(self, request: web.Request) -> Any:
-        length = request.content_length
-        if length is not None and length > self._max_body:
-            raise ApiError(
-                413,
-                f"Request body of {length} bytes is larger than the limit of {self._max_body}",
-                code="request_too_large",
-            )
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ApiError(
-                413,
-                f"Request body is larger than the limit of {self._max_body} bytes",
-                code="request_too_large",
-            ) from None
+    def _read_json(self, request: HttpRequest) -> Any:
+        # The server enforced server.max_body_bytes (413) while reading the body.
+        raw = request.body
         if not raw:
             raise bad_request("The request body is empty; send a JSON object")
         try:
@@ -422,8 +420,8 @@ class Gateway:
         return decision.reason
 
     async def _completion(
-        self, request: web.Request, chat: bool, endpoint: str
-    ) -> web.StreamResponse:
+        self, request: HttpRequest, chat: bool, endpoint: str
+    ) -> HttpResponse | None:
         t0 = _perf()
         self._in_flight += 1
         self._idle.clear()
@@ -444,7 +442,7 @@ class Gateway:
                 self.metrics.error(endpoint, "shutting_down")
                 return error_response(err)
             resp = await self._serve(request, chat, endpoint, task)
-            status = resp.status
+            status = resp.status if resp is not None else 200
             return resp
         finally:
             if task is not None:
@@ -454,7 +452,7 @@ class Gateway:
                 self._idle.set()
             self.metrics.request(endpoint, status, _perf() - t0)
 
-    def _fail(self, endpoint: str, exc: BaseException) -> web.Response:
+    def _fail(self, endpoint: str, exc: BaseException) -> HttpResponse:
         err = api_error(exc)
         if err.status >= 500:
             log.log(
@@ -468,16 +466,16 @@ class Gateway:
         return error_response(err)
 
     async def _serve(
-        self, request: web.Request, chat: bool, endpoint: str, task: asyncio.Task[Any] | None
-    ) -> web.StreamResponse:
+        self, request: HttpRequest, chat: bool, endpoint: str, task: asyncio.Task[Any] | None
+    ) -> HttpResponse | None:
         current_decision.set(None)
         acct: KeyAccount | None = None
         bid = quorum = 0
         settle = False  # True once the budgets were admitted and this method must settle
         usage: LmUsage | None = None
         try:
-            acct = self.keys.authenticate(request.headers.get("Authorization"))
-            body = await self._read_json(request)
+            acct = self.keys.authenticate(request.headers.get("authorization"))
+            body = self._read_json(request)
             req = parse_request(
                 body,
                 chat=chat,
@@ -512,7 +510,7 @@ class Gateway:
             if meta:
                 _meta_headers(meta, headers)
             body_bytes = completion_json(req.chat, resp, resp.model or model)
-            return web.Response(body=body_bytes, headers=headers)
+            return HttpResponse(body_bytes, 200, headers)
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
                 raise
@@ -525,7 +523,7 @@ class Gateway:
 
     async def _stream(
         self,
-        request: web.Request,
+        request: HttpRequest,
         req: CompletionRequest,
         model: str,
         params: dict[str, Any],
@@ -533,7 +531,7 @@ class Gateway:
         bid: int,
         quorum: int,
         task: asyncio.Task[Any] | None,
-    ) -> web.StreamResponse:
+    ) -> None:
         """Stream the answer as OpenAI does. Errors before the first chunk are plain JSON
         errors with their status (raised to the caller); after it, an error event ends the
         stream."""
@@ -551,8 +549,7 @@ class Gateway:
             headers = dict(STREAM_HEADERS)
             headers["x-swarm-backend"] = backend
             headers["x-swarm-route-reason"] = _header_safe(self._reason(backend))
-            resp = web.StreamResponse(status=200, headers=headers)
-            await resp.prepare(request)
+            resp = await request.stream(200, headers)
             enc = ChunkEncoder(chat=req.chat, model=model, include_usage=req.include_usage)
             write = resp.write
             finish: str | None = None
@@ -575,24 +572,24 @@ class Gateway:
                 await resp.write_eof()
             except ConnectionResetError:
                 log.info("client went away during a stream")
-                return resp
+                return None
             except asyncio.CancelledError:
                 if not self._deadlines.expired(task):
                     raise
                 await self._end_stream(resp, req, TimeoutError())
-                return resp
+                return None
             except Exception as exc:
                 await self._end_stream(resp, req, exc)
-                return resp
+                return None
             if usage is not None:
                 self.metrics.completion(backend, model, usage)
-            return resp
+            return None
         finally:
             await _aclose(agen)
             self._settle(acct, bid, quorum, usage)
 
     async def _end_stream(
-        self, resp: web.StreamResponse, req: CompletionRequest, exc: BaseException
+        self, resp: ResponseStream, req: CompletionRequest, exc: BaseException
     ) -> None:
         """A stream that already started failed: say so in an error event and end it."""
         err = api_error(exc)

@@ -310,6 +310,15 @@ class ServerConfig(_Model):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1 << 20, ge=1024, description="larger requests get 413")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="time in-flight requests get")
+    keepalive_timeout_s: float = Field(
+        75.0,
+        gt=0,
+        description="idle keep-alive connections close after this; a request must "
+        "arrive whole within it",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="larger request lines plus headers get 431"
+    )
     default_max_tokens: int = Field(1024, ge=1, description="when a request gives none")
 
 

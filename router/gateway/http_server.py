@@ -1,0 +1,551 @@
+"""A lean HTTP/1.1 server on ``asyncio.Protocol`` and ``httptools`` (llhttp), for the gateway.
+
+Why not aiohttp's server: on 2 cores the gateway's throughput is set by its CPU per request, and
+aiohttp's request/response machinery cost about a quarter of it. This layer does only what the
+gateway needs: requests with bodies (Content-Length or chunked) read whole up to a limit, answers
+with a body or streamed in chunks, keep-alive, pipelining (answered in order), flow control both
+ways, and a graceful close.
+
+Limits (each answered with a JSON error and the connection closed, never with a crash):
+the request head (line and headers) over ``max_head_bytes`` -> 431; a body over ``max_body_bytes``
+-> 413 (as soon as Content-Length says so, or while reading a chunked body); bytes that are not
+HTTP -> 400. A request asking to ``Upgrade`` (or ``CONNECT``) gets an ordinary answer (the
+gateway's is an error), then the connection closes. Idle keep-alive connections close after
+``keepalive_s``; a request head must arrive within that time too (slow-loris).
+
+The application is one coroutine ``app(request) -> HttpResponse | None``. To stream, it calls
+``await request.stream(status, headers)`` and writes to the :class:`ResponseStream` it gets, then
+returns None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import httptools
+
+log = logging.getLogger("router.gateway.http")
+
+_DISCARD_MAX = 16 << 20  # what a refused request may still send before the connection closes
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+def _error_body(status: int, message: str, code: str) -> bytes:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    err = {"message": message, "type": kind, "param": None, "code": code}
+    return json.dumps({"error": err}).encode()
+
+
+class HttpRequest:
+    """One request, read whole. ``headers`` has lower-case names; repeated headers are joined
+    with ``", "``."""
+
+    __slots__ = (
+        "_conn",
+        "_query",
+        "body",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "query_string",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        version: str,
+        keep_alive: bool,
+        conn: HttpConnection | None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        path, _, query = target.partition("?")
+        if not path.startswith("/"):  # absolute-form (a proxy-style request)
+            try:
+                url = httptools.parse_url(target.encode())
+                path = (url.path or b"/").decode("latin-1")
+                query = (url.query or b"").decode("latin-1")
+            except httptools.HttpParserInvalidURLError:  # CONNECT's host:port, or junk
+                path, query = target, ""
+        self.path = path
+        self.query_string = query
+        self.headers = headers
+        self.body = body
+        self.version = version
+        self.keep_alive = keep_alive
+        self._conn = conn
+        self._query: dict[str, str] | None = None
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            self._query = dict(parse_qsl(self.query_string))
+        return self._query
+
+    async def stream(self, status: int, headers: dict[str, str]) -> ResponseStream:
+        """Start a streamed answer (chunked on HTTP/1.1)."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("this request has no connection to stream to")
+        return conn.start_stream(self, status, headers)
+
+
+class HttpResponse:
+    """An answer with its whole body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers
+
+
+App = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
+
+
+class _Limits:
+    __slots__ = ("keepalive_s", "max_body", "max_head")
+
+    def __init__(self, max_head: int, max_body: int, keepalive_s: float) -> None:
+        self.max_head = max_head
+        self.max_body = max_body
+        self.keepalive_s = keepalive_s
+
+
+class _DateCache:
+    """The Date header, formatted once per second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def get(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True)
+        return self._value
+
+
+_date = _DateCache()
+
+
+def _head(status: int, headers: Iterable[tuple[str, str]], extra: str) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\nDate: {_date.get()}\r\n"]
+    for name, value in headers:
+        if "\r" in value or "\n" in value:  # never let a value start another header
+            value = value.replace("\r", " ").replace("\n", " ")
+        lines.append(f"{name}: {value}\r\n")
+    lines.append(extra)
+    return "".join(lines).encode("latin-1", "replace")
+
+
+class ResponseStream:
+    """A streamed answer: ``await write(data)`` per piece, then ``await write_eof()``. Writes
+    wait while the client reads slowly; after the client left they raise ConnectionResetError."""
+
+    __slots__ = ("_chunked", "_conn", "done")
+
+    def __init__(self, conn: HttpConnection, chunked: bool) -> None:
+        self._conn = conn
+        self._chunked = chunked
+        self.done = False
+
+    async def write(self, data: bytes) -> None:
+        conn = self._conn
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        if not data:
+            return
+        if self._chunked:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            transport.write(data)
+        if conn.write_paused:
+            await conn.drain()
+
+    async def write_eof(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        transport = self._conn.transport
+        if self._chunked and transport is not None and not transport.is_closing():
+            transport.write(b"0\r\n\r\n")
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection. Requests are answered one at a time, in order; while one is
+    being answered, further pipelined requests wait (reading pauses after the first)."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._limits = server.limits
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._url: list[bytes] = []
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._head_size = 0
+        self._in_head = True
+        self._discard = False  # reading the rest of a refused request's body, then closing
+        self._method = ""
+        self._version = "1.1"
+        self._keep_alive = True
+        self._queue: deque[HttpRequest] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._streaming: ResponseStream | None = None
+        self.closing = False
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._server.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self._cancel_idle()
+        self.transport = None
+        self._queue.clear()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("the client closed the connection"))
+            self._drain.exception()  # nobody may be waiting; don't log it as unretrieved
+        # A running request finishes (a swarm answer may be paid already); its answer is dropped.
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    async def drain(self) -> None:
+        if not self.write_paused:
+            return
+        if self._drain is None:
+            self._drain = self._loop.create_future()
+        await self._drain
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_size += len(data)
+            if self._head_size > self._limits.max_head:
+                self._refuse(431, "The request line and headers are too large", "headers_too_large")
+                return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # We speak no other protocol: a request asking to switch gets an ordinary answer
+            # (RFC 9110 lets a server ignore Upgrade); what follows it is not HTTP, so the
+            # connection closes after that answer.
+            self.closing = True
+            if self._task is None and not self._queue:
+                self._refuse(501, "Switching protocols is not supported", "not_implemented")
+            elif self.transport is not None:
+                self.transport.pause_reading()
+        except httptools.HttpParserCallbackError:  # a bug in a callback: don't take others down
+            log.exception("HTTP parser callback failed")
+            self._close()
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"Malformed HTTP request: {exc}", "bad_http")
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after its request still gets the answer.
+        return self._task is not None or bool(self._queue)
+
+    # --- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = []
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        old = self._headers.get(key)
+        self._headers[key] = text if old is None else f"{old}, {text}"
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_size = 0
+        parser = self._parser
+        self._method = parser.get_method().decode("ascii", "replace")
+        self._version = parser.get_http_version()
+        self._keep_alive = parser.should_keep_alive()
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._limits.max_body:
+            self._refuse_body(int(length))
+            return
+        if self._headers.get("expect", "").lower() == "100-continue":
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._discard:
+            if self._body_size > self._limits.max_body + _DISCARD_MAX:
+                self._close()
+            return
+        if self._body_size > self._limits.max_body:
+            self._refuse_body(None)
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._discard:
+            self._close()
+            return
+        self._cancel_idle()  # head and body arrived in time
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = HttpRequest(
+            self._method,
+            b"".join(self._url).decode("latin-1"),
+            self._headers,
+            body,
+            self._version,
+            self._keep_alive,
+            self,
+        )
+        if self._task is None:
+            self._task = self._loop.create_task(self._answer(request))
+        else:
+            self._queue.append(request)
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    # --- answering ------------------------------------------------------------------------------
+
+    async def _answer(self, request: HttpRequest) -> None:
+        try:
+            await self._answer_all(request)
+        finally:
+            self._task = None
+        if self.transport is not None and not self.transport.is_closing():
+            self._arm_idle()
+
+    async def _answer_all(self, request: HttpRequest) -> None:
+        while True:
+            try:
+                response = await self._server.app(request)
+            except Exception:
+                log.exception("%s %s failed", request.method, request.path)
+                response = HttpResponse(
+                    _error_body(500, "Internal error in the gateway", "internal_error"),
+                    500,
+                    {"Content-Type": "application/json"},
+                )
+            keep = request.keep_alive and not self.closing and not self._server.closing
+            stream = self._streaming
+            self._streaming = None
+            if stream is not None:
+                await stream.write_eof()
+                keep = keep and stream._chunked
+            elif response is not None:
+                self._write(request, response, keep)
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                break
+            if not keep:
+                transport.close()
+                break
+            if not self._queue:
+                break
+            request = self._queue.popleft()
+            if not self._queue:
+                transport.resume_reading()
+
+    def _write(self, request: HttpRequest, response: HttpResponse, keep: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        body = response.body
+        headers = response.headers
+        items = headers.items() if headers else ()
+        extra = f"Content-Length: {len(body)}\r\n"
+        if not keep:
+            extra += "Connection: close\r\n"
+        elif request.version == "1.0":
+            extra += "Connection: keep-alive\r\n"
+        head = _head(response.status, items, extra + "\r\n")
+        if request.method == "HEAD" or not body:
+            transport.write(head)
+        else:
+            transport.write(head + body)
+
+    def start_stream(
+        self, request: HttpRequest, status: int, headers: dict[str, str]
+    ) -> ResponseStream:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        if self._streaming is not None:
+            raise RuntimeError("this request's answer has started already")
+        chunked = request.version != "1.0"  # HTTP/1.0: the body ends when the connection does
+        extra = "Transfer-Encoding: chunked\r\n\r\n" if chunked else "Connection: close\r\n\r\n"
+        transport.write(_head(status, headers.items(), extra))
+        self._streaming = ResponseStream(self, chunked)
+        return self._streaming
+
+    # --- refusing and closing -------------------------------------------------------------------
+
+    def _refuse(self, status: int, message: str, code: str) -> None:
+        """Answer an unusable request with an error and close the connection."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and self._task is None:
+            body = _error_body(status, message, code)
+            transport.write(
+                _head(
+                    status,
+                    [("Content-Type", "application/json")],
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n",
+                )
+                + body
+            )
+        log.info("refused a request (%d): %s", status, message)
+        self._close()
+
+    def _refuse_body(self, length: int | None) -> None:
+        """413 at once; the rest of the body is read and dropped (a client still sending would
+        otherwise see a reset instead of the answer), then the connection closes."""
+        limit = self._limits.max_body
+        message = (
+            f"Request body of {length} bytes is larger than the limit of {limit}"
+            if length is not None
+            else f"Request body is larger than the limit of {limit} bytes"
+        )
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and self._task is None:
+            body = _error_body(413, message, "request_too_large")
+            transport.write(
+                _head(
+                    413,
+                    [("Content-Type", "application/json")],
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n",
+                )
+                + body
+            )
+            self._discard = True
+            self._body = []
+            # bound how long a client may keep sending what nobody reads
+            self._arm_idle()
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        self._cancel_idle()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _arm_idle(self) -> None:
+        self._cancel_idle()
+        self._idle_timer = self._loop.call_later(self._limits.keepalive_s, self._idle_timeout)
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self._task is None:
+            self._close()
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    def close_when_idle(self) -> None:
+        """For shutdown: close now if idle, else after the answer being written."""
+        self.closing = True
+        if self._task is None:
+            self._close()
+
+    def abort(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HttpServer:
+    """Serves ``app`` on a host and port. ``await start()``, then ``await close()``: stops
+    listening, closes idle connections, and lets the ones answering finish their answer
+    (``abort_all()`` cuts them off)."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        max_body_bytes: int = 1 << 20,
+        max_head_bytes: int = 64 * 1024,
+        keepalive_s: float = 75.0,
+    ) -> None:
+        self.app = app
+        self.limits = _Limits(max_head_bytes, max_body_bytes, keepalive_s)
+        self.connections: set[HttpConnection] = set()
+        self.closing = False
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen; returns the bound (host, port)."""
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: HttpConnection(self), host, port, reuse_address=True, backlog=1024
+        )
+        sock = self._server.sockets[0]
+        bound: Any = sock.getsockname()
+        return bound[0], bound[1]
+
+    async def close(self) -> None:
+        """Stop listening; idle connections close now, busy ones after their answer."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for conn in list(self.connections):
+            conn.close_when_idle()
+
+    def busy(self) -> int:
+        return sum(1 for c in self.connections if c.busy)
+
+    def abort_all(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()
+        self.connections.clear()
+
+
+__all__ = ["App", "HttpRequest", "HttpResponse", "HttpServer", "ResponseStream"]
