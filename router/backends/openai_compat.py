@@ -8,14 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from ..errors import BackendError
 from ..types import LmResponse, Prompt, StreamChunk, prompt_text, to_messages
 from .auth import BackendAuth, BasicAuth, BearerAuth, HeaderAuth, parse_auth
 from .base import LmBackend
+from .http1 import Http1Pool, StreamAnswer
 from .http_errors import http_error, transport_error
-from .http_session import SessionPool
 from .openai_wire import (
     DONE,
     SseDecoder,
@@ -25,7 +23,9 @@ from .openai_wire import (
     parse_stream_data,
 )
 
-_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
+# Http1Pool's failures are ConnectionError subclasses; its timeouts are TimeoutErrors.
+_TRANSPORT_ERRORS = (TimeoutError, ConnectionError)
+_CHAT = "/v1/chat/completions"
 
 
 class _StreamOptionsRefused(Exception):
@@ -79,7 +79,8 @@ class OpenAICompatBackend(LmBackend):
         all_headers = dict(headers or {})
         if self.auth is not None:
             all_headers.update(self.auth.headers())
-        self._pool = SessionPool(
+        self._pool = Http1Pool(
+            self.root,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             max_connections=max_connections,
@@ -127,7 +128,7 @@ class OpenAICompatBackend(LmBackend):
     ) -> LmResponse:
         body = chat_body(model, to_messages(prompt), max_tokens, params)
         t0 = time.perf_counter()
-        obj = await self._post_json("/v1/chat/completions", body)
+        obj = await self._post_json(_CHAT, body)
         text, usage, finish, served = parse_chat_completion(
             obj, self.name, len(prompt_text(prompt))
         )
@@ -154,22 +155,22 @@ class OpenAICompatBackend(LmBackend):
             model, to_messages(prompt), max_tokens, params, stream=True, include_usage=include_usage
         )
         try:
-            async with self._pool.get().post(self.root + "/v1/chat/completions", json=body) as resp:
-                if resp.status >= 400:
-                    text = await resp.text(errors="replace")
-                    if resp.status == 400 and include_usage and "stream_options" in text:
+            async with self._pool.stream("POST", _CHAT, _encode(body)) as answer:
+                if answer.status >= 400:
+                    text = (await answer.read()).decode("utf-8", "replace")
+                    if answer.status == 400 and include_usage and "stream_options" in text:
                         raise _StreamOptionsRefused
-                    raise http_error(self.name, resp.status, text, resp.headers)
-                async for chunk in self._read_sse(resp):
+                    raise http_error(self.name, answer.status, text, answer.headers)
+                async for chunk in self._read_sse(answer):
                     yield chunk
         except _TRANSPORT_ERRORS as exc:
             raise transport_error(self.name, exc) from exc
 
-    async def _read_sse(self, resp: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+    async def _read_sse(self, answer: StreamAnswer) -> AsyncIterator[StreamChunk]:
         decoder = SseDecoder()
         saw_done = False
-        async for raw in resp.content:
-            data = decoder.feed(raw.decode("utf-8", "replace"))
+        async for line in answer.iter_lines():
+            data = decoder.feed(line.decode("utf-8", "replace"))
             if data is None:
                 continue
             item = parse_stream_data(data, self.name)
@@ -189,23 +190,21 @@ class OpenAICompatBackend(LmBackend):
 
     async def _get_json(self, path: str) -> Any:
         try:
-            async with self._pool.get().get(self.root + path) as resp:
-                text = await resp.text(errors="replace")
-                if resp.status >= 400:
-                    raise http_error(self.name, resp.status, text, resp.headers)
+            answer = await self._pool.request("GET", path)
         except _TRANSPORT_ERRORS as exc:
             raise transport_error(self.name, exc) from exc
-        return _json(text, self.name)
+        if answer.status >= 400:
+            raise http_error(self.name, answer.status, answer.text(), answer.headers)
+        return _json(answer.body, self.name)
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
         try:
-            async with self._pool.get().post(self.root + path, json=body) as resp:
-                text = await resp.text(errors="replace")
-                if resp.status >= 400:
-                    raise http_error(self.name, resp.status, text, resp.headers)
+            answer = await self._pool.request("POST", path, _encode(body))
         except _TRANSPORT_ERRORS as exc:
             raise transport_error(self.name, exc) from exc
-        return _json(text, self.name)
+        if answer.status >= 400:
+            raise http_error(self.name, answer.status, answer.text(), answer.headers)
+        return _json(answer.body, self.name)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -214,10 +213,14 @@ class OpenAICompatBackend(LmBackend):
         return f"OpenAICompatBackend(name={self.name!r}, root={self.root!r})"
 
 
-def _json(text: str, backend: str) -> Any:
+def _encode(body: dict[str, Any]) -> bytes:
+    # ASCII-escaped: a lone surrogate in a prompt cannot make the encoding fail
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _json(body: bytes, backend: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(body)
     except ValueError:
-        raise BackendError(
-            f"{backend}: answer is not JSON: {text[:120]!r}", backend=backend
-        ) from None
+        text = body[:120].decode("utf-8", "replace")
+        raise BackendError(f"{backend}: answer is not JSON: {text!r}", backend=backend) from None
