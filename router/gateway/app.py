@@ -378,7 +378,7 @@ class Gateway:
         if not raw:
             raise bad_request("The request body is empty; send a JSON object")
         try:
-            return _loads(raw)
+            return _loads(raw.decode())  # JSON on the wire is UTF-8 (RFC 8259); skips sniffing
         except ValueError as exc:
             raise bad_request(f"The request body is not valid JSON: {exc}") from None
 
