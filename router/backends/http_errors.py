@@ -18,7 +18,7 @@ def error_message(body: str) -> str:
     ``{"error": "..."}``, or the (shortened) text itself."""
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurd nesting
         return body.strip()[:300] or "(empty body)"
     if isinstance(obj, dict):
         err = obj.get("error", obj.get("detail", obj.get("message")))

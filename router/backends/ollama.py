@@ -137,7 +137,7 @@ class OllamaBackend(LmBackend):
             raise transport_error(self.name, exc) from exc
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurd nesting
             raise BackendError(f"{self.name}: answer is not JSON", backend=self.name) from None
 
     async def close(self) -> None:

@@ -100,7 +100,7 @@ def parse_stream_line(line: str, backend: str) -> StreamChunk | None:
         return None
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurd nesting
         raise BackendError(f"{backend}: stream line is not JSON", backend=backend) from None
     if not isinstance(obj, dict):
         raise BackendError(f"{backend}: stream line is not an object", backend=backend)

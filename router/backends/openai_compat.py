@@ -221,6 +221,6 @@ def _encode(body: dict[str, Any]) -> bytes:
 def _json(body: bytes, backend: str) -> Any:
     try:
         return json.loads(body.decode())  # JSON on the wire is UTF-8 (RFC 8259); skips sniffing
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurd nesting
         text = body[:120].decode("utf-8", "replace")
         raise BackendError(f"{backend}: answer is not JSON: {text!r}", backend=backend) from None

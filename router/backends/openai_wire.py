@@ -124,7 +124,7 @@ def parse_stream_data(data: str, backend: str) -> StreamChunk | object | None:
         return DONE
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurd nesting
         raise BackendError(f"{backend}: stream event is not JSON", backend=backend) from None
     if not isinstance(obj, dict):
         raise BackendError(f"{backend}: stream event is not an object", backend=backend)

@@ -381,6 +381,8 @@ class Gateway:
             return _loads(raw.decode())  # JSON on the wire is UTF-8 (RFC 8259); skips sniffing
         except ValueError as exc:
             raise bad_request(f"The request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise bad_request("The request body's JSON is nested too deeply") from None
 
     def _swarm_terms(
         self, req: CompletionRequest, acct: KeyAccount | None
@@ -549,7 +551,11 @@ class Gateway:
             headers = dict(STREAM_HEADERS)
             headers["x-swarm-backend"] = backend
             headers["x-swarm-route-reason"] = _header_safe(self._reason(backend))
-            resp = await request.stream(200, headers)
+            try:
+                resp = await request.stream(200, headers)
+            except ConnectionResetError:
+                log.info("client went away before its stream started")
+                return None
             enc = ChunkEncoder(chat=req.chat, model=model, include_usage=req.include_usage)
             write = resp.write
             finish: str | None = None

@@ -45,6 +45,13 @@ def _error_body(status: int, message: str, code: str) -> bytes:
     return json.dumps({"error": err}).encode()
 
 
+def _error_answer(status: int, message: str, code: str) -> bytes:
+    """A whole error answer that closes the connection."""
+    body = _error_body(status, message, code)
+    extra = f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return _head(status, [("Content-Type", "application/json")], extra) + body
+
+
 class HttpRequest:
     """One request, read whole. ``headers`` has lower-case names; repeated headers are joined
     with ``", "``."""
@@ -221,6 +228,8 @@ class HttpConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._streaming: ResponseStream | None = None
         self.closing = False
+        self._eof = False
+        self._refusal: bytes | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -257,10 +266,26 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
-            self._head_size += len(data)
-            if self._head_size > self._limits.max_head:
-                self._refuse(431, "The request line and headers are too large", "headers_too_large")
-                return
+            room = self._limits.max_head - self._head_size
+            if len(data) > room:
+                # Feed only what the head may still take; the rest (a body, further requests)
+                # only once the head has ended within it.
+                if not self._feed(data[:room]):
+                    return
+                if self._in_head:
+                    self._refuse(
+                        431, "The request line and headers are too large", "headers_too_large"
+                    )
+                    return
+                data = data[room:]
+            else:
+                self._head_size += len(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data``; False when the connection was refused or cannot go on."""
+        if self.transport is None or self.transport.is_closing() or self._refusal is not None:
+            return False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -272,14 +297,20 @@ class HttpConnection(asyncio.Protocol):
                 self._refuse(501, "Switching protocols is not supported", "not_implemented")
             elif self.transport is not None:
                 self.transport.pause_reading()
+            return False
         except httptools.HttpParserCallbackError:  # a bug in a callback: don't take others down
             log.exception("HTTP parser callback failed")
             self._close()
+            return False
         except httptools.HttpParserError as exc:
             self._refuse(400, f"Malformed HTTP request: {exc}", "bad_http")
+            return False
+        return True
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its request still gets the answer.
+        # A client that half-closes after its request still gets the answer; then the
+        # connection closes (nothing more can come).
+        self._eof = True
         return self._task is not None or bool(self._queue)
 
     # --- httptools callbacks -------------------------------------------------------------------
@@ -316,6 +347,8 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        if self._refusal is not None:
+            return
         self._body_size += len(body)
         if self._discard:
             if self._body_size > self._limits.max_body + _DISCARD_MAX:
@@ -327,6 +360,8 @@ class HttpConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._refusal is not None:  # refused while earlier requests are being answered
+            return
         if self._discard:
             self._close()
             return
@@ -356,7 +391,13 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self._task = None
         if self.transport is not None and not self.transport.is_closing():
-            self._arm_idle()
+            if self._refusal is not None:  # a later pipelined request was unusable
+                self.transport.write(self._refusal)
+                self._close()
+            elif self._eof:
+                self._close()
+            else:
+                self._arm_idle()
 
     async def _answer_all(self, request: HttpRequest) -> None:
         while True:
@@ -424,19 +465,19 @@ class HttpConnection(asyncio.Protocol):
     # --- refusing and closing -------------------------------------------------------------------
 
     def _refuse(self, status: int, message: str, code: str) -> None:
-        """Answer an unusable request with an error and close the connection."""
-        transport = self.transport
-        if transport is not None and not transport.is_closing() and self._task is None:
-            body = _error_body(status, message, code)
-            transport.write(
-                _head(
-                    status,
-                    [("Content-Type", "application/json")],
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n",
-                )
-                + body
-            )
+        """Answer an unusable request with an error and close the connection. Requests before
+        it on this connection (pipelined) are answered first."""
         log.info("refused a request (%d): %s", status, message)
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._discard:
+            self._close()  # closed already, or an error is out already
+            return
+        answer = _error_answer(status, message, code)
+        if self._task is not None:  # sent after the answers in progress (see _answer)
+            self._refusal = answer
+            transport.pause_reading()
+            return
+        transport.write(answer)
         self._close()
 
     def _refuse_body(self, length: int | None) -> None:
@@ -449,22 +490,15 @@ class HttpConnection(asyncio.Protocol):
             else f"Request body is larger than the limit of {limit} bytes"
         )
         transport = self.transport
-        if transport is not None and not transport.is_closing() and self._task is None:
-            body = _error_body(413, message, "request_too_large")
-            transport.write(
-                _head(
-                    413,
-                    [("Content-Type", "application/json")],
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n",
-                )
-                + body
-            )
+        can_drain = transport is not None and not transport.is_closing() and self._task is None
+        if can_drain and transport is not None:
+            transport.write(_error_answer(413, message, "request_too_large"))
             self._discard = True
             self._body = []
             # bound how long a client may keep sending what nobody reads
             self._arm_idle()
         else:
-            self._close()
+            self._refuse(413, message, "request_too_large")
 
     def _close(self) -> None:
         self._cancel_idle()

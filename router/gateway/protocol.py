@@ -98,7 +98,7 @@ def _messages(value: Any) -> list[Message]:
         if not isinstance(m, dict):
             raise bad_request(f"messages[{i}] must be an object", "messages")
         role = m.get("role")
-        if role not in _ROLES:
+        if type(role) is not str or role not in _ROLES:
             raise bad_request(f"messages[{i}].role must be one of {sorted(_ROLES)}", "messages")
         if role == "developer":
             role = "system"  # OpenAI's newer name for it; local servers know only "system"

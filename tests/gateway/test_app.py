@@ -412,3 +412,14 @@ async def test_unknown_paths_and_methods_get_json_errors() -> None:
             assert (await r.json())["error"]["code"] == "method_not_allowed"
         async with s.post(gw.url + "/v1/embeddings", json={}) as r:
             assert r.status == 404 and (await r.json())["error"]["code"] == "unknown_url"
+
+
+async def test_absurdly_nested_json_is_400_not_a_crash() -> None:
+    async with gateway(MOCKS) as gw, aiohttp.ClientSession() as s:
+        body = b"[" * 100_000 + b"]" * 100_000
+        async with s.post(gw.url + "/v1/chat/completions", data=body) as r:
+            assert r.status == 400
+            assert "nested too deeply" in (await r.json())["error"]["message"]
+        c = client(gw)  # and the gateway goes on
+        resp = await c.chat.completions.create(model="m1", messages=user("x"))
+        assert resp.choices[0].message.content == "one two three"

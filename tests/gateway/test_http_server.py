@@ -302,3 +302,30 @@ async def test_close_lets_the_answer_being_written_finish() -> None:
             pass
         else:
             raise AssertionError("the server still accepts connections")
+
+
+async def test_a_client_that_half_closes_gets_its_answer_then_the_close() -> None:
+    app = App()
+    async with serve(app) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/hold", b"h"))
+        await asyncio.wait_for(app.held.wait(), T)
+        writer.write_eof()  # nothing more will come from this client
+        app.gate.set()
+        status, _, body = await read_answer(reader)
+        assert status == 200 and json.loads(body)["path"] == "/hold"
+        assert await closed(reader)  # not left open until the keep-alive timeout
+
+
+async def test_a_bad_request_behind_one_in_progress_waits_for_its_answer() -> None:
+    app = App()
+    async with serve(app) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/hold", b"h") + b"NOT HTTP AT ALL\r\n\r\n")
+        await asyncio.wait_for(app.held.wait(), T)
+        app.gate.set()
+        first = await read_answer(reader)
+        second = await read_answer(reader)
+        assert first[0] == 200 and json.loads(first[2])["path"] == "/hold"
+        assert second[0] == 400 and second[1]["connection"] == "close"
+        assert await closed(reader)

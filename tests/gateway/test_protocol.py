@@ -95,6 +95,7 @@ def test_swarm_terms_from_body_and_headers() -> None:
         ({"model": "m"}, "messages"),
         ({"model": "m", "messages": []}, "messages"),
         ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages"),
+        ({"model": "m", "messages": [{"role": ["user"], "content": "x"}]}, "messages"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages"),
         (chat(max_tokens=0), "max_tokens"),
         (chat(max_tokens="10"), "max_tokens"),

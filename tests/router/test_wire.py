@@ -105,3 +105,14 @@ def test_auth_headers_and_parsing() -> None:
         parse_auth({"type": "digest"})
     with pytest.raises(ValidationError):
         parse_auth({"type": "header", "name": "", "value": "v"})
+
+
+def test_absurdly_nested_upstream_json_is_a_backend_error() -> None:
+    from router.backends.ollama_wire import parse_stream_line
+
+    nested = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(BackendError, match="not JSON"):
+        parse_stream_data(nested, "up")
+    with pytest.raises(BackendError, match="not JSON"):
+        parse_stream_line(nested, "up")
+    assert error_message(nested) == nested[:300]
