@@ -382,7 +382,10 @@ class LmRouter(LmBackend):
         with self._lock:
             self._waiters.append(entry)
         try:
-            await asyncio.wait_for(fut, min(min_wait, deadline - loop_now))
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that arrives as the future completes, and this waits in a loop
+            async with asyncio.timeout(min(min_wait, deadline - loop_now)):
+                await fut
         except TimeoutError:
             pass
         finally:
@@ -695,7 +698,8 @@ class LmRouter(LmBackend):
 
         async def one(b: LmBackend) -> bool:
             try:
-                ok: Any = await asyncio.wait_for(b.health_check(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    ok: Any = await b.health_check()
             except Exception:
                 return False
             # a nested router reports per backend: it is healthy if any of them is
