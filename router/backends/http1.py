@@ -14,6 +14,22 @@ periodic timer per pool and loop (every ``timeout_s / 10``, at most every second
 per request: an expired exchange fails up to that period late, and the hot path saves the cost
 of scheduling and cancelling a timer. Nothing here cancels tasks, so a caller's own cancellation
 is never swallowed.
+
+A stream left early: leaving ``async with pool.stream(...)`` without an exception before the body
+is complete (an SSE reader stops at ``data: [DONE]``, and the chunked terminator often comes in a
+later packet) does not close the connection if the answer is framed (chunked or Content-Length),
+keep-alive, and at most ``LINGER_MAX_BYTES`` of it are still expected. The connection *lingers*:
+its protocol goes on reading and drops the bytes, and when the answer ends it goes back to the
+pool (or straight to a waiting request) like any other. It is closed instead if the answer does
+not end within ``linger_s`` or more than ``LINGER_MAX_BYTES`` arrive. No task is involved, nor a
+timer per stream: the bound is checked by the same periodic sweep as deadlines (which then runs
+at least every ``linger_s``, so a linger lasts at most about twice that); the bound only matters
+for an upstream that never finishes, as the usual linger ends when the terminator arrives.
+A lingering connection still holds its ``max_connections`` slot: a request waiting for a slot
+gets the connection when the linger completes, or the slot when it is closed; a request that
+finds a slot free does not wait for a lingering connection but opens a new one. Leaving the block
+with an exception (cancellation and ``aclose()`` of an enclosing generator included) closes the
+connection at once, as does leaving it early when the rest is unframed or too large.
 """
 
 from __future__ import annotations
@@ -33,6 +49,10 @@ import httptools
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # A streamed answer stops reading from the socket when this much is waiting for the consumer.
 STREAM_HIGH_WATER = 256 * 1024
+# A stream left before its end lingers (reads and drops the rest, then goes back to the pool) for
+# at most this long, by default, and only while at most LINGER_MAX_BYTES more arrive.
+LINGER_S = 1.0
+LINGER_MAX_BYTES = 64 * 1024
 # Bodies up to this size go out in the same write as the head (one send).
 _JOIN_LIMIT = 64 * 1024
 # Request heads (per method + path) remembered per pool, so the hot path skips building them.
@@ -163,6 +183,8 @@ class _Conn(asyncio.Protocol):
         "headers_done",
         "idle",
         "keep_alive",
+        "linger_left",
+        "lingering",
         "lost",
         "max_bytes",
         "parser",
@@ -187,6 +209,8 @@ class _Conn(asyncio.Protocol):
         self.active = False
         self.lost = False
         self.streaming = False
+        self.lingering = False  # the consumer left early: the rest is read and dropped
+        self.linger_left = 0  # bytes a lingering connection may still drop before it is closed
         self.head = False
         self.max_bytes = 0
         self.deadline: float | None = None  # checked by the pool's sweep while waiting
@@ -213,6 +237,7 @@ class _Conn(asyncio.Protocol):
         self, data: bytes, body: bytes | None, head: bool, streaming: bool, deadline: float | None
     ) -> None:
         self.active = True
+        self.lingering = False
         self.head = head
         self.streaming = streaming
         self.deadline = deadline
@@ -306,6 +331,9 @@ class _Conn(asyncio.Protocol):
             # the HEAD answer ended at its headers; llhttp would wait for a body that never comes
             self.reset_parser = False
             self.parser = httptools.HttpResponseParser(self)
+        if self.lingering and self.finished:
+            # settled after the parser returned, so bytes past the answer's end are seen first
+            self.state.end_linger(self)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; connection_lost settles the exchange
@@ -368,6 +396,12 @@ class _Conn(asyncio.Protocol):
         if self.finished:
             return
         if self.streaming:
+            self.size += len(body)
+            if self.lingering:
+                self.linger_left -= len(body)
+                if self.linger_left < 0:
+                    self.fail(Http1Error(f"{self.state.pool.origin}: too much left after a stream"))
+                return
             self.chunks.append(body)
             self.buffered += len(body)
             if self.buffered > STREAM_HIGH_WATER and not self.read_paused:
@@ -398,6 +432,17 @@ class _Conn(asyncio.Protocol):
         self._wake()
         if self.drain_waiter is not None:
             self._wake_drain()  # answered before reading all of our body
+
+
+def _content_length(raw: list[bytes]) -> int | None:
+    """The Content-Length header's value, if there is one (the parser has checked it)."""
+    for i in range(0, len(raw), 2):
+        if raw[i].lower() == b"content-length":
+            try:
+                return int(raw[i + 1])
+            except ValueError:
+                return None
+    return None
 
 
 def _framed(raw: list[bytes]) -> bool:
@@ -431,7 +476,8 @@ class _LoopState:
             self.sweeper = self.loop.call_later(self.pool.sweep_every, self.sweep)
 
     def sweep(self) -> None:
-        """Fail the exchanges whose deadline passed; run again while any is waiting."""
+        """Fail the exchanges whose deadline passed and close the lingering connections whose
+        bound passed; run again while any is waiting."""
         self.sweeper = None
         now = self.loop.time()
         pending = False
@@ -440,6 +486,10 @@ class _LoopState:
             if deadline is None or not conn.active or conn.finished:
                 continue
             if now >= deadline:
+                if conn.lingering:
+                    conn.lingering = False
+                    self.discard(conn)
+                    continue
                 conn.fail(
                     RequestTimeout(f"{self.pool.origin}: no answer within {self.pool.timeout_s} s")
                 )
@@ -521,6 +571,46 @@ class _LoopState:
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {pool.origin}: {exc}") from exc
         return conn
+
+    def linger(self, conn: _Conn) -> bool:
+        """Let a stream left before its end read the rest in the background (see the module
+        docstring); False when it cannot, and the caller closes it."""
+        transport = conn.transport
+        if (
+            conn.finished
+            or conn.lost
+            or self.closed
+            or transport is None
+            or transport.is_closing()
+            or self.pool.linger_s <= 0
+            # false for close-delimited bodies and for "Connection: close"
+            or not conn.parser.should_keep_alive()
+        ):
+            return False
+        length = _content_length(conn.raw)
+        if length is not None and length - conn.size > LINGER_MAX_BYTES:
+            return False
+        conn.lingering = True
+        conn.linger_left = LINGER_MAX_BYTES
+        conn.chunks = []
+        conn.buffered = 0
+        conn.deadline = self.loop.time() + self.pool.linger_s
+        if conn.read_paused:
+            conn.read_paused = False
+            transport.resume_reading()
+        self.arm()
+        return True
+
+    def end_linger(self, conn: _Conn) -> None:
+        """A lingering connection's answer ended (or failed): back to the pool, or closed."""
+        if not conn.lingering:
+            return
+        conn.lingering = False
+        conn.deadline = None
+        if conn.complete and conn.error is None:
+            self.release(conn)
+        else:
+            self.discard(conn)
 
     def release(self, conn: _Conn) -> None:
         """Back to the idle list (or straight to a waiter) if reusable, else closed."""
@@ -698,11 +788,14 @@ class _StreamContext:
             return
         self._answer = None
         conn = answer._conn
-        # only a fully received answer leaves a connection in a known state
+        state = conn.state
+        # only a fully received answer leaves a connection in a known state; one left early
+        # without an exception may linger until it is (an exception, cancellation included,
+        # closes it at once: the caller is not done in an orderly way)
         if conn.complete and conn.error is None:
-            conn.state.release(conn)
-        else:
-            conn.state.discard(conn)
+            state.release(conn)
+        elif exc_type is not None or not state.linger(conn):
+            state.discard(conn)
 
 
 class Http1Pool:
@@ -714,6 +807,8 @@ class Http1Pool:
     ``content_type`` with every request that has a body unless the call names its own.
     A reused connection that the upstream closed before sending any byte of the answer (the
     keep-alive race) is retried once on a new connection; nothing else is retried.
+    ``linger_s`` bounds how long a stream left before its end may read the rest in the
+    background (0: such a stream's connection is closed at once); see the module docstring.
     Each event loop gets its own connections; ``close()`` closes the current loop's.
     """
 
@@ -728,6 +823,7 @@ class Http1Pool:
         content_type: str | None = "application/json",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ssl_context: ssl.SSLContext | None = None,
+        linger_s: float = LINGER_S,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -735,6 +831,8 @@ class Http1Pool:
             raise ValueError("max_response_bytes must not be negative")
         if timeout_s is not None and timeout_s <= 0:
             raise ValueError("timeout_s must be positive (or None for no limit)")
+        if linger_s < 0:
+            raise ValueError("linger_s must not be negative (0: streams left early are closed)")
         parts = urlsplit(root)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {root!r}")
@@ -755,7 +853,11 @@ class Http1Pool:
             raise ValueError(f"root URL path has spaces or control characters: {root!r}")
         self._prefix = prefix
         self.timeout_s = timeout_s
-        self.sweep_every = 1.0 if timeout_s is None else min(max(timeout_s / 10, 0.005), 1.0)
+        sweep_every = 1.0 if timeout_s is None else min(max(timeout_s / 10, 0.005), 1.0)
+        if linger_s > 0:
+            sweep_every = min(sweep_every, max(linger_s, 0.005))
+        self.sweep_every = sweep_every
+        self.linger_s = linger_s
         self.connect_timeout_s = connect_timeout_s
         self.max_connections = max_connections
         self.max_response_bytes = max_response_bytes
@@ -830,7 +932,9 @@ class Http1Pool:
         headers: Mapping[str, str] | None = None,
     ) -> _StreamContext:
         """``async with pool.stream(...) as answer:`` — the body is read as it arrives. Leaving
-        the block before the body is complete closes the connection."""
+        the block before the body is complete lets a small framed rest be read and dropped in
+        the background (the connection then returns to the pool) when the block ends without an
+        exception; otherwise the connection is closed."""
         return _StreamContext(self, method, path, body, headers)
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from router.backends.http1 import (
+    LINGER_MAX_BYTES,
     STREAM_HIGH_WATER,
     BadResponse,
     Http1Pool,
@@ -280,6 +281,8 @@ def test_bad_arguments_are_refused() -> None:
         Http1Pool("http://127.0.0.1:1", headers={"X-A": "v\r\nX-Injected: 1"})
     with pytest.raises(ValueError):
         Http1Pool("http://127.0.0.1:1", headers={"Bad Name": "v"})
+    with pytest.raises(ValueError):
+        Http1Pool("http://127.0.0.1:1", linger_s=-1)
 
 
 async def test_smuggling_attempts_are_refused_before_sending() -> None:
@@ -569,7 +572,7 @@ async def test_one_connection_serves_concurrent_requests_in_turn() -> None:
             await pool.close()
 
 
-async def test_abandoned_stream_closes_its_connection() -> None:
+async def test_abandoned_stream_closes_its_connection_when_lingering_is_off() -> None:
     gone = asyncio.Event()
 
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
@@ -585,7 +588,7 @@ async def test_abandoned_stream_closes_its_connection() -> None:
         await client_gone(r)
 
     async with RawServer(script) as srv:
-        pool = Http1Pool(srv.url)
+        pool = Http1Pool(srv.url, linger_s=0)  # 0: a stream left early is closed at once
         try:
             async with pool.stream("POST", "/", b"{}") as ans:
                 async for chunk in ans.iter_chunks():
@@ -600,6 +603,178 @@ async def test_abandoned_stream_closes_its_connection() -> None:
             assert srv.accepted == 2
         finally:
             await pool.close()
+
+
+# --- a stream left before its end lingers (reads the rest in the background) ------------------
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+DONE_CHUNK = b"e\r\ndata: [DONE]\n\n\r\n"
+TERMINATOR = b"0\r\n\r\n"
+
+
+async def read_to_done(pool: Http1Pool) -> None:
+    """Stream an answer and leave at ``data: [DONE]``, as an SSE reader does."""
+    async with pool.stream("POST", "/v1/chat/completions", b"{}") as ans:
+        async for line in ans.iter_lines():
+            if line == b"data: [DONE]":
+                break
+        else:
+            raise AssertionError("no [DONE] line")
+
+
+def done_then(left: asyncio.Event | None, gone: asyncio.Event) -> Script:
+    """Connection 0 answers up to ``[DONE]``; its terminator follows once ``left`` is set (never
+    when None), then it answers one more request. ``gone`` is set when connection 0 sees EOF.
+    Later connections answer ``ok(b"new")``."""
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        if i > 0:
+            await read_request(r)
+            w.write(ok(b"new"))
+            await client_gone(r)
+            return
+        await read_request(r)
+        w.write(SSE_HEAD + DONE_CHUNK)
+        if left is not None:
+            await left.wait()
+            w.write(TERMINATOR)
+            if await read_request(r) is not None:
+                w.write(ok(b"reused"))
+        if await client_gone(r):
+            gone.set()
+
+    return script
+
+
+async def test_stream_left_before_its_terminator_gives_the_connection_back() -> None:
+    left, gone = asyncio.Event(), asyncio.Event()
+    async with RawServer(done_then(left, gone)) as srv:
+        # one slot: the next request takes the connection once its linger ends, rather than
+        # opening a second one while the terminator is still on its way
+        pool = Http1Pool(srv.url, max_connections=1)
+        try:
+            await asyncio.wait_for(read_to_done(pool), 5)
+            left.set()  # only now does the terminator go out
+            answer = await asyncio.wait_for(pool.request("GET", "/"), 5)
+            assert answer.body == b"reused" and srv.accepted == 1
+        finally:
+            await pool.close()
+        await asyncio.wait_for(gone.wait(), 5)
+
+
+async def test_lingering_connection_without_terminator_is_closed_after_the_bound() -> None:
+    gone = asyncio.Event()
+    async with RawServer(done_then(None, gone)) as srv:
+        pool = Http1Pool(srv.url, linger_s=0.05)
+        try:
+            await asyncio.wait_for(read_to_done(pool), 5)
+            await asyncio.wait_for(gone.wait(), 5)  # closed by the sweep, not by the server
+            assert (await asyncio.wait_for(pool.request("GET", "/"), 5)).body == b"new"
+            assert srv.accepted == 2
+        finally:
+            await pool.close()
+
+
+@pytest.mark.parametrize("terminator_comes", [True, False])
+async def test_request_waiting_for_the_only_slot_gets_it_when_the_linger_ends(
+    terminator_comes: bool,
+) -> None:
+    left, gone = asyncio.Event(), asyncio.Event()
+    async with RawServer(done_then(left if terminator_comes else None, gone)) as srv:
+        pool = Http1Pool(srv.url, max_connections=1, linger_s=0.05)
+        try:
+            await asyncio.wait_for(read_to_done(pool), 5)
+            request = asyncio.create_task(pool.request("GET", "/"))
+            # callbacks run in order: the request starts waiting for the slot before the
+            # terminator is released
+            asyncio.get_running_loop().call_soon(left.set)
+            answer = await asyncio.wait_for(request, 5)
+            if terminator_comes:
+                assert answer.body == b"reused" and srv.accepted == 1
+            else:
+                assert answer.body == b"new" and srv.accepted == 2
+                await asyncio.wait_for(gone.wait(), 5)
+        finally:
+            await pool.close()
+
+
+async def test_exception_inside_a_stream_closes_its_connection_at_once() -> None:
+    gone = asyncio.Event()
+    async with RawServer(done_then(None, gone)) as srv:
+        pool = Http1Pool(srv.url, linger_s=60)  # a linger would outlast the wait below
+        try:
+            with pytest.raises(RuntimeError):
+                async with pool.stream("POST", "/", b"{}") as ans:
+                    async for _ in ans.iter_chunks():
+                        raise RuntimeError("consumer failed")
+            await asyncio.wait_for(gone.wait(), 5)
+            assert (await asyncio.wait_for(pool.request("GET", "/"), 5)).body == b"new"
+        finally:
+            await pool.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # more left than LINGER_MAX_BYTES
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (LINGER_MAX_BYTES * 2),
+        # the end is the connection's end: nothing to wait for
+        b"HTTP/1.0 200 OK\r\n\r\n",
+        # framed, but the connection cannot be reused anyway
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    ],
+)
+async def test_stream_left_early_that_cannot_linger_is_closed_at_once(head: bytes) -> None:
+    gone = asyncio.Event()
+    chunked = b"chunked" in head
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await read_request(r)
+        w.write(head + (b"5\r\nfirst\r\n" if chunked else b"first"))
+        if await client_gone(r):
+            gone.set()
+
+    async with RawServer(script) as srv:
+        pool = Http1Pool(srv.url, linger_s=60)
+        try:
+            async with pool.stream("GET", "/") as ans:
+                assert await anext(ans.iter_chunks()) == b"first"
+            await asyncio.wait_for(gone.wait(), 5)
+        finally:
+            await pool.close()
+
+
+async def test_lingering_connection_closes_when_too_much_arrives() -> None:
+    left, gone = asyncio.Event(), asyncio.Event()
+    rest = b"x" * (LINGER_MAX_BYTES + 1)
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await read_request(r)
+        w.write(SSE_HEAD + DONE_CHUNK)
+        await left.wait()
+        w.write(b"%x\r\n%s\r\n" % (len(rest), rest) + TERMINATOR)
+        if await client_gone(r):
+            gone.set()
+
+    async with RawServer(script) as srv:
+        pool = Http1Pool(srv.url, linger_s=60)
+        try:
+            await asyncio.wait_for(read_to_done(pool), 5)
+            left.set()
+            await asyncio.wait_for(gone.wait(), 5)
+        finally:
+            await pool.close()
+
+
+async def test_closing_the_pool_ends_a_linger() -> None:
+    gone = asyncio.Event()
+    async with RawServer(done_then(None, gone)) as srv:
+        pool = Http1Pool(srv.url, linger_s=60)
+        try:
+            await asyncio.wait_for(read_to_done(pool), 5)
+        finally:
+            await pool.close()
+        await asyncio.wait_for(gone.wait(), 5)
 
 
 async def test_large_stream_arrives_intact_through_backpressure() -> None:
