@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
 from router.backends import OpenAICompatBackend
 from tests.router.fakes import FakeOpenAI
+from tests.router.raw_server import RawServer
 
 TERMINATOR = b"0\r\n\r\n"
 
@@ -29,18 +30,24 @@ class CountingOpenAI(FakeOpenAI):
         return await super()._chat(request)
 
 
-class TerminatorHoldingRelay:
+class TerminatorHoldingRelay(RawServer):
     """A TCP relay on 127.0.0.1 in front of ``upstream_port`` that holds back every chunked
     answer's terminator until ``release`` is set, so the terminator reaches the client in a
     later packet than ``data: [DONE]``, as it often does over a real network."""
 
     def __init__(self, upstream_port: int) -> None:
+        super().__init__(self._relay)
         self.upstream_port = upstream_port
         self.release = asyncio.Event()
-        self.accepted = 0
-        self.url = ""
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+
+    async def _relay(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        await asyncio.gather(
+            self._pipe(reader, up_writer, hold=False),
+            self._pipe(up_reader, writer, hold=True),
+        )
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold: bool
@@ -58,35 +65,6 @@ class TerminatorHoldingRelay:
             pass
         finally:
             writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self.accepted += 1
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            await asyncio.gather(
-                self._pipe(reader, up_writer, hold=False),
-                self._pipe(up_reader, writer, hold=True),
-            )
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
 
 
 async def _collect(backend: OpenAICompatBackend) -> list[str]:
