@@ -71,7 +71,9 @@ class EventStore:
         self._by_author: dict[str, list[Record]] = {}
         self._by_tag: dict[str, dict[str, list[Record]]] = {}
         self._current: dict[_Address, Record] = {}  # newest replaceable/addressable per address
-        self._deleted_ids: dict[str, str] = {}  # event id -> pubkey that asked to delete it
+        # event id -> every pubkey that asked to delete it: a stranger's request must not hide
+        # the author's own, whichever arrives first (NIP-09 counts only the author's).
+        self._deleted_ids: dict[str, set[str]] = {}
         self._deleted_addrs: dict[_Address, int] = {}  # address -> deletion's created_at
         self._expiry: list[tuple[int, str]] = []  # heap of (expires_at, id)
 
@@ -175,7 +177,8 @@ class EventStore:
             return Outcome(True, "duplicate: already have this event")
         if rec.expires_at is not None and rec.expires_at <= now:
             return Outcome(False, "invalid: event has expired (NIP-40)")
-        if self._deleted_ids.get(rec.id) == rec.pubkey:
+        askers = self._deleted_ids.get(rec.id)
+        if askers is not None and rec.pubkey in askers:
             return Outcome(False, "blocked: this event was deleted by its author (NIP-09)")
         cls = kind_class(rec.kind)
         if cls is KindClass.EPHEMERAL:
@@ -224,9 +227,10 @@ class EventStore:
                 if target is not None and target.pubkey == author and target.kind != DELETION:
                     self._remove(target)
                     removed.append(target)
-                # Remember it even when absent, so the event cannot be published afterwards.
+                # Remember it even when absent, so the event cannot be published afterwards;
+                # whether the asker is its author is known only once it arrives.
                 if target is None or target.pubkey == author:
-                    self._deleted_ids.setdefault(target_id, author)
+                    self._deleted_ids.setdefault(target_id, set()).add(author)
             elif tag[0] == "a":
                 addr = parse_address(tag[1])
                 if addr is None or addr[1] != author or addr[0] == DELETION:

@@ -116,6 +116,26 @@ def test_deletion_before_the_event_arrives() -> None:
     assert not store.add(rec(target), NOW).accepted
 
 
+def test_a_strangers_deletion_first_does_not_cancel_the_authors() -> None:
+    author, stranger = Keys.generate(), Keys.generate()
+    target = ev(author, 1, "targeted")
+    # Order 1: stranger, author, then the event: it stays deleted.
+    store = EventStore()
+    store.add(rec(ev(stranger, 5, "", [["e", target.id]])), NOW)
+    store.add(rec(ev(author, 5, "", [["e", target.id]], at=NOW + 1)), NOW)
+    refused = store.add(rec(target), NOW)
+    assert not refused.accepted and refused.message.startswith("blocked:")
+    assert q(store, Filter(ids=[target.id])) == []
+    # Order 2: stranger, the event (kept: a stranger cannot delete it), then the author.
+    store = EventStore()
+    store.add(rec(ev(stranger, 5, "", [["e", target.id]])), NOW)
+    assert store.add(rec(target), NOW).stored is not None
+    outcome = store.add(rec(ev(author, 5, "", [["e", target.id]], at=NOW + 1)), NOW)
+    assert [r.id for r in outcome.removed] == [target.id]
+    assert not store.add(rec(target), NOW).accepted
+    assert q(store, Filter(ids=[target.id])) == []
+
+
 def test_deletion_of_a_deletion_has_no_effect() -> None:
     k = Keys.generate()
     store = EventStore()
