@@ -37,6 +37,7 @@ Send = Callable[[str], None]
 # Seconds an AUTH event's created_at may differ from now (NIP-42 suggests about ten minutes).
 AUTH_WINDOW = 600
 _LOOPBACK = frozenset(("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"))
+NEGENTROPY_REFUSAL = "blocked: negentropy (NIP-77) is not supported; use REQ"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -158,6 +159,10 @@ class RelayCore:
             self._on_auth(peer, msg, data, now)
         elif verb == "COUNT":
             self._on_req(peer, msg, now, count=True)
+        elif verb in ("NEG-OPEN", "NEG-MSG"):
+            self._on_negentropy(peer, msg)
+        elif verb == "NEG-CLOSE":
+            pass  # nothing was opened, so nothing to close or answer
         else:
             self._notice(peer, f"invalid: unknown message type {verb[:32]!r}")
 
@@ -315,6 +320,15 @@ class RelayCore:
         send(eose_message(sub_id))
         peer.subs[sub_id] = sub
         self.live.add(sub)
+
+    def _on_negentropy(self, peer: Peer, msg: list) -> None:  # type: ignore[type-arg]
+        # NIP-77 says to refuse with NEG-ERR: clients (rust-nostr) then fall back to REQ at once,
+        # where a NOTICE leaves them waiting for a reply that never comes.
+        if len(msg) < 2 or not _is_sub_id(msg[1], 64):
+            self._notice(peer, f"invalid: {msg[0]} needs a subscription id string")
+            return
+        self._count(NEGENTROPY_REFUSAL)
+        peer.send(_dumps(["NEG-ERR", msg[1], NEGENTROPY_REFUSAL]))
 
     def _on_close(self, peer: Peer, msg: list) -> None:  # type: ignore[type-arg]
         if len(msg) != 2 or type(msg[1]) is not str:

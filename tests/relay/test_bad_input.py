@@ -136,3 +136,16 @@ async def test_text_frame_that_is_not_utf8_closes_with_1007(relay: Relay) -> Non
     assert info.value.rcvd is not None and info.value.rcvd.code == 1007
     async with await Wire.open(relay.url) as wire:
         assert (await wire.req("s", {}))[1] == ["EOSE", "s"]
+
+
+async def test_negentropy_is_refused_with_neg_err(relay: Relay) -> None:
+    """NIP-77: NEG-OPEN and NEG-MSG get NEG-ERR for their subscription (not a NOTICE)."""
+    async with await Wire.open(relay.url) as wire:
+        await wire.send(["NEG-OPEN", "neg1", {"kinds": [1]}, "6100"])
+        reply = await wire.recv()
+        assert reply[:2] == ["NEG-ERR", "neg1"] and reply[2].startswith("blocked:")
+        await wire.send(["NEG-CLOSE", "neg1"])  # answered by nothing
+        await wire.send(["NEG-MSG", "neg2", "6100"])
+        assert (await wire.recv())[:2] == ["NEG-ERR", "neg2"]
+        await wire.send(["NEG-OPEN"])
+        assert (await wire.recv())[0] == "NOTICE"

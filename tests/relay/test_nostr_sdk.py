@@ -86,3 +86,19 @@ async def test_sdk_subscribes_and_gets_live_events_we_publish(relay: Relay) -> N
         assert got.id().to_hex() == ours.id and got.verify()
     finally:
         await client.shutdown()
+
+
+async def test_sdk_sync_gets_neg_err_and_fails_at_once(relay: Relay) -> None:
+    """NIP-77: rust-nostr's sync sees the relay's NEG-ERR as this relay's failure (and would fall
+    back to REQ) instead of waiting out its timeout."""
+    client = await sdk_client(relay)
+    try:
+        opts = sdk.SyncOptions().initial_timeout(timedelta(seconds=30))
+        # Far below the 30 s timeout: the summary can only come from the NEG-ERR.
+        out = await asyncio.wait_for(client.sync(sdk.Filter().kind(sdk.Kind(1)), opts=opts), 5)
+        assert not out.success
+        assert [r.startswith("blocked:") and "negentropy" in r for r in out.failed.values()] == [
+            True
+        ]
+    finally:
+        await client.shutdown()
