@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from importlib.metadata import entry_points
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from . import __version__
 
@@ -34,20 +36,54 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only in eps:
         names = [only]
     for name in names:
-        try:
-            register = eps[name].load()
-        except ModuleNotFoundError as exc:  # a half-installed checkout: skip, say so with -vv
-            log.debug("subcommand %s unavailable: %s", name, exc)
-            continue
-        register(sub)
+        load_command(eps[name])(sub)
     return parser
+
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def reinstall_hint() -> str:
+    """The command that repairs this installation: from a checkout, an editable install of it."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return f"{sys.executable} -m pip install -e {root}"
+    return f"{sys.executable} -m pip install --force-reinstall nostr-swarm"
+
+
+def load_command(ep: EntryPoint) -> Register:
+    """The subcommand's ``register`` function, or, when its module cannot be imported (a missing
+    or broken dependency), a stand-in that says why: a subcommand must never just vanish."""
+    try:
+        register: Register = ep.load()
+    except ImportError as exc:
+        log.debug("subcommand %s unavailable", ep.name, exc_info=True)
+        return _unavailable(ep.name, exc)
+    return register
+
+
+def _unavailable(name: str, exc: ImportError) -> Register:
+    message = f"swarm {name} is unavailable: {exc} — reinstall with: {reinstall_hint()}"
+
+    def handler(args: argparse.Namespace) -> int:
+        print(message, file=sys.stderr)
+        return 2
+
+    def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        # No options of its own and no --help: whatever follows the name ends up here.
+        p = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=False)
+        p.set_defaults(handler=handler, accepts_any_arguments=True)
+
+    return register
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=first)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")  # as parse_args() does
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = getattr(args, "handler", None)

@@ -7,7 +7,11 @@ import contextlib
 import io
 import json
 
+import pytest
+
 from client.cli import main
+
+pytestmark = pytest.mark.local_model
 
 
 def test_swarm_demo_reaches_quorum_and_pays_only_the_agreeing() -> None:

@@ -9,6 +9,8 @@ import pytest
 from router.backends.llamacpp import DEFAULT_MODEL_NAME, LlamaCppBackend, default_model_path
 from router.errors import BackendError
 
+pytestmark = pytest.mark.local_model
+
 QUESTION = "What is the capital of France? Answer in one word."
 
 
