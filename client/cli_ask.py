@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from . import nip19
+from .cli_common import add_relay_option
 from .directory import ProviderDirectory
 from .errors import InvalidKey, JobError, NostrSwarmError, QuorumNotReached, RelayError
 from .keys import Keys, parse_pubkey
@@ -36,8 +37,8 @@ exit codes: 0 answer agreed; 1 quorum not reached (what arrived is shown); 2 bad
 
 The answer goes to stdout, the live provider table and the summary to stderr, so
 `swarm ask ... > answer.txt` keeps only the answer. Without --key a throwaway key is used
-(fine for free jobs). Environment: SWARM_RELAYS (comma-separated) and SWARM_KEY are used when
---relay / --key are not given.
+(fine for free jobs). Environment: SWARM_RELAYS (comma- or space-separated) and SWARM_KEY are
+used when --relay / --key are not given.
 
 example:
   swarm ask "Capital of France? One word." --relay ws://127.0.0.1:7777 --quorum 2 --timeout 30
@@ -54,14 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompt", help="the prompt (use - to read it from stdin)")
-    p.add_argument(
-        "--relay",
-        "-r",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="relay websocket URL (repeat for several)",
-    )
+    add_relay_option(p)
     p.add_argument("--quorum", "-k", type=int, default=2, help="providers that must agree (2)")
     p.add_argument("--timeout", "-t", type=float, default=30.0, help="seconds to wait (30)")
     p.add_argument("--model", "-m", help="model name to ask for (param model)")
@@ -305,7 +299,7 @@ def _params(items: list[str]) -> dict[str, str]:
 
 def _ask(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
-    relays = args.relay or [u for u in os.environ.get("SWARM_RELAYS", "").split(",") if u.strip()]
+    relays = args.relay  # the flags, else SWARM_RELAYS
     if not relays:
         err.print("swarm ask: give at least one --relay URL (or set SWARM_RELAYS)")
         return EXIT_USAGE

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from .cli_common import add_relay_option
 from .cli_reputation import open_ledger, record_dict
 from .directory import ProviderDirectory, ProviderInfo, discover
 from .errors import NostrSwarmError
@@ -28,7 +28,7 @@ EPILOG = """\
 Reads kind-31990 announcements with ["k", "5050"] (docs/provider-guide.md). A provider is online
 while its heartbeat is fresh: status online and at most 2 heartbeats + 60 s old, not expired.
 Score and jobs come from your reputation ledger (`swarm reputation show`), if there is one.
-Environment: SWARM_RELAYS (comma-separated) when --relay is not given.
+Environment: SWARM_RELAYS (comma- or space-separated) when --relay is not given.
 
 exit codes: 0 listed; 1 no provider found; 2 bad arguments; 3 no relay reachable.
 
@@ -47,10 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--relay", "-r", action="append", default=[], metavar="URL",
-        help="relay websocket URL (repeat for several)",
-    )
+    add_relay_option(p)
     p.add_argument("--model", "-m", help="only providers serving this model")
     p.add_argument(
         "--all", action="store_true",
@@ -167,7 +164,7 @@ def _providers(args: argparse.Namespace) -> int:
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
     if not out.is_terminal:  # piped: do not squeeze the table into 80 columns
         out = Console(highlight=False, width=160)
-    relays = args.relay or [u for u in os.environ.get("SWARM_RELAYS", "").split(",") if u.strip()]
+    relays = args.relay  # the flags, else SWARM_RELAYS
     if not relays:
         err.print("swarm providers: give at least one --relay URL (or set SWARM_RELAYS)")
         return EXIT_USAGE

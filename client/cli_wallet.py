@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import Any
 
+from .cli_common import add_relay_option
 from .errors import NostrSwarmError
 from .wallet.interface import Transaction
 from .wallet.ledger import Ledger
@@ -42,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="run the NWC wallet service for a ledger's accounts",
         description="Answer NIP-47 requests on the given relays until interrupted (Ctrl-C).",
     )
-    serve.add_argument(
-        "--relay", action="append", required=True, metavar="URL", help="relay URL (repeatable)"
-    )
+    add_relay_option(serve, required=True, what="relay to answer NWC requests on")
     serve.add_argument(
         "--db", required=True, metavar="PATH", help="ledger file (created if missing)"
     )
@@ -66,12 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "URI. The URI holds a secret: whoever has it can spend from the account.",
     )
     new.add_argument("--db", required=True, metavar="PATH", help="ledger file (created if missing)")
-    new.add_argument(
-        "--relay",
-        action="append",
-        required=True,
-        metavar="URL",
-        help="relay URL the service listens on (repeatable)",
+    add_relay_option(
+        new, required=True, what="relay the service listens on (written into the URI)"
     )
     new.add_argument("--sats", type=int, default=0, help="starting balance in sats (default 0)")
     new.add_argument("--name", default="", help="a label for the account")

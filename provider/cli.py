@@ -19,6 +19,7 @@ import socket
 import sys
 from pathlib import Path
 
+from client.cli_common import add_relay_option
 from client.errors import NostrSwarmError
 from client.keys import Keys
 
@@ -28,6 +29,7 @@ from .errors import ConfigError
 from .store import JobStore
 
 log = logging.getLogger("provider.cli")
+DEFAULT_RELAY = "ws://127.0.0.1:7777"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -48,13 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     init.add_argument(
         "--config", default="provider.toml", help="file to write (default: provider.toml)"
     )
-    init.add_argument(
-        "--relay",
-        action="append",
-        dest="relays",
-        metavar="URL",
-        help="relay to serve on (repeat for several; default: ws://127.0.0.1:7777)",
-    )
+    add_relay_option(init, fallback=[DEFAULT_RELAY], what="relay to serve on", dest="relays")
     init.add_argument(
         "--backend",
         choices=("auto", "ollama", "openai", "embedded", "mock"),
@@ -103,7 +99,7 @@ def _init(args: argparse.Namespace) -> int:
         print(f"backend: {backend}")
     text = render_template(
         keys,
-        relays=args.relays or ["ws://127.0.0.1:7777"],
+        relays=args.relays,
         backend=backend,
         url=args.url,
         models=args.models,

@@ -63,5 +63,7 @@ async def _serve(relay: Relay) -> None:
             pass
     async with relay:
         print(relay.url, flush=True)
+        # Every subcommand that takes --relay also reads this variable.
+        print(f"use it with: export SWARM_RELAYS={relay.url}", file=sys.stderr, flush=True)
         await stop.wait()
     print("relay stopped", file=sys.stderr, flush=True)

@@ -104,3 +104,80 @@ def test_unknown_options_of_a_working_subcommand_are_still_errors(
         cli.main(["keys", "new", "--no-such-option"])
     assert exit_.value.code == 2
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+# --- one --relay option for every subcommand that talks to relays ----------------------------
+
+ENV_RELAYS = "ws://127.0.0.1:1, ws://127.0.0.1:2  ws://127.0.0.1:3"
+FROM_ENV = ["ws://127.0.0.1:1", "ws://127.0.0.1:2", "ws://127.0.0.1:3"]
+
+# argv (the least each needs besides relays) and the attribute the relays end up in.
+RELAY_COMMANDS = {
+    "ask": (["ask", "hello"], "relay"),
+    "providers": (["providers"], "relay"),
+    "wallet serve": (["wallet", "serve", "--db", "w.db"], "relay"),
+    "wallet new-account": (["wallet", "new-account", "--db", "w.db"], "relay"),
+    "provider init": (["provider", "init"], "relays"),
+}
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    return cli.build_parser(only=argv[0]).parse_args(argv)
+
+
+@pytest.mark.parametrize("command", sorted(RELAY_COMMANDS))
+def test_relay_option_reads_swarm_relays_comma_or_space_separated(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv, dest = RELAY_COMMANDS[command]
+    monkeypatch.setenv("SWARM_RELAYS", ENV_RELAYS)
+    assert getattr(_parse(argv), dest) == FROM_ENV
+
+
+@pytest.mark.parametrize("command", sorted(RELAY_COMMANDS))
+def test_relay_flags_replace_the_environment_and_repeat(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv, dest = RELAY_COMMANDS[command]
+    monkeypatch.setenv("SWARM_RELAYS", ENV_RELAYS)
+    flags = ["--relay", "ws://127.0.0.1:7", "-r", "ws://127.0.0.1:8,ws://127.0.0.1:9"]
+    relays = getattr(_parse([*argv, *flags]), dest)
+    assert relays == ["ws://127.0.0.1:7", "ws://127.0.0.1:8", "ws://127.0.0.1:9"]
+
+
+@pytest.mark.parametrize("command", sorted(RELAY_COMMANDS))
+def test_relay_help_names_the_environment_variable(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        _parse([*command.split(), "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--relay URL, -r URL" in text and "$SWARM_RELAYS" in text
+
+
+@pytest.mark.parametrize("command", ["wallet serve", "wallet new-account"])
+def test_a_command_that_needs_relays_accepts_them_from_the_environment_only(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, _ = RELAY_COMMANDS[command]
+    monkeypatch.delenv("SWARM_RELAYS", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        _parse(argv)
+    assert exit_.value.code == 2 and "--relay" in capsys.readouterr().err
+    monkeypatch.setenv("SWARM_RELAYS", "ws://127.0.0.1:5")
+    assert _parse(argv).relay == ["ws://127.0.0.1:5"]
+
+
+def test_provider_init_falls_back_to_the_local_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWARM_RELAYS", raising=False)
+    assert _parse(["provider", "init"]).relays == ["ws://127.0.0.1:7777"]
+
+
+def test_new_account_writes_the_relays_from_the_environment_into_the_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWARM_RELAYS", "ws://127.0.0.1:1 ws://127.0.0.1:2")
+    code = cli.main(["wallet", "new-account", "--db", str(tmp_path / "w.db"), "--sats", "5"])
+    uri = capsys.readouterr().out.strip()
+    assert code == 0 and uri.startswith("nostr+walletconnect://")
+    assert "relay=ws%3A%2F%2F127.0.0.1%3A1" in uri and "relay=ws%3A%2F%2F127.0.0.1%3A2" in uri
