@@ -15,6 +15,13 @@ class Limits(BaseModel):
     max_message_length: int = Field(256 * 1024, gt=0, description="bytes of one websocket frame")
     max_subscriptions: int = Field(50, gt=0, description="open subscriptions per connection")
     max_filters: int = Field(20, gt=0, description="filters in one REQ or COUNT")
+    max_filter_values: int = Field(
+        2000, gt=0, description="values one filter lists (ids, authors, kinds, tag values)"
+    )
+    max_connections: int = Field(2048, gt=0, description="open websocket connections in all")
+    max_connections_per_ip: int = Field(
+        512, gt=0, description="open websocket connections from one address"
+    )
     max_limit: int = Field(5000, gt=0, description="most stored events one filter returns")
     default_limit: int | None = Field(None, gt=0, description="limit for filters without one")
     max_subid_length: int = Field(64, gt=0, le=64)

@@ -30,7 +30,7 @@ from .kinds import AUTH
 from .ratelimit import TokenBucket
 from .record import Record, event_id_of, parse_record
 from .store import EventStore, Outcome
-from .subscriptions import LiveIndex, Subscription
+from .subscriptions import LiveIndex, Subscription, filter_values
 
 log = logging.getLogger("relay_mock.core")
 Send = Callable[[str], None]
@@ -290,6 +290,14 @@ class RelayCore:
         if len(msg) - 2 > lim.max_filters:
             self._closed(peer, sub_id, f"invalid: too many filters (max {lim.max_filters})")
             return
+        for f in msg[2:]:
+            if type(f) is dict and filter_values(f) > lim.max_filter_values:
+                self._closed(
+                    peer,
+                    sub_id,
+                    f"invalid: a filter lists more than {lim.max_filter_values} values",
+                )
+                return
         try:
             filters = tuple(Filter.from_dict(f) for f in msg[2:])
         except InvalidFilter as exc:

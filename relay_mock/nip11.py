@@ -36,7 +36,12 @@ def info_document(
         limitation["created_at_lower_limit"] = limits.created_at_lower_limit
     if limits.created_at_upper_limit is not None:
         limitation["created_at_upper_limit"] = limits.created_at_upper_limit
-    if limits.event_rate is not None:  # not in NIP-11; stated for clients that read it
+    # Not in NIP-11 (nor max_filters, from an earlier draft of it): stated for clients that read
+    # them, under names other relays use.
+    limitation["max_filter_values"] = limits.max_filter_values
+    limitation["max_connections"] = limits.max_connections
+    limitation["max_connections_per_ip"] = limits.max_connections_per_ip
+    if limits.event_rate is not None:
         limitation["max_event_rate"] = limits.event_rate
     doc: dict[str, Any] = {
         "name": info.name,

@@ -14,7 +14,7 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,13 @@ class RelayStats:
     disconnects_forced: int
     # Refused messages (OK false, CLOSED, NOTICE) by reason prefix: "invalid", "rate-limited"...
     refused: dict[str, int] = field(default_factory=dict)
+    live_filters: int = 0  # filters of open subscriptions
+    filters_checked: int = 0  # live filters matched against published events, in all
+
+
+def _address(ws: ServerConnection) -> str:
+    peername = ws.remote_address
+    return str(peername[0]) if peername else ""
 
 
 class _Link:
@@ -184,11 +191,13 @@ class Relay:
         self._purge_timer: asyncio.TimerHandle | None = None
         self._server: Server | None = None
         self._links: dict[ServerConnection, _Link] = {}
+        self._per_ip: Counter[str] = Counter()
         self._dropped = 0
         self._delayed = 0
         self._forced = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._gone = asyncio.Event()  # set whenever a connection has been cleaned up
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -296,12 +305,21 @@ class Relay:
             messages_delayed=self._delayed,
             disconnects_forced=self._forced,
             refused=dict(self.core.refused),
+            live_filters=self.core.live.filters,
+            filters_checked=self.core.live.checks,
         )
 
     async def wait_idle(self) -> None:
         """Return once no client connection is open and every handler has cleaned up."""
         while self._links:
             await self._idle.wait()
+
+    async def wait_connections(self, at_most: int) -> None:
+        """Return once at most ``at_most`` client connections are open (and the others cleaned
+        up)."""
+        while len(self._links) > at_most:
+            self._gone.clear()
+            await self._gone.wait()
 
     def stored_events(self, *filters: Filter) -> list[Event]:
         """Stored events (newest first), all of them or those matching any of ``filters``."""
@@ -341,9 +359,28 @@ class Relay:
 
     # --- connections ----------------------------------------------------------------------
 
+    def _connection_refusal(self, ip: str) -> str:
+        lim = self.limits
+        if len(self._links) >= lim.max_connections:
+            return f"rate-limited: too many connections (max {lim.max_connections})"
+        if self._per_ip[ip] >= lim.max_connections_per_ip:
+            return (
+                "rate-limited: too many connections from your address "
+                f"(max {lim.max_connections_per_ip})"
+            )
+        return ""
+
     async def _serve_connection(self, ws: ServerConnection) -> None:
+        ip = _address(ws)
+        # Checked again here (the HTTP check refuses most): handshakes can overlap.
+        refusal = self._connection_refusal(ip)
+        if refusal:
+            self.core.refused["rate-limited"] += 1
+            await ws.close(1013, refusal[:120])  # 1013: try again later
+            return
         link = _Link(self, ws)
         self._links[ws] = link
+        self._per_ip[ip] += 1
         self._idle.clear()
         core = self.core
         clock = self.clock
@@ -369,6 +406,10 @@ class Relay:
             core.disconnect(peer)
             link.cancel()
             self._links.pop(ws, None)
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+            self._gone.set()
             if not self._links:
                 self._idle.set()
 
@@ -414,6 +455,10 @@ class Relay:
                 200, "relay_mock: a Nostr relay. Connect with a websocket, or send "
                 "Accept: application/nostr+json for its NIP-11 document.\n"
             )
+        refusal = self._connection_refusal(_address(conn))
+        if refusal:  # before the upgrade: a refused client costs no websocket state
+            self.core.refused["rate-limited"] += 1
+            return conn.respond(503, refusal + "\n")
         return None
 
     # --- timers -------------------------------------------------------------------------------

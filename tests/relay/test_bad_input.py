@@ -122,7 +122,7 @@ async def test_connections_leave_nothing_behind(relay: Relay) -> None:
         stats = relay.stats()
         assert (stats.connections, stats.subscriptions) == (0, 0), round_
         assert relay.core.peers == set()
-        assert relay.core.live._by_kind == {} and relay.core.live._any == set()
+        assert relay.core.live.buckets() == 0 and relay.core.live.filters == 0
     gc.collect()
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from client.event import Event
 from client.keys import Keys
@@ -121,3 +122,42 @@ async def test_default_and_max_limit_clamp_results() -> None:
         no_limit, _ = await wire.req("a", {"kinds": [1]})
         too_big, _ = await wire.req("b", {"kinds": [1], "limit": 100})
     assert len(no_limit) == 3 and len(too_big) == 5
+
+
+async def test_values_per_filter_are_limited() -> None:
+    async with Relay(limits=Limits(max_filter_values=5)) as relay, await Wire.open(relay.url) as w:
+        authors = [f"{i:064x}" for i in range(4)]
+        assert (await w.req("ok", {"authors": authors, "kinds": [1]}))[1] == ["EOSE", "ok"]
+        _, end = await w.req("big", {"authors": authors, "kinds": [1, 2]})
+        assert end[0] == "CLOSED" and end[2].startswith("invalid:") and "5 values" in end[2]
+        _, end = await w.req("tags", {"#t": ["a", "b", "c", "d", "e", "f"]})
+        assert end[0] == "CLOSED"
+        assert relay.stats().subscriptions == 1
+
+
+async def test_connections_are_limited_in_total_and_per_address() -> None:
+    limits = Limits(max_connections=3, max_connections_per_ip=2)
+    async with Relay(limits=limits) as relay:
+        a, b = await Wire.open(relay.url), await Wire.open(relay.url)
+        try:
+            with pytest.raises(InvalidStatus) as refused:
+                await Wire.open(relay.url)  # a third from 127.0.0.1
+            assert refused.value.response.status_code == 503
+            assert b"from your address" in refused.value.response.body
+            await b.close()
+            await relay.wait_connections(1)
+            c = await Wire.open(relay.url)  # the slot is free again
+            assert (await c.publish(Event.create(Keys.generate(), 1, "in")))[2] is True
+            await c.close()
+        finally:
+            await a.close()
+            await b.close()
+    # The total counts too, whatever the per-address room.
+    async with Relay(limits=Limits(max_connections=2, max_connections_per_ip=5)) as relay:
+        wires = [await Wire.open(relay.url) for _ in range(2)]
+        with pytest.raises(InvalidStatus) as refused:
+            await Wire.open(relay.url)
+        assert b"too many connections (max 2)" in refused.value.response.body
+        for w in wires:
+            await w.close()
+        assert relay.stats().refused["rate-limited"] == 1

@@ -14,7 +14,16 @@ from .helpers import Wire
 
 
 async def test_nip11_document_states_the_limits_in_force() -> None:
-    limits = Limits(max_subscriptions=7, max_message_length=5000, max_limit=99, default_limit=10)
+    limits = Limits(
+        max_subscriptions=7,
+        max_message_length=5000,
+        max_limit=99,
+        default_limit=10,
+        max_filters=4,
+        max_filter_values=30,
+        max_connections=40,
+        max_connections_per_ip=9,
+    )
     async with Relay(limits=limits, auth_required=True) as relay, aiohttp.ClientSession() as http:
         async with http.get(relay.http_url, headers={"Accept": "application/nostr+json"}) as resp:
             assert resp.status == 200
@@ -28,6 +37,8 @@ async def test_nip11_document_states_the_limits_in_force() -> None:
     assert lim["max_subscriptions"] == 7
     assert lim["max_message_length"] == 5000
     assert lim["max_limit"] == 99 and lim["default_limit"] == 10
+    assert (lim["max_filters"], lim["max_filter_values"]) == (4, 30)
+    assert (lim["max_connections"], lim["max_connections_per_ip"]) == (40, 9)
     assert lim["auth_required"] is True
     assert {1, 11, 42}.issubset(doc["supported_nips"])
     assert doc["name"]
