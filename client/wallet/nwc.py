@@ -138,10 +138,12 @@ class NwcWallet(Wallet):
             created_at=now,
             expiration=now + math.ceil(limit) + 1,
         )
+        # Match on author and `e` only: NIP-47's `p` on a response is a SHOULD, and Alby's
+        # wallet service SDK leaves it out. Only our key can decrypt the answer anyway.
         flt = Filter(
             kinds=[nip47.RESPONSE_KIND],
             authors=[self.wallet_pubkey],
-            tags={"p": [self.client_pubkey], "e": [req.id]},
+            tags={"e": [req.id]},
         )
         # Subscribe first: the response is ephemeral, a relay forwards it only to live listeners.
         sub = self._pool.subscribe(flt)
