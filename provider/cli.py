@@ -145,10 +145,17 @@ async def _serve(config: str) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         async with node:
-            print(
-                f"provider {node.keys.npub} serving {', '.join(node.models) or 'any model'}",
-                flush=True,
-            )
+            if node.backend_ready.is_set():
+                print(
+                    f"provider {node.keys.npub} serving {', '.join(node.models) or 'any model'}",
+                    flush=True,
+                )
+            else:  # the node's warning (above) says which backend; it keeps asking
+                print(
+                    f"provider {node.keys.npub} started, but its backend does not answer: "
+                    "announcing nothing until it does (is the model server running?)",
+                    flush=True,
+                )
             await stop.wait()
             print("stopping: finishing running jobs…", file=sys.stderr, flush=True)
     finally:

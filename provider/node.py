@@ -95,6 +95,11 @@ _ADDRESS = re.compile(
 PAYMENT_POLICIES = ("free", "after", "before")
 PRUNE_INTERVAL_S = 3600.0
 ANNOUNCE_RETRY_S = 15.0
+# A backend that does not answer at start is asked again after 1 s, 2 s, 4 s, ... at most 60 s.
+BACKEND_RETRY_S = 1.0
+BACKEND_RETRY_MAX_S = 60.0
+# Long enough for the embedded model to load on a slow machine; a dead server fails at once.
+BACKEND_CHECK_TIMEOUT_S = 30.0
 # "held": commit-reveal, the result is ready and committed, waiting for the customer's call.
 JobState = Literal["awaiting_payment", "queued", "running", "held", "finished"]
 
@@ -270,6 +275,8 @@ class ProviderNode:
         self._closed = asyncio.Event()
         #: Set once shutdown has begun and no new job will be taken.
         self.intake_stopped = asyncio.Event()
+        #: Set once the backend has answered a health check; nothing is announced before.
+        self.backend_ready = asyncio.Event()
         self._closing = False
         self._grace_over = False
         self._commit_pending = False
@@ -311,6 +318,15 @@ class ProviderNode:
         if pruned:
             log.info("forgot %d jobs older than %g days", pruned, self.retention_days)
         await self._load_models()
+        if await self._backend_answers():
+            self.backend_ready.set()
+        else:
+            log.warning(
+                "the backend %r does not answer: not announcing %s until it does "
+                "(retrying in the background)",
+                self.backend,
+                ", ".join(self.models) or "any model",
+            )
         self._rebuild_policy()
         self._pool = RelayPool(
             self.relays,
@@ -321,8 +337,10 @@ class ProviderNode:
         await self._pool.start()
         self._subscribe()
         self._spawn(self._intake_loop(), "intake")
+        if not self.backend_ready.is_set():
+            self._spawn(self._watch_backend(), "backend")
         if self.announce:
-            self._spawn(self._announce_loop(), "announce")
+            self._spawn(self._announce_when_ready(), "announce")
         if self.wallet is not None and self.payment != "free":
             self._spawn(self._settle_loop(), "settle")
         self._spawn(self._prune_loop(), "prune")
@@ -578,6 +596,33 @@ class ProviderNode:
                 delay = min(delay * 2, 60.0)
                 sub.close()
                 self._subscribe()
+
+    async def _backend_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(BACKEND_CHECK_TIMEOUT_S):
+                health: Any = await self.backend.health_check()
+        except (TimeoutError, NostrSwarmError, OSError) as exc:
+            log.debug("backend health check failed: %s", exc)
+            return False
+        # An LmRouter answers {backend: bool}: it can serve if any of its backends can.
+        return any(health.values()) if isinstance(health, dict) else bool(health)
+
+    async def _watch_backend(self) -> None:
+        """Ask the backend again, backing off, until it answers; then serve what it lists."""
+        delay = BACKEND_RETRY_S
+        while True:
+            await asyncio.sleep(delay)
+            if await self._backend_answers():
+                break
+            delay = min(delay * 2, BACKEND_RETRY_MAX_S)
+        await self._load_models()
+        self._rebuild_policy()
+        self.backend_ready.set()
+        log.info("the backend answers now: serving %s", ", ".join(self.models) or "any model")
+
+    async def _announce_when_ready(self) -> None:
+        await self.backend_ready.wait()
+        await self._announce_loop()
 
     async def _announce_loop(self) -> None:
         while True:
