@@ -40,8 +40,10 @@ class Limits(BaseModel):
     # Frames beyond this close the connection (1009); frames between max_message_length and this
     # are read and refused with a reason, so the connection survives ordinary oversize mistakes.
     hard_frame_limit: int = Field(4 * 1024 * 1024, gt=0)
-    # A subscriber whose unsent output exceeds this is disconnected ("slow consumer").
-    max_write_buffer: int = Field(16 * 1024 * 1024, gt=0)
+    # Bytes written to one connection and not yet taken by its reader. Stored results go out
+    # while less than half of it is used (the rest is room for live events and replies); a live
+    # event that would pass it ends its subscription with CLOSED "error: slow consumer ...".
+    max_write_buffer: int = Field(2 * 1024 * 1024, gt=0)
 
 
 class Faults(BaseModel):

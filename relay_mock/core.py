@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -34,6 +34,12 @@ from .subscriptions import LiveIndex, Subscription, filter_values
 
 log = logging.getLogger("relay_mock.core")
 Send = Callable[[str], None]
+Buffered = Callable[[], int]
+
+
+def _nothing_buffered() -> int:
+    return 0
+
 # Seconds an AUTH event's created_at may differ from now (NIP-42 suggests about ten minutes).
 AUTH_WINDOW = 600
 _LOOPBACK = frozenset(("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"))
@@ -49,16 +55,29 @@ def ok_message(event_id: str, accepted: bool, message: str = "") -> str:
 
 
 class Peer:
-    """Protocol state of one connection."""
+    """Protocol state of one connection.
 
-    __slots__ = ("authed", "bucket", "challenge", "received", "send", "subs")
+    ``buffered()`` says how many bytes sent to it its reader has not taken yet (the server's
+    write buffer); stored results are paced by it. ``backlog`` holds the subscriptions whose
+    stored events are still going out, oldest REQ first: :meth:`RelayCore.pump` continues them.
+    """
 
-    def __init__(self, send: Send, challenge: str | None, bucket: TokenBucket | None) -> None:
+    __slots__ = ("authed", "backlog", "bucket", "buffered", "challenge", "received", "send", "subs")
+
+    def __init__(
+        self,
+        send: Send,
+        challenge: str | None,
+        bucket: TokenBucket | None,
+        buffered: Buffered = _nothing_buffered,
+    ) -> None:
         self.send = send
+        self.buffered = buffered
         self.challenge = challenge
         self.bucket = bucket
         self.authed: set[str] = set()
         self.subs: dict[str, Subscription] = {}
+        self.backlog: deque[tuple[Subscription, list[Record]]] = deque()
         self.received = 0
 
 
@@ -91,13 +110,19 @@ class RelayCore:
 
     # --- connections ----------------------------------------------------------------------
 
-    def connect(self, send: Send, now: float, challenge: str | None = None) -> Peer:
+    def connect(
+        self,
+        send: Send,
+        now: float,
+        challenge: str | None = None,
+        buffered: Buffered = _nothing_buffered,
+    ) -> Peer:
         """Register a connection. With ``auth_required`` the challenge is sent at once."""
         lim = self.limits
         bucket = None
         if lim.event_rate is not None:
             bucket = TokenBucket(lim.event_rate, lim.event_burst or max(1.0, lim.event_rate), now)
-        peer = Peer(send, challenge if self.auth_required else None, bucket)
+        peer = Peer(send, challenge if self.auth_required else None, bucket, buffered)
         self.peers.add(peer)
         if peer.challenge is not None:
             send(auth_challenge_message(peer.challenge))
@@ -107,6 +132,7 @@ class RelayCore:
         for sub in peer.subs.values():
             self.live.remove(sub)
         peer.subs.clear()
+        peer.backlog.clear()
         self.peers.discard(peer)
 
     # --- refusals: counted by reason and logged, so an operator sees abuse ------------------
@@ -252,12 +278,76 @@ class RelayCore:
         return outcome
 
     def deliver(self, rec: Record) -> int:
-        """Forward to every live subscription that matches; returns how many."""
+        """Forward to every live subscription that matches; returns how many.
+
+        A subscriber whose unread output would pass ``max_write_buffer`` has fallen too far
+        behind: its subscription ends with CLOSED (it can REQ again with ``since``) instead of
+        the relay buffering without bound. One still receiving stored events gets the live ones
+        after its EOSE (held back within the same bound)."""
         raw = rec.raw
         subs = self.live.matching(rec)
+        cap = self.limits.max_write_buffer
         for sub in subs:
-            sub.peer.send(sub.prefix + raw + "]")
+            pending = sub.pending
+            if pending is not None:
+                sub.pending_bytes += len(raw)
+                if sub.pending_bytes > cap:
+                    self._slow_consumer(sub)
+                else:
+                    pending.append(rec)
+                continue
+            peer = sub.peer
+            msg = sub.prefix + raw + "]"
+            if peer.buffered() + len(msg) > cap:
+                self._slow_consumer(sub)
+            else:
+                peer.send(msg)
         return len(subs)
+
+    def _slow_consumer(self, sub: Subscription) -> None:
+        cap = self.limits.max_write_buffer
+        self._count("error: slow consumer")
+        self.close_subscription(
+            sub.peer,
+            sub.sub_id,
+            f"error: slow consumer: more than {cap} bytes unread; REQ again to resume",
+        )
+
+    def pump(self, peer: Peer, now: float) -> bool:
+        """Send more of the peer's pending stored results while its unread output stays below
+        half of ``max_write_buffer``; each finished subscription gets its EOSE, then the live
+        events held back meanwhile. Returns True while some remain (call again once the peer
+        has read)."""
+        backlog = peer.backlog
+        if not backlog:
+            return False
+        room = self.limits.max_write_buffer // 2 - peer.buffered()
+        send = peer.send
+        by_id = self.store.get
+        while backlog and room > 0:
+            sub, results = backlog[0]
+            prefix = sub.prefix
+            while results and room > 0:
+                rec = results.pop()
+                # Deleted, replaced or expired since the REQ: a query now would not return it.
+                if by_id(rec.id) is not rec or (
+                    rec.expires_at is not None and rec.expires_at <= now
+                ):
+                    continue
+                msg = prefix + rec.raw + "]"
+                send(msg)
+                room -= len(msg)
+            if results:
+                break
+            backlog.popleft()
+            send(eose_message(sub.sub_id))
+            held, sub.pending = sub.pending or [], None
+            sub.pending_bytes = 0
+            for rec in held:
+                msg = prefix + rec.raw + "]"
+                send(msg)
+                room -= len(msg)
+        return bool(backlog)
 
     def purge(self, now: float) -> int:
         removed = self.store.purge_expired(now)
@@ -317,17 +407,18 @@ class RelayCore:
             )
             return
         if old is not None:  # the same id replaces the subscription
-            self.live.remove(old)
+            self._end(peer, old)
         sub = Subscription(peer, sub_id, filters)
-        send = peer.send
-        prefix = sub.prefix
-        for rec in self.store.query(
+        results = self.store.query(
             filters, now, max_limit=lim.max_limit, default_limit=lim.default_limit
-        ):
-            send(prefix + rec.raw + "]")
-        send(eose_message(sub_id))
+        )
+        results.reverse()  # oldest last: pump() pops the newest first
+        sub.pending = []
         peer.subs[sub_id] = sub
         self.live.add(sub)
+        peer.backlog.append((sub, results))
+        # Usually all of it goes now; what does not fit goes as the reader drains.
+        self.pump(peer, now)
 
     def _on_negentropy(self, peer: Peer, msg: list) -> None:  # type: ignore[type-arg]
         # NIP-77 says to refuse with NEG-ERR: clients (rust-nostr) then fall back to REQ at once,
@@ -344,14 +435,23 @@ class RelayCore:
             return
         sub = peer.subs.pop(msg[1], None)
         if sub is not None:
-            self.live.remove(sub)
+            self._end(peer, sub)
+
+    def _end(self, peer: Peer, sub: Subscription) -> None:
+        self.live.remove(sub)
+        if sub.pending is not None:  # its stored results are not all out: drop the rest
+            for i, (queued, _) in enumerate(peer.backlog):
+                if queued is sub:
+                    del peer.backlog[i]
+                    break
+            sub.pending = None
 
     def close_subscription(self, peer: Peer, sub_id: str, reason: str) -> bool:
         """End a subscription from the relay's side with CLOSED and a reason."""
         sub = peer.subs.pop(sub_id, None)
         if sub is None:
             return False
-        self.live.remove(sub)
+        self._end(peer, sub)
         peer.send(closed_message(sub_id, reason))
         return True
 

@@ -66,7 +66,20 @@ def _address(ws: ServerConnection) -> str:
 class _Link:
     """One websocket connection's outgoing side: faults, delay queue, flow control."""
 
-    __slots__ = ("last_due", "loop", "out_pending", "peer", "queue", "relay", "timer", "ws")
+    __slots__ = (
+        "flushed",
+        "last_due",
+        "loop",
+        "out_pending",
+        "peer",
+        "pump_task",
+        "queue",
+        "queued",
+        "relay",
+        "timer",
+        "unflushed",
+        "ws",
+    )
 
     def __init__(self, relay: Relay, ws: ServerConnection) -> None:
         self.relay = relay
@@ -77,6 +90,15 @@ class _Link:
         self.timer: asyncio.TimerHandle | None = None
         self.last_due = 0.0
         self.out_pending = False
+        self.unflushed = 0  # bytes framed this loop iteration, not yet handed to the socket
+        self.queued = 0  # bytes held back by the latency fault
+        self.flushed: asyncio.Event | None = None  # set when some of them have gone out
+        self.pump_task: asyncio.Task[None] | None = None
+
+    def buffered(self) -> int:
+        """Bytes sent to this client that it has not read yet (as far as this process holds
+        them: the kernel's socket buffers come on top)."""
+        return self.ws.transport.get_write_buffer_size() + self.unflushed + self.queued
 
     def send(self, text: str) -> None:
         relay = self.relay
@@ -89,6 +111,7 @@ class _Link:
             due = max(loop.time() + faults.latency, self.last_due)
             self.last_due = due
             self.queue.append((due, text))
+            self.queued += len(text)
             relay._delayed += 1
             if self.timer is None:
                 self.timer = loop.call_at(due, self._flush)
@@ -101,9 +124,14 @@ class _Link:
         now = loop.time()
         queue = self.queue
         while queue and queue[0][0] <= now:
-            self.write(queue.popleft()[1])
+            text = queue.popleft()[1]
+            self.queued -= len(text)
+            self.write(text)
         if queue:
             self.timer = loop.call_at(queue[0][0], self._flush)
+        if self.flushed is not None:
+            self.flushed.set()
+            self.flushed = None
 
     def write(self, text: str) -> None:
         """Frame the message now; hand the frames to the socket once this loop iteration is done,
@@ -112,13 +140,16 @@ class _Link:
         ws = self.ws
         if ws.protocol.state is not OPEN:
             return
-        ws.protocol.send_text(text.encode())
+        data = text.encode()
+        self.unflushed += len(data)
+        ws.protocol.send_text(data)
         if not self.out_pending:
             self.out_pending = True
             self.loop.call_soon(self._send_out)
 
     def _send_out(self) -> None:
         self.out_pending = False
+        self.unflushed = 0
         ws = self.ws
         transport = ws.transport
         chunks = ws.protocol.data_to_send()
@@ -136,16 +167,49 @@ class _Link:
             transport.abort()
             return
         unread = transport.get_write_buffer_size()
-        if unread > self.relay.limits.max_write_buffer:
-            # A subscriber that does not read would make us buffer without bound.
-            log.warning("dropping a slow consumer: %d bytes unread", unread)
+        lim = self.relay.limits
+        if unread > 2 * lim.max_write_buffer + lim.hard_frame_limit:
+            # The core keeps within max_write_buffer (pacing, CLOSED); this is the last resort
+            # against a client that sends requests and never reads the answers.
+            log.warning("dropping a client that does not read: %d bytes unread", unread)
             transport.abort()
 
+    def start_pump(self) -> None:
+        if self.pump_task is None:
+            self.pump_task = self.loop.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        """Send pending stored results as the client reads them."""
+        ws, peer, core, clock = self.ws, self.peer, self.relay.core, self.relay.clock
+        assert peer is not None
+        try:
+            while ws.protocol.state is OPEN:
+                if self.out_pending:
+                    self._send_out()  # to the socket now, so that its flow control sees it
+                if ws.paused:
+                    await ws.drain()  # until the client has read most of it
+                half = self.relay.limits.max_write_buffer // 2
+                while self.queue and self.queued >= half:  # the latency fault holds it back
+                    self.flushed = asyncio.Event()
+                    await self.flushed.wait()
+                if not core.pump(peer, clock()):
+                    return
+                # Let other connections run between rounds.
+                await asyncio.sleep(0)
+        except (ConnectionError, ConnectionClosed):
+            pass
+        finally:
+            self.pump_task = None
+
     def cancel(self) -> None:
+        if self.pump_task is not None:
+            self.pump_task.cancel()
+            self.pump_task = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self.queue.clear()
+        self.queued = 0
 
 
 class Relay:
@@ -384,7 +448,9 @@ class Relay:
         self._idle.clear()
         core = self.core
         clock = self.clock
-        peer = core.connect(link.send, clock(), challenge=secrets.token_hex(16))
+        peer = core.connect(
+            link.send, clock(), challenge=secrets.token_hex(16), buffered=link.buffered
+        )
         link.peer = peer
         try:
             while True:
@@ -394,6 +460,8 @@ class Relay:
                 except Exception:  # never let one message take the relay down
                     log.exception("internal error handling a message")
                     link.send(notice_message("error: internal error while handling the message"))
+                if peer.backlog:
+                    link.start_pump()
                 limit = self.faults.disconnect_after
                 if limit is not None and peer.received >= limit:
                     await self._cut(ws)

@@ -32,7 +32,7 @@ class _Entry:
 
 
 class Subscription:
-    __slots__ = ("entries", "filters", "peer", "pending", "prefix", "sub_id")
+    __slots__ = ("entries", "filters", "peer", "pending", "pending_bytes", "prefix", "sub_id")
 
     def __init__(self, peer: Any, sub_id: str, filters: tuple[Filter, ...]) -> None:
         self.peer = peer
@@ -44,6 +44,7 @@ class Subscription:
         # While its stored events are still going out: live events held back until after EOSE
         # (NIP-01 order: stored, EOSE, live). None once EOSE is sent.
         self.pending: list[Record] | None = None
+        self.pending_bytes = 0
 
     def matches(self, rec: Record) -> bool:
         return any(f.matches(rec) for f in self.filters)
