@@ -373,7 +373,11 @@ def parse_amount(tag: Sequence[str]) -> Amount:
 
 
 def _amount_of(event: Event) -> Amount | None:
-    tags = event.tags_named("amount")
+    return _amount_in(event.tags)
+
+
+def _amount_in(all_tags: Tags) -> Amount | None:
+    tags = [t for t in all_tags if t[0] == "amount"]
     if not tags:
         return None
     if len(tags) > 1:
@@ -490,8 +494,10 @@ def _check_reply(
     max_bytes: int,
     skew: int,
     verify: bool,
+    p_optional: bool = False,
 ) -> tuple[Event, str]:
-    """Checks shared by results and feedback; returns (our request, provider key)."""
+    """Checks shared by results and feedback; returns (our request, provider key).
+    ``p_optional``: a missing ``p`` tag is accepted (feedback: some DVMs send none)."""
     if verify and not event.verify():
         raise JobRejected("signature or id does not verify", "forged")
     if event.kind not in kinds:
@@ -504,7 +510,8 @@ def _check_reply(
     request = job.request(e) if e is not None else None
     if request is None:
         raise JobRejected("e tag does not name this job", "other_job")
-    if event.tag_value("p") != keys.public_key:
+    p = event.tag_value("p")
+    if p != keys.public_key and not (p is None and p_optional):
         raise JobRejected("p tag does not name this customer", "other_customer")
     target = job.targets.get(request.id)
     if target is not None and event.pubkey != target:
@@ -594,21 +601,59 @@ def parse_feedback(
     verify: bool = True,
 ) -> JobFeedback:
     """A kind-7000 feedback for ``job``. Status spellings are normalized; unknown statuses are
-    kept (``known`` is False) as information."""
+    kept (``known`` is False) as information. A missing ``p`` tag is accepted (the ``e`` tag
+    names our request); a ``p`` naming someone else is not.
+
+    Feedback to an encrypted job may carry its tags as an encrypted JSON tag list in
+    ``content`` (nostrdvm, NDK, and our own providers): the sealed ``status``/``amount`` tags
+    then stand in for visible ones of the same name, and a sealed ``["content", <text>]`` tag is
+    the partial result. A visible and a sealed ``amount`` that differ are refused (money)."""
     request, provider = _check_reply(
-        event, job, keys, kinds=(KIND_FEEDBACK,), max_bytes=max_bytes, skew=skew, verify=verify
+        event, job, keys, kinds=(KIND_FEEDBACK,), max_bytes=max_bytes, skew=skew, verify=verify,
+        p_optional=True,
     )
-    tags = event.tags_named("status")
-    if len(tags) != 1 or len(tags[0]) < 2 or not tags[0][1].strip():
-        raise JobRejected("feedback needs exactly one status tag", "malformed")
-    status = normalize_status(tags[0][1])[:64]
-    extra = tags[0][2][:1024] if len(tags[0]) > 2 else ""
-    amount = _amount_of(event)
+    tags = event.tags
     content = event.content
     encrypted = job.encryption is not None and bool(content)
     if encrypted:
         content, _ = _decrypt(content, keys, provider)
+        if len(content.encode("utf-8")) > max_bytes:
+            raise JobRejected(f"content larger than {max_bytes} bytes", "oversized")
+        hidden = _tag_list(content)
+        if hidden is not None:
+            tags = _merge_sealed_feedback(event, hidden)
+            content = next((t[1] for t in hidden if t[0] == "content" and len(t) > 1), "")
+    statuses = [t for t in tags if t[0] == "status"]
+    if len(statuses) != 1 or len(statuses[0]) < 2 or not statuses[0][1].strip():
+        raise JobRejected("feedback needs exactly one status tag", "malformed")
+    status = normalize_status(statuses[0][1])[:64]
+    extra = statuses[0][2][:1024] if len(statuses[0]) > 2 else ""
+    amount = _amount_in(tags)
     return JobFeedback(event, provider, request.id, status, extra, amount, content, encrypted)
+
+
+def _tag_list(text: str) -> Tags | None:
+    """``text`` as a JSON array of string arrays (an encrypted tag list), or None."""
+    if not text.lstrip().startswith("["):
+        return None
+    try:
+        return check_tags(json.loads(text))
+    except (ValueError, RecursionError, InvalidEvent):
+        return None
+
+
+def _merge_sealed_feedback(event: Event, hidden: Tags) -> Tags:
+    """Sealed status/amount tags stand in for visible ones; routing tags (e, p) stay visible."""
+    if len(hidden) > MAX_TAGS:
+        raise JobRejected("too many sealed tags", "oversized")
+    sealed = [t for t in hidden if t[0] in ("status", "amount")]
+    names = {t[0] for t in sealed}
+    visible_amount = _amount_in(event.tags)
+    merged = [t for t in event.tags if t[0] not in names] + sealed
+    sealed_amount = _amount_in(sealed)
+    if visible_amount is not None and sealed_amount is not None and visible_amount != sealed_amount:
+        raise JobRejected("visible and sealed amount tags differ", "malformed")
+    return merged
 
 
 # --- provider: requests (lenient names, strict structure) ------------------------------------
@@ -642,16 +687,20 @@ def _parse_params(tags: Tags) -> dict[str, str]:
     return params
 
 
-def _single_int(event: Event, name: str) -> int | None:
-    tags = event.tags_named(name)
+def _single_int(all_tags: Tags, name: str, where: str = "") -> int | None:
+    tags = [t for t in all_tags if t[0] == name]
     if not tags:
         return None
     if len(tags) > 1 or len(tags[0]) < 2:
-        raise JobRejected(f"malformed {name} tag", "malformed")
+        raise JobRejected(f"malformed {where}{name} tag", "malformed")
     raw = tags[0][1].strip()
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise JobRejected(f"{name} must be a whole non-negative number", "malformed")
     return int(raw)
+
+
+def _lowest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def parse_request(
@@ -672,9 +721,10 @@ def parse_request(
     if len(event.tags) > MAX_TAGS:
         raise JobRejected("too many tags", "oversized")
     targets = tuple(t[1] for t in event.tags if t[0] == "p" and len(t) > 1)
-    expiration = _single_int(event, "expiration")
+    expiration = _single_int(event.tags, "expiration")
     if now is not None and expiration is not None and expiration <= now:
         raise JobRejected("job expired", "expired")
+    bid = _single_int(event.tags, "bid")
     tags = event.tags
     encryption: Encryption | None = None
     if any(t[0] == "encrypted" for t in tags):
@@ -688,7 +738,15 @@ def parse_request(
         except (ValueError, RecursionError, InvalidEvent):
             raise JobRejected("decrypted content is not a JSON list of tags", "malformed") from None
         # The sealed i/param tags replace any cleartext ones.
-        tags = [t for t in tags if t[0] not in ("i", "param")] + hidden
+        tags = [t for t in tags if t[0] not in ("i", "param", "bid", "expiration")] + [
+            t for t in hidden if t[0] not in ("bid", "expiration")
+        ]
+        # NDK and nostrdvm seal bid (and relays, output) too. Given both ways, the lower bid and
+        # the earlier expiration win: the customer never pays more or waits longer than it said.
+        bid = _lowest(bid, _single_int(hidden, "bid", "sealed "))
+        expiration = _lowest(expiration, _single_int(hidden, "expiration", "sealed "))
+        if now is not None and expiration is not None and expiration <= now:
+            raise JobRejected("job expired", "expired")
     inputs = _parse_inputs(tags)
     if not inputs:
         raise JobRejected("job has no input", "malformed")
@@ -704,7 +762,7 @@ def parse_request(
         event=event,
         inputs=inputs,
         params=params,
-        bid_msats=_single_int(event, "bid"),
+        bid_msats=bid,
         relays=relays,
         output=output,
         targets=targets,
@@ -768,14 +826,21 @@ def build_feedback(
     relay_hint: str = "",
     created_at: int | None = None,
 ) -> Event:
-    """Kind-7000 feedback: ``status`` (normalized spelling), ``amount``, ``e``, ``p``; content
-    (a partial result, if any) encrypted when the request was."""
+    """Kind-7000 feedback: ``status`` (normalized spelling), ``amount``, ``e``, ``p``.
+
+    To an encrypted request, ``content`` is the encrypted JSON tag list (``status``, ``amount``,
+    and ``["content", <partial result>]`` if any), the form NDK and nostrdvm read (NDK throws on
+    an empty content); the visible tags stay as well, for clients that read those."""
     status_tag = ["status", normalize_status(status)]
     if extra:
         status_tag.append(extra)
     tags: Tags = [status_tag, *_amount_tag(amount_msats, bolt11), *_reply_tags(request, relay_hint)]
     if request.encryption is not None:
-        tags.append(["encrypted"])
+        sealed = [status_tag, *_amount_tag(amount_msats, bolt11)]
         if content:
-            content = _encrypt(content, keys, request.customer, request.encryption)
+            sealed.append(["content", content])
+        tags.append(["encrypted"])
+        content = _encrypt(
+            json.dumps(sealed, ensure_ascii=False), keys, request.customer, request.encryption
+        )
     return Event.create(keys, KIND_FEEDBACK, content, tags, created_at=created_at)

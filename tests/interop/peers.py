@@ -79,7 +79,7 @@ class NodePeer:
         self.proc = proc
         self.name = name
         self.lines: list[dict[str, Any]] = []
-        self._next = 0
+        self._taken: set[int] = set()
 
     async def _read_line(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -100,15 +100,20 @@ class NodePeer:
         return line if isinstance(line, dict) else {"event": "text", "text": str(line)}
 
     async def expect(self, event: str, within: float = WAIT) -> dict[str, Any]:
+        """The first line with this ``event`` not returned before (lines may come in any
+        order: a driver handles events concurrently)."""
+
         async def scan() -> dict[str, Any]:
+            index = 0
             while True:
-                while self._next < len(self.lines):
-                    line = self.lines[self._next]
-                    self._next += 1
-                    if line.get("event") == event:
-                        return line
+                while index < len(self.lines):
+                    line = self.lines[index]
                     if line.get("event") == "fatal":
                         raise PeerError(f"{self.name}: {line.get('error')}")
+                    if line.get("event") == event and index not in self._taken:
+                        self._taken.add(index)
+                        return line
+                    index += 1
                 self.lines.append(await self._read_line())
 
         try:
