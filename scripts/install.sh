@@ -40,12 +40,17 @@ fi
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# pip, quiet, minus the "Location ... is ignored" noise of unused local indexes; pip's exit status
-# is kept, so a failed install stops the script instead of scrolling past.
+# pip, quiet: on success only pip's own warnings and errors (not the build backend's deprecation
+# chatter, nor "Location ... is ignored" for unused local indexes); on failure everything. pip's
+# exit status is kept, so a failed install stops the script instead of scrolling past.
 pip_quiet() {
   local out rc=0
   out=$(python -m pip "$@" 2>&1) || rc=$?
-  printf '%s\n' "$out" | grep -v -e '^WARNING: Location' -e '^$' >&2 || true
+  if [ "$rc" -ne 0 ]; then
+    printf '%s\n' "$out" >&2
+  else
+    printf '%s\n' "$out" | grep -E '^(WARNING|ERROR)' | grep -v '^WARNING: Location' >&2 || true
+  fi
   return "$rc"
 }
 
@@ -73,7 +78,7 @@ if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
       # A heartbeat while pip works: elapsed time and the build step reached (ninja's [n/N]).
       (
         while sleep 30; do
-          step=$(grep -o '^\[ *[0-9]*/[0-9]*\]' "$log" 2>/dev/null | tail -n 1 || true)
+          step=$(grep -o '\[ *[0-9]\+/[0-9]\+\]' "$log" 2>/dev/null | tail -n 1 || true)
           elapsed=$(($(date +%s) - started))
           say "  ... $((elapsed / 60))m$((elapsed % 60))s${step:+, build step $step}"
         done

