@@ -24,7 +24,7 @@ from .quorum import COMPARATOR_NAMES, comparator_by_name
 from .reputation import ReputationLedger, default_ledger_path
 from .sealing import SEALING_MODES, protections
 from .selection import POLICY_NAMES, AccessList, Selector, policy_by_name
-from .swarm import Progress, SwarmClient, SwarmResult
+from .swarm import DEFAULT_MAX_SATS, Progress, SwarmClient, SwarmResult
 
 EXIT_OK = 0
 EXIT_NO_QUORUM = 1
@@ -76,7 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--max-sats",
         type=int,
         metavar="SATS",
-        help="budget for the whole job; the bid defaults to it split over the quorum",
+        help="most the whole job may pay; the bid defaults to it split over the quorum. With a "
+        "wallet and neither --max-sats nor --bid, the cap is $SWARM_MAX_SATS, else "
+        f"{DEFAULT_MAX_SATS} sats: an invoice above it is refused",
     )
     p.add_argument(
         "--target",
@@ -251,6 +253,8 @@ def _outcome_json(result: SwarmResult) -> dict[str, Any]:
         "copyable": list(result.copyable),
         "sats_paid": result.sats_paid,
         "msats_paid": result.msats_paid,
+        "msats_unknown": result.msats_unknown,
+        "payments": _payments_json(result),
         "timings_ms": {
             "published": result.timings.published_ms,
             "first_feedback": result.timings.first_feedback_ms,
@@ -261,6 +265,27 @@ def _outcome_json(result: SwarmResult) -> dict[str, Any]:
     }
 
 
+def _payments_json(result: SwarmResult) -> dict[str, dict[str, Any]]:
+    outcomes = getattr(result.payment, "outcomes", None) or {}
+    return {
+        p: {"status": o.status, "msats": o.amount_msats, "reason": o.reason}
+        for p, o in outcomes.items()
+    }
+
+
+def _payment_lines(console: Console, result: SwarmResult) -> None:
+    """Say who was not paid and why (refused above the bid, failed, unknown outcome)."""
+    outcomes = getattr(result.payment, "outcomes", None) or {}
+    for provider, o in outcomes.items():
+        if o.status in ("refused", "failed", "unknown"):
+            console.print(f"  payment to {provider[:16]}… {o.status}: {o.reason}")
+    if result.msats_unknown:
+        console.print(
+            f"  {result.msats_unknown} msats may have left the wallet without an answer yet: "
+            "recorded as unknown and looked up again on the next run (`swarm wallet history`)"
+        )
+
+
 def _summary(console: Console, result: SwarmResult) -> None:
     t = result.timings
     agreed = len(result.agreeing)
@@ -269,6 +294,7 @@ def _summary(console: Console, result: SwarmResult) -> None:
         f"{len(result.dissenting)} dissenting, {len(result.results)} answer(s); "
         f"{t.total_ms:.0f} ms; paid {result.sats_paid} sats; job {result.job_id[:16]}…"
     )
+    _payment_lines(console, result)
     prot = result.protection
     if result.reached:
         counts = Counter(prot.get(pk, "clear") for pk in result.agreeing)
@@ -318,6 +344,10 @@ def _ask(args: argparse.Namespace) -> int:
     if args.quorum < 1 or (targets and args.quorum > len(targets)):
         err.print("swarm ask: --quorum must be at least 1 and at most the number of targets")
         return EXIT_USAGE
+    for flag, value in (("--max-sats", args.max_sats), ("--bid", args.bid)):
+        if value is not None and value < 0:
+            err.print(f"swarm ask: {flag} must not be negative")
+            return EXIT_USAGE
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     kwargs: dict[str, Any] = {
         "model": args.model,
@@ -375,6 +405,7 @@ async def _run(
 
             wallet = NwcWallet(nwc, timeout=max(limit, 10.0))
             await wallet.connect()
+        cap_note = wallet is not None and args.max_sats is None and args.bid is None
         async with SwarmClient(
             keys,
             relays,
@@ -385,6 +416,12 @@ async def _run(
             connect_timeout=limit,
             publish_timeout=limit,
         ) as swarm:
+            if cap_note and not args.quiet:
+                err.print(
+                    f"paying at most {swarm.max_sats} sats for this job (the default cap; "
+                    "--max-sats or SWARM_MAX_SATS changes it)",
+                    style="dim",
+                )
             if live_display:
                 with Live(board.render(), console=err, refresh_per_second=12) as live:
 

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from .reputation import ReputationLedger
     from .selection import Selection, Selector
     from .wallet import Wallet
+    from .wallet.payments import PaymentGate
 
 log = logging.getLogger("client.swarm")
 
@@ -146,6 +147,12 @@ class SwarmResult:
     rejected: Mapping[str, int]
     timings: Timings
     msats_paid: int = 0
+    #: Msats whose payment outcome is not known yet (the wallet did not answer in time): they
+    #: may have left the wallet, so callers must keep them counted until resolved.
+    msats_unknown: int = 0
+    #: The per-provider payment outcomes (a ``client.wallet.QuorumPayment``), when paid by
+    #: the client's own payer: who was paid, refused (and why) or is of unknown outcome.
+    payment: Any = None
 
     @property
     def job_id(self) -> str:
@@ -211,7 +218,23 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-PayHook = Callable[["SwarmResult", int | None], Awaitable[int]]
+#: ``await pay(result, max_sats, gate)``: msats paid, or the per-provider QuorumPayment.
+PayHook = Callable[["SwarmResult", int | None, "PaymentGate | None"], Awaitable[Any]]
+
+#: The most one job may pay when the caller names no cap (sats, all providers together);
+#: ``SWARM_MAX_SATS`` in the environment or ``SwarmClient(max_sats=...)`` changes it.
+DEFAULT_MAX_SATS = 50
+MAX_SATS_ENV = "SWARM_MAX_SATS"
+
+
+def default_max_sats() -> int:
+    """The cap for a job whose caller named none: ``$SWARM_MAX_SATS``, else DEFAULT_MAX_SATS."""
+    raw = os.environ.get(MAX_SATS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SATS
+    if not raw.isascii() or not raw.isdigit():
+        raise ValueError(f"{MAX_SATS_ENV} must be a whole number of sats, not {raw!r}")
+    return int(raw)
 
 
 # --- the pure core: one job's collector -----------------------------------------------------
@@ -391,7 +414,9 @@ class JobCollector:
         for p in agree:
             self.providers[p].status = "agreed"
 
-    def outcome(self, now: float, msats_paid: int = 0) -> SwarmResult:
+    def outcome(
+        self, now: float, msats_paid: int = 0, msats_unknown: int = 0, payment: Any = None
+    ) -> SwarmResult:
         if not self.decision.reached:
             self._label(self.decision)
         published = self.published_at if self.published_at is not None else now
@@ -413,6 +438,8 @@ class JobCollector:
             rejected=dict(self.rejected),
             timings=timings,
             msats_paid=msats_paid,
+            msats_unknown=msats_unknown,
+            payment=payment,
         )
 
 
@@ -475,7 +502,13 @@ class SwarmClient:
     bid, budgets, expiry) and recorded in a persistent payment ledger at ``payments_db`` (see
     :func:`default_payments_db`) so that no invoice is ever paid twice, even across crashes;
     payments left open by a crash are settled on entering. ``pay`` replaces that with your own
-    hook (see :meth:`settle`)."""
+    hook (see :meth:`settle`).
+
+    No payment without a cap: when the client may pay, a job whose caller gives neither
+    ``max_sats`` nor ``bid_msats`` is capped at ``max_sats`` (this constructor's, default
+    ``$SWARM_MAX_SATS`` or :data:`DEFAULT_MAX_SATS`), and its request always carries a ``bid``
+    tag, so an invoice above the bid is refused. A payment that has started runs to its
+    outcome even if the caller is cancelled (see :meth:`complete`)."""
 
     def __init__(
         self,
@@ -490,9 +523,13 @@ class SwarmClient:
         publish_timeout: float = 5.0,
         selector: Selector | None = None,
         reputation: ReputationLedger | None = None,
+        max_sats: int | None = None,
     ) -> None:
         self.keys = keys
         self.wallet = wallet
+        if max_sats is not None and (type(max_sats) is not int or max_sats < 0):
+            raise ValueError("max_sats must be a non-negative whole number of sats")
+        self.max_sats = max_sats if max_sats is not None else default_max_sats()
         # Discovery and reputation: who to ask, whose votes count, what to remember.
         self.selector = selector
         if reputation is None and selector is not None:
@@ -523,6 +560,7 @@ class SwarmClient:
             self._own_pool = True
         self._inbox: _Inbox | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._payments: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> SwarmClient:
         if self._own_pool:
@@ -549,7 +587,16 @@ class SwarmClient:
     ) -> None:
         await self.close()
 
+    @property
+    def may_pay(self) -> bool:
+        """Whether completions may pay (a wallet or a ``pay`` hook)."""
+        return self._pay is not None
+
     async def close(self) -> None:
+        # Payments in progress run to their outcome (each is bounded by the wallet's timeout):
+        # closing the wallet under them would leave money whose fate nobody records.
+        if self._payments:
+            await asyncio.wait(list(self._payments))
         # Let cancellations already on their way finish (briefly), then shut down.
         if self._background:
             await asyncio.wait(list(self._background), timeout=2.0)
@@ -593,6 +640,7 @@ class SwarmClient:
         commit_reveal: bool = False,
         commit_window: float | None = None,
         commit_quota: int | None = None,
+        gate: PaymentGate | None = None,
     ) -> SwarmResult:
         """Ask for a completion agreed by ``quorum`` providers within ``timeout`` seconds.
 
@@ -609,6 +657,14 @@ class SwarmClient:
         answer first; the window closes ``commit_window`` seconds after publishing (default:
         half the timeout) or once ``commit_quota`` commitments are in (default: the providers
         expected, if known). ``SwarmResult.protection`` says how each counted vote travelled.
+
+        Money: ``max_sats`` caps what the job pays in all (default when the client may pay: the
+        client's ``max_sats``); ``gate`` (a :class:`~client.wallet.payments.PaymentGate`, e.g.
+        a gateway request's hold) must authorize each payment too. ``timeout`` is one deadline
+        for the quorum; the payment after it runs to its outcome, bounded by the wallet's own
+        timeout, and is shielded from cancellation: a caller cancelled while paying is
+        cancelled, but the payment finishes and its outcome reaches ``gate`` and the ledger.
+        ``SwarmResult.msats_unknown`` counts payments whose outcome the wallet has not told yet.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -623,8 +679,19 @@ class SwarmClient:
         else:
             n = providers_expected if providers_expected is not None else (len(target_list) or None)
             engine = Quorum(quorum, n, comp)
+        if max_sats is not None and (type(max_sats) is not int or max_sats < 0):
+            raise ValueError("max_sats must be a non-negative whole number of sats")
+        if bid_msats is not None and (type(bid_msats) is not int or bid_msats < 0):
+            raise ValueError("bid_msats must be a non-negative whole number of msats")
+        if self._pay is not None and max_sats is None:
+            # Never pay an uncapped price: a bid alone caps each provider, else the default.
+            max_sats = (
+                -(-bid_msats * quorum // 1000) if bid_msats is not None else self.max_sats
+            )
         if bid_msats is None and max_sats is not None:
             bid_msats = max_sats * 1000 // quorum
+        if bid_msats is not None and max_sats is not None:
+            bid_msats = min(bid_msats, max_sats * 1000)
         scheme: Encryption | None = None
         if encrypt:
             scheme = "nip44" if encrypt is True else encrypt
@@ -684,11 +751,40 @@ class SwarmClient:
                 received=result,
                 decision=d,
             )
-        paid = await self.settle(result, max_sats)
-        if paid:
-            result = collector.outcome(loop.time(), msats_paid=paid)
+        paid, unknown, payment = await self._settle_shielded(result, max_sats, gate)
+        if paid or unknown or payment is not None:
+            result = collector.outcome(
+                loop.time(), msats_paid=paid, msats_unknown=unknown, payment=payment
+            )
         self._remember(result, target_list, comp)
         return result
+
+    async def _settle_shielded(
+        self, result: SwarmResult, max_sats: int | None, gate: PaymentGate | None
+    ) -> tuple[int, int, Any]:
+        """Pay, shielded from the caller's cancellation: (msats paid, msats of unknown outcome,
+        the per-provider outcomes if the hook gives them)."""
+        if self._pay is None or not result.reached:
+            return 0, 0, None
+        task = asyncio.ensure_future(self._settle(result, max_sats, gate))
+        self._payments.add(task)
+        task.add_done_callback(self._payments.discard)
+        return await asyncio.shield(task)
+
+    async def _settle(
+        self, result: SwarmResult, max_sats: int | None, gate: PaymentGate | None
+    ) -> tuple[int, int, Any]:
+        assert self._pay is not None
+        try:
+            out = await self._pay(result, max_sats, gate)
+        except Exception:
+            # A pay hook that fails says nothing of what left the wallet: the payment ledger
+            # (and the gate, which heard each authorized payment) keep what is known.
+            log.exception("job %s: paying the quorum failed", result.job_id[:12])
+            return 0, 0, None
+        if isinstance(out, int):
+            return out, 0, None
+        return int(getattr(out, "paid_msats", 0)), int(getattr(out, "unknown_msats", 0)), out
 
     def _select(
         self,
@@ -753,13 +849,14 @@ class SwarmClient:
         except Exception as exc:  # the providers then time out; the job fails on its timeout
             log.warning("job %s: reveal call not published: %s", job.id[:12], exc)
 
-    async def settle(self, result: SwarmResult, max_sats: int | None) -> int:
+    async def settle(
+        self, result: SwarmResult, max_sats: int | None, gate: PaymentGate | None = None
+    ) -> int:
         """Pay the agreeing providers; returns msats paid. The seam for payments: with a ``pay``
-        hook it is called with the result (``invoices``/``quotes`` per provider) and the budget;
-        without one nothing is paid yet."""
-        if self._pay is None or not result.reached:
-            return 0
-        return await self._pay(result, max_sats)
+        hook it is called with the result (``invoices``/``quotes`` per provider), the cap and
+        the gate; without one nothing is paid."""
+        paid, _, _ = await self._settle_shielded(result, max_sats, gate)
+        return paid
 
     async def cancel(self, job: Job, reason: str = "cancelled") -> None:
         """Publish a kind-5 deletion of the job's request(s) so providers can stop."""

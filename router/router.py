@@ -450,14 +450,41 @@ class LmRouter(LmBackend):
             self._wake()
 
     def _price(self, st: BackendState, usage: LmUsage) -> None:
-        """Fill in ``cost_usd`` from configured prices, or from sats at the configured rate."""
+        """Fill in ``cost_usd`` from configured prices (per input and output token, or one
+        price per token), or from sats at the configured rate."""
         if st.price_in is not None or st.price_out is not None:
             usage.cost_usd = (
                 usage.prompt_tokens * (st.price_in or 0.0)
                 + usage.completion_tokens * (st.price_out or 0.0)
             ) / 1000.0
+        elif st.options.cost_per_1k_tokens_usd is not None:
+            usage.cost_usd = usage.total_tokens * st.options.cost_per_1k_tokens_usd / 1000.0
         elif usage.cost_sats is not None and self._usd_per_sat is not None:
             usage.cost_usd = usage.cost_sats * self._usd_per_sat
+
+    def max_cost(self, model: str, prompt_tokens: int, max_tokens: int) -> tuple[int, float]:
+        """The most one request for ``model`` may cost on any backend it may reach: (msats,
+        USD), for budgets to reserve before it is sent. A backend's sats come from its
+        ``max_cost_msats(max_tokens)`` (if it has one), USD from its configured prices (or from
+        those sats at the configured rate)."""
+        route = self._resolve(model)
+        if route is None:
+            return 0, 0.0
+        most_msats, most_usd = 0, 0.0
+        for st in route.all():
+            fn = getattr(st.backend, "max_cost_msats", None)
+            msats = int(fn(max_tokens)) if fn is not None else 0
+            if st.price_in is not None or st.price_out is not None:
+                usd = (prompt_tokens * (st.price_in or 0.0) + max_tokens * (st.price_out or 0.0))
+                usd /= 1000.0
+            elif st.options.cost_per_1k_tokens_usd is not None:
+                usd = (prompt_tokens + max_tokens) * st.options.cost_per_1k_tokens_usd / 1000.0
+            elif self._usd_per_sat is not None:
+                usd = msats / 1000 * self._usd_per_sat
+            else:
+                usd = 0.0
+            most_msats, most_usd = max(most_msats, msats), max(most_usd, usd)
+        return most_msats, most_usd
 
     # --- streaming ---------------------------------------------------------------------------
 

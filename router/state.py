@@ -116,7 +116,9 @@ class BackendState:
         self.index = index
         self.priority = options.priority
         self.enabled = options.enabled
-        self.timeout_s = options.timeout_s
+        # A backend that owns its deadline (the swarm: one deadline for the quorum and the
+        # payment after it) must not be cut off, and so retried, by a router timer.
+        self.timeout_s = None if getattr(backend, "owns_deadline", False) else options.timeout_s
         self.retry = options.retry or default_retry
         self.price_in = options.cost_per_1k_input_usd
         self.price_out = options.cost_per_1k_output_usd

@@ -13,9 +13,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from ..errors import (
+    BudgetExceeded,
     InvoiceError,
     InvoiceNotFound,
     NostrSwarmError,
@@ -45,6 +46,20 @@ DEFINITELY_NOT_PAID = frozenset(
         "UNSUPPORTED_ENCRYPTION",
     }
 )
+
+
+class PaymentGate(Protocol):
+    """Who else must agree to a payment: a caller's reservation (a gateway request's hold).
+
+    ``authorize`` is asked after the guard and before anything is recorded or sent; False
+    refuses the payment. It must be idempotent for one payment hash. ``outcome`` hears every
+    outcome of an authorized payment (``paid``, ``failed``, or ``unknown``: the money may have
+    left, so it stays counted until resolved).
+    """
+
+    def authorize(self, payment_hash: str, msats: int) -> bool: ...
+
+    def outcome(self, payment_hash: str, status: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +106,11 @@ class QuorumPayment:
         """For display; accounting stays in integer msats."""
         return self.paid_msats / 1000
 
+    @property
+    def unknown_msats(self) -> int:
+        """Msats that may have left the wallet (outcome not known yet): never count them as 0."""
+        return sum(o.amount_msats for o in self.outcomes.values() if o.status == "unknown")
+
     def by_provider_msats(self) -> dict[str, int]:
         return {p: o.amount_msats for p, o in self.outcomes.items() if o.paid}
 
@@ -134,10 +154,12 @@ class Payer:
         quote_msats: object,
         bid_msats: object,
         job_budget_msats: int | None = None,
+        gate: PaymentGate | None = None,
     ) -> PaymentOutcome:
         """Pay one provider's invoice for ``job_id`` if every rule allows it. Never raises for a
         refusal or a wallet failure: the outcome says what happened. ``job_budget_msats``: the
-        most this job may cost in all (on top of the guard's own per-job budget)."""
+        most this job may cost in all (on top of the guard's own per-job budget); ``gate``: a
+        reservation that must authorize the payment and hears its outcome."""
 
         def outcome(status: Status, **kw: object) -> PaymentOutcome:
             return PaymentOutcome(provider, job_id, status, **kw)  # type: ignore[arg-type]
@@ -173,11 +195,22 @@ class Payer:
                 # A refused invoice may be an attack (above the quote, replayed): say so.
                 log.warning("refused to pay %s for job %s: %s", provider[:16], job_id[:16], exc)
                 return outcome("refused", payment_hash=inv.payment_hash, error=exc)
+            assert inv.amount_msats is not None  # the guard requires an amount
+            if gate is not None and not gate.authorize(inv.payment_hash, inv.amount_msats):
+                err = BudgetExceeded(
+                    f"paying {inv.amount_msats} msats is more than this request has left "
+                    "of what it reserved"
+                )
+                log.warning("refused to pay %s for job %s: %s", provider[:16], job_id[:16], err)
+                return outcome("refused", payment_hash=inv.payment_hash, error=err)
             if not self.ledger.begin(inv, job_id=job_id, provider=provider, now=now):
                 rec = self.ledger.get(inv.payment_hash)
                 assert rec is not None
                 return self._from_record(rec, repeated=True)
-        return await self._send(inv, job_id, provider)
+        result = await self._send(inv, job_id, provider)
+        if gate is not None:
+            gate.outcome(inv.payment_hash, result.status)
+        return result
 
     async def _send(self, inv: Invoice, job_id: str, provider: str) -> PaymentOutcome:
         h = inv.payment_hash
@@ -188,16 +221,22 @@ class Payer:
                 self.ledger.mark_failed(h, f"{exc.code}: {exc}", self._now())
                 return PaymentOutcome(provider, job_id, "failed", payment_hash=h, error=exc)
             self.ledger.mark_unknown(h, f"{exc.code}: {exc}", self._now())
-            return PaymentOutcome(provider, job_id, "unknown", payment_hash=h, error=exc)
+            return PaymentOutcome(
+                provider, job_id, "unknown", inv.amount_msats or 0, payment_hash=h, error=exc
+            )
         except Exception as exc:  # a broken wallet must not crash the customer; outcome unknown
             log.exception("wallet raised while paying %s", h[:16])
             err = WalletUnavailable(f"wallet raised {type(exc).__name__}: {exc}")
             self.ledger.mark_unknown(h, str(err), self._now())
-            return PaymentOutcome(provider, job_id, "unknown", payment_hash=h, error=err)
+            return PaymentOutcome(
+                provider, job_id, "unknown", inv.amount_msats or 0, payment_hash=h, error=err
+            )
         if not preimage_matches(preimage, h):
             err = WalletError("wallet reported success with a preimage that does not match")
             self.ledger.mark_unknown(h, str(err), self._now())
-            return PaymentOutcome(provider, job_id, "unknown", payment_hash=h, error=err)
+            return PaymentOutcome(
+                provider, job_id, "unknown", inv.amount_msats or 0, payment_hash=h, error=err
+            )
         self.ledger.mark_paid(h, preimage, self._now())
         assert inv.amount_msats is not None
         return PaymentOutcome(
@@ -248,7 +287,12 @@ class Payer:
         )
         status: Status = "failed" if rec.state == "failed" else "unknown"
         return PaymentOutcome(
-            rec.provider, rec.job_id, status, payment_hash=rec.payment_hash, error=err
+            rec.provider,
+            rec.job_id,
+            status,
+            0 if status == "failed" else rec.amount_msats,
+            payment_hash=rec.payment_hash,
+            error=err,
         )
 
     # --- resolving open payments -----------------------------------------------------------
@@ -292,6 +336,7 @@ class Payer:
         *,
         bid_msats: object,
         job_budget_msats: int | None = None,
+        gate: PaymentGate | None = None,
     ) -> QuorumPayment:
         """Pay each agreeing provider's bill; skip everyone else (never pay a dissenter).
 
@@ -342,6 +387,7 @@ class Payer:
                     quote_msats=bills[p].quote_msats,
                     bid_msats=bid_msats,
                     job_budget_msats=job_budget_msats,
+                    gate=gate,
                 )
                 for p in to_pay
             )

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .guard import Bill
-from .payments import Payer, QuorumPayment
+from .payments import Payer, PaymentGate, QuorumPayment
 
 KEEP = 1_000  # recent jobs' per-provider outcomes kept for reporting
 
@@ -56,7 +56,7 @@ def job_bid(result: Any) -> str | None:
 
 
 class SwarmPayHook:
-    """A ``pay`` hook for SwarmClient: ``await hook(result, max_sats) -> msats paid``.
+    """A ``pay`` hook for SwarmClient: ``await hook(result, max_sats, gate) -> QuorumPayment``.
 
     ``outcomes[job_id]`` keeps the per-provider :class:`QuorumPayment` of recent jobs.
     """
@@ -65,15 +65,18 @@ class SwarmPayHook:
         self.payer = payer
         self.outcomes: OrderedDict[str, QuorumPayment] = OrderedDict()
 
-    async def __call__(self, result: _SwarmResult, max_sats: int | None) -> int:
+    async def __call__(
+        self, result: _SwarmResult, max_sats: int | None, gate: PaymentGate | None = None
+    ) -> QuorumPayment:
         paid = await self.payer.pay_quorum(
             result.job_id,
             result.agreeing,
             bills_from(result.invoices, result.quotes),
             bid_msats=job_bid(result),
             job_budget_msats=None if max_sats is None else max_sats * 1000,
+            gate=gate,
         )
         self.outcomes[result.job_id] = paid
         while len(self.outcomes) > KEEP:
             self.outcomes.popitem(last=False)
-        return paid.paid_msats
+        return paid

@@ -96,6 +96,10 @@ class MockBackend(LmBackend):
         self.cost_sats = sats
         return self
 
+    def max_cost_msats(self, max_tokens: int) -> int:
+        """The sats this backend charges per response, as msats (for budgets to reserve)."""
+        return (self.cost_sats or 0) * 1000
+
     def with_latency(self, ms: float) -> Self:
         self.latency_ms = ms
         self.expected_latency_ms = ms

@@ -17,6 +17,47 @@ from .base import LmBackend
 _SAMPLING = ("temperature", "top_p", "top_k", "seed")
 # Per-request overrides of the backend's own settings.
 _OVERRIDES = ("quorum", "max_sats", "timeout", "comparator", "targets", "encrypt", "bid_msats")
+#: The largest quorum a request may ask for when the backend names no ``max_quorum``.
+DEFAULT_MAX_QUORUM = 5
+
+
+class _RequestGate:
+    """One request's payment gate: the backend's own cap and budget, then the caller's hold
+    (``hold``, e.g. the gateway's reservation) if there is one. Idempotent per payment hash."""
+
+    __slots__ = ("backend", "cap_msats", "hashes", "outer", "used")
+
+    def __init__(self, backend: SwarmBackend, cap_msats: int | None, outer: Any) -> None:
+        self.backend = backend
+        self.cap_msats = cap_msats
+        self.outer = outer
+        self.used = 0
+        self.hashes: dict[str, int] = {}
+
+    def authorize(self, payment_hash: str, msats: int) -> bool:
+        if payment_hash in self.hashes:
+            return True
+        if self.cap_msats is not None and self.used + msats > self.cap_msats:
+            return False
+        if self.outer is not None and not self.outer.authorize(payment_hash, msats):
+            return False
+        self.used += msats
+        self.hashes[payment_hash] = msats
+        self.backend._pending[payment_hash] = msats
+        return True
+
+    def outcome(self, payment_hash: str, status: str) -> None:
+        if self.outer is not None:
+            self.outer.outcome(payment_hash, status)
+        msats = self.hashes.get(payment_hash)
+        if msats is None:
+            return
+        if status == "paid":
+            self.backend._settle_pending(payment_hash, True)
+        elif status in ("failed", "refused"):
+            self.backend._settle_pending(payment_hash, False)
+            self.used -= msats
+            del self.hashes[payment_hash]
 
 
 class SwarmBackend(LmBackend):
@@ -27,10 +68,19 @@ class SwarmBackend(LmBackend):
     Model names are ``swarm/<model>`` (``swarm/any`` leaves the model to the providers); plain
     names listed in ``models`` are served too. ``quorum``, ``max_sats`` (per request) and
     ``timeout_s`` are defaults a request can override with keyword parameters of the same
-    names; ``budget_sats`` caps the total this backend spends (requests in flight reserve
-    their ``max_sats``), raising ``BudgetExceeded`` once used up. Costs are reported in sats;
-    the router converts them to USD when given a BTC price. A quorum that is not reached raises
-    ``QuorumNotReached``, which the router counts as a failure and fails over from.
+    names; a request may lower the quorum and the bid but never raise them above
+    ``max_quorum`` (default: the larger of ``quorum`` and :data:`DEFAULT_MAX_QUORUM`) and
+    ``max_bid_msats`` (default: the configured ``bid_msats``; ``max_sats`` caps the whole job):
+    above them it raises ``InvalidRequest``. ``budget_sats`` caps the total this backend spends
+    (requests in flight reserve their ``max_sats``; payments whose outcome is unknown stay
+    counted until :meth:`resolve_pending` learns it), raising ``BudgetExceeded`` once used up.
+    A request's ``hold`` parameter (a :class:`~client.wallet.payments.PaymentGate`) must
+    authorize every payment too. Costs are reported in sats; the router converts them to USD
+    when given a BTC price. A quorum that is not reached raises ``QuorumNotReached`` (nothing
+    was paid), which the router counts as a failure and fails over from.
+
+    ``owns_deadline``: the job's ``timeout_s`` is its deadline, and the payment after the
+    quorum runs to its outcome; the router puts no per-attempt timeout of its own around it.
 
     ``selector`` (a ``client.selection.Selector``; by default the client's own ``selector``)
     gives the router's adaptive strategy this backend's expected figures from the reputation
@@ -51,10 +101,14 @@ class SwarmBackend(LmBackend):
         expected_latency_ms: float = 5000.0,
         selector: Any = None,
         figures_ttl_s: float = 1.0,
+        max_quorum: int | None = None,
+        max_bid_msats: int | None = None,
         **client_options: Any,
     ) -> None:
         if quorum < 1:
             raise ValueError("quorum must be at least 1")
+        if max_quorum is not None and max_quorum < quorum:
+            raise ValueError(f"quorum {quorum} is above max_quorum {max_quorum}")
         if max_sats is not None and max_sats < 0:
             raise ValueError("max_sats must not be negative")
         if budget_sats is not None and budget_sats < 0:
@@ -69,8 +123,14 @@ class SwarmBackend(LmBackend):
         self._models = list(models or [])
         self.expected_latency_ms = expected_latency_ms
         self.client_options = client_options
-        self.spent_sats = 0
-        self._reserved = 0
+        self.max_quorum = max_quorum if max_quorum is not None else max(quorum, DEFAULT_MAX_QUORUM)
+        bid = client_options.get("bid_msats")
+        if max_bid_msats is None and isinstance(bid, int):
+            max_bid_msats = bid
+        self.max_bid_msats = max_bid_msats
+        self.spent_msats = 0
+        self._reserved = 0  # sats held by requests in flight
+        self._pending: dict[str, int] = {}  # payment hash -> msats of payments not yet resolved
         self._accepts = _accepted_keywords(client.complete)
         self.selector = selector if selector is not None else getattr(client, "selector", None)
         self.figures_ttl_s = figures_ttl_s
@@ -87,11 +147,41 @@ class SwarmBackend(LmBackend):
         inner = model[len(self.prefix) :] if model.startswith(self.prefix) else model
         return None if inner in ("", "*", "any") else inner
 
+    owns_deadline = True
+
+    @property
+    def spent_sats(self) -> int:
+        return self.spent_msats // 1000
+
+    @property
+    def pending_msats(self) -> int:
+        """Msats of payments whose outcome is not known yet (counted against the budget)."""
+        return sum(self._pending.values())
+
     @property
     def remaining_sats(self) -> int | None:
         if self.budget_sats is None:
             return None
-        return max(0, self.budget_sats - self.spent_sats - self._reserved)
+        used_msats = self.spent_msats + self.pending_msats
+        return max(0, self.budget_sats - -(-used_msats // 1000) - self._reserved)
+
+    def _settle_pending(self, payment_hash: str, paid: bool) -> None:
+        msats = self._pending.pop(payment_hash, None)
+        if msats is not None and paid:
+            self.spent_msats += msats
+
+    async def resolve_pending(self) -> int:
+        """Ask the wallet about payments whose outcome was not known; returns how many are
+        still open. Paid ones are charged, failed ones released."""
+        payer = getattr(self.client, "payer", None)
+        if payer is None or not self._pending:
+            return len(self._pending)
+        await payer.resolve_open()
+        for h in list(self._pending):
+            rec = payer.ledger.get(h)
+            if rec is not None and rec.state in ("paid", "failed"):
+                self._settle_pending(h, rec.state == "paid")
+        return len(self._pending)
 
     async def complete(
         self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
@@ -101,20 +191,38 @@ class SwarmBackend(LmBackend):
         for key in _OVERRIDES:
             if key in params:
                 opts[key] = params.pop(key)
+        hold = params.pop("hold", None)
         quorum = opts.pop("quorum", self.quorum)
         max_sats = opts.pop("max_sats", self.max_sats)
         timeout = opts.pop("timeout", self.timeout_s)
-        if not isinstance(quorum, int) or quorum < 1:
+        if type(quorum) is not int or quorum < 1:
             raise InvalidRequest("quorum must be a positive integer")
+        if quorum > self.max_quorum:
+            raise InvalidRequest(f"quorum {quorum} is above this backend's limit {self.max_quorum}")
+        bid = opts.get("bid_msats")
+        if bid is not None:
+            if type(bid) is not int or bid < 0:
+                raise InvalidRequest("bid_msats must be a non-negative integer")
+            if self.max_bid_msats is not None and bid > self.max_bid_msats:
+                raise InvalidRequest(
+                    f"bid of {bid} msats is above this backend's limit {self.max_bid_msats} msats"
+                )
+        if max_sats is not None and (type(max_sats) is not int or max_sats < 0):
+            raise InvalidRequest("max_sats must be a non-negative integer")
+        if self.max_bid_msats is not None:
+            cap = -(-self.max_bid_msats * quorum // 1000)
+            max_sats = cap if max_sats is None else min(max_sats, cap)
         reserve = self._reserve(max_sats)
         if reserve is not None:
             max_sats = reserve
+        gate = _RequestGate(self, None if max_sats is None else max_sats * 1000, hold)
         kwargs: dict[str, Any] = {
             "model": self.swarm_model(model),
             "quorum": quorum,
             "max_sats": max_sats,
             "timeout": timeout,
             "max_tokens": max_tokens,
+            "gate": gate,
             **opts,
         }
         extra: dict[str, str | int | float] = {}
@@ -126,6 +234,8 @@ class SwarmBackend(LmBackend):
         if extra:
             kwargs["params"] = extra
         if self._accepts is not None:
+            if hold is not None and "gate" not in self._accepts:
+                raise InvalidRequest(f"{self.name}: this swarm client cannot honour a payment hold")
             kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
         t0 = time.perf_counter()
         try:
@@ -133,8 +243,10 @@ class SwarmBackend(LmBackend):
         finally:
             if reserve is not None:
                 self._reserved -= reserve
-        sats = _sats_paid(result)
-        self.spent_sats += sats
+        msats = _msats_paid(result)
+        if not gate.hashes:  # a client that pays without the gate: charge what it reports
+            self.spent_msats += msats
+        sats = msats // 1000
         answer = result.text or ""
         timings = getattr(result, "timings", None)
         total_ms = getattr(timings, "total_ms", None)
@@ -147,6 +259,10 @@ class SwarmBackend(LmBackend):
         job_id = getattr(result, "job_id", None)
         if job_id is not None:
             meta["job_id"] = job_id
+        meta["msats_paid"] = msats
+        unknown = getattr(result, "msats_unknown", 0)
+        if isinstance(unknown, int) and unknown:
+            meta["msats_unknown"] = unknown
         return LmResponse(
             answer, LmUsage(p, c, p + c, None, sats), model, "stop", latency, self.name, meta
         )
@@ -199,12 +315,12 @@ class SwarmBackend(LmBackend):
         return f"SwarmBackend(name={self.name!r}, quorum={self.quorum})"
 
 
-def _sats_paid(result: Any) -> int:
-    sats = getattr(result, "sats_paid", None)
-    if isinstance(sats, int):
-        return sats
+def _msats_paid(result: Any) -> int:
     msats = getattr(result, "msats_paid", None)
-    return int(msats) // 1000 if isinstance(msats, int) else 0
+    if isinstance(msats, int):
+        return msats
+    sats = getattr(result, "sats_paid", None)
+    return sats * 1000 if isinstance(sats, int) else 0
 
 
 def _accepted_keywords(fn: Any) -> frozenset[str] | None:

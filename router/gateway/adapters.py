@@ -24,7 +24,7 @@ current_decision: ContextVar[RoutingDecision | None] = ContextVar("decision", de
 serving_backend: ContextVar[str | None] = ContextVar("serving_backend", default=None)
 
 #: Request parameters only the swarm understands; other backends never see them.
-SWARM_PARAMS = ("quorum", "bid_sats")
+SWARM_PARAMS = ("quorum", "bid_sats", "hold")
 
 
 class GatewayRouter(LmRouter):
@@ -59,6 +59,10 @@ class Served(LmBackend):
         self.name = inner.name
         self.expected_latency_ms = inner.expected_latency_ms
         self.cost_per_1k_tokens_usd = inner.cost_per_1k_tokens_usd
+        self.owns_deadline = bool(getattr(inner, "owns_deadline", False))
+        fn = getattr(inner, "max_cost_msats", None)
+        if fn is not None:
+            self.max_cost_msats = fn
 
     @property  # type: ignore[override]
     def models_known(self) -> bool:
@@ -71,7 +75,7 @@ class Served(LmBackend):
         return self.inner.supports_model(model)
 
     def _params(self, params: dict[str, Any]) -> dict[str, Any]:
-        if "quorum" in params or "bid_sats" in params:
+        if "quorum" in params or "bid_sats" in params or "hold" in params:
             return {k: v for k, v in params.items() if k not in SWARM_PARAMS}
         return params
 

@@ -24,9 +24,10 @@ from typing import Any, Self
 from urllib.parse import unquote
 
 from ..router import LmRouter
-from ..types import LmResponse, LmUsage, StreamChunk
+from ..spend import Hold, SpendBook, usd_to_nanos
+from ..types import LmResponse, LmUsage, StreamChunk, estimate_tokens
 from .adapters import Served, current_decision, serving_backend
-from .auth import KeyAccount, KeyStore
+from .auth import KeyAccount, KeyStore, key_account
 from .build import build_router
 from .config import SWARM_PREFIX, GatewayConfig, SwarmBackendConfig, SwarmSettings
 from .deadlines import Deadlines
@@ -39,6 +40,10 @@ from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
 from .swarm import ServedSwarm
 
 log = logging.getLogger("router.gateway")
+
+# A payment the spend book authorized that the payer never recorded is released after this long
+# (the payer records before it pays, so such a payment never reached the wallet).
+_NO_RECORD_GRACE_S = 120.0
 
 _JSON = "application/json"
 _dumps = json.dumps
@@ -98,7 +103,20 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, router: LmRouter | None = None) -> None:
         self.config = config
         self.router = router if router is not None else build_router(config)
-        self.keys = KeyStore(config.keys)
+        #: Durable spend: keys, the swarm budget, reservations, payments of unknown outcome.
+        self.book = SpendBook(config.state.sqlite_path())
+        self.keys = KeyStore(config.keys, self.book)
+        self._swarm_accounts: dict[str, str] = {}
+        for b in config.all_backends():
+            if isinstance(b, SwarmBackendConfig):
+                account = swarm_account(b.name)
+                self._swarm_accounts[b.name] = account
+                self.book.ensure(
+                    account,
+                    budget_msats=None if b.budget_sats is None else b.budget_sats * 1000,
+                )
+        self._max_tokens = config.server.max_tokens
+        self._resolve_task: asyncio.Task[None] | None = None
         self.aliases = dict(config.aliases)
         srv = config.server
         self._max_body = srv.max_body_bytes
@@ -167,9 +185,15 @@ class Gateway:
     async def start(self, host: str | None = None, port: int | None = None) -> str:
         """Discover models, start serving and the discovery loop; returns the base URL."""
         srv = self.config.server
+        recovered = self.book.recover()
+        if recovered:
+            log.info("released %d reservation(s) left by an earlier run", recovered)
         for backend in self.router.backends.values():
             if isinstance(backend, Served):
                 await backend.open()
+        await self.resolve_pending()
+        if self.book.pending() and self.swarm is not None:
+            self._resolve_task = asyncio.create_task(self._resolve_loop())
         await self.refresh_models()
         self._server = HttpServer(
             self.app,
@@ -196,6 +220,10 @@ class Gateway:
             self._refresh_task.cancel()
             await asyncio.gather(self._refresh_task, return_exceptions=True)
             self._refresh_task = None
+        if self._resolve_task is not None:
+            self._resolve_task.cancel()
+            await asyncio.gather(self._resolve_task, return_exceptions=True)
+            self._resolve_task = None
         server = self._server
         if server is not None:
             await server.close()
@@ -213,7 +241,11 @@ class Gateway:
             server.abort_all()
             self._server = None
         await self._deadlines.stop()
-        await self.router.close()
+        await self.router.close()  # swarm clients finish payments in progress first
+        if not self.book.closed:
+            await self.resolve_pending()
+            if not self._in_flight:  # requests cut off still settle into it as they unwind
+                self.book.close()
         return finished
 
     async def __aenter__(self) -> Self:
@@ -222,6 +254,55 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # --- payments of unknown outcome -------------------------------------------------------
+
+    async def resolve_pending(self) -> int:
+        """Look up every payment the spend book holds as pending (its outcome unknown: the
+        wallet timed out, or a crash came between paying and recording) and charge or release
+        it. Returns how many are still pending. Never raises: a wallet that is still away
+        leaves them pending, counted against every budget."""
+        pending = self.book.pending()
+        if not pending:
+            return 0
+        payers = [
+            b.client.payer
+            for b in self.router.backends.values()
+            if isinstance(b, ServedSwarm) and getattr(b.client, "payer", None) is not None
+        ]
+        for payer in payers:
+            try:
+                await payer.resolve_open()
+            except Exception as exc:  # the wallet is away: try again on the next round
+                log.info("payments of unknown outcome not resolved yet: %s", exc)
+        now = time.time()
+        for p in pending:
+            recs = [r for r in (payer.ledger.get(p.payment_hash) for payer in payers) if r]
+            rec = recs[0] if recs else None
+            if rec is not None and rec.state in ("paid", "failed"):
+                self.book.resolve(p.payment_hash, rec.state == "paid")
+                log.info(
+                    "payment %s of %d msats resolved: %s", p.payment_hash[:16], p.msats, rec.state
+                )
+            elif rec is None and payers and now - p.created_at > _NO_RECORD_GRACE_S:
+                # Authorized but never recorded by the payer: the process stopped before it
+                # asked the wallet (the payer records before it pays), so nothing left.
+                self.book.resolve(p.payment_hash, False)
+        return len(self.book.pending())
+
+    async def _resolve_loop(self) -> None:
+        assert self.swarm is not None
+        interval = self.swarm.resolve_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            if not await self.resolve_pending():
+                self._resolve_task = None
+                return
+
+    def _watch_pending(self) -> None:
+        """A request left a payment of unknown outcome: make sure someone looks it up."""
+        if self._resolve_task is None and not self.closing and self.swarm is not None:
+            self._resolve_task = asyncio.create_task(self._resolve_loop())
 
     # --- model discovery -------------------------------------------------------------------
 
@@ -348,15 +429,20 @@ class Gateway:
             pass
         else:
             body["keys"] = self.keys.report()
-        swarm = {
-            name: {
-                "spent_sats": b.swarm.spent_sats,
-                "budget_sats": b.swarm.budget_sats,
-                "remaining_sats": b.swarm.remaining_sats,
+        swarm = {}
+        for name, b in self.router.backends.items():
+            if not isinstance(b, ServedSwarm):
+                continue
+            st = self.book.status(self._swarm_accounts.get(name, swarm_account(name)))
+            remaining = st.remaining_msats
+            swarm[name] = {
+                "spent_sats": st.spent_msats // 1000,
+                "spent_msats": st.spent_msats,
+                "pending_sats": -(-st.pending_msats // 1000),
+                "reserved_sats": -(-st.reserved_msats // 1000),
+                "budget_sats": None if st.budget_msats is None else st.budget_msats // 1000,
+                "remaining_sats": None if remaining is None else remaining // 1000,
             }
-            for name, b in self.router.backends.items()
-            if isinstance(b, ServedSwarm)
-        }
         if swarm:
             body["swarm"] = swarm
         return _json_response(body)
@@ -384,34 +470,68 @@ class Gateway:
         except RecursionError:
             raise bad_request("The request body's JSON is nested too deeply") from None
 
-    def _swarm_terms(
-        self, req: CompletionRequest, acct: KeyAccount | None
-    ) -> tuple[int, int, dict[str, Any]]:
-        """Quorum and bid for a swarm request, checked against the limits and budgets (which
-        reserve the most the request can spend). Returns (quorum, bid, params)."""
+    def _admit(
+        self, req: CompletionRequest, model: str, acct: KeyAccount | None
+    ) -> tuple[Hold | None, dict[str, Any], bool]:
+        """Check the request against the operator's limits and reserve the most it may cost
+        on every budget it is charged to (its key; the swarm's budget). Returns the hold
+        (None when no budget applies and nothing may be paid), the parameters for the router,
+        and whether it is a swarm request."""
+        if req.max_tokens > self._max_tokens:
+            raise bad_request(
+                f"max_tokens {req.max_tokens} is above the gateway's limit {self._max_tokens}",
+                "max_tokens",
+            )
+        accounts = [key_account(acct.name)] if acct is not None else []
+        label = f"{acct.name if acct else '-'} {model}"[:200]
         s = self.swarm
-        assert s is not None
-        quorum = req.quorum if req.quorum is not None else s.quorum
-        if quorum > s.max_quorum:
-            raise bad_request(
-                f"quorum {quorum} is above the gateway's limit {s.max_quorum}", "quorum"
+        if s is not None and model.startswith(SWARM_PREFIX):
+            quorum = req.quorum if req.quorum is not None else s.quorum
+            if quorum > s.max_quorum:
+                raise bad_request(
+                    f"quorum {quorum} is above the gateway's limit {s.max_quorum} "
+                    f"(max_quorum: {s.max_quorum}, max_bid_sats: {s.bid_limit_sats})",
+                    "quorum",
+                )
+            bid = req.bid_sats if req.bid_sats is not None else s.bid_sats
+            if bid > s.bid_limit_sats:
+                raise bad_request(
+                    f"bid_sats {bid} is above the gateway's limit {s.bid_limit_sats} "
+                    f"(max_bid_sats: {s.bid_limit_sats}, max_quorum: {s.max_quorum})",
+                    "bid_sats",
+                )
+            accounts.extend(self._swarm_accounts.values())
+            usd = 0
+            if self.config.usd_per_sat is not None:
+                usd = usd_to_nanos(quorum * bid * self.config.usd_per_sat) or 0
+            hold, bid = self.keys.reserve(
+                accounts, bid_sats=bid, quorum=quorum, usd_nanos=usd, label=label
             )
-        bid = req.bid_sats if req.bid_sats is not None else s.bid_sats
-        if s.max_bid_sats is not None and bid > s.max_bid_sats:
-            raise bad_request(
-                f"bid_sats {bid} is above the gateway's limit {s.max_bid_sats}", "bid_sats"
-            )
-        if acct is not None:
-            bid = self.keys.admit(acct, bid, quorum)
-        return quorum, bid, {**req.params, "quorum": quorum, "bid_sats": bid}
+            params = {**req.params, "quorum": quorum, "bid_sats": bid, "hold": hold}
+            return hold, params, True
+        if not accounts:
+            return None, req.params, False
+        prompt_tokens = _prompt_bytes(req.prompt)
+        msats, usd_most = self.router.max_cost(model, prompt_tokens, req.max_tokens)
+        hold, _ = self.keys.reserve(
+            accounts, msats=msats, usd_nanos=usd_to_nanos(usd_most) or 0, label=label
+        )
+        return hold, req.params, False
 
-    def _settle(
-        self, acct: KeyAccount | None, bid: int, quorum: int, usage: LmUsage | None
-    ) -> None:
-        sats = usage.cost_sats if usage is not None else None
-        usd = usage.cost_usd if usage is not None else None
-        if acct is not None:
-            self.keys.settle(acct, bid, quorum, sats, usd)
+    def _settle(self, hold: Hold | None, swarm: bool, usage: LmUsage | None) -> None:
+        """Charge what the request cost and free the rest of its hold. Swarm payments were
+        charged one by one as the wallet paid them; payments of unknown outcome stay held."""
+        if hold is None:
+            return
+        try:
+            if usage is not None:
+                usd = usd_to_nanos(usage.cost_usd) or 0
+                sats = 0 if swarm else (usage.cost_sats or 0) * 1000
+                hold.charge(msats=sats, usd_nanos=usd)
+        finally:
+            hold.close()
+        if swarm and hold.pending_msats:
+            self._watch_pending()
 
     def _reason(self, backend: str) -> str:
         decision = current_decision.get()
@@ -454,8 +574,15 @@ class Gateway:
                 self._idle.set()
             self.metrics.request(endpoint, status, _perf() - t0)
 
-    def _fail(self, endpoint: str, exc: BaseException) -> HttpResponse:
+    def _fail(self, endpoint: str, exc: BaseException, hold: Hold | None = None) -> HttpResponse:
         err = api_error(exc)
+        if hold is not None:  # what the attempt paid, or may have paid, travels with the error
+            headers = dict(err.headers or {})
+            _money_headers(hold, headers)
+            err = ApiError(
+                err.status, err.message, type=err.type, param=err.param, code=err.code,
+                headers=headers,
+            )
         if err.status >= 500:
             log.log(
                 logging.ERROR if err.status == 500 else logging.INFO,
@@ -471,9 +598,9 @@ class Gateway:
         self, request: HttpRequest, chat: bool, endpoint: str, task: asyncio.Task[Any] | None
     ) -> HttpResponse | None:
         current_decision.set(None)
-        acct: KeyAccount | None = None
-        bid = quorum = 0
-        settle = False  # True once the budgets were admitted and this method must settle
+        hold: Hold | None = None
+        swarm = False
+        settle = False  # True once the budgets were reserved and this method must settle
         usage: LmUsage | None = None
         try:
             acct = self.keys.authenticate(request.headers.get("authorization"))
@@ -485,14 +612,9 @@ class Gateway:
                 headers=request.headers,
             )
             model = self.aliases.get(req.model, req.model)
-            if self.swarm is not None and model.startswith(SWARM_PREFIX):
-                quorum, bid, params = self._swarm_terms(req, acct)
-            else:
-                if acct is not None:
-                    self.keys.admit(acct)
-                params = req.params
+            hold, params, swarm = self._admit(req, model, acct)
             if req.stream:  # _stream settles the budgets itself
-                return await self._stream(request, req, model, params, acct, bid, quorum, task)
+                return await self._stream(request, req, model, params, hold, swarm, task)
             settle = True
             resp: LmResponse = await self.router.complete(
                 model, req.prompt, req.max_tokens, **params
@@ -506,6 +628,8 @@ class Gateway:
                 "x-swarm-route-reason": _header_safe(self._reason(backend)),
                 "x-swarm-cost-sats": str(usage.cost_sats or 0),
             }
+            if swarm and hold is not None:
+                _money_headers(hold, headers)
             if usage.cost_usd is not None:
                 headers["x-swarm-cost-usd"] = f"{usage.cost_usd:.8f}"
             meta = resp.meta
@@ -516,12 +640,12 @@ class Gateway:
         except asyncio.CancelledError:
             if not self._deadlines.expired(task):
                 raise
-            return self._fail(endpoint, TimeoutError())
+            return self._fail(endpoint, TimeoutError(), hold if swarm else None)
         except Exception as exc:
-            return self._fail(endpoint, exc)
+            return self._fail(endpoint, exc, hold if swarm else None)
         finally:
             if settle:
-                self._settle(acct, bid, quorum, usage)
+                self._settle(hold, swarm, usage)
 
     async def _stream(
         self,
@@ -529,9 +653,8 @@ class Gateway:
         req: CompletionRequest,
         model: str,
         params: dict[str, Any],
-        acct: KeyAccount | None,
-        bid: int,
-        quorum: int,
+        hold: Hold | None,
+        swarm: bool,
         task: asyncio.Task[Any] | None,
     ) -> None:
         """Stream the answer as OpenAI does. Errors before the first chunk are plain JSON
@@ -592,7 +715,7 @@ class Gateway:
             return None
         finally:
             await _aclose(agen)
-            self._settle(acct, bid, quorum, usage)
+            self._settle(hold, swarm, usage)
 
     async def _end_stream(
         self, resp: ResponseStream, req: CompletionRequest, exc: BaseException
@@ -619,6 +742,32 @@ def _meta_headers(meta: dict[str, Any], headers: dict[str, str]) -> None:
     job = meta.get("job_id")
     if job:
         headers["x-swarm-job-id"] = str(job)
+
+
+def _money_headers(hold: Hold, headers: dict[str, str]) -> None:
+    """What a swarm request paid (``x-swarm-cost-sats``, exact in ``-msats``) and what may
+    have left the wallet without an answer yet (``x-swarm-pending-msats``)."""
+    paid = hold.paid_msats
+    headers["x-swarm-cost-sats"] = str(paid // 1000)
+    headers["x-swarm-cost-msats"] = str(paid)
+    pending = hold.pending_msats
+    if pending:
+        headers["x-swarm-pending-msats"] = str(pending)
+
+
+def swarm_account(name: str) -> str:
+    return f"swarm:{name}"
+
+
+def _prompt_bytes(prompt: Any) -> int:
+    """An upper bound on a prompt's tokens (a token is at least one byte), for reservations."""
+    if isinstance(prompt, str):
+        return len(prompt.encode()) + 1
+    total = 0
+    for m in prompt:
+        content = m.get("content") if isinstance(m, dict) else getattr(m, "content", "")
+        total += len(str(content or "").encode()) + 8  # role and template tokens
+    return max(total, estimate_tokens(""))
 
 
 def req_endpoint(req: CompletionRequest) -> str:

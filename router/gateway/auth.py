@@ -1,53 +1,76 @@
 """Gateway API keys (``Authorization: Bearer <key>``) and their budgets in sats and USD.
 
 Keys are looked up by their SHA-256, so the lookup time does not depend on how much of a guessed
-key matches. Budgets are checked before a request and charged after it with what the router
-reports the request cost. A request that may spend sats (a swarm job) first reserves the most it
-can spend (``quorum * bid``), so concurrent requests cannot together overspend a key; its bid is
-lowered to fit what is left. Spending is kept in memory: it starts again at zero on restart.
+key matches. Spend lives in the gateway's durable :class:`~router.spend.SpendBook` (account
+``key:<name>``): every request first reserves the most it may cost on its key (and, for the
+swarm, on the swarm's budget) in one transaction, then is charged what it really cost; so
+concurrent requests cannot together overspend a key, and spend survives restarts.
+:meth:`KeyStore.reserve` does that admission: a swarm request's bid is lowered to what the
+budgets have left, and a budget that is used up answers 429.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..spend import USD_NANOS, Hold, OverBudget, SpendBook, usd_to_nanos
 from .config import ApiKeyConfig
 from .errors import ApiError
 
 
 @dataclass(slots=True)
 class KeyAccount:
-    """One key's budgets and what it has spent."""
+    """One key: its name and budgets; what it spent is read from the spend book."""
 
     name: str
-    budget_sats: int | None = None
-    budget_usd: float | None = None
-    spent_sats: int = 0
-    spent_usd: float = 0.0
-    reserved_sats: int = 0
-    requests: int = 0
+    budget_sats: int | None
+    budget_usd: float | None
+    book: SpendBook
 
-    def remaining_sats(self) -> float:
-        if self.budget_sats is None:
-            return math.inf
-        return self.budget_sats - self.spent_sats - self.reserved_sats
+    @property
+    def account(self) -> str:
+        return key_account(self.name)
+
+    @property
+    def spent_sats(self) -> int:
+        return self.book.status(self.account).spent_msats // 1000
+
+    @property
+    def spent_usd(self) -> float:
+        return self.book.status(self.account).spent_usd_nanos / USD_NANOS
+
+    @property
+    def reserved_sats(self) -> int:
+        st = self.book.status(self.account)
+        return -(-(st.reserved_msats + st.pending_msats) // 1000)
 
     def report(self) -> dict[str, object]:
+        st = self.book.status(self.account)
         return {
             "name": self.name,
-            "requests": self.requests,
-            "spent_sats": self.spent_sats,
-            "spent_usd": self.spent_usd,
-            "reserved_sats": self.reserved_sats,
+            "requests": st.requests,
+            "spent_sats": st.spent_msats // 1000,
+            "spent_msats": st.spent_msats,
+            "spent_usd": st.spent_usd_nanos / USD_NANOS,
+            "reserved_sats": -(-st.reserved_msats // 1000),
+            "pending_sats": -(-st.pending_msats // 1000),
             "budget_sats": self.budget_sats,
             "budget_usd": self.budget_usd,
         }
 
 
-def _over_budget(message: str) -> ApiError:
+def key_account(name: str) -> str:
+    return f"key:{name}"
+
+
+def _who(account: str) -> str:
+    kind, _, name = account.partition(":")
+    return f"API key '{name}'" if kind == "key" else f"the {name!r} swarm budget"
+
+
+def over_budget(message: str) -> ApiError:
     return ApiError(429, message, type="insufficient_quota", code="insufficient_quota")
 
 
@@ -58,13 +81,19 @@ def unauthorized(message: str) -> ApiError:
 class KeyStore:
     """The configured keys. With no keys configured the gateway is open (``enabled`` False)."""
 
-    __slots__ = ("_by_hash", "accounts")
+    __slots__ = ("_by_hash", "accounts", "book")
 
-    def __init__(self, keys: Iterable[ApiKeyConfig]) -> None:
+    def __init__(self, keys: Iterable[ApiKeyConfig], book: SpendBook | None = None) -> None:
+        self.book = book if book is not None else SpendBook(":memory:")
         self._by_hash: dict[bytes, KeyAccount] = {}
         self.accounts: dict[str, KeyAccount] = {}
         for k in keys:
-            acct = KeyAccount(k.name, k.budget_sats, k.budget_usd)
+            acct = KeyAccount(k.name, k.budget_sats, k.budget_usd, self.book)
+            self.book.ensure(
+                acct.account,
+                budget_msats=None if k.budget_sats is None else k.budget_sats * 1000,
+                budget_usd_nanos=usd_to_nanos(k.budget_usd),
+            )
             self._by_hash[hashlib.sha256((k.key or "").encode()).digest()] = acct
             self.accounts[k.name] = acct
 
@@ -89,58 +118,47 @@ class KeyStore:
             raise unauthorized("Incorrect API key provided")
         return acct
 
-    @staticmethod
-    def admit(acct: KeyAccount, want_sats: int = 0, quorum: int = 1) -> int:
-        """Check the key's budgets before a request; reserve sats for one that may spend them.
+    def reserve(
+        self,
+        accounts: Sequence[str],
+        *,
+        bid_sats: int = 0,
+        quorum: int = 1,
+        msats: int = 0,
+        usd_nanos: int = 0,
+        label: str = "",
+    ) -> tuple[Hold, int]:
+        """Reserve one request's most on every account. A swarm request (``bid_sats`` > 0) holds
+        ``quorum * bid`` sats, the bid lowered to what the budgets have left; otherwise
+        ``msats`` and ``usd_nanos`` are held. Returns the hold and the bid to use; raises
+        ApiError 429 when a budget cannot cover the request."""
+        q = max(1, quorum)
+        bid = bid_sats
+        if bid_sats > 0:
+            tightest = self._tightest(accounts)
+            if tightest is not None:
+                name, left = tightest
+                per_provider = left // 1000 // q
+                if per_provider < 1:
+                    raise over_budget(
+                        f"{_who(name)} has {left // 1000} sats left, not enough for a quorum "
+                        f"of {q} at 1 sat each"
+                    )
+                bid = min(bid_sats, per_provider)
+            msats = max(msats, bid * q * 1000)
+        try:
+            return self.book.reserve(accounts, msats=msats, usd_nanos=usd_nanos, label=label), bid
+        except OverBudget as exc:
+            raise over_budget(f"{_who(exc.account)} is over budget: {exc}") from None
 
-        ``want_sats`` is the bid per provider and ``quorum`` how many may be paid. Returns the bid
-        to use (``want_sats`` lowered to what the budget has left), reserved until
-        :meth:`settle`. Raises ApiError 429 when a budget is used up.
-        """
-        if acct.budget_usd is not None and acct.spent_usd >= acct.budget_usd:
-            raise _over_budget(
-                f"API key '{acct.name}' has used its budget: spent ${acct.spent_usd:.6f} "
-                f"of ${acct.budget_usd:.6f}"
-            )
-        left = acct.remaining_sats()
-        if left <= 0:
-            raise _over_budget(
-                f"API key '{acct.name}' has used its budget: spent {acct.spent_sats} of "
-                f"{acct.budget_sats} sats"
-                + (
-                    f" ({acct.reserved_sats} reserved by requests in flight)"
-                    if acct.reserved_sats
-                    else ""
-                )
-            )
-        bid = want_sats
-        if want_sats > 0 and left != math.inf:
-            per_provider = int(left // max(1, quorum))
-            if per_provider < 1:
-                raise _over_budget(
-                    f"API key '{acct.name}' has {int(left)} sats left, not enough for a quorum "
-                    f"of {quorum} at 1 sat each"
-                )
-            bid = min(want_sats, per_provider)
-            acct.reserved_sats += bid * max(1, quorum)
-        acct.requests += 1
-        return bid
-
-    @staticmethod
-    def settle(
-        acct: KeyAccount,
-        reserved_bid: int,
-        quorum: int,
-        cost_sats: int | None,
-        cost_usd: float | None,
-    ) -> None:
-        """Release the reservation made by :meth:`admit` and charge what the request cost."""
-        if reserved_bid > 0 and acct.budget_sats is not None:
-            acct.reserved_sats -= reserved_bid * max(1, quorum)
-        if cost_sats:
-            acct.spent_sats += cost_sats
-        if cost_usd:
-            acct.spent_usd += cost_usd
+    def _tightest(self, accounts: Sequence[str]) -> tuple[str, int] | None:
+        """The account with the fewest msats left, and how many (None: no sats budget)."""
+        best: tuple[str, int] | None = None
+        for a in accounts:
+            left = self.book.status(a).remaining_msats
+            if left is not None and (best is None or left < best[1]):
+                best = (a, left)
+        return best
 
     def report(self) -> list[dict[str, object]]:
         return [a.report() for a in self.accounts.values()]

@@ -97,9 +97,9 @@ def build_backend(b: Any, default_timeout_s: float | None) -> tuple[Served, Back
         # would only cost time per request.
         options = options.model_copy(update={"timeout_s": None})
     elif isinstance(b, SwarmBackendConfig):
-        # The swarm waits job_timeout_s for a quorum; a shorter router timeout would cut it off.
-        if options.timeout_s is None:
-            options = options.model_copy(update={"timeout_s": b.job_timeout_s + 5.0})
+        # The swarm owns its deadline (job_timeout_s, then the payment runs to its outcome):
+        # a router timer would cancel a job mid-payment and publish another.
+        options = options.model_copy(update={"timeout_s": None})
     elif options.timeout_s is None and default_timeout_s is not None:
         options = options.model_copy(update={"timeout_s": default_timeout_s})
     return served, options

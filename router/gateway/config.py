@@ -196,11 +196,18 @@ class SwarmSettings(_Model):
 
     relays: list[str] = Field(min_length=1)
     quorum: int = Field(2, ge=1, description="providers that must agree (default per request)")
-    max_quorum: int = Field(9, ge=1, description="the most a request may ask for")
-    bid_sats: int = Field(10, ge=0, description="default bid per job, in sats")
-    max_bid_sats: int | None = Field(None, ge=0, description="the most a request may bid")
+    max_quorum: int = Field(5, ge=1, description="the most a request may ask for")
+    bid_sats: int = Field(10, ge=0, description="default bid per provider, in sats")
+    max_bid_sats: int | None = Field(
+        None, ge=0, description="the most a request may bid per provider (default: bid_sats)"
+    )
     budget_sats: int | None = Field(None, ge=0, description="total the gateway may spend")
-    job_timeout_s: float = Field(60.0, gt=0, description="how long to wait for a quorum")
+    job_timeout_s: float = Field(
+        60.0, gt=0, description="how long to wait for a quorum (the payment after it runs on)"
+    )
+    resolve_interval_s: float = Field(
+        30.0, gt=0, description="how often payments of unknown outcome are looked up"
+    )
     secret_key: str | None = Field(
         None, repr=False, description="hex or nsec; omitted: a fresh key per run"
     )
@@ -235,6 +242,11 @@ class SwarmSettings(_Model):
         if self.max_bid_sats is not None and self.bid_sats > self.max_bid_sats:
             raise ValueError(f"bid_sats {self.bid_sats} is above max_bid_sats {self.max_bid_sats}")
         return self
+
+    @property
+    def bid_limit_sats(self) -> int:
+        """The most a request may bid per provider: ``max_bid_sats``, else ``bid_sats``."""
+        return self.max_bid_sats if self.max_bid_sats is not None else self.bid_sats
 
 
 class SwarmBackendConfig(SwarmSettings, _BackendBase):
@@ -320,6 +332,46 @@ class ServerConfig(_Model):
         64 * 1024, ge=1024, description="larger request lines plus headers get 431"
     )
     default_max_tokens: int = Field(1024, ge=1, description="when a request gives none")
+    max_tokens: int = Field(
+        32768,
+        ge=1,
+        description="the most max_tokens a request may ask for (above it: 400); budgets "
+        "reserve a request's max_tokens at its backend's price before it is sent",
+    )
+
+    @model_validator(mode="after")
+    def _token_limits(self) -> ServerConfig:
+        if self.default_max_tokens > self.max_tokens:
+            raise ValueError(
+                f"default_max_tokens {self.default_max_tokens} is above max_tokens "
+                f"{self.max_tokens}"
+            )
+        return self
+
+
+class StateConfig(_Model):
+    """Where durable state (key and swarm spend, reservations, payments of unknown outcome)
+    lives: ``sqlite:///PATH`` or a plain path; default ``$NOSTR_SWARM_HOME/gateway.sqlite``."""
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if "://" in v and not v.startswith("sqlite:///"):
+            raise ValueError(f"state.url must be sqlite:///PATH or a file path, not {v!r}")
+        if not v.strip():
+            raise ValueError("state.url must not be empty")
+        return v
+
+    def sqlite_path(self) -> Path:
+        if self.url is None:
+            home = os.environ.get("NOSTR_SWARM_HOME") or str(Path.home() / ".nostr-swarm")
+            return Path(home).expanduser() / "gateway.sqlite"
+        raw = self.url[len("sqlite:///") :] if self.url.startswith("sqlite:///") else self.url
+        return Path(raw).expanduser()
 
 
 class ApiKeyConfig(_Model):
@@ -359,6 +411,7 @@ class GatewayConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     keys: list[ApiKeyConfig] = Field(default_factory=list)
     usd_per_sat: float | None = Field(None, gt=0, description="prices sats in USD for budgets")
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @field_validator("strategy", mode="before")
     @classmethod

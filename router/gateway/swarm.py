@@ -50,6 +50,8 @@ class ServedSwarm(Served):
         if not any(k in params for k in SWARM_PARAMS):
             return params
         out = {k: v for k, v in params.items() if k not in SWARM_PARAMS}
+        if params.get("hold") is not None:
+            out["hold"] = params["hold"]
         quorum = params.get("quorum")
         bid = params.get("bid_sats")
         if quorum is not None:
@@ -57,6 +59,8 @@ class ServedSwarm(Served):
         if bid is not None:
             out["bid_msats"] = bid * 1000
             out["max_sats"] = bid * (quorum or self.swarm.quorum)
+        elif quorum is not None and self.swarm.max_bid_msats is not None:
+            out["max_sats"] = -(-self.swarm.max_bid_msats * quorum // 1000)
         return out
 
     async def refresh_models(self) -> list[str]:
@@ -94,14 +98,18 @@ def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
     # With a wallet the client pays the agreeing providers itself, guarded and recorded in the
     # payment ledger (payments a crash left open are settled when it connects).
     client = SwarmClient(keys, cfg.relays, wallet, payments_db=ledger)
+    # The gateway keeps the swarm's budget in its durable spend book (account "swarm:NAME"),
+    # so the backend's own in-memory budget is off; its limits still bind every request.
     backend = SwarmBackend(
         client,
         name=cfg.name,
         quorum=cfg.quorum,
         max_sats=cfg.bid_sats * cfg.quorum,
         timeout_s=cfg.job_timeout_s,
-        budget_sats=cfg.budget_sats,
+        budget_sats=None,
         prefix=SWARM_PREFIX,
+        max_quorum=cfg.max_quorum,
+        max_bid_msats=cfg.bid_limit_sats * 1000,
         bid_msats=cfg.bid_sats * 1000,
     )
     return ServedSwarm(backend, client, cfg.models, closers=closers)

@@ -140,7 +140,7 @@ async def test_invoices_and_quotes_are_kept_and_pay_hook_is_called(relay: Relay)
     ]
     calls: list[tuple[SwarmResult, int | None]] = []
 
-    async def pay(result: SwarmResult, max_sats: int | None) -> int:
+    async def pay(result: SwarmResult, max_sats: int | None, gate: object = None) -> int:
         calls.append((result, max_sats))
         return sum(result.invoices[p].msats for p in result.agreeing)
 

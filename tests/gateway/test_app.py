@@ -251,26 +251,32 @@ async def test_budget_in_sats_gives_429() -> None:
     async with gateway(AUTHED, env={"BOB_KEY": "sk-bob"}) as gw:
         alice = client(gw, "sk-alice")
         await alice.chat.completions.create(model="m2", messages=user("x"))  # 7 sats
-        await alice.chat.completions.create(model="m2", messages=user("x"))  # 14: now over
+        # A second 7-sat request would overspend: it is refused before it is sent.
         with pytest.raises(openai.RateLimitError) as e:
-            await alice.chat.completions.create(model="m1", messages=user("x"))
+            await alice.chat.completions.create(model="m2", messages=user("x"))
         assert e.value.code == "insufficient_quota"
-        assert "alice" in e.value.message and "spent 14 of 10 sats" in e.value.message
-        # another key is not affected
+        assert "alice" in e.value.message and "3 of its 10 sats left" in e.value.message
+        # a request that costs nothing still fits; another key is not affected
+        await alice.chat.completions.create(model="m1", messages=user("x"))
         await client(gw, "sk-bob").chat.completions.create(model="m2", messages=user("x"))
-        assert gw.keys.accounts["alice"].spent_sats == 14
+        assert gw.keys.accounts["alice"].spent_sats == 7
 
 
 async def test_budget_in_usd_gives_429() -> None:
     async with gateway(AUTHED, env={"BOB_KEY": "sk-bob"}) as gw:
         bob = client(gw, "sk-bob")
+        # The budget reserves max_tokens at the output price before the request is sent:
+        # the default 1024 tokens would not fit $0.001, 500 do.
+        with pytest.raises(openai.RateLimitError) as e:
+            await bob.chat.completions.create(model="priced", messages=user("x"))
+        assert "bob" in e.value.message and "may cost up to $0.001033" in e.value.message
         raw = await bob.chat.completions.with_raw_response.create(
-            model="priced", messages=user("x")
+            model="priced", messages=user("x"), max_tokens=500
         )
         assert raw.headers["x-swarm-cost-usd"] == "0.00100000"
         with pytest.raises(openai.RateLimitError) as e:
-            await bob.completions.create(model="priced", prompt="x")
-        assert "bob" in e.value.message and "$0.001000 of $0.001000" in e.value.message
+            await bob.completions.create(model="priced", prompt="x", max_tokens=1)
+        assert "bob" in e.value.message and "($0.001000 spent)" in e.value.message
 
 
 async def test_usage_endpoint() -> None:

@@ -172,29 +172,39 @@ def test_keys_authenticate() -> None:
 def test_budget_sats_reserves_and_caps_the_bid() -> None:
     store = KeyStore([ApiKeyConfig(name="a", key="k", budget_sats=25)])
     acct = store.accounts["a"]
-    assert store.admit(acct, want_sats=10, quorum=2) == 10  # reserves 20
-    assert acct.reserved_sats == 20
-    assert store.admit(acct, want_sats=10, quorum=2) == 2  # 5 left: 2 per provider
+    first, bid = store.reserve([acct.account], bid_sats=10, quorum=2)  # holds 20
+    assert bid == 10 and acct.reserved_sats == 20
+    second, bid = store.reserve([acct.account], bid_sats=10, quorum=2)  # 5 left: 2 each
+    assert bid == 2 and acct.reserved_sats == 24
     with pytest.raises(ApiError) as e:
-        store.admit(acct, want_sats=10, quorum=2)  # 1 left: not enough for two providers
+        store.reserve([acct.account], bid_sats=10, quorum=2)  # 1 left: too little for two
     assert e.value.status == 429 and e.value.code == "insufficient_quota"
-    store.settle(acct, 10, 2, cost_sats=12, cost_usd=None)
-    store.settle(acct, 2, 2, cost_sats=0, cost_usd=None)
+    assert "API key 'a' has 1 sats left" in e.value.message
+    # paid through the hold as the wallet pays: 12 of 20 sats; the rest is freed on close
+    assert first.authorize("h1", 6000) and first.authorize("h2", 6000)
+    first.outcome("h1", "paid")
+    first.outcome("h2", "paid")
+    assert not first.authorize("h3", 8001)  # more than the hold has left: refused
+    first.close()
+    second.close()
     assert acct.reserved_sats == 0 and acct.spent_sats == 12
-    store.settle(acct, 0, 1, cost_sats=13, cost_usd=None)
+    third, _ = store.reserve([acct.account], msats=13_000)
+    third.charge(msats=13_000)
+    third.close()
     with pytest.raises(ApiError) as e:
-        store.admit(acct)
-    assert "spent 25 of 25 sats" in e.value.message
+        store.reserve([acct.account])
+    assert "0 of its 25 sats left (25 spent" in e.value.message
 
 
 def test_budget_usd() -> None:
     store = KeyStore([ApiKeyConfig(name="a", key="k", budget_usd=0.01)])
     acct = store.accounts["a"]
-    store.admit(acct)
-    store.settle(acct, 0, 1, cost_sats=None, cost_usd=0.011)
+    hold, _ = store.reserve([acct.account], usd_nanos=5_000_000)
+    hold.charge(usd_nanos=11_000_000)  # a cost above the hold is charged in full
+    hold.close()
     with pytest.raises(ApiError) as e:
-        store.admit(acct)
-    assert e.value.status == 429 and "$0.011000 of $0.010000" in e.value.message
+        store.reserve([acct.account])
+    assert e.value.status == 429 and "($0.011000 spent)" in e.value.message
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ async def running(*made: ScriptedProvider) -> AsyncIterator[list[ScriptedProvide
 async def test_router_completes_through_the_swarm_and_reports_sats(relay: Relay) -> None:
     paid: list[tuple[int, int | None]] = []
 
-    async def pay(result: SwarmResult, max_sats: int | None) -> int:
+    async def pay(result: SwarmResult, max_sats: int | None, gate: object = None) -> int:
         paid.append((len(result.agreeing), max_sats))
         return 7000 * len(result.agreeing)  # msats
 

@@ -1,0 +1,467 @@
+"""Durable spend accounts: budgets, reservations ("holds") and payments whose outcome is pending.
+
+Every request that may cost money first takes a :class:`Hold` on each account it is charged to
+(an API key, the swarm budget): the most it may cost, checked against every account's budget in
+one transaction, so no interleaving of concurrent requests can overspend. While the request runs:
+
+- a swarm payment is *authorized* against the hold before the wallet is asked
+  (:meth:`Hold.authorize`): its msats move from the hold to a pending payment, keyed by payment
+  hash; a payment the hold cannot cover is refused, so the hold is the request's cap whatever
+  the router retries;
+- a pending payment is *resolved* when its outcome is known (:meth:`SpendBook.resolve`): paid
+  moves it to ``spent``; failed returns it to the hold (or frees it once the hold is closed);
+  an outcome that is not known stays pending, counted against every budget, until the wallet
+  says what happened, also after a restart;
+- a backend's own cost (USD from token prices, sats from a backend that reports them) is charged
+  with :meth:`Hold.charge`;
+- :meth:`Hold.close` frees what the request did not use. Pending payments outlive their hold.
+
+Amounts are integers: millisats, and USD in nano-dollars (``USD_NANOS`` per dollar). The file is
+SQLite (WAL, ``synchronous=FULL``; every change one ``BEGIN IMMEDIATE`` transaction), so what is
+on disk is what happened, and a process that dies leaves nothing half-written. On start,
+:meth:`SpendBook.recover` closes the holds an earlier process left open (their unused part is
+free again; their pending payments stay pending).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from client.errors import BudgetExceeded
+
+USD_NANOS = 1_000_000_000
+
+PendingState = Literal["pending", "paid", "failed"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    budget_msats INTEGER,
+    budget_usd_nanos INTEGER,
+    spent_msats INTEGER NOT NULL DEFAULT 0 CHECK (spent_msats >= 0),
+    spent_usd_nanos INTEGER NOT NULL DEFAULT 0 CHECK (spent_usd_nanos >= 0),
+    requests INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS holds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    msats INTEGER NOT NULL CHECK (msats >= 0),
+    usd_nanos INTEGER NOT NULL CHECK (usd_nanos >= 0),
+    charged_msats INTEGER NOT NULL DEFAULT 0,
+    charged_usd_nanos INTEGER NOT NULL DEFAULT 0,
+    open INTEGER NOT NULL DEFAULT 1,
+    label TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hold_accounts (
+    hold_id INTEGER NOT NULL REFERENCES holds(id),
+    account TEXT NOT NULL REFERENCES accounts(name),
+    PRIMARY KEY (hold_id, account)
+);
+CREATE INDEX IF NOT EXISTS hold_accounts_account ON hold_accounts(account);
+CREATE TABLE IF NOT EXISTS pending (
+    payment_hash TEXT PRIMARY KEY,
+    hold_id INTEGER NOT NULL REFERENCES holds(id),
+    msats INTEGER NOT NULL CHECK (msats > 0),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'paid', 'failed')),
+    created_at INTEGER NOT NULL,
+    resolved_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS pending_state ON pending(state);
+"""
+
+
+def usd_to_nanos(usd: float | None) -> int | None:
+    """A USD amount as integer nano-dollars (rounded up: a budget or a cost is never shaved)."""
+    if usd is None:
+        return None
+    return math.ceil(round(usd * USD_NANOS, 3))
+
+
+class OverBudget(BudgetExceeded):
+    """A hold does not fit an account's budget; ``account`` names which."""
+
+    def __init__(self, message: str, account: str) -> None:
+        super().__init__(message)
+        self.account = account
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """One account's figures (msats and nano-dollars)."""
+
+    name: str
+    budget_msats: int | None
+    budget_usd_nanos: int | None
+    spent_msats: int
+    spent_usd_nanos: int
+    reserved_msats: int
+    reserved_usd_nanos: int
+    pending_msats: int
+    requests: int
+
+    @property
+    def committed_msats(self) -> int:
+        """Spent, held by requests in flight, and possibly paid: what a budget must count."""
+        return self.spent_msats + self.reserved_msats + self.pending_msats
+
+    @property
+    def committed_usd_nanos(self) -> int:
+        return self.spent_usd_nanos + self.reserved_usd_nanos
+
+    @property
+    def remaining_msats(self) -> int | None:
+        if self.budget_msats is None:
+            return None
+        return max(0, self.budget_msats - self.committed_msats)
+
+    @property
+    def remaining_usd_nanos(self) -> int | None:
+        if self.budget_usd_nanos is None:
+            return None
+        return max(0, self.budget_usd_nanos - self.committed_usd_nanos)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPayment:
+    payment_hash: str
+    hold_id: int
+    msats: int
+    state: PendingState
+    created_at: int
+
+
+class SpendBook:
+    """The accounts in one SQLite file (``":memory:"`` for a book that lives with the process)."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, timeout=10.0, check_same_thread=False
+        )
+        self._db.row_factory = sqlite3.Row
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._clock = clock
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self._db.close()
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # --- accounts ------------------------------------------------------------------------------
+
+    def ensure(
+        self, name: str, *, budget_msats: int | None = None, budget_usd_nanos: int | None = None
+    ) -> None:
+        """Create the account if it is new; set its budgets (from the configuration) either way.
+        What it spent stays."""
+        budgets = (("budget_msats", budget_msats), ("budget_usd_nanos", budget_usd_nanos))
+        for label, value in budgets:
+            if value is not None and (type(value) is not int or value < 0):
+                raise ValueError(f"{label} must be a non-negative integer, not {value!r}")
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO accounts(name, budget_msats, budget_usd_nanos) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET budget_msats = excluded.budget_msats,"
+                " budget_usd_nanos = excluded.budget_usd_nanos",
+                (name, budget_msats, budget_usd_nanos),
+            )
+
+    def status(self, name: str) -> AccountStatus:
+        return self._status(self._db, name)
+
+    def statuses(self) -> list[AccountStatus]:
+        names = [r["name"] for r in self._db.execute("SELECT name FROM accounts ORDER BY name")]
+        return [self._status(self._db, n) for n in names]
+
+    @staticmethod
+    def _status(db: sqlite3.Connection, name: str) -> AccountStatus:
+        row = db.execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise KeyError(f"no spend account {name!r}")
+        held = db.execute(
+            "SELECT COALESCE(SUM(h.msats), 0) AS m, COALESCE(SUM(h.usd_nanos), 0) AS u"
+            " FROM holds h JOIN hold_accounts a ON a.hold_id = h.id"
+            " WHERE a.account = ? AND h.open = 1",
+            (name,),
+        ).fetchone()
+        pending = db.execute(
+            "SELECT COALESCE(SUM(p.msats), 0) AS m FROM pending p"
+            " JOIN hold_accounts a ON a.hold_id = p.hold_id"
+            " WHERE a.account = ? AND p.state = 'pending'",
+            (name,),
+        ).fetchone()
+        return AccountStatus(
+            name=name,
+            budget_msats=row["budget_msats"],
+            budget_usd_nanos=row["budget_usd_nanos"],
+            spent_msats=row["spent_msats"],
+            spent_usd_nanos=row["spent_usd_nanos"],
+            reserved_msats=int(held["m"]),
+            reserved_usd_nanos=int(held["u"]),
+            pending_msats=int(pending["m"]),
+            requests=row["requests"],
+        )
+
+    def available_msats(self, accounts: Sequence[str]) -> int | None:
+        """The most a new hold on all of ``accounts`` may take (None: no sats budget applies)."""
+        left = [self.status(a).remaining_msats for a in accounts]
+        caps = [x for x in left if x is not None]
+        return min(caps) if caps else None
+
+    # --- holds ---------------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        accounts: Sequence[str],
+        *,
+        msats: int = 0,
+        usd_nanos: int = 0,
+        label: str = "",
+    ) -> Hold:
+        """Hold ``msats`` and ``usd_nanos`` on every account, or raise :class:`OverBudget` (an
+        account whose budget is already used up refuses even an empty hold)."""
+        if type(msats) is not int or msats < 0 or type(usd_nanos) is not int or usd_nanos < 0:
+            raise ValueError("a hold is a non-negative integer of msats and nano-dollars")
+        names = list(dict.fromkeys(accounts))
+        with self._tx() as db:
+            for name in names:
+                st = self._status(db, name)
+                _fits(st, msats, usd_nanos)
+            cur = db.execute(
+                "INSERT INTO holds(msats, usd_nanos, label, created_at) VALUES (?, ?, ?, ?)",
+                (msats, usd_nanos, label, self._now()),
+            )
+            hold_id = int(cur.lastrowid or 0)
+            for name in names:
+                db.execute(
+                    "INSERT INTO hold_accounts(hold_id, account) VALUES (?, ?)", (hold_id, name)
+                )
+                db.execute("UPDATE accounts SET requests = requests + 1 WHERE name = ?", (name,))
+        return Hold(self, hold_id, tuple(names), msats)
+
+    def _authorize(self, hold_id: int, payment_hash: str, msats: int) -> bool:
+        if type(msats) is not int or msats <= 0:
+            return False
+        with self._tx() as db:
+            known = db.execute(
+                "SELECT hold_id, state FROM pending WHERE payment_hash = ?", (payment_hash,)
+            ).fetchone()
+            if known is not None:
+                # The same invoice again (a retry after a timeout): already counted once. It is
+                # only this hold's to pay if this hold authorized it.
+                return bool(known["hold_id"] == hold_id and known["state"] != "failed")
+            row = db.execute("SELECT msats, open FROM holds WHERE id = ?", (hold_id,)).fetchone()
+            if row is None or not row["open"] or row["msats"] < msats:
+                return False
+            db.execute("UPDATE holds SET msats = msats - ? WHERE id = ?", (msats, hold_id))
+            db.execute(
+                "INSERT INTO pending(payment_hash, hold_id, msats, state, created_at)"
+                " VALUES (?, ?, ?, 'pending', ?)",
+                (payment_hash, hold_id, msats, self._now()),
+            )
+        return True
+
+    def resolve(self, payment_hash: str, paid: bool) -> bool:
+        """Record a pending payment's outcome; False when it was not pending (unknown hash, or
+        resolved before)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT hold_id, msats, state FROM pending WHERE payment_hash = ?", (payment_hash,)
+            ).fetchone()
+            if row is None or row["state"] != "pending":
+                return False
+            hold_id, msats = row["hold_id"], row["msats"]
+            db.execute(
+                "UPDATE pending SET state = ?, resolved_at = ? WHERE payment_hash = ?",
+                ("paid" if paid else "failed", self._now(), payment_hash),
+            )
+            if paid:
+                self._spend(db, hold_id, msats, 0)
+            else:  # nothing left the wallet: the hold may use it again while it is open
+                db.execute(
+                    "UPDATE holds SET msats = msats + ? WHERE id = ? AND open = 1",
+                    (msats, hold_id),
+                )
+        return True
+
+    @staticmethod
+    def _spend(db: sqlite3.Connection, hold_id: int, msats: int, usd_nanos: int) -> None:
+        db.execute(
+            "UPDATE holds SET charged_msats = charged_msats + ?,"
+            " charged_usd_nanos = charged_usd_nanos + ? WHERE id = ?",
+            (msats, usd_nanos, hold_id),
+        )
+        db.execute(
+            "UPDATE accounts SET spent_msats = spent_msats + ?,"
+            " spent_usd_nanos = spent_usd_nanos + ?"
+            " WHERE name IN (SELECT account FROM hold_accounts WHERE hold_id = ?)",
+            (msats, usd_nanos, hold_id),
+        )
+
+    def _charge(self, hold_id: int, msats: int, usd_nanos: int) -> None:
+        if type(msats) is not int or msats < 0 or type(usd_nanos) is not int or usd_nanos < 0:
+            raise ValueError("a charge is a non-negative integer of msats and nano-dollars")
+        if not msats and not usd_nanos:
+            return
+        with self._tx() as db:
+            self._spend(db, hold_id, msats, usd_nanos)
+            # What is charged comes out of the hold (a cost above the hold is charged in full)
+            db.execute(
+                "UPDATE holds SET msats = MAX(0, msats - ?), usd_nanos = MAX(0, usd_nanos - ?)"
+                " WHERE id = ?",
+                (msats, usd_nanos, hold_id),
+            )
+
+    def _close(self, hold_id: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE holds SET open = 0, msats = 0, usd_nanos = 0 WHERE id = ?", (hold_id,)
+            )
+
+    def _hold_figures(self, hold_id: int) -> tuple[int, int, int, int]:
+        """(charged msats, pending msats, charged nano-dollars, free msats) of one hold."""
+        row = self._db.execute(
+            "SELECT charged_msats, charged_usd_nanos, msats FROM holds WHERE id = ?", (hold_id,)
+        ).fetchone()
+        pend = self._db.execute(
+            "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE hold_id = ?"
+            " AND state = 'pending'",
+            (hold_id,),
+        ).fetchone()
+        return row["charged_msats"], int(pend["m"]), row["charged_usd_nanos"], row["msats"]
+
+    # --- recovery ------------------------------------------------------------------------------
+
+    def pending(self) -> list[PendingPayment]:
+        rows = self._db.execute(
+            "SELECT * FROM pending WHERE state = 'pending' ORDER BY created_at"
+        ).fetchall()
+        return [
+            PendingPayment(r["payment_hash"], r["hold_id"], r["msats"], r["state"], r["created_at"])
+            for r in rows
+        ]
+
+    def recover(self) -> int:
+        """Close holds an earlier process left open (call once at start, before serving);
+        returns how many. Their pending payments stay pending until resolved."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE holds SET open = 0, msats = 0, usd_nanos = 0 WHERE open = 1")
+            return cur.rowcount
+
+    def totals(self) -> tuple[int, int]:
+        """(msats spent on swarm payments, msats still pending), over every hold: for audits."""
+        paid = self._db.execute(
+            "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE state = 'paid'"
+        ).fetchone()
+        pend = self._db.execute(
+            "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE state = 'pending'"
+        ).fetchone()
+        return int(paid["m"]), int(pend["m"])
+
+
+def _fits(st: AccountStatus, msats: int, usd_nanos: int) -> None:
+    if st.budget_msats is not None:
+        if st.committed_msats >= st.budget_msats or st.committed_msats + msats > st.budget_msats:
+            raise OverBudget(
+                f"'{st.name}' has {max(0, st.budget_msats - st.committed_msats) // 1000} of its "
+                f"{st.budget_msats // 1000} sats left ({st.spent_msats // 1000} spent, "
+                f"{(st.reserved_msats + st.pending_msats) // 1000} held by requests in flight "
+                f"or payments not yet resolved); this request may cost up to {msats // 1000} sats",
+                st.name,
+            )
+    if st.budget_usd_nanos is not None:
+        used = st.committed_usd_nanos
+        if used >= st.budget_usd_nanos or used + usd_nanos > st.budget_usd_nanos:
+            raise OverBudget(
+                f"'{st.name}' has ${max(0, st.budget_usd_nanos - used) / USD_NANOS:.6f} of its "
+                f"${st.budget_usd_nanos / USD_NANOS:.6f} left "
+                f"(${st.spent_usd_nanos / USD_NANOS:.6f} spent); this request may cost up to "
+                f"${usd_nanos / USD_NANOS:.6f}",
+                st.name,
+            )
+
+
+class Hold:
+    """One request's reservation. Also the :class:`client.wallet.PaymentGate` its swarm
+    payments pass through."""
+
+    __slots__ = ("_closed", "accounts", "book", "id", "reserved_msats")
+
+    def __init__(
+        self, book: SpendBook, hold_id: int, accounts: tuple[str, ...], msats: int
+    ) -> None:
+        self.book = book
+        self.id = hold_id
+        self.accounts = accounts
+        self.reserved_msats = msats
+        self._closed = False
+
+    # PaymentGate
+    def authorize(self, payment_hash: str, msats: int) -> bool:
+        return self.book._authorize(self.id, payment_hash, msats)
+
+    def outcome(self, payment_hash: str, status: str) -> None:
+        if status == "paid":
+            self.book.resolve(payment_hash, True)
+        elif status in ("failed", "refused"):
+            self.book.resolve(payment_hash, False)
+        # "unknown": stays pending until the wallet is asked again
+
+    def charge(self, *, msats: int = 0, usd_nanos: int = 0) -> None:
+        self.book._charge(self.id, msats, usd_nanos)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.book._close(self.id)
+
+    @property
+    def paid_msats(self) -> int:
+        return self.book._hold_figures(self.id)[0]
+
+    @property
+    def pending_msats(self) -> int:
+        return self.book._hold_figures(self.id)[1]
+
+    @property
+    def charged_usd_nanos(self) -> int:
+        return self.book._hold_figures(self.id)[2]
+
+    @property
+    def free_msats(self) -> int:
+        return self.book._hold_figures(self.id)[3]
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Hold({self.id}, {self.accounts}, {self.reserved_msats} msats)"
