@@ -346,8 +346,9 @@ class ProviderNode:
         self._spawn(self._prune_loop(), "prune")
         self._resume()
         log.info(
-            "provider %s serving %s on %s (payment %s)",
+            "provider %s %s %s on %s (payment %s)",
             self.keys.npub,
+            "serving" if self.backend_ready.is_set() else "waiting for its backend to serve",
             ", ".join(self.models) or "any model",
             ", ".join(self.relays),
             self.payment,
