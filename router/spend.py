@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     msats INTEGER NOT NULL CHECK (msats >= 0),
     usd_nanos INTEGER NOT NULL CHECK (usd_nanos >= 0),
+    initial_msats INTEGER NOT NULL DEFAULT 0,
     charged_msats INTEGER NOT NULL DEFAULT 0,
     charged_usd_nanos INTEGER NOT NULL DEFAULT 0,
     open INTEGER NOT NULL DEFAULT 1,
@@ -254,8 +255,9 @@ class SpendBook:
                 st = self._status(db, name)
                 _fits(st, msats, usd_nanos)
             cur = db.execute(
-                "INSERT INTO holds(msats, usd_nanos, label, created_at) VALUES (?, ?, ?, ?)",
-                (msats, usd_nanos, label, self._now()),
+                "INSERT INTO holds(msats, usd_nanos, initial_msats, label, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (msats, usd_nanos, msats, label, self._now()),
             )
             hold_id = int(cur.lastrowid or 0)
             for name in names:
@@ -373,6 +375,29 @@ class SpendBook:
         with self._tx() as db:
             cur = db.execute("UPDATE holds SET open = 0, msats = 0, usd_nanos = 0 WHERE open = 1")
             return cur.rowcount
+
+    def audit(self) -> list[str]:
+        """What does not add up, if anything: no hold paid (or may have paid) more than it
+        reserved, and every account's spent equals the payments and charges of its holds."""
+        problems: list[str] = []
+        rows = self._db.execute(
+            "SELECT h.id, h.initial_msats, h.charged_msats, h.label,"
+            " COALESCE((SELECT SUM(msats) FROM pending p WHERE p.hold_id = h.id"
+            " AND p.state IN ('paid', 'pending')), 0) AS out FROM holds h"
+        ).fetchall()
+        for r in rows:
+            if r["out"] > r["initial_msats"]:
+                problems.append(
+                    f"hold {r['id']} ({r['label']}) paid or may have paid {r['out']} msats "
+                    f"of {r['initial_msats']} reserved"
+                )
+        for st in self.statuses():
+            if st.budget_msats is not None and st.spent_msats + st.pending_msats > st.budget_msats:
+                problems.append(
+                    f"{st.name}: {st.spent_msats} spent + {st.pending_msats} pending msats is "
+                    f"above its budget of {st.budget_msats}"
+                )
+        return problems
 
     def totals(self) -> tuple[int, int]:
         """(msats spent on swarm payments, msats still pending), over every hold: for audits."""

@@ -208,6 +208,9 @@ class SwarmSettings(_Model):
     resolve_interval_s: float = Field(
         30.0, gt=0, description="how often payments of unknown outcome are looked up"
     )
+    wallet_timeout_s: float = Field(
+        30.0, gt=0, description="how long the wallet may take to answer one NWC request"
+    )
     secret_key: str | None = Field(
         None, repr=False, description="hex or nsec; omitted: a fresh key per run"
     )

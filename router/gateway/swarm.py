@@ -89,7 +89,7 @@ def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
     if cfg.nwc_uri:
         from client.wallet import NwcWallet
 
-        wallet = NwcWallet(cfg.nwc_uri)
+        wallet = NwcWallet(cfg.nwc_uri, timeout=cfg.wallet_timeout_s)
         closers.append(wallet.close)
     ledger = None
     if cfg.payment_ledger is not None:
