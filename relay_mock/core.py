@@ -15,6 +15,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import orjson
+
 from client.errors import InvalidEvent, InvalidFilter
 from client.filter import Filter
 from client.messages import (
@@ -165,7 +167,7 @@ class RelayCore:
         n = len(data)
         too_big = n > limit or (n * 4 > limit and len(data.encode("utf-8", "replace")) > limit)
         try:
-            msg = json.loads(data)
+            msg = _loads(data)
         except (ValueError, RecursionError):
             self._notice(peer, "invalid: message is not valid JSON")
             return
@@ -489,6 +491,23 @@ class RelayCore:
         if relay is None or not same_relay(relay, self.relay_url):
             return "invalid: relay tag does not name this relay"
         return ""
+
+
+_orjson_loads = orjson.loads
+_json_loads = json.loads
+
+
+def _loads(data: str) -> object:
+    """EVENT messages through orjson (3x faster). Everything else, and whatever orjson refuses
+    (lone surrogates, NaN, deep nesting), through the standard library, so what is accepted and
+    why something is refused do not change; orjson turns integers beyond 64 bits into floats,
+    which only matters outside events (in an event they are invalid either way)."""
+    if data.startswith('["EVENT",'):
+        try:
+            return _orjson_loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return _json_loads(data)
 
 
 def _is_sub_id(value: object, max_len: int) -> bool:

@@ -51,10 +51,6 @@ class Outcome:
     removed: list[Record] = field(default_factory=list)
 
 
-def _is_index_letter(name: str) -> bool:
-    return len(name) == 1 and name.isascii() and name.isalpha()
-
-
 def parse_address(text: str) -> _Address | None:
     """``"<kind>:<pubkey>:<d>"`` -> (kind, pubkey, d); None when malformed."""
     parts = text.split(":", 2)
@@ -247,12 +243,13 @@ class EventStore:
 
     def _insert(self, rec: Record) -> None:
         self._seq += 1
-        rec.key = (rec.created_at, self._seq)
+        key = rec.key = (rec.created_at, self._seq)
         self._by_id[rec.id] = rec
-        insort(self._by_kind.setdefault(rec.kind, []), rec, key=_key)
-        insort(self._by_author.setdefault(rec.pubkey, []), rec, key=_key)
-        for letter, value in _index_pairs(rec):
-            insort(self._by_tag.setdefault(letter, {}).setdefault(value, []), rec, key=_key)
+        _append(self._by_kind.setdefault(rec.kind, []), rec, key)
+        _append(self._by_author.setdefault(rec.pubkey, []), rec, key)
+        if rec.tags:
+            for letter, value in _index_pairs(rec):
+                _append(self._by_tag.setdefault(letter, {}).setdefault(value, []), rec, key)
         if rec.expires_at is not None:
             heapq.heappush(self._expiry, (rec.expires_at, rec.id))
 
@@ -272,9 +269,20 @@ class EventStore:
                 del self._current[addr]
 
 
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def _index_pairs(rec: Record) -> set[tuple[str, str]]:
     """(letter, value) for every single-letter tag: relays index element 1 only."""
-    return {(t[0], t[1]) for t in rec.tags if len(t) > 1 and _is_index_letter(t[0])}
+    return {(t[0], t[1]) for t in rec.tags if len(t) > 1 and t[0] in _LETTERS}
+
+
+def _append(lst: list[Record], rec: Record, key: tuple[int, int]) -> None:
+    """Insert in key order; events mostly arrive in time order, so this is mostly an append."""
+    if not lst or lst[-1].key <= key:
+        lst.append(rec)
+    else:
+        insort(lst, rec, key=_key)
 
 
 def _descending(lst: list[Record], until: int | None) -> Iterator[Record]:
