@@ -227,7 +227,8 @@ class Program:
 
     async def ask(self, step: Ask) -> None:
         assert self.gw is not None
-        body: dict[str, Any] = {"model": "swarm/m1", "messages": [{"role": "user", "content": "2+2?"}]}
+        msgs = [{"role": "user", "content": "2+2?"}]
+        body: dict[str, Any] = {"model": "swarm/m1", "messages": msgs}
         if step.quorum is not None:
             body["quorum"] = step.quorum
         if step.bid is not None:
