@@ -332,4 +332,6 @@ def _history(args: argparse.Namespace) -> int:
             f"{row['when']:>11}  {row['state']:<8} {sign}{sats(row['amount_msats']):>16}  "
             f"{row['payment_hash'][:16]}…  {str(who)[:40]}"
         )
+        if row.get("error"):  # why it failed, why it is unknown, or how it was resolved
+            print(f"{'':>11}  {row['error']}")
     return 0

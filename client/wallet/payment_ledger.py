@@ -127,8 +127,11 @@ class PaymentLedger:
         self._db.execute("COMMIT")
         return allowed
 
-    def mark_paid(self, payment_hash: str, preimage: str, now: int) -> None:
-        self._set(payment_hash, "paid", now, preimage=preimage)
+    def mark_paid(
+        self, payment_hash: str, preimage: str, now: int, note: str | None = None
+    ) -> None:
+        """``note``: how the outcome was learned, e.g. a lookup after an unknown outcome."""
+        self._set(payment_hash, "paid", now, preimage=preimage, error=note)
 
     def mark_failed(self, payment_hash: str, error: str, now: int) -> None:
         self._set(payment_hash, "failed", now, error=error)

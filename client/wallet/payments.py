@@ -312,17 +312,25 @@ class Payer:
             tx = await self.wallet.lookup_invoice(h)
         except InvoiceNotFound:
             if self._now() - rec.updated_at >= self.not_found_grace_s:
-                self.ledger.mark_failed(h, "wallet has no record of this payment", self._now())
+                self.ledger.mark_failed(
+                    h, "resolved by lookup_invoice: the wallet has no record of this payment",
+                    self._now(),
+                )
                 return "failed"
             return rec.state
         except Exception as exc:  # still unreachable: stays open, counted against budgets
             log.info("cannot resolve payment %s yet: %s", h[:16], exc)
             return rec.state
+        was = f"outcome was {rec.state}" + (f" ({rec.error})" if rec.error else "")
         if tx.settled and (tx.preimage is None or preimage_matches(tx.preimage, h)):
-            self.ledger.mark_paid(h, tx.preimage or "", self._now())
+            note = f"resolved by lookup_invoice: paid; {was}"
+            self.ledger.mark_paid(h, tx.preimage or "", self._now(), note=note)
             return "paid"
         if tx.state in ("failed", "expired"):
-            self.ledger.mark_failed(h, f"wallet reports the payment {tx.state}", self._now())
+            self.ledger.mark_failed(
+                h, f"resolved by lookup_invoice: the wallet reports it {tx.state}; {was}",
+                self._now(),
+            )
             return "failed"
         return rec.state if rec.state in OPEN_STATES else "unknown"
 

@@ -136,3 +136,36 @@ async def test_serve_answers_nwc_over_a_relay(
     assert proc.returncode == 0
     with Ledger(db) as ledger:
         assert ledger.balance(1) == 70_000 and ledger.check_conservation() == 100_000
+
+
+async def test_history_shows_an_unknown_payment_and_how_it_was_resolved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The wallet pays but its answer is lost: the ledger says unknown, the history shows it,
+    and after a lookup it says paid and how that was learned."""
+    from client.errors import WalletTimeout
+    from client.wallet import LedgerWallet, Payer
+
+    from .conftest import SpyWallet
+
+    with Ledger(tmp_path / "network.db") as net:
+        customer = net.create_account("c", msats=100_000).id
+        seller = net.create_account("s").id
+        bolt11 = net.make_invoice(seller, 3_000, "x").invoice
+        assert bolt11 is not None
+        wallet = SpyWallet(LedgerWallet(net, customer))
+        wallet.fail_after = WalletTimeout("pay_invoice: the wallet did not answer within 1s")
+        path = tmp_path / "payments.db"
+        with PaymentLedger(path) as book:
+            payer = Payer(wallet, book)
+            out = await payer.pay("j" * 64, "p" * 64, bolt11, quote_msats=3_000, bid_msats=3_000)
+            assert out.status == "unknown" and out.amount_msats == 3_000
+            assert main(["wallet", "history", "--payments", str(path)]) == 0
+            shown = capsys.readouterr().out
+            assert "unknown" in shown and "did not answer" in shown
+            await payer.resolve_open()
+        assert net.balance(customer) == 97_000 and wallet.pay_calls == 1  # never paid again
+        assert main(["wallet", "history", "--payments", str(path), "--json"]) == 0
+        [row] = json.loads(capsys.readouterr().out)
+        assert row["state"] == "paid"
+        assert row["error"].startswith("resolved by lookup_invoice: paid; outcome was unknown")
