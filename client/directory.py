@@ -22,9 +22,13 @@ Rules (the customer side of ``provider.announce``, which this package must not i
 - **Alive** when the newest announcement says ``status`` ``online``, has a ``heartbeat`` interval
   and ``now - created_at <= 2 * heartbeat + 60`` (two missed beats plus slack), and its NIP-40
   ``expiration`` has not passed. A graceful stop publishes ``offline``: not alive at once.
-- Announcements of other NIP-90 services (no ``nostrSwarm`` object) are read leniently: models
-  from ``nip90Params.model.values``, the price from ``amount`` (sats); without a ``heartbeat`` tag
-  their liveness is unknown, so they are listed but never alive.
+- Announcements of other NIP-90 services (no ``nostrSwarm`` object, *foreign* DVMs such as
+  nostrdvm's) are read leniently: models from ``nip90Params.model.values``, the price from
+  ``amount`` (sats), ``supportsEncryption`` as NIP-44 and NIP-04. They have no ``heartbeat``
+  tag; they are alive while their newest kind-11998 heartbeat (nostrdvm, aionostr-dvm: every
+  ~300 s, with ``d`` and a NIP-40 ``expiration``) has not expired, or while their announcement
+  itself is fresh (as old as two such beats plus slack). Otherwise: ``stale`` once a heartbeat
+  was seen, ``unknown`` if none ever was. Selection ranks them below providers with a record.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Literal
 
@@ -49,6 +53,12 @@ from .pool import RelayPool, Subscription
 log = logging.getLogger("client.directory")
 
 KIND_HANDLER = 31990
+KIND_HEARTBEAT = 11998  # nostrdvm's and aionostr-dvm's liveness beat; in no NIP
+# Their beat interval: a foreign announcement this fresh counts as alive without a beat.
+FOREIGN_BEAT_S = 300
+# However far a heartbeat's expiration claims, it keeps a DVM alive at most this long.
+MAX_BEAT_S = 3600
+MAX_PENDING_BEATS = 10_000  # beats of keys without an announcement (yet) kept in memory
 JOB_KIND = "5050"
 SWARM_TOPIC = "nostr-swarm"
 # Two missed heartbeats plus this much slack for clocks and relay delays (provider-guide.md).
@@ -120,6 +130,9 @@ class ProviderInfo:
     profile: str = ""
     lud16: str = ""
     received_at: float = 0.0
+    foreign: bool = False  # announced without a nostrSwarm object: another DVM software's
+    beat_at: int | None = None  # newest kind-11998 heartbeat: when signed
+    beat_until: int | None = None  # and until when it keeps the DVM alive
 
     @property
     def npub(self) -> str:
@@ -127,7 +140,8 @@ class ProviderInfo:
 
     @property
     def last_seen(self) -> int:
-        return self.created_at
+        """The newest sign of life: the announcement or a heartbeat."""
+        return max(self.created_at, self.beat_at or 0)
 
     @property
     def is_free(self) -> bool:
@@ -157,13 +171,17 @@ class ProviderInfo:
 
     def status(self, now: float) -> Status:
         """``online``, ``offline`` (said so), ``stale`` (missed its heartbeats), ``expired``
-        (NIP-40), or ``unknown`` (no heartbeat tag: not one of ours)."""
+        (NIP-40), or ``unknown`` (no heartbeat tag, no kind-11998 beat, an old announcement)."""
         if self.expiration is not None and now >= self.expiration:
             return "expired"
         if not self.online:
             return "offline"
         if not self.heartbeat_s:
-            return "unknown"
+            if self.beat_until is not None and now < self.beat_until:
+                return "online"
+            if now - self.created_at <= 2 * FOREIGN_BEAT_S + ALIVE_SLACK_S:
+                return "online"  # a fresh announcement is a sign of life too
+            return "stale" if self.beat_until is not None else "unknown"
         if now - self.created_at > 2 * self.heartbeat_s + ALIVE_SLACK_S:
             return "stale"
         return "online"
@@ -188,9 +206,11 @@ class ProviderInfo:
             "max_tokens": self.max_tokens,
             "max_prompt_chars": self.max_prompt_chars,
             "heartbeat_s": self.heartbeat_s,
-            "last_seen": self.created_at,
+            "last_seen": self.last_seen,
+            "last_heartbeat": self.beat_at,
             "expiration": self.expiration,
             "swarm": self.swarm,
+            "foreign": self.foreign,
             "profile": self.profile,
             "event_id": self.event_id,
         }
@@ -357,8 +377,34 @@ def _foreign(content: dict[str, Any], common: dict[str, Any]) -> ProviderInfo:
         models=models,
         payment=payment,
         price=price,
-        encryption=("nip04",) if encrypted is True else (),
+        # nostrdvm and NDK seal with NIP-44 by default and read NIP-04 too.
+        encryption=("nip44", "nip04") if encrypted is True else (),
+        foreign=True,
         **common,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A kind-11998 heartbeat: ``pubkey`` is alive from ``created_at`` until ``until``."""
+
+    pubkey: str
+    created_at: int
+    until: int
+    d_tag: str = ""
+
+
+def parse_heartbeat(event: Event) -> Heartbeat:
+    """nostrdvm's heartbeat: kind 11998, ``d`` (its announcement's), NIP-40 ``expiration``.
+    Without an expiration it lasts two beats plus slack; never more than ``MAX_BEAT_S``."""
+    if event.kind != KIND_HEARTBEAT:
+        raise InvalidAnnouncement(f"kind {event.kind} is not a heartbeat ({KIND_HEARTBEAT})")
+    expiration = _tag_int(event, "expiration")
+    until = event.created_at + 2 * FOREIGN_BEAT_S + ALIVE_SLACK_S
+    if expiration is not None:
+        until = expiration
+    return Heartbeat(
+        event.pubkey, event.created_at, min(until, event.created_at + MAX_BEAT_S), event.d_tag()
     )
 
 
@@ -378,6 +424,7 @@ class ProviderDirectory:
         self.rejected = 0  # announcements that did not parse
         self.superseded = 0  # older or equal announcements that arrived after a newer one
         self._listeners: list[Callable[[ProviderInfo], None]] = []
+        self._beats: dict[str, Heartbeat] = {}  # newest kind-11998 beat per key, oldest first
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -393,9 +440,12 @@ class ProviderDirectory:
         self._listeners.append(listener)
 
     def offer(self, event: Event) -> ProviderInfo | None:
-        """Take one announcement; returns the new entry when it changed the directory, else None
-        (not an announcement, not ours with ``swarm_only``, or not newer than what we have)."""
+        """Take one announcement (or kind-11998 heartbeat); returns the new entry when it changed
+        the directory, else None (not an announcement, not ours with ``swarm_only``, or not newer
+        than what we have)."""
         try:
+            if event.kind == KIND_HEARTBEAT:
+                return self.beat(parse_heartbeat(event))
             info = parse_announcement(event, received_at=self.clock())
         except InvalidAnnouncement as exc:
             self.rejected += 1
@@ -409,6 +459,9 @@ class ProviderDirectory:
         if self.swarm_only and not info.swarm:
             return None
         old = self._by_key.get(info.pubkey)
+        beat = self._beats.get(info.pubkey)
+        if beat is not None and (info.beat_at is None or beat.created_at > info.beat_at):
+            info = replace(info, beat_at=beat.created_at, beat_until=beat.until)
         if old is not None:
             # Relays keep the lower id on a created_at tie; do the same.
             newer = info.created_at > old.created_at or (
@@ -417,6 +470,27 @@ class ProviderDirectory:
             if not newer:
                 self.superseded += 1
                 return None
+        self._store(info)
+        return info
+
+    def beat(self, beat: Heartbeat) -> ProviderInfo | None:
+        """Take a heartbeat; returns the provider's entry when it changed (a beat for a key not
+        announced yet is kept and applied when its announcement arrives)."""
+        old = self._beats.get(beat.pubkey)
+        if old is not None and old.created_at >= beat.created_at:
+            return None
+        self._beats.pop(beat.pubkey, None)
+        self._beats[beat.pubkey] = beat
+        if len(self._beats) > MAX_PENDING_BEATS:
+            self._beats.pop(next(iter(self._beats)))
+        info = self._by_key.get(beat.pubkey)
+        if info is None:
+            return None
+        info = replace(info, beat_at=beat.created_at, beat_until=beat.until)
+        self._store(info)
+        return info
+
+    def _store(self, info: ProviderInfo) -> None:
         self._by_key[info.pubkey] = info
         self.version += 1
         for listener in self._listeners:
@@ -424,7 +498,6 @@ class ProviderDirectory:
                 listener(info)
             except Exception:  # a listener bug must not stop discovery
                 log.exception("directory listener failed")
-        return info
 
     def remove(self, pubkey: str) -> bool:
         self.version += 1
@@ -432,7 +505,7 @@ class ProviderDirectory:
 
     def all(self) -> list[ProviderInfo]:
         """Every known provider, newest heartbeat first."""
-        return sorted(self._by_key.values(), key=lambda i: (-i.created_at, i.pubkey))
+        return sorted(self._by_key.values(), key=lambda i: (-i.last_seen, i.pubkey))
 
     def alive(self, model: str | None = None, *, now: float | None = None) -> list[ProviderInfo]:
         """Providers alive now (and serving ``model`` when given), newest heartbeat first."""
@@ -453,10 +526,11 @@ class ProviderDirectory:
             pk
             for pk, i in self._by_key.items()
             if i.status(now) == "expired"
-            or (not i.alive(now) and now - i.created_at > forget_after_s)
+            or (not i.alive(now) and now - i.last_seen > forget_after_s)
         ]
         for pk in gone:
             del self._by_key[pk]
+            self._beats.pop(pk, None)
         self.version += 1
         return len(gone)
 
@@ -477,6 +551,27 @@ def discovery_filter(
         authors=list(authors) if authors is not None else None,
         since=since,
     )
+
+
+def heartbeat_filter(
+    *, authors: Sequence[str] | None = None, since: int | None = None
+) -> Filter:
+    """``{"kinds": [11998]}``: foreign DVMs' heartbeats (+ ``authors``, ``since``)."""
+    return Filter(
+        kinds=[KIND_HEARTBEAT], authors=list(authors) if authors is not None else None, since=since
+    )
+
+
+def directory_filters(
+    *, swarm_only: bool = False, authors: Sequence[str] | None = None, now: float | None = None
+) -> list[Filter]:
+    """What a directory listens to: announcements, and (unless ``swarm_only``: ours send none)
+    heartbeats young enough to still matter."""
+    filters = [discovery_filter(swarm_only=swarm_only, authors=authors)]
+    if not swarm_only:
+        since = int(time.time() if now is None else now) - MAX_BEAT_S
+        filters.append(heartbeat_filter(authors=authors, since=since))
+    return filters
 
 
 class DirectoryWatcher:
@@ -502,7 +597,9 @@ class DirectoryWatcher:
         self.events = 0
 
     async def start(self) -> None:
-        flt = discovery_filter(swarm_only=self.directory.swarm_only, authors=self.authors)
+        flt = directory_filters(
+            swarm_only=self.directory.swarm_only, authors=self.authors, now=self.directory.clock()
+        )
         self._sub = self.pool.subscribe(flt)
         self._task = asyncio.create_task(self._run(self._sub), name="provider directory")
         with contextlib.suppress(TimeoutError):
@@ -557,7 +654,8 @@ async def discover(
     """One snapshot: the relays' stored announcements (until every relay sent EOSE, at most
     ``timeout`` seconds) in a new directory."""
     directory = ProviderDirectory(clock=clock, swarm_only=swarm_only)
-    async with pool.subscribe(discovery_filter(swarm_only=swarm_only, authors=authors)) as sub:
+    flt = directory_filters(swarm_only=swarm_only, authors=authors, now=clock())
+    async with pool.subscribe(flt) as sub:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(sub.wait_eose(), timeout)
         while (event := sub.get_nowait()) is not None:

@@ -57,6 +57,9 @@ class Candidate:
     experience: float = 0.0
     latency_ms: float | None = None
     price_msats: int | None = None  # expected cost of this job (quote or learned), None: unknown
+    # Another software's DVM (kind-11998 liveness) that never agreed in a quorum of ours: asked
+    # only when the providers with a record, and our own nodes, are too few.
+    foreign: bool = False
 
     def is_newcomer(self, below: float = NEWCOMER_BELOW) -> bool:
         return self.experience < below
@@ -436,10 +439,13 @@ class Selector:
     ) -> list[Candidate]:
         quotes: dict[str, int | None] = {}
         keys: list[str] = []
+        foreign: set[str] = set()
         if self.directory is not None:
             for info in self.directory.alive(model):
                 keys.append(info.pubkey)
                 quotes[info.pubkey] = info.quote_msats(model, prompt_tokens, completion)
+                if info.foreign:
+                    foreign.add(info.pubkey)
         keys.extend(self.known)
         if self.directory is None and self.ledger is not None:
             keys.extend(r.provider for r in self.ledger.records())
@@ -452,14 +458,21 @@ class Selector:
                 continue
             rec = led.get(pk) if led is not None else None
             if rec is None:
-                out.append(Candidate(pk, newcomer, 0.0, None, quotes.get(pk)))
+                out.append(Candidate(pk, newcomer, 0.0, None, quotes.get(pk), pk in foreign))
                 continue
             price = quotes.get(pk)
             if price is None and rec.price_msats is not None:
                 price = round(rec.price_msats)
             assert led is not None
             out.append(
-                Candidate(pk, rec.score_with(led.weights), rec.experience, rec.latency_ms, price)
+                Candidate(
+                    pk,
+                    rec.score_with(led.weights),
+                    rec.experience,
+                    rec.latency_ms,
+                    price,
+                    pk in foreign and rec.agreed <= 0,
+                )
             )
         return out
 
@@ -491,11 +504,22 @@ class Selector:
                 + f"; {why} (policy {policy.name})"
             )
         explored: tuple[str, ...] = ()
-        if isinstance(policy, Explore):
-            chosen, fresh = policy.pick(voters, size, self.rng)
-            explored = tuple(c.pubkey for c in fresh)
-        else:
-            chosen = policy.choose(voters, size, self.rng)
+        chosen = []
+        # Record-less foreign DVMs rank below everyone else: the policy fills from them only
+        # the places the others leave open.
+        for tier in (
+            [c for c in voters if not c.foreign],
+            [c for c in voters if c.foreign],
+        ):
+            want = size - len(chosen)
+            if want <= 0 or not tier:
+                continue
+            if isinstance(policy, Explore):
+                picked, fresh = policy.pick(tier, want, self.rng)
+                explored += tuple(c.pubkey for c in fresh)
+            else:
+                picked = policy.choose(tier, want, self.rng)
+            chosen += picked
         if len(chosen) < k:
             raise NoProvidersAvailable(
                 f"policy {policy.name} found {len(chosen)} provider(s) for quorum {k}"

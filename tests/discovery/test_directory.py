@@ -81,8 +81,10 @@ def test_foreign_dvm_announcement_is_read_leniently() -> None:
     ev = Event.create(A, 31990, json.dumps(content), [["d", "x"], ["k", "5050"]], created_at=5)
     info = parse_announcement(ev)
     assert info.name == "other dvm" and info.models == ("gpt-x",) and not info.swarm
-    assert info.price == PriceList(min_msats=21_000) and info.encryption == ("nip04",)
-    assert info.status(5) == "unknown" and not info.alive(5)  # no heartbeat: liveness unknown
+    assert info.price == PriceList(min_msats=21_000) and info.encryption == ("nip44", "nip04")
+    assert info.foreign and info.status(5) == "online"  # a fresh announcement is a sign of life
+    # No heartbeat tag and no kind-11998 beat: once the announcement is old, liveness is unknown.
+    assert info.status(5 + 661) == "unknown" and not info.alive(5 + 661)
 
 
 @pytest.mark.parametrize(

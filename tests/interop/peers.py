@@ -138,9 +138,14 @@ async def run_node(script: str, *args: str, name: str | None = None) -> AsyncIte
 
 
 @contextlib.asynccontextmanager
-async def run_nostrdvm(script: Path, *args: str) -> AsyncIterator[NodePeer]:
-    """Run a Python driver script with nostrdvm's own interpreter."""
-    async with _running([str(NOSTRDVM_PYTHON), str(script), *args], script.name, HERE) as peer:
+async def run_nostrdvm(
+    script: Path, *args: str, cwd: Path | None = None
+) -> AsyncIterator[NodePeer]:
+    """Run a Python driver script with nostrdvm's own interpreter (in ``cwd``: nostrdvm writes
+    its databases under ./db)."""
+    async with _running(
+        [str(NOSTRDVM_PYTHON), str(script), *args], script.name, cwd or HERE
+    ) as peer:
         yield peer
 
 

@@ -1,0 +1,144 @@
+"""Our customer side against a real nostrdvm DVM (PyPI ``nostr-dvm``, its GenericDVM task and
+DVM engine, run by ``nostrdvm_dvm.py`` in nostrdvm's own virtual environment).
+
+Before the fixes: its kind-11998 heartbeat meant nothing to us, so a DVM announced long ago
+was never alive (hidden by ``swarm providers``, never picked by ``--policy``); its feedback to
+an encrypted job carries every tag (the status too) encrypted in ``content``, which we counted
+as malformed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from client.directory import DirectoryWatcher, ProviderDirectory
+from client.errors import JobRejected
+from client.event import Event
+from client.filter import Filter
+from client.keys import Keys
+from client.nip90 import (
+    JobFeedback,
+    JobResult,
+    JobSpec,
+    build_job,
+    parse_feedback,
+    parse_result,
+)
+from client.pool import RelayPool
+from client.selection import Selector
+from relay_mock import Relay
+from tests.interop.peers import NodePeer, require_nostrdvm, run_nostrdvm
+
+DRIVER = Path(__file__).with_name("nostrdvm_dvm.py")
+WAIT = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _installed() -> None:
+    require_nostrdvm()
+
+
+@contextlib.asynccontextmanager
+async def nostrdvm(
+    relay: Relay, tmp_path: Path, *, cost: int = 0, announce: bool = True
+) -> AsyncIterator[tuple[Keys, NodePeer]]:
+    """A nostrdvm DVM on the relay, returned once its heartbeat is there: by then its job
+    filter (``since`` its start) is set, so a job signed from now on reaches it."""
+    keys = Keys.generate()
+    async with RelayPool([relay.url]) as pool:
+        beats = pool.subscribe(Filter(kinds=[11998], authors=[keys.public_key]))
+        await beats.wait_eose()
+        async with run_nostrdvm(
+            DRIVER, relay.url, keys.secret_hex, str(cost), "announce" if announce else "quiet",
+            cwd=tmp_path,
+        ) as dvm:
+            await dvm.expect("started", WAIT)
+            await asyncio.wait_for(anext(aiter(beats)), WAIT)
+            beats.close()
+            yield keys, dvm
+
+
+async def test_a_nostrdvm_dvm_announced_long_ago_is_alive_by_its_heartbeat(
+    relay: Relay, tmp_path: Path
+) -> None:
+    async with nostrdvm(relay, tmp_path, announce=False) as (keys, _):
+        # Its announcement from a day ago (as deployed DVMs announce once, then only beat).
+        content = {"name": "nostrdvm interop", "supportsEncryption": True, "amount": "0"}
+        old = Event.create(
+            keys, 31990, json.dumps(content), [["k", "5050"], ["d", "interop-dvm"]],
+            created_at=int(time.time()) - 86_400,
+        )
+        assert relay.inject(old)[0]
+        directory = ProviderDirectory()
+        async with RelayPool([relay.url]) as pool, DirectoryWatcher(pool, directory) as watcher:
+            await asyncio.wait_for(
+                watcher.wait_for(lambda d: (i := d.get(keys.public_key)) is not None
+                                 and i.beat_at is not None),
+                WAIT,
+            )
+        info = directory.get(keys.public_key)
+        assert info is not None and info.foreign
+        assert info.status(time.time()) == "online" and info.last_seen >= old.created_at + 86_000
+        assert info.encryption == ("nip44", "nip04")
+        # Its beat says "until expiration" (nostrdvm: 300 s): past that it is stale, not alive.
+        assert info.beat_until is not None and info.status(info.beat_until) == "stale"
+        # Selectable: with nobody else around, the policy picks it.
+        assert Selector(directory=directory, spare=0).select(1).targets == (keys.public_key,)
+
+
+async def _ask(
+    relay: Relay, dvm: Keys, prompt: str, *, encrypt: bool
+) -> tuple[list[JobFeedback], list[JobResult], list[str]]:
+    """One job to the DVM with our nip90 builders; its replies parsed by our strict parsers."""
+    me = Keys.generate()
+    spec = JobSpec(
+        prompt=prompt, targets=(dvm.public_key,), relays=(relay.url,),
+        encryption="nip44" if encrypt else None,
+    )
+    job = build_job(me, spec)
+    feedback: list[JobFeedback] = []
+    results: list[JobResult] = []
+    rejected: list[str] = []
+    async with RelayPool([relay.url]) as pool:
+        sub = pool.subscribe(Filter(kinds=[6050, 7000], tags={"e": list(job.ids)}))
+        await sub.wait_eose()
+        await pool.publish(job.requests[0])
+        async with asyncio.timeout(WAIT):
+            async for event in sub:
+                try:
+                    if event.kind == 7000:
+                        feedback.append(parse_feedback(event, job, me))
+                    else:
+                        results.append(parse_result(event, job, me))
+                except JobRejected as exc:
+                    rejected.append(exc.reason)
+                if results and feedback:  # nostrdvm: processing, then the result (no success)
+                    break
+    return feedback, results, rejected
+
+
+async def test_nostrdvm_feedback_and_result_to_an_encrypted_job_are_read(
+    relay: Relay, tmp_path: Path
+) -> None:
+    async with nostrdvm(relay, tmp_path) as (keys, _):
+        feedback, results, rejected = await _ask(relay, keys, "hello", encrypt=True)
+    assert rejected == []
+    assert [f.status for f in feedback] == ["processing"]
+    assert all(f.encrypted for f in feedback)
+    # nostrdvm hides everything but encrypted/p/e/expiration: the status was sealed.
+    assert all(f.event.tag_value("status") is None for f in feedback)
+    assert results[0].content == "nostrdvm says: hello" and results[0].encrypted
+
+
+async def test_nostrdvm_serves_a_cleartext_job(relay: Relay, tmp_path: Path) -> None:
+    async with nostrdvm(relay, tmp_path) as (keys, _):
+        feedback, results, rejected = await _ask(relay, keys, "hi there", encrypt=False)
+    assert rejected == [] and results[0].content == "nostrdvm says: hi there"
+    assert [f.status for f in feedback] == ["processing"]
