@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     new.add_argument("--sats", type=int, default=0, help="starting balance in sats (default 0)")
     new.add_argument("--name", default="", help="a label for the account")
     new.add_argument("--json", action="store_true", help="print JSON instead of the bare URI")
+    new.add_argument(
+        "--network",
+        default=None,
+        choices=("regtest", "signet", "testnet", "bitcoin"),
+        help="network of the invoices, fixed when the ledger is created (default: regtest; "
+        "bitcoin gives lnbc… invoices, which other DVM software can parse)",
+    )
     new.set_defaults(handler=_new_account)
 
     for name, helptext, fn in (
@@ -162,7 +169,7 @@ def _new_account(args: argparse.Namespace) -> int:
     if args.sats < 0:
         return _fail("--sats must be 0 or more", 2)
     try:
-        with Ledger(args.db) as ledger:
+        with Ledger(args.db, network=args.network) as ledger:
             account = ledger.create_account(args.name, msats=args.sats * 1000)
             uri = connection_uri(ledger, account.id, args.relay)
             service = ledger.service_keys.public_key
