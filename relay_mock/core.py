@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ from client.messages import (
 from .config import Faults, Limits
 from .kinds import AUTH
 from .ratelimit import TokenBucket
-from .record import Record, event_id_of, parse_record
+from .record import Record, event_id_of, parse_record, signature_key
 from .store import EventStore, Outcome
 from .subscriptions import LiveIndex, Subscription, filter_values
 
@@ -45,6 +45,7 @@ def _nothing_buffered() -> int:
 # Seconds an AUTH event's created_at may differ from now (NIP-42 suggests about ten minutes).
 AUTH_WINDOW = 600
 _LOOPBACK = frozenset(("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"))
+VERIFIED_CACHE = 10_000  # signatures remembered (about 300 bytes each)
 NEGENTROPY_REFUSAL = "blocked: negentropy (NIP-77) is not supported; use REQ"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -105,6 +106,7 @@ class RelayCore:
         # Persistence hooks (set by the server when it has a database).
         self.on_stored: Callable[[Record], None] | None = None
         self.on_removed: Callable[[list[Record]], None] | None = None
+        self._verified: OrderedDict[str, None] = OrderedDict()  # see _remember_verified
         self.events_received = 0
         self.events_stored = 0
         # Refusals (OK false, CLOSED, NOTICE) by the reason's prefix: "invalid", "rate-limited"...
@@ -227,21 +229,32 @@ class RelayCore:
         # The event object's text as received: the only braces outside it are inside it.
         raw = text[text.index("{") : text.rindex("}") + 1]
         try:
-            rec = parse_record(obj, raw)
+            rec = parse_record(obj, raw, verified=self._verified)
         except InvalidEvent as exc:
             self._no(peer, eid, f"invalid: {exc}")
             return
         refusal = self._refusal(rec, obj, now)
         if refusal:
+            self._remember_verified(obj)
             self._no(peer, eid, refusal)
             return
         outcome = self.store_event(rec, now)
+        if outcome.stored is None:  # stored ones are recognised by id, before any check
+            self._remember_verified(obj)
         if not outcome.accepted:
             self._count(outcome.message)
         # OK first: the publisher's wait should not grow with the number of subscribers.
         peer.send(ok_message(eid, outcome.accepted, outcome.message))
         if outcome.broadcast:
             self.deliver(rec)
+
+    def _remember_verified(self, obj: dict) -> None:  # type: ignore[type-arg]
+        """An event that passed the signature check but is not stored (ephemeral, refused,
+        superseded, deleted) may come again, e.g. from a client retrying: skip the check then."""
+        cache = self._verified
+        cache[signature_key(obj)] = None
+        if len(cache) > VERIFIED_CACHE:
+            cache.popitem(last=False)
 
     def _refusal(self, rec: Record, obj: dict, now: float) -> str:  # type: ignore[type-arg]
         lim = self.limits

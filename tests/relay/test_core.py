@@ -77,3 +77,30 @@ def test_same_relay() -> None:
     assert not same_relay("ws://127.0.0.1:7448", "ws://127.0.0.1:7447")
     assert not same_relay("http://127.0.0.1:7447", "ws://127.0.0.1:7447")
     assert not same_relay("ws://127.0.0.1:notaport", "ws://127.0.0.1:7447")
+
+
+def test_a_verified_event_that_comes_again_is_not_verified_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from client import secp
+
+    calls: list[bytes] = []
+    real = secp.verify
+
+    def counting(pk: bytes, msg: bytes, sig: bytes) -> bool:
+        calls.append(msg)
+        return real(pk, msg, sig)
+
+    monkeypatch.setattr(secp, "verify", counting)
+    core = RelayCore()
+    peer, out = peer_of(core)
+    ephemeral = Event.create(Keys.generate(), 20001, "typing", created_at=int(NOW))
+    for _ in range(3):
+        core.handle(peer, event_msg(ephemeral), NOW)
+    assert out == [["OK", ephemeral.id, True, ""]] * 3 and len(calls) == 1
+    # The same id with another signature is checked, and refused.
+    forged = ephemeral.to_dict() | {"sig": "00" * 64}
+    core.handle(peer, json.dumps(["EVENT", forged]), NOW)
+    assert out[-1][:3] == ["OK", ephemeral.id, False] and len(calls) == 2
+    # Content changed under a known signature: the id no longer matches.
+    altered = ephemeral.to_dict() | {"content": "other"}
+    core.handle(peer, json.dumps(["EVENT", altered]), NOW)
+    assert out[-1][:3] == ["OK", ephemeral.id, False] and "sha256" in out[-1][3]
