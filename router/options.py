@@ -29,6 +29,9 @@ class BackendOptions(BaseModel):
         None, ge=0, description="latency assumed until measured (default: the backend's own)"
     )
     timeout_s: float | None = Field(None, gt=0, description="per attempt; None: no router timeout")
+    max_tokens: int | None = Field(
+        None, ge=1, description="the most max_tokens a request to this backend may ask for"
+    )
     rate_limit: RateLimitConfig | None = None
     circuit_breaker: BreakerConfig | None = None
     retry: RetryPolicy | None = None

@@ -462,6 +462,17 @@ class LmRouter(LmBackend):
         elif usage.cost_sats is not None and self._usd_per_sat is not None:
             usage.cost_usd = usage.cost_sats * self._usd_per_sat
 
+    def max_tokens_limit(self, model: str) -> int | None:
+        """The most ``max_tokens`` any backend that may serve ``model`` accepts (its
+        ``max_tokens`` option); None when one of them sets no limit, or the model is unknown."""
+        route = self._resolve(model)
+        if route is None:
+            return None
+        limits = [st.options.max_tokens for st in route.all()]
+        if not limits or any(x is None for x in limits):
+            return None
+        return max(x for x in limits if x is not None)
+
     def max_cost(self, model: str, prompt_tokens: int, max_tokens: int) -> tuple[int, float]:
         """The most one request for ``model`` may cost on any backend it may reach: (msats,
         USD), for budgets to reserve before it is sent. A backend's sats come from its

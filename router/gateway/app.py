@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from ..router import LmRouter
 from ..spend import Hold, SpendBook, usd_to_nanos
-from ..types import LmResponse, LmUsage, StreamChunk, estimate_tokens
+from ..types import LmResponse, LmUsage, StreamChunk
 from .adapters import Served, current_decision, serving_backend
 from .auth import KeyAccount, KeyStore, key_account
 from .build import build_router
@@ -482,6 +482,13 @@ class Gateway:
                 f"max_tokens {req.max_tokens} is above the gateway's limit {self._max_tokens}",
                 "max_tokens",
             )
+        limit = self.router.max_tokens_limit(model)
+        if limit is not None and req.max_tokens > limit:
+            raise bad_request(
+                f"max_tokens {req.max_tokens} is above the limit {limit} of the backends "
+                f"serving {model!r}",
+                "max_tokens",
+            )
         accounts = [key_account(acct.name)] if acct is not None else []
         label = f"{acct.name if acct else '-'} {model}"[:200]
         s = self.swarm
@@ -759,15 +766,22 @@ def swarm_account(name: str) -> str:
     return f"swarm:{name}"
 
 
+# Chat templates add tokens around each message and before the first: generous bounds, since a
+# reservation below the real cost would let concurrent requests overspend.
+_TEMPLATE_TOKENS_PER_MESSAGE = 32
+_TEMPLATE_TOKENS = 64
+
+
 def _prompt_bytes(prompt: Any) -> int:
-    """An upper bound on a prompt's tokens (a token is at least one byte), for reservations."""
+    """An upper bound on a prompt's tokens (a token is at least one byte, plus the chat
+    template's), for reservations."""
     if isinstance(prompt, str):
-        return len(prompt.encode()) + 1
-    total = 0
+        return len(prompt.encode()) + _TEMPLATE_TOKENS
+    total = _TEMPLATE_TOKENS
     for m in prompt:
         content = m.get("content") if isinstance(m, dict) else getattr(m, "content", "")
-        total += len(str(content or "").encode()) + 8  # role and template tokens
-    return max(total, estimate_tokens(""))
+        total += len(str(content or "").encode()) + _TEMPLATE_TOKENS_PER_MESSAGE
+    return total
 
 
 def req_endpoint(req: CompletionRequest) -> str:

@@ -269,7 +269,7 @@ async def test_budget_in_usd_gives_429() -> None:
         # the default 1024 tokens would not fit $0.001, 500 do.
         with pytest.raises(openai.RateLimitError) as e:
             await bob.chat.completions.create(model="priced", messages=user("x"))
-        assert "bob" in e.value.message and "may cost up to $0.001033" in e.value.message
+        assert "bob" in e.value.message and "may cost up to $0.001121" in e.value.message
         raw = await bob.chat.completions.with_raw_response.create(
             model="priced", messages=user("x"), max_tokens=500
         )
