@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from . import nip19
-from .cli_common import add_relay_option
+from .cli_common import add_key_option, add_relay_option
 from .directory import ProviderDirectory
 from .errors import InvalidKey, JobError, NostrSwarmError, QuorumNotReached, RelayError
 from .keys import Keys, parse_pubkey
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--quorum", "-k", type=int, default=2, help="providers that must agree (2)")
     p.add_argument("--timeout", "-t", type=float, default=30.0, help="seconds to wait (30)")
     p.add_argument("--model", "-m", help="model name to ask for (param model)")
-    p.add_argument("--key", help="your secret key (nsec1… or hex); default: SWARM_KEY or a new one")
+    add_key_option(p, what="signs the job; without it and SWARM_KEY, a new throwaway one")
     p.add_argument("--max-tokens", type=int, help="param max_tokens")
     p.add_argument("--temperature", type=float, help="param temperature")
     p.add_argument("--top-p", type=float, help="param top_p")

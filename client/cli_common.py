@@ -76,3 +76,21 @@ def add_relay_option(
         help=f"{what}; repeat for several, or separate them with commas or spaces "
         f"(default: ${RELAYS_ENV}, comma- or space-separated{otherwise})",
     )
+
+
+KEY_ENV = "SWARM_KEY"
+
+
+def add_key_option(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """Add ``--key``: the user's secret key. ``None`` when not given; the handler then reads
+    ``SWARM_KEY`` (it is a secret, so it is not shown as a default in ``--help``)."""
+    parser.add_argument(
+        "--key",
+        metavar="NSEC",
+        help=f"your secret key (nsec1… or hex): {what} (default: ${KEY_ENV})",
+    )
+
+
+def add_json_option(parser: argparse.ArgumentParser, *, what: str = "a table") -> None:
+    """Add ``--json``: machine-readable output on stdout instead of ``what``."""
+    parser.add_argument("--json", action="store_true", help=f"print JSON instead of {what}")

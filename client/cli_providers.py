@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .cli_common import add_relay_option
+from .cli_common import add_json_option, add_key_option, add_relay_option
 from .cli_reputation import open_ledger, record_dict
 from .directory import ProviderDirectory, ProviderInfo, discover
 from .errors import NostrSwarmError
@@ -62,9 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="seconds to wait for the relays' stored announcements (5)",
     )
     p.add_argument("--ledger", metavar="PATH", help="reputation ledger to show scores from")
-    p.add_argument("--key", help="your secret key (nsec1… or hex): whose reputation records")
+    add_key_option(p, what="whose reputation records to show")
     p.add_argument("--customer", metavar="NPUB", help="whose reputation records, by public key")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(p)
     p.set_defaults(handler=_providers)
 
 

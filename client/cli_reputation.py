@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .cli_common import add_json_option, add_key_option
 from .directory import npub_of
 from .errors import InvalidKey, ReputationError
 from .keys import Keys, parse_pubkey
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     show.add_argument("npub", nargs="?", help="provider (npub1… or hex); default: every provider")
     _common(show)
-    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(show)
     show.set_defaults(handler=_show)
     reset = acts.add_parser(
         "reset", help="forget one provider, or (with --yes) every provider", epilog=EPILOG,
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger", metavar="PATH", help=f"ledger file (default: ${LEDGER_ENV} or "
                    "~/.local/share/nostr-swarm/reputation.sqlite)")
-    p.add_argument("--key", help="your secret key (nsec1… or hex): whose records (SWARM_KEY)")
+    add_key_option(p, what="whose records")
     p.add_argument("--customer", metavar="NPUB", help="whose records, by public key")
 
 

@@ -285,3 +285,17 @@ async def test_demo_keep_running_prints_a_uri_and_an_export_line_that_can_be_pas
     export = next(ln for ln in lines if "export SWARM_RELAYS=" in ln)
     assert re.search(r"export SWARM_RELAYS=ws://127\.0\.0\.1:\d+ ", export)
     assert f"SWARM_NWC='{uri}'" in export
+
+
+@pytest.mark.parametrize(
+    "argv", [["ask", "x"], ["providers"], ["reputation", "show"], ["reputation", "reset"]]
+)
+def test_key_option_is_the_same_everywhere_and_names_swarm_key(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _parse([*argv, "--key", "nsec1abc"]).key == "nsec1abc"
+    command = argv[:2] if argv[0] == "reputation" else argv[:1]
+    with pytest.raises(SystemExit):
+        _parse([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--key NSEC your secret key (nsec1… or hex)" in text and "$SWARM_KEY" in text
