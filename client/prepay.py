@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .nip90 import PAYMENT_REQUIRED, JobFeedback
 
@@ -82,6 +82,7 @@ class PrepayBook:
         self.limit = policy.max_providers if policy.max_providers is not None else max(1, quorum)
         self.pending: dict[str, int] = {}  # provider -> msats being paid
         self.paid: dict[str, int] = {}  # provider -> msats paid in advance
+        self.unknown: dict[str, int] = {}  # provider -> msats whose payment outcome is unknown
 
     @property
     def paid_msats(self) -> int:
@@ -101,7 +102,7 @@ class PrepayBook:
             return no("decided")
         if self.targets and who not in self.targets:
             return no("not_target")
-        if who in self.paid or who in self.pending:
+        if who in self.paid or who in self.pending or who in self.unknown:
             return no("already")
         if fb.amount is None or not fb.amount.bolt11:
             return no("no_invoice")
@@ -112,18 +113,37 @@ class PrepayBook:
             return no("over_bid")
         if self.policy.max_msats is not None and fb.amount.msats > self.policy.max_msats:
             return no("over_cap")
-        if len(self.paid) + len(self.pending) >= self.limit:
+        if len(self.paid) + len(self.pending) + len(self.unknown) >= self.limit:
             return no("full")
         self.pending[who] = fb.amount.msats
         return Prepay(who, fb.amount.bolt11, fb.amount.msats)
 
-    def settle(self, provider: str, *, paid: bool, msats: int | None = None) -> None:
+    def settle(
+        self, provider: str, *, paid: bool, unknown: bool = False, msats: int | None = None
+    ) -> None:
         """The outcome of a :class:`Prepay`: ``paid`` (``msats``: what left the wallet, default
-        the amount asked) or not (its place is free again)."""
-        asked = self.pending.pop(provider, None)
+        the amount asked), ``unknown`` (the wallet did not say: the place stays taken and the
+        provider is never billed again), or neither (refused or failed: the place is free)."""
+        asked = self.pending.pop(provider, None) or 0
         if paid:
-            self.paid[provider] = msats if msats is not None else (asked or 0)
+            self.paid[provider] = msats if msats is not None else asked
+        elif unknown:
+            self.unknown[provider] = asked
 
     def unpaid_bills(self, bills: Mapping[str, B]) -> dict[str, B]:
-        """``bills`` (provider -> bill) without the providers paid, or being paid, in advance."""
-        return {p: b for p, b in bills.items() if p not in self.paid and p not in self.pending}
+        """``bills`` (provider -> bill) without the providers paid, being paid, or of unknown
+        outcome, in advance: none of them is paid twice."""
+        taken = self.paid.keys() | self.pending.keys() | self.unknown.keys()
+        return {p: b for p, b in bills.items() if p not in taken}
+
+
+class Unbilled:
+    """A job's outcome as the post-quorum pay hook should see it: the same object, but its
+    ``invoices`` without the providers :meth:`PrepayBook.unpaid_bills` drops."""
+
+    def __init__(self, result: Any, book: PrepayBook) -> None:
+        self._result = result
+        self.invoices = book.unpaid_bills(result.invoices)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._result, name)

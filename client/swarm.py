@@ -71,6 +71,7 @@ from .nip90 import (
     parse_result,
 )
 from .pool import RelayPool, Subscription
+from .prepay import Prepay, PrepayBook, PrepayPolicy, Unbilled
 from .quorum import Comparator, Decision, Normalized, Protection, Quorum, Vote
 from .sealing import CopyGuard, CopyPolicy, SealingMode, build_reveal_call, copyable, protections
 
@@ -641,6 +642,7 @@ class SwarmClient:
         commit_window: float | None = None,
         commit_quota: int | None = None,
         gate: PaymentGate | None = None,
+        prepay: PrepayPolicy | None = None,
     ) -> SwarmResult:
         """Ask for a completion agreed by ``quorum`` providers within ``timeout`` seconds.
 
@@ -665,6 +667,8 @@ class SwarmClient:
         timeout, and is shielded from cancellation: a caller cancelled while paying is
         cancelled, but the payment finishes and its outcome reaches ``gate`` and the ledger.
         ``SwarmResult.msats_unknown`` counts payments whose outcome the wallet has not told yet.
+        ``prepay`` (opt-in; client/prepay.py) pays ``payment-required`` invoices before any
+        result, for DVMs that work only once paid: within the bid, at most the quorum size.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -727,12 +731,19 @@ class SwarmClient:
             guard=CopyGuard(policy),
         )
         source = self._open(job)
+        book = self._prepay_book(prepay, quorum, bid_msats, target_list)
+        prepaying: set[asyncio.Task[None]] = set()
+
+        def after(event: Event) -> None:
+            if book is not None and event.kind == KIND_FEEDBACK:
+                self._prepay(book, collector, event, prepaying, bid_msats, max_sats, gate)
+
         published = finished = False
         try:
             await self._publish_job(job)
             published = True
             collector.mark_published(loop.time())
-            await self._collect(job, collector, source, started + timeout)
+            await self._collect(job, collector, source, started + timeout, after)
             finished = True
         finally:
             source.close()
@@ -751,7 +762,15 @@ class SwarmClient:
                 received=result,
                 decision=d,
             )
-        paid, unknown, payment = await self._settle_shielded(result, max_sats, gate)
+        to_settle = result
+        if book is not None:  # a provider paid in advance is not paid again
+            if prepaying:
+                await asyncio.wait(prepaying)
+            to_settle = Unbilled(result, book)  # type: ignore[assignment]
+        paid, unknown, payment = await self._settle_shielded(to_settle, max_sats, gate)
+        if book is not None:
+            paid += book.paid_msats
+            unknown += sum(book.unknown.values())
         if paid or unknown or payment is not None:
             result = collector.outcome(
                 loop.time(), msats_paid=paid, msats_unknown=unknown, payment=payment
@@ -822,8 +841,74 @@ class SwarmClient:
         except Exception as exc:
             log.warning("job %s: reputation not recorded: %s", result.job_id[:12], exc)
 
+    def _prepay_book(
+        self,
+        policy: PrepayPolicy | None,
+        quorum: int,
+        bid_msats: int | None,
+        targets: Sequence[str],
+    ) -> PrepayBook | None:
+        if policy is None:
+            return None
+        if getattr(self._pay, "payer", None) is None:
+            raise ValueError("prepay needs a wallet (or a pay hook with a payer)")
+        return PrepayBook(policy, quorum=quorum, bid_msats=bid_msats, targets=targets)
+
+    def _prepay(
+        self,
+        book: PrepayBook,
+        collector: JobCollector,
+        event: Event,
+        tasks: set[asyncio.Task[None]],
+        bid_msats: int | None,
+        max_sats: int | None,
+        gate: PaymentGate | None,
+    ) -> None:
+        """Pay a ``payment-required`` feedback now if the book allows it (in the background:
+        collecting goes on; ``close`` waits for it like for any payment)."""
+        fb = collector.feedback[-1] if collector.feedback else None
+        if fb is None or fb.event.id != event.id:  # refused by the parser: nothing to pay
+            return
+        decision = book.consider(fb, decided=collector.done)
+        if not isinstance(decision, Prepay):
+            if decision.reason != "not_asked":
+                log.info("job %s: not paying %s in advance: %s", collector.job.id[:12],
+                         decision.provider[:12], decision.reason)
+            return
+        task = asyncio.ensure_future(
+            self._pay_first(book, collector.job.id, decision, bid_msats, max_sats, gate)
+        )
+        for group in (tasks, self._payments):
+            group.add(task)
+            task.add_done_callback(group.discard)
+
+    async def _pay_first(
+        self,
+        book: PrepayBook,
+        job_id: str,
+        p: Prepay,
+        bid_msats: int | None,
+        max_sats: int | None,
+        gate: PaymentGate | None,
+    ) -> None:
+        payer = getattr(self._pay, "payer", None)
+        assert payer is not None
+        out = await payer.pay(
+            job_id, p.provider, p.invoice, quote_msats=p.amount_msats, bid_msats=bid_msats,
+            job_budget_msats=None if max_sats is None else max_sats * 1000, gate=gate,
+        )
+        book.settle(
+            p.provider, paid=out.status == "paid", unknown=out.status == "unknown",
+            msats=out.amount_msats if out.status == "paid" else None,
+        )
+
     async def _collect(
-        self, job: Job, collector: JobCollector, source: _Source, end: float
+        self,
+        job: Job,
+        collector: JobCollector,
+        source: _Source,
+        end: float,
+        after: Callable[[Event], None] | None = None,
     ) -> None:
         """Feed events to ``collector`` until the outcome is decided or ``end`` (loop time);
         with commit-reveal, publish the reveal call when the commitment window is due."""
@@ -842,6 +927,8 @@ class SwarmClient:
             except TimeoutError:
                 continue
             collector.offer(event, loop.time())
+            if after is not None:
+                after(event)
 
     async def _call_reveal(self, job: Job, providers: Sequence[str]) -> None:
         try:

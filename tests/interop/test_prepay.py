@@ -79,8 +79,12 @@ def test_at_most_the_quorum_is_paid_in_advance_and_a_failed_payment_frees_its_pl
     assert isinstance(book.consider(_asks(job, a, 10_000)), Prepay)
     assert isinstance(book.consider(_asks(job, b, 10_000)), Prepay)
     assert book.consider(_asks(job, c, 10_000)) == Decline(c.public_key, "full")
-    book.settle(b.public_key, paid=False)
+    book.settle(b.public_key, paid=False)  # refused or failed: its place is free
     assert isinstance(book.consider(_asks(job, c, 10_000)), Prepay)
+    book.settle(c.public_key, paid=False, unknown=True)  # may have left: never billed again
+    assert book.unknown == {c.public_key: 10_000}
+    assert book.unpaid_bills({c.public_key: 1, a.public_key: 2}) == {}
+    assert book.consider(_asks(job, b, 10_000)) == Decline(b.public_key, "full")
     assert book.consider(_asks(job, b, 10_000), decided=True) == Decline(b.public_key, "decided")
 
 
