@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from client.keys import Keys
-from client.wallet import Ledger, LedgerWallet
+from client.wallet import Ledger, LedgerWallet, PaymentLedger
 from provider import Limits, Pricing, ProviderNode
 from relay_mock import Relay
 from router.backends import MockBackend
@@ -178,17 +178,23 @@ async def test_a_payment_in_flight_at_the_router_timeout_is_one_job_paid_once(
     market: Market,
 ) -> None:
     market.service.delay_s = 0.4  # the wallet is slow, still within its timeout
+    # A router timer per attempt (0.2 s) far shorter than the job and its payment take.
+    swarm = {"type": "swarm", "name": "swarm", "timeout_s": 0.2, **swarm_section(market)}
     config = {
-        "swarm": swarm_section(market, wallet_timeout_s=5),
-        "resilience": {"timeout_s": 0.2, "retry": {"max_attempts": 3}},
+        "backends": [{**swarm, "wallet_timeout_s": 5}],
+        "resilience": {"retry": {"max_attempts": 3}},
         "keys": [{"name": "alice", "key": "sk-alice", "budget_sats": 100}],
     }
     async with serving(market, config, SWARM_NWC=market.nwc()) as gw:
         status, headers, _ = await gw.post(ask(), "sk-alice")
         assert status == 200
         out = market.out_msats
-        assert 0 < out <= 2 * 10_000
+        assert out == 2 * 2_000  # one job: its two honest providers, once each
         assert int(headers["x-swarm-cost-msats"]) == out
+        home = Path(os.environ["NOSTR_SWARM_HOME"])
+        with PaymentLedger(home / "payments.db") as book:
+            jobs = {r.job_id for r in book.history() if r.state == "paid"}
+        assert jobs == {headers["x-swarm-job-id"]}
         usage = await gw.usage("sk-alice")
         assert usage["key"]["spent_msats"] == out
         assert usage["swarm"]["swarm"]["spent_msats"] == out

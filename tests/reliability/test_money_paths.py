@@ -193,7 +193,10 @@ class Program:
         uri = w.service.connection_uri(self.account)
         self.config = parse_config(
             {
-                "swarm": {
+                "backends": [{
+                    "type": "swarm",
+                    "name": "swarm",
+                    "timeout_s": attempt_timeout_s,  # a router timer the swarm must not obey
                     "relays": [w.relay.url],
                     "quorum": 2,
                     "bid_sats": BID_SATS,
@@ -205,12 +208,11 @@ class Program:
                     "secret_key": Keys.generate().secret_hex,
                     "payment_ledger": str(self.dir / "payments.db"),
                     "models": ["m1"],
-                },
+                }],
                 "keys": [{"name": "alice", "key": "sk-alice", "budget_sats": KEY_BUDGET_SATS}],
                 "state": {"url": f"sqlite:///{self.dir / 'state.sqlite'}"},
                 "resilience": {
                     "request_timeout_s": request_timeout_s,
-                    "timeout_s": attempt_timeout_s,
                     "retry": {"max_attempts": 3},
                 },
                 "server": {"port": 0},
