@@ -41,7 +41,7 @@ The answer goes to stdout, the live provider table and the summary to stderr, so
 used when --relay / --key are not given.
 
 example:
-  swarm ask "Capital of France? One word." --relay ws://127.0.0.1:7777 --quorum 2 --timeout 30
+  swarm ask "Capital of France? One word." --relay ws://127.0.0.1:7447 --quorum 2 --timeout 30
 """
 
 

@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 RELAYS_ENV = "SWARM_RELAYS"
+# `swarm relay` listens here by default, and local defaults point here, so that the two meet.
+LOCAL_RELAY_PORT = 7447
+LOCAL_RELAY = f"ws://127.0.0.1:{LOCAL_RELAY_PORT}"
 
 
 def split_relays(text: str) -> list[str]:

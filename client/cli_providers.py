@@ -33,7 +33,7 @@ Environment: SWARM_RELAYS (comma- or space-separated) when --relay is not given.
 exit codes: 0 listed; 1 no provider found; 2 bad arguments; 3 no relay reachable.
 
 example:
-  swarm providers --relay ws://127.0.0.1:7777
+  swarm providers --relay ws://127.0.0.1:7447
   swarm providers --relay wss://relay.example --model llama3.2:1b --json
 """
 

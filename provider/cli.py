@@ -19,7 +19,7 @@ import socket
 import sys
 from pathlib import Path
 
-from client.cli_common import add_relay_option
+from client.cli_common import LOCAL_RELAY, add_relay_option
 from client.errors import NostrSwarmError
 from client.keys import Keys
 
@@ -29,7 +29,6 @@ from .errors import ConfigError
 from .store import JobStore
 
 log = logging.getLogger("provider.cli")
-DEFAULT_RELAY = "ws://127.0.0.1:7777"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     init.add_argument(
         "--config", default="provider.toml", help="file to write (default: provider.toml)"
     )
-    add_relay_option(init, fallback=[DEFAULT_RELAY], what="relay to serve on", dest="relays")
+    # The fallback is where `swarm relay` listens by default.
+    add_relay_option(init, fallback=[LOCAL_RELAY], what="relay to serve on", dest="relays")
     init.add_argument(
         "--backend",
         choices=("auto", "ollama", "openai", "embedded", "mock"),

@@ -7,6 +7,8 @@ import asyncio
 import signal
 import sys
 
+from client.cli_common import LOCAL_RELAY_PORT
+
 from .config import Limits
 from .errors import RelayMockError
 from .server import Relay
@@ -21,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "unless --db names a SQLite file, where they survive restarts.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7447, help="port (default 7447; 0 picks a free one)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=LOCAL_RELAY_PORT,
+        help=f"port (default {LOCAL_RELAY_PORT}; 0 picks a free one)",
+    )
     p.add_argument("--db", metavar="PATH", help="SQLite file that keeps events across restarts")
     p.add_argument(
         "--auth-required", action="store_true", help="require NIP-42 AUTH before EVENT and REQ"

@@ -173,9 +173,12 @@ def test_a_command_that_needs_relays_accepts_them_from_the_environment_only(
     assert _parse(argv).relay == ["ws://127.0.0.1:5"]
 
 
-def test_provider_init_falls_back_to_the_local_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_provider_init_falls_back_to_where_swarm_relay_listens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("SWARM_RELAYS", raising=False)
-    assert _parse(["provider", "init"]).relays == ["ws://127.0.0.1:7777"]
+    port = _parse(["relay"]).port
+    assert _parse(["provider", "init"]).relays == [f"ws://127.0.0.1:{port}"]
 
 
 def test_new_account_writes_the_relays_from_the_environment_into_the_uri(
