@@ -170,7 +170,20 @@ async def _serve(config: str) -> int:
     return 0
 
 
+def _no_config(path: str) -> bool:
+    """Say how to make the config file when there is none (the first thing a newcomer runs into)."""
+    if Path(path).exists():
+        return False
+    print(
+        f"error: {path} does not exist; create it with: swarm provider init --config {path}",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _run(args: argparse.Namespace) -> int:
+    if _no_config(args.config):
+        return 2
     # Each job is logged at INFO; show them unless the user asked for more or less.
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("provider").setLevel(logging.INFO)
@@ -185,6 +198,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if _no_config(args.config):
+        return 2
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:

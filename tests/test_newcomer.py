@@ -302,3 +302,13 @@ def test_key_option_is_the_same_everywhere_and_names_swarm_key(
         _parse([*command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--key NSEC your secret key (nsec1… or hex)" in text and "$SWARM_KEY" in text
+
+
+@pytest.mark.parametrize("action", ["run", "status"])
+def test_provider_without_a_config_says_how_to_make_one(
+    action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "provider.toml"
+    assert cli.main(["provider", action, "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} does not exist; create it with: swarm provider init --config {path}" in err
