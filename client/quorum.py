@@ -24,14 +24,18 @@ API (kept small; the router's SwarmSimulator uses it too):
 - :class:`Decision`: ``reached``, ``text`` (the agreed text: the group's first answer; ``None``
   until reached), ``agreeing`` and ``dissenting`` (provider keys; before the quorum they describe
   the leading group), ``votes`` (every accepted vote, in arrival order), ``groups``, ``rejected``,
-  ``late``, ``exhausted``.
+  ``late``, ``exhausted``, and why: ``comparator`` (its name), ``note`` (what ``auto``
+  picked and why), ``scores`` (each agreeing provider's score against the group's first answer)
+  and ``dissent_scores`` (each dissenter's score against it), scores in [0, 1] from the
+  comparator's ``score`` (1.0/0.0 for comparators that only say same or not).
 - Comparators, each a small object with ``canonical(text) -> value | None`` (``None``: the text
   cannot take part, e.g. not a number for :func:`numeric`) and ``same(a, b) -> bool`` on
   canonical values: :func:`exact`, :func:`normalized` (NFKC, case, whitespace, punctuation at the
   ends), :func:`numeric` (absolute/relative tolerance), :func:`canonical_json`, :func:`similarity`
   (a built-in lexical cosine above a threshold, or cosine of vectors from an ``embed`` function
-  you pass in), :func:`custom` (any ``(str, str) -> bool``). :func:`comparator_by_name` maps
-  CLI names to these.
+  you pass in), :func:`custom` (any ``(str, str) -> bool``). Comparators that read the claim
+  in free-form text (``answer:*``, ``semantic``, ``claims``, ``auto``) are in
+  :mod:`client.agreement`. :func:`comparator_by_name` maps CLI names to all of these.
 
 Grouping rule: each vote joins the group of the *earliest* earlier vote (the group's anchor) it
 agrees with, or starts its own group. For transitive comparators (exact, normalized, JSON) groups
@@ -105,6 +109,9 @@ class Decision:
     late: int = 0
     exhausted: bool = False
     comparator: str = "exact"
+    note: str = ""
+    scores: tuple[tuple[str, float], ...] = ()
+    dissent_scores: tuple[tuple[str, float], ...] = ()
 
     @property
     def leading(self) -> int:
@@ -310,9 +317,12 @@ class Similarity:
         return _bag(text)
 
     def same(self, a: Any, b: Any) -> bool:
+        return self.score(a, b) >= self.threshold
+
+    def score(self, a: Any, b: Any) -> float:
         if self.embed is not None:
-            return _cosine_vectors(a, b) >= self.threshold
-        return _cosine_bags(a, b) >= self.threshold
+            return _cosine_vectors(a, b)
+        return _cosine_bags(a, b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,12 +370,35 @@ def custom(agree: Callable[[str, str], bool], name: str = "custom") -> Custom:
     return Custom(agree=agree, name=name)
 
 
-COMPARATOR_NAMES = ("exact", "normalized", "numeric", "json", "similarity")
+COMPARATOR_NAMES = (
+    "exact",
+    "normalized",
+    "numeric",
+    "json",
+    "similarity",
+    "lexical",
+    "claims",
+    "semantic",
+    "auto",
+)
 
 
-def comparator_by_name(name: str, *, tolerance: float | None = None) -> Comparator:
+def comparator_by_name(
+    name: str,
+    *,
+    tolerance: float | None = None,
+    prompt: str = "",
+    response_format: Any = None,
+    embed: Callable[[str], Sequence[float]] | None = None,
+) -> Comparator:
     """``exact``, ``normalized``, ``numeric`` (``tolerance`` absolute), ``json``, ``similarity``
-    (``tolerance`` = threshold). Raises ValueError for an unknown name."""
+    or ``lexical`` (lexical cosine, ``tolerance`` = threshold); ``claims`` (lexical closeness
+    plus claim checks), ``semantic`` (sentence embeddings plus claim checks; needs the
+    ``semantic`` extra), ``auto`` (picks by ``prompt`` and ``response_format``; uses the
+    embedding model when installed). ``embed`` replaces the default embedding model. Raises
+    ValueError for an unknown name or a missing model."""
+    if name in ("claims", "semantic", "auto"):
+        return _agreement_comparator(name, tolerance, prompt, response_format, embed)
     if name == "exact":
         return exact()
     if name == "normalized":
@@ -374,9 +407,49 @@ def comparator_by_name(name: str, *, tolerance: float | None = None) -> Comparat
         return numeric(abs_tol=1e-9 if tolerance is None else tolerance)
     if name == "json":
         return canonical_json()
-    if name == "similarity":
+    if name in ("similarity", "lexical"):
         return similarity(0.8 if tolerance is None else tolerance)
     raise ValueError(f"unknown comparator {name!r}; choose one of {', '.join(COMPARATOR_NAMES)}")
+
+
+def _agreement_comparator(
+    name: str,
+    tolerance: float | None,
+    prompt: str,
+    response_format: Any,
+    embed: Callable[[str], Sequence[float]] | None,
+) -> Comparator:
+    # Imported here: client.agreement imports this module, and plain names need none of it.
+    from .agreement import AutoComparator, SemanticComparator
+    from .agreement.comparators import LEXICAL_CLAIMS_THRESHOLD, SEMANTIC_THRESHOLD
+    from .agreement.embedding import INSTALL_HINT, default_embedder, embedding_available
+
+    if embed is None and name != "claims" and embedding_available():
+        embed = default_embedder()
+    if name == "auto":
+        return AutoComparator(
+            prompt=prompt, response_format=response_format, embed=embed, threshold=tolerance
+        )
+    if name == "semantic" and embed is None:
+        raise ValueError(f"comparator 'semantic' needs a sentence-embedding model: {INSTALL_HINT}")
+    default = SEMANTIC_THRESHOLD if name == "semantic" else LEXICAL_CLAIMS_THRESHOLD
+    return SemanticComparator(
+        embed=embed if name == "semantic" else None,
+        threshold=default if tolerance is None else tolerance,
+    )
+
+
+def _score(comparator: Comparator, a: Any, b: Any) -> float:
+    """How alike two canonical values are, in [0, 1]; 1.0/0.0 for a plain same-or-not."""
+    if a is None or b is None:
+        return 0.0
+    try:
+        scorer = getattr(comparator, "score", None)
+        if scorer is not None:
+            return round(min(1.0, max(0.0, float(scorer(a, b)))), 4)
+        return 1.0 if comparator.same(a, b) else 0.0
+    except Exception:
+        return 0.0
 
 
 # --- the engine ------------------------------------------------------------------------------
@@ -396,6 +469,8 @@ class Quorum:
         "_abstained",
         "_by_key",
         "_groups",
+        "_scores",
+        "_values",
         "_voters",
         "_votes",
         "_winner",
@@ -417,6 +492,8 @@ class Quorum:
         self.rejected = 0
         self.late = 0
         self._votes: list[Vote] = []
+        self._values: list[Any] = []  # canonical value of each vote (None: late or unusable)
+        self._scores: dict[tuple[int, int], float] = {}
         self._voters: set[str] = set()
         self._abstained: set[str] = set()
         self._groups: list[_Group] = []
@@ -440,12 +517,14 @@ class Quorum:
         index = len(self._votes)
         self._votes.append(vote)
         if self._winner is not None:
+            self._values.append(None)
             self.late += 1
             return self.decision()
         try:
             value = self.comparator.canonical(vote.text)
         except Exception:  # a user-supplied embed/agree failing must not break the engine
             value = None
+        self._values.append(value)
         group = self._place(value)
         self._groups[group].members.append(index)
         if len(self._groups[group].members) >= self.k:
@@ -496,6 +575,18 @@ class Quorum:
         agreeing = tuple(self._votes[i].provider for i in sorted(agree_idx))
         text = self._votes[lead.members[0]].text if reached and lead is not None else None
         best = len(lead.members) if lead is not None else 0
+        scores: tuple[tuple[str, float], ...] = ()
+        dissent_scores: tuple[tuple[str, float], ...] = ()
+        if lead is not None:
+            anchor = lead.members[0]
+            scores = tuple(
+                (self._votes[i].provider, self._score_against(anchor, i)) for i in sorted(agree_idx)
+            )
+            dissent_scores = tuple(
+                (self._votes[i].provider, self._score_against(anchor, i))
+                for i in counted
+                if i not in agree_idx
+            )
         exhausted = False
         if not reached and self.n is not None:
             remaining = self.n - len(self._votes) - len(self._abstained)
@@ -512,7 +603,20 @@ class Quorum:
             late=self.late,
             exhausted=exhausted,
             comparator=self.comparator.name,
+            note=str(getattr(self.comparator, "note", "")),
+            scores=scores,
+            dissent_scores=dissent_scores,
         )
+
+    def _score_against(self, anchor: int, index: int) -> float:
+        if anchor == index:
+            return 1.0 if self._values[anchor] is not None else 0.0
+        key = (anchor, index)
+        found = self._scores.get(key)
+        if found is None:
+            found = _score(self.comparator, self._values[anchor], self._values[index])
+            self._scores[key] = found
+        return found
 
     def _counted_until_win(self) -> range:
         return range(len(self._votes) - self.late)
