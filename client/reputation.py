@@ -32,6 +32,12 @@ What counts (from one job's outcome, per provider):
 
 Independence is by key only: the ledger cannot tell that two keys belong to one operator (see
 docs/discovery.md).
+
+Deterministic claims (:func:`determinism_flags`, :meth:`ReputationLedger.record_flags`): providers
+that announce the same weights (``["model", name, "sha256:<hex>", engine]``, docs/wire-profile.md)
+and answer a request at temperature 0 or with a seed must return the same text; those that do not
+are flagged (kept in a ``flags`` table, read with :meth:`ReputationLedger.flags`), since at least
+one of them is not running what it claims.
 """
 
 from __future__ import annotations
@@ -333,6 +339,69 @@ def observations_from_result(
 # --- the ledger (SQLite) ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ModelClaim:
+    """What a provider announced about a model: its weights' hash and its engine."""
+
+    model: str
+    weights: str  # "sha256:<hex>"
+    engine: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeterminismFlag:
+    """``provider`` claimed the same weights, engine and settings as ``peers`` and returned a
+    different text than the most common one among them."""
+
+    provider: str
+    model: str
+    weights: str
+    engine: str
+    peers: tuple[str, ...]
+    reason: str = "same weights and settings, different answer"
+
+
+def _deterministic(temperature: float | None, seed: int | None) -> bool:
+    # Greedy decoding is deterministic; sampling is too when the seed is fixed.
+    return (temperature is not None and temperature == 0) or seed is not None
+
+
+def determinism_flags(
+    answers: Mapping[str, str],
+    claims: Mapping[str, ModelClaim],
+    *,
+    model: str,
+    temperature: float | None,
+    seed: int | None,
+) -> list[DeterminismFlag]:
+    """Flags for providers that claim the same ``model`` weights and engine, were asked with
+    deterministic settings (temperature 0 or a seed), and still answered differently (exact
+    text). In each such group the most common answer is taken as the claim's output (on a tie,
+    nobody can be told apart and every member is flagged); the others are flagged. Pure."""
+    if not _deterministic(temperature, seed):
+        return []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for provider, claim in claims.items():
+        if provider in answers and claim.model == model and claim.weights:
+            groups.setdefault((claim.weights, claim.engine), []).append(provider)
+    flags: list[DeterminismFlag] = []
+    for (weights, engine), members in sorted(groups.items()):
+        if len(members) < 2 or len({answers[p] for p in members}) == 1:
+            continue
+        counts: dict[str, int] = {}
+        for p in members:
+            counts[answers[p]] = counts.get(answers[p], 0) + 1
+        top = sorted(counts.values(), reverse=True)
+        majority = (
+            max(counts, key=lambda t: counts[t]) if len(top) == 1 or top[0] > top[1] else None
+        )
+        for p in sorted(members):
+            if answers[p] != majority:
+                peers = tuple(q for q in sorted(members) if q != p)
+                flags.append(DeterminismFlag(p, model, weights, engine, peers))
+    return flags
+
+
 def default_ledger_path() -> Path:
     """``$SWARM_REPUTATION``, else ``$XDG_DATA_HOME/nostr-swarm/reputation.sqlite``
     (``XDG_DATA_HOME`` defaults to ``~/.local/share``)."""
@@ -342,6 +411,7 @@ def default_ledger_path() -> Path:
     home = os.path.expanduser("~")
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
     return Path(base) / "nostr-swarm" / "reputation.sqlite"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reputation (
@@ -362,6 +432,18 @@ CREATE TABLE IF NOT EXISTS reputation (
     last_seen   REAL NOT NULL DEFAULT 0,
     decayed_at  REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (customer, provider)
+)
+"""
+_FLAGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS flags (
+    customer TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    at       REAL NOT NULL,
+    model    TEXT NOT NULL,
+    weights  TEXT NOT NULL,
+    engine   TEXT NOT NULL,
+    peers    TEXT NOT NULL,
+    reason   TEXT NOT NULL
 )
 """
 _FIELDS = (
@@ -413,6 +495,7 @@ class ReputationLedger:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.execute(_SCHEMA)
+            self._db.execute(_FLAGS_SCHEMA)
             self._db.commit()
             rows = self._db.execute(
                 f"SELECT provider, {', '.join(_FIELDS)} FROM reputation WHERE customer = ?",
@@ -490,6 +573,47 @@ class ReputationLedger:
         self.record(obs, now=now)
         return obs
 
+    def record_flags(self, flags: Iterable[DeterminismFlag], *, now: float | None = None) -> int:
+        """Keep determinism flags (see :func:`determinism_flags`); returns how many."""
+        t = self.clock() if now is None else now
+        rows = [
+            (
+                self.customer,
+                f.provider,
+                t,
+                f.model,
+                f.weights,
+                f.engine,
+                ",".join(f.peers),
+                f.reason,
+            )
+            for f in flags
+        ]
+        if rows:
+            with self._lock:
+                try:
+                    self._db.executemany("INSERT INTO flags VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    self._db.commit()
+                except sqlite3.Error as exc:
+                    raise ReputationError(
+                        f"cannot write reputation ledger {self.path}: {exc}"
+                    ) from exc
+                self.version += 1
+        return len(rows)
+
+    def flags(self, provider: str | None = None) -> list[DeterminismFlag]:
+        """The determinism flags on record (for one provider, or all), oldest first."""
+        sql = "SELECT provider, model, weights, engine, peers, reason FROM flags WHERE customer = ?"
+        args: tuple[Any, ...] = (self.customer,)
+        if provider is not None:
+            sql += " AND provider = ?"
+            args += (provider,)
+        rows = self._db.execute(sql + " ORDER BY at, rowid", args).fetchall()
+        return [
+            DeterminismFlag(p, m, w, e, tuple(x for x in peers.split(",") if x), r)
+            for p, m, w, e, peers, r in rows
+        ]
+
     def reset(self, provider: str | None = None) -> int:
         """Forget one provider (or, with None, every provider of this customer); returns how
         many records went."""
@@ -508,9 +632,7 @@ class ReputationLedger:
         return gone
 
     def _write(self, records: list[ProviderRecord]) -> None:
-        rows = [
-            (self.customer, r.provider, *(getattr(r, f) for f in _FIELDS)) for r in records
-        ]
+        rows = [(self.customer, r.provider, *(getattr(r, f) for f in _FIELDS)) for r in records]
         try:
             self._db.executemany(_UPSERT, rows)
             self._db.commit()

@@ -1,0 +1,73 @@
+"""Providers that claim the same weights and settings but answer differently are flagged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from client.reputation import (
+    DeterminismFlag,
+    ModelClaim,
+    ReputationLedger,
+    determinism_flags,
+)
+
+HASH = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+
+
+def claims(
+    *providers: str, weights: str = HASH, engine: str = "llama.cpp"
+) -> dict[str, ModelClaim]:
+    return {p: ModelClaim("smollm2-135m-instruct", weights, engine) for p in providers}
+
+
+def test_same_hash_and_seed_different_answer_is_flagged() -> None:
+    answers = {"a": "Paris is the capital.", "b": "Paris is the capital.", "c": "Lyon."}
+    flags = determinism_flags(
+        answers, claims("a", "b", "c"), model="smollm2-135m-instruct", temperature=0.7, seed=7
+    )
+    assert [f.provider for f in flags] == ["c"]
+    assert flags[0].peers == ("a", "b") and flags[0].weights == HASH
+
+
+def test_two_providers_disagreeing_are_both_flagged() -> None:
+    # Two claims of one deterministic output that differ: nobody can tell which one lies.
+    flags = determinism_flags(
+        {"a": "4", "b": "5"},
+        claims("a", "b"),
+        model="smollm2-135m-instruct",
+        temperature=0,
+        seed=None,
+    )
+    assert sorted(f.provider for f in flags) == ["a", "b"]
+
+
+def test_no_flag_without_deterministic_settings_or_shared_claim() -> None:
+    answers = {"a": "4", "b": "5"}
+    model = "smollm2-135m-instruct"
+    # Sampling without a seed: different answers are expected.
+    assert (
+        determinism_flags(answers, claims("a", "b"), model=model, temperature=0.7, seed=None) == []
+    )
+    # Different weights, or the same weights under different engines, may differ.
+    mixed = {**claims("a"), **claims("b", weights=OTHER)}
+    assert determinism_flags(answers, mixed, model=model, temperature=0, seed=1) == []
+    engines = {**claims("a"), **claims("b", engine="vllm")}
+    assert determinism_flags(answers, engines, model=model, temperature=0, seed=1) == []
+    # Same claim, same answer: nothing to flag; a claim for another model does not count.
+    same = {"a": "4", "b": "4"}
+    assert determinism_flags(same, claims("a", "b"), model=model, temperature=0, seed=1) == []
+    assert determinism_flags(answers, claims("a", "b"), model="other", temperature=0, seed=1) == []
+
+
+def test_ledger_keeps_flags(tmp_path: Path) -> None:
+    path = tmp_path / "rep.sqlite"
+    flag = DeterminismFlag("c", "smollm2-135m-instruct", HASH, "llama.cpp", ("a", "b"))
+    with ReputationLedger(path, customer="me", clock=lambda: 100.0) as ledger:
+        assert ledger.record_flags([flag]) == 1
+        assert ledger.record_flags([]) == 0
+    with ReputationLedger(path, customer="me") as again:
+        assert again.flags() == [flag]
+        assert again.flags("a") == []
+    with ReputationLedger(path, customer="someone else") as other:
+        assert other.flags() == []
