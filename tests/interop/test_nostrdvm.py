@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from client.cli import main
 from client.directory import DirectoryWatcher, ProviderDirectory
 from client.errors import JobRejected
 from client.event import Event
@@ -66,7 +67,7 @@ async def nostrdvm(
 
 
 async def test_a_nostrdvm_dvm_announced_long_ago_is_alive_by_its_heartbeat(
-    relay: Relay, tmp_path: Path
+    relay: Relay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with nostrdvm(relay, tmp_path, announce=False) as (keys, _):
         # Its announcement from a day ago (as deployed DVMs announce once, then only beat).
@@ -91,6 +92,13 @@ async def test_a_nostrdvm_dvm_announced_long_ago_is_alive_by_its_heartbeat(
         assert info.beat_until is not None and info.status(info.beat_until) == "stale"
         # Selectable: with nobody else around, the policy picks it.
         assert Selector(directory=directory, spare=0).select(1).targets == (keys.public_key,)
+        # And `swarm providers` lists it (alive providers only, by default).
+        argv = ["providers", "--relay", relay.url, "--json", "--timeout", "5"]
+        assert await asyncio.to_thread(main, argv) == 0
+        listed = json.loads(capsys.readouterr().out)
+        rows = listed if isinstance(listed, list) else listed.get("providers", [])
+        assert [r["pubkey"] for r in rows] == [keys.public_key]
+        assert rows[0]["alive"] and rows[0]["foreign"]
 
 
 async def _ask(
