@@ -95,9 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--compare",
+        "--comparator",
         choices=COMPARATOR_NAMES,
         default="normalized",
-        help="how answers are compared (normalized)",
+        help="how answers are compared (normalized; auto picks by the prompt, docs/quorum.md)",
     )
     p.add_argument(
         "--tolerance",
@@ -349,6 +350,8 @@ def _ask(args: argparse.Namespace) -> int:
             err.print(f"swarm ask: {flag} must not be negative")
             return EXIT_USAGE
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.compare == "auto":  # auto picks by the question, known only now
+        comparator = comparator_by_name("auto", tolerance=args.tolerance, prompt=prompt)
     kwargs: dict[str, Any] = {
         "model": args.model,
         "quorum": args.quorum,
