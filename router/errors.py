@@ -8,6 +8,7 @@ Everything derives from ``client.errors.NostrSwarmError``. The errors the swarm 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from client.errors import BudgetExceeded, NoProvidersAvailable, NostrSwarmError, QuorumNotReached
 
@@ -57,12 +58,16 @@ class BackendError(RouterError):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.backend = backend
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        #: The upstream's own error object (OpenAI's ``{"message", "type", "param", "code"}``),
+        #: so a caller's mistake can be answered as the upstream worded it.
+        self.detail = detail
 
 
 class RateLimited(BackendError):

@@ -81,6 +81,19 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (TimeoutError, ConnectionError))
 
 
+#: Upstream statuses that say the request itself is wrong (too long, malformed, unprocessable):
+#: the caller's to fix, not the backend's fault. 401/403 (our credentials) and 404 (the model
+#: is not on that backend) are not among them: another backend may serve the request.
+CALLER_STATUSES = frozenset({400, 413, 415, 422})
+
+
+def is_caller_error(exc: BaseException) -> bool:
+    """Whether an upstream refused the request as the caller's mistake: such an error goes
+    back to the caller as it is, never counts toward a breaker and never fails over."""
+    status = getattr(exc, "status", None)
+    return isinstance(status, int) and status in CALLER_STATUSES
+
+
 def retry_after_of(exc: BaseException) -> float | None:
     value = getattr(exc, "retry_after", None)
     return float(value) if isinstance(value, (int, float)) and value >= 0 else None

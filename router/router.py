@@ -39,7 +39,7 @@ from .errors import (
 )
 from .options import BackendOptions
 from .rate_limit import RateLimitConfig
-from .retry import RetryPolicy, is_retryable, retry_after_of
+from .retry import RetryPolicy, is_caller_error, is_retryable, retry_after_of
 from .state import BackendMetrics, BackendState
 from .strategy import Adaptive, RoutingDecision, RoutingStrategy
 from .types import LmResponse, LmUsage, Prompt, StreamChunk, validate_prompt
@@ -318,6 +318,11 @@ class LmRouter(LmBackend):
                         self._abandon(st)
                         raise
                     except Exception as exc:
+                        if is_caller_error(exc):
+                            # The request itself is wrong: no other backend will take it, and
+                            # the backend is healthy. Back to the caller as it is.
+                            self._abandon(st)
+                            raise
                         errors[st.name] = exc
                         delay = self._on_attempt_failed(st, exc, retry)
                         if delay is not None:
@@ -545,6 +550,9 @@ class LmRouter(LmBackend):
                         raise
                     except Exception as exc:
                         await _aclose(agen)
+                        if is_caller_error(exc):
+                            self._abandon(st)
+                            raise
                         errors[st.name] = exc
                         delay = self._on_attempt_failed(st, exc, retry)
                         if delay is not None:

@@ -37,6 +37,7 @@ from typing import Literal
 from client.errors import BudgetExceeded
 
 USD_NANOS = 1_000_000_000
+SCHEMA_VERSION = 1
 
 PendingState = Literal["pending", "paid", "failed"]
 
@@ -153,8 +154,20 @@ class SpendBook:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._clock = clock
         self.closed = False
+
+    def _migrate(self) -> None:
+        """Bring a file written by an earlier schema up to this one (``user_version``)."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version < 1:
+            cols = {r["name"] for r in self._db.execute("PRAGMA table_info(holds)")}
+            if "initial_msats" not in cols:
+                self._db.execute(
+                    "ALTER TABLE holds ADD COLUMN initial_msats INTEGER NOT NULL DEFAULT 0"
+                )
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.closed = True

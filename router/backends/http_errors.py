@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from ..errors import BackendError, RateLimited
 from ..retry import parse_retry_after
@@ -46,7 +47,20 @@ def http_error(
         status=status,
         retryable=status in RETRYABLE_STATUSES,
         retry_after=retry_after,
+        detail=error_detail(body),
     )
+
+
+def error_detail(body: str) -> dict[str, Any] | None:
+    """OpenAI's error object inside an error body (``{"error": {...}}``), if it is one."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if not isinstance(err, dict) or not isinstance(err.get("message"), str):
+        return None
+    return {k: err.get(k) for k in ("message", "type", "param", "code")}
 
 
 def transport_error(backend: str, exc: BaseException) -> BackendError:

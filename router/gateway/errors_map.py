@@ -23,6 +23,7 @@ from ..errors import (
     RateLimited,
     StreamInterrupted,
 )
+from ..retry import is_caller_error
 from .errors import ApiError
 
 
@@ -63,9 +64,18 @@ def _upstream(exc: BackendError) -> ApiError:
             type="timeout",
             code="upstream_timeout",
         )
-    if status in (400, 422):
-        # The upstream refused the request itself: the caller's to fix.
-        return ApiError(400, f"The upstream rejected the request: {exc}", code="upstream_rejected")
+    if is_caller_error(exc):
+        # The upstream refused the request itself: the caller's to fix, answered as worded.
+        assert status is not None
+        d = exc.detail or {}
+        code = d.get("code")
+        return ApiError(
+            status,
+            str(d.get("message") or f"The upstream rejected the request: {exc}"),
+            type=str(d.get("type") or "invalid_request_error"),
+            param=d.get("param") if isinstance(d.get("param"), str) else None,
+            code=code if isinstance(code, str) else "upstream_rejected",
+        )
     if status == 404:
         return ApiError(
             404,

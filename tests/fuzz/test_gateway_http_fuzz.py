@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -72,7 +74,9 @@ class GatewayThread:
         self.thread.start()
 
         async def start() -> Gateway:
-            gw = Gateway(parse_config(config(SETUP), env={}))
+            # A module fixture runs before the per-test home is set: keep state out of $HOME.
+            state = {"url": str(Path(tempfile.mkdtemp()) / "gateway.sqlite")}
+            gw = Gateway(parse_config(config({**SETUP, "state": state}), env={}))
             await gw.start("127.0.0.1", 0)
             return gw
 

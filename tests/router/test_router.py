@@ -26,7 +26,7 @@ from router.types import Prompt
 
 
 def fatal() -> BackendError:
-    return BackendError("bad request", status=400)
+    return BackendError("bad credentials", status=401)  # the operator's fault, not the caller's
 
 
 # --- routing order ------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ async def test_retry_after_is_honoured_and_too_long_means_failover() -> None:
 async def test_single_backend_failure_raises_its_own_error() -> None:
     m = MockBackend().fail_next(1, error=fatal)
     router = LmRouter.builder().add_backend(m).build()
-    with pytest.raises(BackendError, match="bad request") as err:
+    with pytest.raises(BackendError, match="bad credentials") as err:
         await router.complete("mock-model", "x", 5)
     assert not isinstance(err.value, AllProvidersFailed)
 
