@@ -255,7 +255,7 @@ class _OkCounter(ClientConnection):
         if type(event) is Frame and event.opcode is Opcode.TEXT and event.fin:
             data = bytes(event.data)
             if data.startswith(b'["OK",'):
-                if data[70:76] == b'",true':
+                if data[71:78] == b'",true,':  # after ["OK","<64 hex>
                     self.accepted += 1
                 else:
                     self.refused += 1
