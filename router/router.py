@@ -40,9 +40,17 @@ from .errors import (
 from .options import BackendOptions
 from .rate_limit import RateLimitConfig
 from .retry import RetryPolicy, is_caller_error, is_retryable, retry_after_of
-from .state import BackendMetrics, BackendState
+from .state import BackendMetrics, BackendState, RouterStats
 from .strategy import Adaptive, RoutingDecision, RoutingStrategy
-from .types import LmResponse, LmUsage, Prompt, StreamChunk, validate_prompt
+from .types import (
+    LmResponse,
+    LmUsage,
+    Prompt,
+    StreamChunk,
+    estimate_tokens,
+    prompt_text,
+    validate_prompt,
+)
 from .usage import UsageReport, UsageTracker
 
 if TYPE_CHECKING:
@@ -196,10 +204,14 @@ class LmRouter(LmBackend):
             return NoProvidersAvailable("every backend is disabled")
         return BackendNotFound(model)
 
-    def route(self, model: str) -> RoutingDecision:
+    def route(
+        self, model: str, prompt: Prompt | None = None, max_tokens: int | None = None
+    ) -> RoutingDecision:
         """Decide where a request for ``model`` would go now: backend, fallback chain, score and
-        reason. Raises ``BackendNotFound`` when nothing serves the model and
-        ``CircuitBreakerOpen`` when every candidate's breaker is open."""
+        reason, predicted latency (and cost, when ``prompt`` or ``max_tokens`` is given; an
+        unset ``max_tokens`` counts as ``complete``'s 256). Raises ``BackendNotFound`` when
+        nothing serves the model and ``CircuitBreakerOpen`` when every candidate's breaker is
+        open."""
         if type(model) is not str or not model:
             raise InvalidRequest("model must be a non-empty string")
         route = self._cache.get(model) or self._resolve(model)
@@ -209,9 +221,12 @@ class LmRouter(LmBackend):
         single = route.single
         if single is not None and single.breaker.blocked_until <= now:
             # one candidate and nothing else to consider: skip the strategy
-            return RoutingDecision(
+            decision = RoutingDecision(
                 model, single, route.pool, None, None, 1.0, route.reason, route.pool
             )
+            if prompt is not None or max_tokens is not None:
+                _estimate(decision, prompt, max_tokens)
+            return decision
         if self._not_closed:
             pool: Sequence[BackendState] = [s for s in route.pool if s.breaker.blocked_until <= now]
         else:
@@ -237,6 +252,8 @@ class LmRouter(LmBackend):
             every = route.all()
             wait = min(s.breaker.retry_after(now) for s in every)
             raise CircuitBreakerOpen([s.name for s in every], retry_after=wait)
+        if prompt is not None or max_tokens is not None:
+            _estimate(decision, prompt, max_tokens)
         return decision
 
     def _available(self, states: tuple[BackendState, ...], now: float) -> Sequence[BackendState]:
@@ -341,7 +358,9 @@ class LmRouter(LmBackend):
             decision = await self._discover_and_route(model)
 
     def _on_success(self, st: BackendState, model: str, resp: LmResponse, t0: float) -> LmResponse:
-        latency_ms = (_perf() - t0) * 1000.0
+        # a simulated backend's latency is the figure to learn; the wall time of an instant
+        # simulation is not
+        latency_ms = resp.latency_ms if st.latency_simulated else (_perf() - t0) * 1000.0
         usage = resp.usage
         if usage.cost_usd is None:
             self._price(st, usage)
@@ -691,6 +710,39 @@ class LmRouter(LmBackend):
         with self._lock:
             return {name: st.metrics(now) for name, st in self._states.items()}
 
+    def stats(self) -> RouterStats:
+        """A snapshot of every backend (requests, successes, failures, outside observations, in
+        flight, learned latency, error rate and cost, breaker state) and the totals."""
+        now = self._clock()
+        with self._lock:
+            backends = [st.stats(now) for st in self._states.values()]
+        return RouterStats.of(self.strategy.name, backends)
+
+    def record_request(
+        self,
+        backend: str,
+        latency_ms: float | None = None,
+        success: bool = True,
+        tokens: int = 0,
+        *,
+        cost_usd: float | None = None,
+    ) -> None:
+        """Learn from a request this router did not make (the Rust seed's ``record_request``):
+        an outcome seen by external monitoring or another client moves the same learned figures
+        as the router's own calls (EWMA latency on success, error rate, and the cost per 1k
+        tokens from ``cost_usd`` over ``tokens`` when no price is configured). It does not count
+        as one of this router's requests and does not move the circuit breaker. Raises
+        ``KeyError`` for an unknown backend."""
+        st = self._state(backend)
+        if latency_ms is not None and not (math.isfinite(latency_ms) and latency_ms >= 0):
+            raise InvalidRequest("latency_ms must be a finite, non-negative number")
+        if type(tokens) is not int or tokens < 0:
+            raise InvalidRequest("tokens must be a non-negative integer")
+        if cost_usd is not None and not (math.isfinite(cost_usd) and cost_usd >= 0):
+            raise InvalidRequest("cost_usd must be a finite, non-negative number")
+        with self._lock:
+            st.on_external(latency_ms, bool(success), tokens, cost_usd, self._alpha)
+
     def backend_metrics(self, name: str) -> BackendMetrics:
         return self.metrics()[self._state(name).name]
 
@@ -762,6 +814,17 @@ class LmRouter(LmBackend):
 
     def __repr__(self) -> str:
         return f"LmRouter(backends={list(self._states)}, strategy={self.strategy!r})"
+
+
+def _estimate(decision: RoutingDecision, prompt: Prompt | None, max_tokens: int | None) -> None:
+    """Predict the decision's cost for a request of this size (``complete``'s default 256
+    ``max_tokens`` when unset)."""
+    if prompt is not None:
+        _check_prompt(prompt)
+    p = estimate_tokens(prompt_text(prompt)) if prompt is not None else 0
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        raise InvalidRequest("max_tokens must be a positive integer")
+    decision.estimate(p, 256 if max_tokens is None else max_tokens)
 
 
 def _check_prompt(prompt: object) -> None:

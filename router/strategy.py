@@ -9,7 +9,9 @@ first, then the order backends were added), and every strategy keeps that order 
 - :class:`CostBased`: cheapest first.
 - :class:`LatencyBased`: fastest first (learned latency; the configured hint until measured).
 - :class:`Hybrid`: weighted sum of cost, latency and reliability scores, each 0..1.
-- :class:`RoundRobin`: rotates through the candidates, per model.
+- :class:`RoundRobin`: least recently used first (the TypeScript seed's ``round_robin``).
+- :class:`CostPriorityRoundRobin`: cheapest first, least recently used among equally cheap
+  candidates (the TypeScript seed's ``cost_priority_round_robin``).
 - :class:`Adaptive`: learns from live traffic (EWMA latency and error rate) and optimizes for
   latency, cost or reliability.
 - :class:`PriorityOrder`: the configured priority order, as is.
@@ -20,6 +22,7 @@ fallback order, the score and the reason when they are first read.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,6 +69,10 @@ class RoutingDecision:
 
     ``score`` (0..1) is the chosen backend's score under the strategy; ``reason`` says why;
     ``candidates`` holds the candidate objects in the order they will be tried.
+
+    ``predicted_latency_ms`` is the chosen backend's learned latency when the decision was made
+    (the configured hint until measured); ``predicted_cost_usd`` is what the request should cost
+    there, once :meth:`estimate` was told its size (``None`` before).
     """
 
     __slots__ = (
@@ -77,6 +84,8 @@ class RoutingDecision:
         "first",
         "model",
         "pool",
+        "predicted_cost_usd",
+        "predicted_latency_ms",
         "ranker",
         "scores",
         "strategy",
@@ -104,6 +113,9 @@ class RoutingDecision:
         self._ordered = ordered
         self._head: Sequence[Any] = ()
         self._tail: Sequence[Any] = ()
+        # taken now: the figures move as soon as the request's own outcome is learned
+        self.predicted_latency_ms: float = first.latency_ms if first is not None else 0.0
+        self.predicted_cost_usd: float | None = None
 
     @classmethod
     def fixed(
@@ -123,9 +135,17 @@ class RoutingDecision:
             self.first = head[0]
         elif not self.pool and tail:
             self.first = tail[0]
+        if self.first is not None:
+            self.predicted_latency_ms = self.first.latency_ms
         if reason is not None:
             self._score = score
             self._reason = reason
+
+    def estimate(self, prompt_tokens: int, max_tokens: int) -> float:
+        """Set and return ``predicted_cost_usd`` for a request of ``prompt_tokens`` that may
+        generate ``max_tokens``, at the chosen backend's prices (see :func:`request_cost_usd`)."""
+        self.predicted_cost_usd = request_cost_usd(self.first, prompt_tokens, max_tokens)
+        return self.predicted_cost_usd
 
     @property
     def candidates(self) -> Sequence[Any]:
@@ -212,6 +232,20 @@ class RoutingStrategy(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def request_cost_usd(candidate: Any, prompt_tokens: int, max_tokens: int) -> float:
+    """What a request should cost on ``candidate``, assuming all ``max_tokens`` are generated:
+    its per-input and per-output prices when it has them (``price_in``/``price_out``, USD per 1k
+    tokens, as the router prices responses), else its ``cost`` per 1k tokens (configured or
+    learned) for every token."""
+    if prompt_tokens < 0 or max_tokens < 0:
+        raise ValueError("token counts must not be negative")
+    price_in = getattr(candidate, "price_in", None)
+    price_out = getattr(candidate, "price_out", None)
+    if price_in is not None or price_out is not None:
+        return (prompt_tokens * (price_in or 0.0) + max_tokens * (price_out or 0.0)) / 1000.0
+    return float(candidate.cost) * (prompt_tokens + max_tokens) / 1000.0
 
 
 def _next_of(decision: RoutingDecision) -> Any | None:
@@ -333,28 +367,123 @@ class Hybrid(RoutingStrategy):
         return f"Hybrid(cost_weight={wc:.2f}, latency_weight={wl:.2f}, reliability_weight={wr:.2f})"
 
 
+_MAX_MODELS = 4096  # per-model round-robin clocks kept (oldest dropped): model names are input
+
+
 class RoundRobin(RoutingStrategy):
-    """Each request for a model starts at the next candidate; the rest follow in order."""
+    """Least recently used first, as the TypeScript seed defines ``round_robin``: each request
+    goes to the candidate this strategy chose longest ago (never chosen counts as oldest; ties
+    keep candidate order, i.e. priority). The rest follow, least recently used first.
+
+    On a pool that does not change this is plain rotation. When a backend leaves the pool (its
+    breaker opened) and comes back, it is the least recently used and gets the next request,
+    where rotating by position would skip or repeat backends.
+
+    ``per_model=True`` (the default) keeps one clock per model; ``per_model=False`` keeps one
+    for all models, like the seed's per-provider ``lastUsed``, so a backend just used for one
+    model goes to the back for every model. Only first choices are recorded: a fallback that
+    served a request is not moved back.
+    """
 
     name = "round_robin"
 
-    def __init__(self) -> None:
-        self._turns: dict[str, int] = {}
+    def __init__(self, *, per_model: bool = True) -> None:
+        self.per_model = per_model
+        self._used: dict[str, dict[str, int]] = {}  # model (or "") -> backend -> tick
+        self._tick = 0  # a logical clock: no time source needed, and no ties between picks
+
+    def _clock_of(self, model: str) -> dict[str, int]:
+        key = model if self.per_model else ""
+        used = self._used.get(key)
+        if used is None:
+            if len(self._used) >= _MAX_MODELS:
+                del self._used[next(iter(self._used))]
+            used = self._used[key] = {}
+        return used
+
+    def _pick(self, model: str, first: Any, used: dict[str, int]) -> None:
+        self._tick += 1
+        used[first.name] = self._tick
 
     def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
-        turn = self._turns.get(model, 0)
-        self._turns[model] = turn + 1
-        k = turn % len(candidates)
-        return RoutingDecision(model, candidates[k], candidates, self, None, 1.0)
+        used = self._clock_of(model)
+        get = used.get
+        first = min(candidates, key=lambda c: get(c.name, -1))
+        self._pick(model, first, used)
+        return RoutingDecision(model, first, candidates, self, None, 1.0)
 
     def order(self, decision: RoutingDecision) -> list[Any]:
-        pool = list(decision.pool)
-        k = pool.index(decision.first)
-        return pool[k:] + pool[:k]
+        get = self._clock_of(decision.model).get
+        first = decision.first
+        rest = sorted((c for c in decision.pool if c is not first), key=lambda c: get(c.name, -1))
+        return [first, *rest]
 
     def explain(self, decision: RoutingDecision) -> str:
         k = list(decision.pool).index(decision.first)
-        return f"round-robin: position {k + 1} of {len(decision.pool)}"
+        return f"round-robin: position {k + 1} of {len(decision.pool)}, least recently used"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(per_model={self.per_model})"
+
+
+class CostPriorityRoundRobin(RoundRobin):
+    """Cheapest first; among equally cheap candidates, least recently used first (the
+    TypeScript seed's ``cost_priority_round_robin``). Cost is USD per 1k tokens, configured or
+    learned; candidates within ``tolerance`` (a fraction of the cheapest cost) of the cheapest
+    count as equally cheap. Priority breaks ties among candidates never chosen (the router
+    passes them in priority order). The rest follow by cost, least recently used among equals.
+    """
+
+    name = "cost_priority_round_robin"
+    ref = 0.01  # USD per 1k tokens: the score is 1 / (1 + cost / ref), as for ``cost``
+
+    def __init__(self, *, tolerance: float = 1e-9, per_model: bool = True) -> None:
+        if not tolerance >= 0.0:
+            raise ValueError("tolerance must not be negative")
+        super().__init__(per_model=per_model)
+        self.tolerance = tolerance
+
+    def _limit(self, candidates: Sequence[Any]) -> float:
+        cheapest = min(c.cost for c in candidates)
+        return cheapest + abs(cheapest) * self.tolerance
+
+    def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
+        limit = self._limit(candidates)
+        used = self._clock_of(model)
+        get = used.get
+        first = None
+        oldest = 0
+        for c in candidates:
+            if c.cost <= limit:
+                t = get(c.name, -1)
+                if first is None or t < oldest:
+                    first, oldest = c, t
+        self._pick(model, first, used)
+        return RoutingDecision(model, first, candidates, self)
+
+    def order(self, decision: RoutingDecision) -> list[Any]:
+        limit = self._limit(decision.pool)
+        get = self._clock_of(decision.model).get
+        first = decision.first
+        rest = sorted(
+            (c for c in decision.pool if c is not first),
+            key=lambda c: (c.cost if c.cost > limit else -math.inf, get(c.name, -1)),
+        )
+        return [first, *rest]
+
+    def score_of(self, decision: RoutingDecision) -> float:
+        return 1.0 / (1.0 + max(0.0, decision.first.cost) / self.ref)
+
+    def explain(self, decision: RoutingDecision) -> str:
+        limit = self._limit(decision.pool)
+        ties = sum(1 for c in decision.pool if c.cost <= limit)
+        text = f"lowest cost ${decision.first.cost:.6g}/1k tokens"
+        if ties > 1:
+            text += f", least recently used of {ties} equally cheap"
+        return text
+
+    def __repr__(self) -> str:
+        return f"CostPriorityRoundRobin(tolerance={self.tolerance:g}, per_model={self.per_model})"
 
 
 class Optimization(StrEnum):
@@ -473,8 +602,9 @@ class PriorityOrder(RoutingStrategy):
 
 
 def strategy_from_name(name: str, **kwargs: Any) -> RoutingStrategy:
-    """``"cost"``, ``"latency"``, ``"hybrid"``, ``"round_robin"``, ``"adaptive"`` or
-    ``"priority"`` (keyword arguments go to the strategy's constructor)."""
+    """``"cost"``, ``"latency"``, ``"hybrid"``, ``"round_robin"`` (also
+    ``"least_recently_used"``), ``"cost_priority_round_robin"``, ``"adaptive"`` or ``"priority"``
+    (keyword arguments go to the strategy's constructor)."""
     key = name.strip().lower().replace("-", "_")
     table: dict[str, type[RoutingStrategy]] = {
         "cost": CostBased,
@@ -484,6 +614,9 @@ def strategy_from_name(name: str, **kwargs: Any) -> RoutingStrategy:
         "hybrid": Hybrid,
         "round_robin": RoundRobin,
         "roundrobin": RoundRobin,
+        "least_recently_used": RoundRobin,
+        "lru": RoundRobin,
+        "cost_priority_round_robin": CostPriorityRoundRobin,
         "adaptive": Adaptive,
         "priority": PriorityOrder,
     }

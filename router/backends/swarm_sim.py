@@ -12,7 +12,8 @@ simulator answers questions like "which quorum, timeout and bid give 99% success
 
 Everything is driven by one seeded ``random.Random``: the same seed gives the same runs. As a
 backend the simulator answers instantly by default (``time_scale=0``) and reports the simulated
-latency in ``LmResponse.latency_ms``; ``time_scale=1`` makes it really wait that long.
+latency in ``LmResponse.latency_ms`` (``simulated_latency = True``: an ``LmRouter`` learns that
+figure, not its own wall time); ``time_scale=1`` makes it really wait that long.
 
 Mixed swarms: ``profiles`` gives each provider its own behaviour (:class:`ProviderProfile`:
 ``good``, ``slow``, ``liar`` or your own latency, failure, timeout and lie rates and price). With
@@ -461,6 +462,10 @@ class SwarmSimulator(LmBackend):
     """A backend that answers like a NIP-90 swarm would (see the module doc). Serves the models
     in ``config.models`` and any ``swarm/<model>``; costs are in sats. A job without agreement
     raises ``QuorumNotReached`` (``received`` holds the :class:`SimJob`)."""
+
+    # ``LmResponse.latency_ms`` is the simulated latency, whatever ``time_scale`` makes the call
+    # really take: a router learns it instead of its own wall time.
+    simulated_latency = True
 
     def __init__(
         self,
