@@ -133,6 +133,8 @@ class ProviderInfo:
     foreign: bool = False  # announced without a nostrSwarm object: another DVM software's
     beat_at: int | None = None  # newest kind-11998 heartbeat: when signed
     beat_until: int | None = None  # and until when it keeps the DVM alive
+    # ["model", name, "sha256:<hex>", engine] tags: the weights each model runs on (#19)
+    model_weights: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def npub(self) -> str:
@@ -280,6 +282,23 @@ def _tag_int(event: Event, name: str) -> int | None:
     return int(value)
 
 
+_WEIGHTS_HEX = frozenset("0123456789abcdef")
+
+
+def model_weights(event: Event) -> dict[str, tuple[str, str]]:
+    """``["model", <name>, "sha256:<64 hex>", <engine>?]`` tags -> ``{name: (weights, engine)}``
+    (docs/wire-profile.md §9); malformed tags are ignored, the first tag per model wins."""
+    out: dict[str, tuple[str, str]] = {}
+    for t in event.tags:
+        if len(t) < 3 or t[0] != "model" or not t[1] or t[1] in out or len(out) >= MAX_MODELS:
+            continue
+        algo, _, digest = t[2].partition(":")
+        if algo != "sha256" or len(digest) != 64 or not set(digest) <= _WEIGHTS_HEX:
+            continue
+        out[t[1][:200]] = (t[2], t[3][:100] if len(t) > 3 else "")
+    return out
+
+
 def parse_announcement(event: Event, *, received_at: float = 0.0) -> ProviderInfo:
     """The provider an announcement describes. Raises :class:`InvalidAnnouncement` for anything
     that is not a kind-5050 handler announcement (the signature is the caller's business: the pool
@@ -315,6 +334,7 @@ def parse_announcement(event: Event, *, received_at: float = 0.0) -> ProviderInf
         "online": status != "offline",
         "expiration": _tag_int(event, "expiration"),
         "received_at": received_at,
+        "model_weights": model_weights(event),
     }
     topics = {t[1] for t in event.tags if len(t) > 1 and t[0] == "t"}
     if ours is None:

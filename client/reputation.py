@@ -361,6 +361,18 @@ class DeterminismFlag:
     reason: str = "same weights and settings, different answer"
 
 
+def model_claims(infos: Iterable[Any], model: str) -> dict[str, ModelClaim]:
+    """Each provider's claim for ``model`` from directory entries
+    (:class:`client.directory.ProviderInfo`, whose ``model_weights`` the announcement's
+    ``model`` tags fill); providers that announce no weights for it are left out."""
+    out: dict[str, ModelClaim] = {}
+    for info in infos:
+        found = (getattr(info, "model_weights", None) or {}).get(model)
+        if found:
+            out[info.pubkey] = ModelClaim(model, found[0], found[1])
+    return out
+
+
 def _deterministic(temperature: float | None, seed: int | None) -> bool:
     # Greedy decoding is deterministic; sampling is too when the seed is fixed.
     return (temperature is not None and temperature == 0) or seed is not None

@@ -11,6 +11,9 @@ every provider's offer *and* when it was last alive, with nothing piling up on r
 - ``["status", "online" | "offline"]`` (``offline`` is published on graceful shutdown)
 - ``["expiration", "<created_at + 3 * heartbeat>"]`` (NIP-40): relays drop the offer of a node
   that died without saying so.
+- ``["model", <name>, "sha256:<hex of the weights file>", <engine>]`` per model whose weights the
+  node knows (``Offer.weights``): lets customers flag providers that claim the same weights and
+  settings but answer differently (docs/wire-profile.md §9).
 
 A provider is alive when ``status`` is ``online`` and ``now - created_at <= 2 * heartbeat + 60``.
 """
@@ -63,6 +66,7 @@ class Offer:
     commit: Sequence[str] = ("sha256",)  # commit-reveal schemes the node honours
     d_tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    weights: Sequence[tuple[str, str, str]] = ()  # (model, "sha256:<hex>", engine)
 
 
 def _price_dict(pricing: Pricing) -> dict[str, Any]:
@@ -154,6 +158,7 @@ def build_announcement(
         ["heartbeat", str(offer.heartbeat_s)],
         ["status", "online" if online else "offline"],
         ["expiration", str(created_at + EXPIRY_HEARTBEATS * offer.heartbeat_s)],
+        *(["model", name, digest, engine] for name, digest, engine in offer.weights),
     ]
     content = json.dumps(offer_content(offer), separators=(",", ":"), sort_keys=True)
     return Event.create(keys, KIND_HANDLER, content, tags, created_at=created_at)
