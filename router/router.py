@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 _perf = time.perf_counter
 _REDISCOVER_S = 30.0  # least time between model discoveries triggered by unknown models
+_ROUTE_CACHE = 4096  # resolved routes kept; the set is rebuilt when it fills
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +195,8 @@ class LmRouter(LmBackend):
         single = pool[0] if len(pool) == 1 and not pinned and not tail else None
         reason = f"only backend that serves {model!r}"
         route = _Route(tuple(pinned), tuple(pool), tuple(tail), single, reason)
+        if len(self._cache) >= _ROUTE_CACHE:  # made-up names must not grow it without bound
+            self._cache.clear()
         self._cache[model] = route
         return route
 

@@ -56,19 +56,30 @@ class UsageReport:
     by_backend: dict[str, UsageStats] = field(default_factory=dict)
 
 
+#: Distinct (model, backend) pairs counted one by one; past it, new models count as "other"
+#: (a catch-all backend would otherwise let callers grow this table with made-up names).
+MAX_PAIRS = 2048
+OTHER = "other"
+
+
 class UsageTracker:
     """Counts per (model, backend) pair on the hot path; the report aggregates on demand."""
 
-    __slots__ = ("_pairs",)
+    __slots__ = ("_pairs", "max_pairs")
 
-    def __init__(self) -> None:
+    def __init__(self, max_pairs: int = MAX_PAIRS) -> None:
         self._pairs: dict[tuple[str, str], UsageStats] = {}
+        self.max_pairs = max_pairs
 
     def record(self, model: str, backend: str, usage: LmUsage) -> None:
         key = (model, backend)
         stats = self._pairs.get(key)
         if stats is None:
-            stats = self._pairs[key] = UsageStats()
+            if len(self._pairs) >= self.max_pairs:
+                key = (OTHER, backend)
+                stats = self._pairs.get(key)
+            if stats is None:
+                stats = self._pairs[key] = UsageStats()
         stats.add(usage)
 
     def report(self) -> UsageReport:

@@ -200,6 +200,7 @@ class Gateway:
             max_body_bytes=self._max_body,
             max_head_bytes=srv.max_header_bytes,
             keepalive_s=srv.keepalive_timeout_s,
+            max_connections=srv.max_connections,
         )
         h, bound_port = await self._server.start(
             host or srv.host, srv.port if port is None else port

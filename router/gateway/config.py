@@ -335,6 +335,12 @@ class ServerConfig(_Model):
         64 * 1024, ge=1024, description="larger request lines plus headers get 431"
     )
     default_max_tokens: int = Field(1024, ge=1, description="when a request gives none")
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="open connections at most; at the cap the oldest idle or slow one is cut "
+        "for a new one (also lowered to fit the process's descriptor limit)",
+    )
     max_tokens: int = Field(
         32768,
         ge=1,

@@ -235,11 +235,13 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._server.connections.add(self)
+        if not self._server.admit(self):
+            self.transport.abort()
+            return
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
+        self._server.connections.pop(self, None)
         self._cancel_idle()
         self.transport = None
         self._queue.clear()
@@ -548,12 +550,33 @@ class HttpServer:
         max_body_bytes: int = 1 << 20,
         max_head_bytes: int = 64 * 1024,
         keepalive_s: float = 75.0,
+        max_connections: int | None = None,
     ) -> None:
         self.app = app
         self.limits = _Limits(max_head_bytes, max_body_bytes, keepalive_s)
-        self.connections: set[HttpConnection] = set()
+        #: Open connections, oldest first (a dict keeps insertion order).
+        self.connections: dict[HttpConnection, None] = {}
+        self.max_connections = _fit_descriptors(max_connections)
+        self.evicted = 0
         self.closing = False
         self._server: asyncio.base_events.Server | None = None
+
+    def admit(self, conn: HttpConnection) -> bool:
+        """Take a new connection. At the cap, the oldest connection that is not answering a
+        request (idle keep-alive, or a head still trickling in) is cut to make room, so slow or
+        idle clients can never lock out a new one; only when every connection is busy
+        answering is the new one refused."""
+        conns = self.connections
+        cap = self.max_connections
+        if cap is not None and len(conns) >= cap:
+            victim = next((c for c in conns if not c.busy), None)
+            if victim is None:
+                return False
+            conns.pop(victim, None)
+            self.evicted += 1
+            victim.abort()
+        conns[conn] = None
+        return True
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound (host, port)."""
@@ -580,6 +603,32 @@ class HttpServer:
         for conn in list(self.connections):
             conn.abort()
         self.connections.clear()
+
+
+# Descriptors kept free for upstream connections, the relays, databases and logs.
+_RESERVED_FDS = 64
+
+
+def _fit_descriptors(cap: int | None) -> int | None:
+    """The connection cap, lowered to what the process's descriptor limit allows: past it,
+    accept() fails and nobody gets in."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not on POSIX
+        return cap
+    if soft == resource.RLIM_INFINITY:
+        return cap
+    room = max(16, soft - _RESERVED_FDS)
+    if cap is None or cap > room:
+        if cap is not None:
+            log.warning(
+                "server.max_connections %d is above what %d descriptors allow: using %d",
+                cap, soft, room,
+            )
+        return room
+    return cap
 
 
 __all__ = ["App", "HttpRequest", "HttpResponse", "HttpServer", "ResponseStream"]

@@ -40,6 +40,10 @@ def new_id(kind: str) -> str:
     return f"{kind}-{_ID_PREFIX}{next(_ids):x}"
 
 
+#: The longest model name accepted (bytes of UTF-8): every per-model table stays small.
+MAX_MODEL_NAME = 256
+
+
 @dataclass(slots=True)
 class CompletionRequest:
     """One parsed ``/v1/chat/completions`` or ``/v1/completions`` request."""
@@ -153,6 +157,8 @@ def parse_request(
     model = body.get("model")
     if type(model) is not str or not model:
         raise bad_request("model is required (a non-empty string)", "model")
+    if len(model) > MAX_MODEL_NAME or len(model.encode()) > MAX_MODEL_NAME:
+        raise bad_request(f"model names are at most {MAX_MODEL_NAME} bytes", "model")
     prompt: str | list[Message]
     prompt = _messages(body.get("messages")) if chat else _prompt(body.get("prompt"))
     max_tokens = body.get("max_completion_tokens")
