@@ -32,6 +32,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
   else
     echo "install.sh: please install these system packages first: ${need_pkgs[*]}" >&2
+    if [[ " ${need_pkgs[*]} " == *" cmake "* || " ${need_pkgs[*]} " == *" build-essential "* ]]; then
+      echo "install.sh: (cmake and a compiler are for the embedded model only;" \
+        "NOSTR_SWARM_NO_LOCAL=1 bash scripts/install.sh installs everything else)" >&2
+    fi
     exit 1
   fi
 fi
