@@ -29,6 +29,7 @@ from router.backends import MockBackend  # noqa: E402
 from router.strategy import (  # noqa: E402
     Adaptive,
     CostBased,
+    CostPriorityRoundRobin,
     Hybrid,
     LatencyBased,
     PriorityOrder,
@@ -41,6 +42,7 @@ STRATEGIES: list[tuple[str, Callable[[], RoutingStrategy]]] = [
     ("latency", LatencyBased),
     ("hybrid", Hybrid),
     ("round_robin", RoundRobin),
+    ("cost_priority_round_robin", CostPriorityRoundRobin),
     ("adaptive/latency", lambda: Adaptive("latency")),
     ("adaptive/cost", lambda: Adaptive("cost")),
     ("adaptive/reliability", lambda: Adaptive("reliability")),
@@ -99,7 +101,7 @@ def main() -> int:
 
     print("Routing decision, microseconds per decision (best of repeats)")
     print(
-        f"{'strategy':<22}{'route() n=10':>14}{'rank() n=10':>13}{'route() n=100':>15}"
+        f"{'strategy':<27}{'route() n=10':>14}{'rank() n=10':>13}{'route() n=100':>15}"
         f"{'rank() n=100':>14}"
     )
     worst10 = 0.0
@@ -115,7 +117,7 @@ def main() -> int:
             cells += [route_us, rank_us]
             if n == 10:
                 worst10 = max(worst10, route_us)
-        print(f"{label:<22}{cells[0]:>14.2f}{cells[1]:>13.2f}{cells[2]:>15.2f}{cells[3]:>14.2f}")
+        print(f"{label:<27}{cells[0]:>14.2f}{cells[1]:>13.2f}{cells[2]:>15.2f}{cells[3]:>14.2f}")
     verdict = "meets" if worst10 < 10 else "MISSES"
     print(f"slowest decision at 10 backends: {worst10:.2f} us ({verdict} the 10 us target)\n")
 

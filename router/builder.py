@@ -91,8 +91,9 @@ class LmRouterBuilder:
         return self
 
     def strategy(self, strategy: RoutingStrategy | str, **kwargs: Any) -> Self:
-        """A strategy object, or its name: ``cost``, ``latency``, ``hybrid``, ``round_robin``,
-        ``adaptive``, ``priority`` (keywords go to its constructor)."""
+        """A strategy object, or its name: ``cost``, ``latency``, ``hybrid``, ``round_robin``
+        (least recently used), ``cost_priority_round_robin``, ``adaptive``, ``priority``
+        (keywords go to its constructor)."""
         if isinstance(strategy, str):
             strategy = strategy_from_name(strategy, **kwargs)
         elif kwargs:

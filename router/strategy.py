@@ -401,15 +401,25 @@ class RoundRobin(RoutingStrategy):
             used = self._used[key] = {}
         return used
 
-    def _pick(self, model: str, first: Any, used: dict[str, int]) -> None:
+    def _pick(self, first: Any, used: dict[str, int]) -> None:
+        # not atomic across threads: two racing picks may send two requests to one backend;
+        # the following picks even that out
         self._tick += 1
         used[first.name] = self._tick
 
     def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
         used = self._clock_of(model)
         get = used.get
-        first = min(candidates, key=lambda c: get(c.name, -1))
-        self._pick(model, first, used)
+        first = candidates[0]
+        oldest = get(first.name, -1)
+        if oldest >= 0:  # the first candidate never chosen wins at once
+            for c in candidates:  # a plain loop: about twice as fast as min() with a key
+                t = get(c.name, -1)
+                if t < oldest:
+                    first, oldest = c, t
+                    if t < 0:
+                        break
+        self._pick(first, used)
         return RoutingDecision(model, first, candidates, self, None, 1.0)
 
     def order(self, decision: RoutingDecision) -> list[Any]:
@@ -458,7 +468,7 @@ class CostPriorityRoundRobin(RoundRobin):
                 t = get(c.name, -1)
                 if first is None or t < oldest:
                     first, oldest = c, t
-        self._pick(model, first, used)
+        self._pick(first, used)
         return RoutingDecision(model, first, candidates, self)
 
     def order(self, decision: RoutingDecision) -> list[Any]:

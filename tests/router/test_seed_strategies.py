@@ -45,6 +45,14 @@ def test_round_robin_gives_a_returning_backend_the_next_turn() -> None:
     assert "least recently used" in d.reason
 
 
+def test_round_robin_sends_the_next_request_to_a_new_backend() -> None:
+    a, b, c = (CandidateStats(n) for n in "abc")
+    rr = RoundRobin()
+    assert [rr.choose("m", [a, b]).backend for _ in range(3)] == ["a", "b", "a"]
+    assert rr.choose("m", [a, b, c]).backend == "c"  # never chosen: oldest of all
+    assert rr.choose("m", [a, b, c]).backend == "b"
+
+
 def test_round_robin_ties_keep_priority_order_and_clocks_are_per_model() -> None:
     pool = [CandidateStats(n) for n in "xyz"]
     rr = RoundRobin()
@@ -67,6 +75,13 @@ def test_seed_names_reach_the_seed_strategies() -> None:
     assert cp.tolerance == 0.1 and not cp.per_model
     with pytest.raises(ValueError):
         CostPriorityRoundRobin(tolerance=-1)
+    # the gateway's ``strategy:`` setting goes through strategy_from_name
+    from router.gateway.config import StrategyConfig
+
+    built = StrategyConfig.model_validate({"name": "round_robin", "per_model": False}).build()
+    assert isinstance(built, RoundRobin) and not built.per_model
+    cfg = StrategyConfig(name="cost_priority_round_robin")
+    assert isinstance(cfg.build(), CostPriorityRoundRobin)
 
 
 async def test_round_robin_router_spreads_calls_and_skips_an_open_breaker() -> None:
