@@ -345,3 +345,16 @@ async def test_other_backends_still_report_wall_time() -> None:
     # a MockBackend answers in well under a second; its own latency_ms (0) is not trusted
     assert 0 < resp.latency_ms < 5000
     assert router.metrics()["m1"].ewma_latency_ms == resp.latency_ms
+
+
+def test_round_robin_keeps_a_bounded_number_of_model_clocks() -> None:
+    from router.strategy import _MAX_MODELS
+
+    pool = [CandidateStats("a"), CandidateStats("b")]
+    rr = RoundRobin()
+    rr.choose("first-model", pool)
+    for i in range(_MAX_MODELS + 10):  # model names come from callers
+        rr.choose(f"made-up-{i}", pool)
+    assert len(rr._used) == _MAX_MODELS
+    assert "first-model" not in rr._used  # the oldest clocks went first
+    assert rr.choose("first-model", pool).backend == "a"  # a forgotten model starts over
