@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
+from websockets.speedups import apply_mask  # type: ignore[import-not-found]
 
 from client.event import Event
 from client.filter import Filter
@@ -66,11 +67,19 @@ _HEADER_64 = struct.Struct("!BBQ").pack
 
 
 class _Connection(ServerConnection):
-    """websockets' server connection with a shortcut: a complete text frame goes to the relay as
-    soon as it is parsed (in data_received), not through the message queue and a wake-up of the
-    reader task, which are most of websockets' cost per message. Fragmented messages, text that
-    is not UTF-8 (closed with 1007 there) and anything before the relay has attached take the
-    ordinary path, and frames behind them wait for it, so messages are handled in order."""
+    """websockets' server connection with two shortcuts past the parts that cost most per
+    message (its frame parser, message queue and a wake-up of the reader task):
+
+    - ``data_received`` takes complete, final, masked text (and binary) frames straight from the
+      bytes and hands them to the relay; anything else (control frames, fragments, frames over
+      the size limit, text that is not UTF-8, a frame cut by the end of the read) goes to
+      websockets' parser from that frame on. Frame boundaries are followed through what the
+      parser is given, so the shortcut takes over again at the next frame start;
+    - ``process_event``: complete frames that did go through the parser are handed over as they
+      come out of it.
+
+    Fragmented messages and anything that arrived before the relay attached take the ordinary
+    path (the reader task), and frames behind them wait for it, so messages stay in order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +87,120 @@ class _Connection(ServerConnection):
         self.queued_messages = 0  # complete messages on the ordinary path, not handled yet
         self.fragmented = False
         self.reading_paused = False  # by us, because the client does not read our replies
+        # The handshake's bytes until the request's end is seen (None after). Only if nothing
+        # followed the request in them do frames start at a known boundary.
+        self._pre: bytes | None = b""
+        self._track = False
+        self._skip = 0  # bytes of the frame websockets' parser is in, still to come
+        self._partial = b""  # the start of a frame header it has, when incomplete
+
+    def data_received(self, data: bytes) -> None:
+        if not self._track:
+            pre = self._pre
+            if pre is not None:
+                pre += data
+                end = pre.find(b"\r\n\r\n")
+                if end >= 0:
+                    self._track = len(pre) == end + 4
+                    self._pre = None
+                elif len(pre) > 65536:  # websockets refuses such a request anyway
+                    self._pre = None
+                else:
+                    self._pre = pre
+            super().data_received(data)
+            return
+        link = self.link
+        if (
+            link is None
+            or self._skip
+            or self._partial
+            or self.queued_messages
+            or self.fragmented
+            or self.protocol.state is not OPEN
+        ):
+            self._walk(data)
+            super().data_received(data)
+            return
+        pos = self._take_frames(data, link)
+        if pos < len(data):
+            rest = data[pos:] if pos else data
+            self._walk(rest)
+            super().data_received(rest)
+
+    def _take_frames(self, data: bytes, link: _Link) -> int:
+        """Handle the complete data frames at the start of ``data``; returns where the first
+        frame left to websockets begins."""
+        n = len(data)
+        pos = 0
+        max_size = self.protocol.max_message_size
+        protocol = self.protocol
+        while n - pos >= 6:
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            if (b0 != 0x81 and b0 != 0x82) or b1 < 0x80:  # FIN, no RSV, text/binary; masked
+                break
+            length = b1 & 0x7F
+            if length < 126:
+                head = pos + 2
+            elif length == 126:
+                if n - pos < 8:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                head = pos + 4
+            else:
+                if n - pos < 14:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                head = pos + 10
+            start = head + 4
+            end = start + length
+            if end > n or (max_size is not None and length > max_size):
+                break
+            payload = apply_mask(data[start:end], data[head:start])
+            if b0 == 0x81:
+                try:
+                    message: str | bytes = payload.decode()
+                except UnicodeDecodeError:
+                    break  # websockets fails the connection with 1007
+            else:
+                message = payload
+            pos = end
+            link.on_message(message)
+            if protocol.state is not OPEN:
+                return n  # closed while handling: the rest is not read
+        return pos
+
+    def _walk(self, data: bytes) -> None:
+        """Follow frame boundaries through bytes handed to websockets' parser."""
+        skip = self._skip
+        if skip >= len(data):
+            self._skip = skip - len(data)
+            return
+        if self._partial:
+            buf, pos = self._partial + data, 0
+        else:
+            buf, pos = data, skip
+        n = len(buf)
+        while pos < n:
+            if n - pos < 2:
+                break
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            if length < 126:
+                head = 2
+            elif length == 126:
+                if n - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            else:
+                if n - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            pos += head + (4 if b1 & 0x80 else 0) + length
+        else:
+            self._skip, self._partial = pos - n, b""
+            return
+        self._skip, self._partial = 0, bytes(buf[pos:])  # a header cut short: at most 13 bytes
 
     def process_event(self, event: Any) -> None:
         if type(event) is not Frame:  # the handshake's request
