@@ -752,6 +752,16 @@ class SwarmClient:
                 reason = "quorum reached" if collector.decision.reached else "gave up"
                 self._spawn(self._cancel(job, reason if finished else "cancelled"))
         result = collector.outcome(loop.time())
+        if not result.reached and book is not None:
+            # What was paid in advance travels with the error: the caller must charge it.
+            if prepaying:
+                await asyncio.wait(prepaying)
+            if book.paid_msats or book.unknown:
+                result = collector.outcome(
+                    loop.time(),
+                    msats_paid=book.paid_msats,
+                    msats_unknown=sum(book.unknown.values()),
+                )
         if not result.reached:
             self._remember(result, target_list, comp)
             d = result.decision

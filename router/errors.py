@@ -20,6 +20,7 @@ __all__ = [
     "CircuitBreakerOpen",
     "InvalidRequest",
     "NoProvidersAvailable",
+    "PaidFailure",
     "QuorumNotReached",
     "RateLimited",
     "RouterError",
@@ -68,6 +69,19 @@ class BackendError(RouterError):
         #: The upstream's own error object (OpenAI's ``{"message", "type", "param", "code"}``),
         #: so a caller's mistake can be answered as the upstream worded it.
         self.detail = detail
+
+
+class PaidFailure(BackendError):
+    """An attempt that failed after money moved (a swarm job whose providers were paid in
+    advance and then did not agree). Never retried, never failed over: another job would pay
+    again. ``msats_paid`` and ``msats_unknown`` say what left, or may have left, the wallet."""
+
+    def __init__(
+        self, message: str, *, backend: str | None, msats_paid: int, msats_unknown: int
+    ) -> None:
+        super().__init__(message, backend=backend, retryable=False)
+        self.msats_paid = msats_paid
+        self.msats_unknown = msats_unknown
 
 
 class RateLimited(BackendError):

@@ -34,6 +34,7 @@ from .errors import (
     CircuitBreakerOpen,
     InvalidRequest,
     NoProvidersAvailable,
+    PaidFailure,
     RateLimited,
     StreamInterrupted,
 )
@@ -345,6 +346,8 @@ class LmRouter(LmBackend):
                             raise
                         errors[st.name] = exc
                         delay = self._on_attempt_failed(st, exc, retry)
+                        if isinstance(exc, PaidFailure):  # money moved: no second job
+                            raise
                         if delay is not None:
                             retry += 1
                             await self._sleep(delay)
@@ -577,6 +580,8 @@ class LmRouter(LmBackend):
                             raise
                         errors[st.name] = exc
                         delay = self._on_attempt_failed(st, exc, retry)
+                        if isinstance(exc, PaidFailure):
+                            raise
                         if delay is not None:
                             retry += 1
                             await self._sleep(delay)

@@ -6,9 +6,9 @@ import inspect
 import time
 from typing import Any
 
-from client.errors import BudgetExceeded
+from client.errors import BudgetExceeded, QuorumNotReached
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, PaidFailure
 from ..types import LmResponse, LmUsage, Prompt, estimate_tokens, prompt_text
 from .base import LmBackend
 
@@ -240,6 +240,21 @@ class SwarmBackend(LmBackend):
         t0 = time.perf_counter()
         try:
             result = await self.client.complete(text, **kwargs)
+        except QuorumNotReached as exc:
+            received = exc.received
+            paid = _msats_paid(received)
+            unknown = getattr(received, "msats_unknown", 0)
+            if not paid and not unknown:
+                raise  # provably nothing paid: the router may fail over
+            if not gate.hashes:
+                self.spent_msats += paid
+            raise PaidFailure(
+                f"{self.name}: {exc} after paying {paid} msats in advance"
+                + (f" ({unknown} msats of unknown outcome)" if unknown else ""),
+                backend=self.name,
+                msats_paid=paid,
+                msats_unknown=unknown if isinstance(unknown, int) else 0,
+            ) from exc
         finally:
             if reserve is not None:
                 self._reserved -= reserve

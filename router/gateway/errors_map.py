@@ -20,6 +20,7 @@ from ..errors import (
     BackendNotFound,
     CircuitBreakerOpen,
     InvalidRequest,
+    PaidFailure,
     RateLimited,
     StreamInterrupted,
 )
@@ -114,6 +115,13 @@ def api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, NoProvidersAvailable):
         return ApiError(
             503, f"No providers available: {exc}", type="server_error", code="no_providers"
+        )
+    if isinstance(exc, PaidFailure):
+        return ApiError(
+            504,
+            f"The swarm did not agree in time: {exc}",
+            type="timeout",
+            code="quorum_not_reached",
         )
     if isinstance(exc, QuorumNotReached):
         return ApiError(

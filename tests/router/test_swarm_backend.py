@@ -145,3 +145,48 @@ async def test_budget_caps_spending_and_requests_in_flight() -> None:
     assert len(c.calls) == 3
     with pytest.raises(ValueError):
         SwarmBackend(c, quorum=0)
+
+
+@dataclass
+class _Prepaid:
+    msats_paid: int = 4000
+    msats_unknown: int = 0
+
+
+class PrepaidThenNoQuorum:
+    """A swarm client whose job paid two providers in advance and then did not agree."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, prompt: str, **kw: Any) -> Any:
+        self.calls += 1
+        raise QuorumNotReached("quorum 2 not reached", received=_Prepaid())
+
+
+async def test_a_job_that_paid_and_failed_is_never_followed_by_another() -> None:
+    from router.errors import PaidFailure
+
+    client = PrepaidThenNoQuorum()
+    swarm = SwarmBackend(client, quorum=2, max_sats=20, timeout_s=5)
+    local = MockBackend("local").with_model("other").with_response("unverified")
+    builder = LmRouter.builder().add_backend(swarm).add_backend(local).fallback_chain("local")
+    router = builder.retry(max_attempts=3).build()
+    with pytest.raises(PaidFailure) as e:
+        await router.complete("swarm/m", "q", 8)
+    assert e.value.msats_paid == 4000
+    assert client.calls == 1 and local.calls == 0  # no retry, no failover
+    assert swarm.spent_msats == 4000  # charged though it failed
+
+
+async def test_a_job_that_paid_nothing_may_fail_over() -> None:
+    class NothingPaid(PrepaidThenNoQuorum):
+        async def complete(self, prompt: str, **kw: Any) -> Any:
+            self.calls += 1
+            raise QuorumNotReached("quorum 2 not reached", received=_Prepaid(0))
+
+    swarm = SwarmBackend(NothingPaid(), quorum=2, max_sats=20, timeout_s=5)
+    local = MockBackend("local").with_model("other").with_response("unverified")
+    builder = LmRouter.builder().add_backend(swarm).add_backend(local).fallback_chain("local")
+    router = builder.build()
+    assert (await router.complete("swarm/m", "q", 8)).text == "unverified"
