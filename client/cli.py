@@ -4,7 +4,9 @@ this bottom-layer package never imports the packages above it; each registers it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
@@ -94,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `swarm ... | head`: the reader left; stop quietly, as shells do
+        with contextlib.suppress(OSError, ValueError):
+            # Python flushes stdout at exit; point it at /dev/null so that flush cannot fail too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -312,3 +312,33 @@ def test_provider_without_a_config_says_how_to_make_one(
     assert cli.main(["provider", action, "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path} does not exist; create it with: swarm provider init --config {path}" in err
+
+
+# Prints far more than a pipe holds, so the writer meets a reader that has gone.
+_FLOOD = """
+import sys
+from importlib.metadata import EntryPoint
+import client.cli as cli
+
+def register(sub):
+    p = sub.add_parser("flood")
+    p.set_defaults(handler=lambda args: print("x" * 4_000_000))
+
+ep = EntryPoint(name="flood", value="x:register", group="nostr_swarm.commands")
+cli.entry_points = lambda group: [ep]
+cli.load_command = lambda ep: register
+sys.exit(cli.main(["flood"]))
+"""
+
+
+def test_output_piped_into_head_ends_quietly_not_with_a_traceback() -> None:
+    pipeline = f'"{sys.executable}" -c "$0" | head -c 1 >/dev/null; exit $PIPESTATUS'
+    done = subprocess.run(
+        ["bash", "-c", pipeline, _FLOOD],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141
