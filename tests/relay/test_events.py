@@ -130,6 +130,20 @@ async def test_deletion_by_author_over_the_wire(wire: Wire) -> None:
     assert again[2] is False and again[3].startswith("blocked:")
 
 
+async def test_a_strangers_deletion_before_the_event_does_not_spoil_the_authors(
+    wire: Wire,
+) -> None:
+    """NIP-09 by arrival order: stranger's deletion, then the author's, then the event (late, e.g.
+    from another relay): refused; and nobody is served it."""
+    author, stranger = Keys.generate(), Keys.generate()
+    note = Event.create(author, 1, "late")
+    assert (await wire.publish(Event.create(stranger, 5, "", [["e", note.id]])))[2] is True
+    assert (await wire.publish(Event.create(author, 5, "", [["e", note.id]])))[2] is True
+    ok = await wire.publish(note)
+    assert ok[2] is False and ok[3].startswith("blocked:")
+    assert (await wire.req("q", {"ids": [note.id]}))[0] == []
+
+
 async def test_expired_event_refused_and_expiring_event_hidden_later() -> None:
     clock = [1_700_000_000.0]
     async with Relay(clock=lambda: clock[0]) as relay, await Wire.open(relay.url) as wire:
