@@ -88,7 +88,8 @@ if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
         done
       ) &
       heartbeat=$!
-      trap 'kill "$heartbeat" 2>/dev/null || true' EXIT
+      # A script's background jobs ignore Ctrl-C: stop the build and the heartbeat on any exit.
+      trap 'kill "$heartbeat" "$build" 2>/dev/null || true' EXIT
       rc=0
       wait "$build" || rc=$?
       kill "$heartbeat" 2>/dev/null || true
