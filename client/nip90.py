@@ -828,17 +828,17 @@ def build_feedback(
 ) -> Event:
     """Kind-7000 feedback: ``status`` (normalized spelling), ``amount``, ``e``, ``p``.
 
-    To an encrypted request, ``content`` is the encrypted JSON tag list (``status``, ``amount``,
-    and ``["content", <partial result>]`` if any), the form NDK and nostrdvm read (NDK throws on
-    an empty content); the visible tags stay as well, for clients that read those."""
+    To an encrypted request, ``content`` is the encrypted JSON tag list ``["content", <partial
+    result or "">]``, ``status``, ``amount``: the form NDK and nostrdvm read (NDK throws on an
+    empty content). The ``content`` tag is always there and first: nostrdvm's Bot shows the
+    user the last of it and the status text, and else the raw ciphertext. The visible tags
+    stay as well, for clients that read those."""
     status_tag = ["status", normalize_status(status)]
     if extra:
         status_tag.append(extra)
     tags: Tags = [status_tag, *_amount_tag(amount_msats, bolt11), *_reply_tags(request, relay_hint)]
     if request.encryption is not None:
-        sealed = [status_tag, *_amount_tag(amount_msats, bolt11)]
-        if content:
-            sealed.append(["content", content])
+        sealed = [["content", content], status_tag, *_amount_tag(amount_msats, bolt11)]
         tags.append(["encrypted"])
         content = _encrypt(
             json.dumps(sealed, ensure_ascii=False), keys, request.customer, request.encryption

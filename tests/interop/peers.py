@@ -123,6 +123,26 @@ class NodePeer:
                 f"{self.name} did not say {event!r} within {within:g}s; it said {self.lines}"
             ) from None
 
+    async def expect_text(self, needle: str, within: float = WAIT) -> str:
+        """The first plain (not JSON) output line containing ``needle``: for peers whose own
+        logging is the only sign of what they did."""
+        async def scan() -> str:
+            index = 0
+            while True:
+                while index < len(self.lines):
+                    text = str(self.lines[index].get("text", ""))
+                    index += 1
+                    if needle in text:
+                        return text
+                self.lines.append(await self._read_line())
+
+        try:
+            return await asyncio.wait_for(scan(), within)
+        except TimeoutError:
+            raise PeerError(
+                f"{self.name} did not print {needle!r} within {within:g}s; it said {self.lines}"
+            ) from None
+
 
 @contextlib.asynccontextmanager
 async def run_node(script: str, *args: str, name: str | None = None) -> AsyncIterator[NodePeer]:

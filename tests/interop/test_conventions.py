@@ -122,7 +122,7 @@ def test_our_feedback_to_an_encrypted_job_seals_its_tags_and_keeps_them_visible(
         nip44.decrypt(event.content, nip44.conversation_key(customer.secret_hex,
                                                              provider.public_key))
     )
-    assert sealed == [["status", "partial", "half way"], ["amount", "3000"], ["content", "Par"]]
+    assert sealed == [["content", "Par"], ["status", "partial", "half way"], ["amount", "3000"]]
     assert event.tag_value("status") == "partial" and event.tag_value("amount") == "3000"
     fb = parse_feedback(event, job, customer)
     assert (fb.status, fb.extra, fb.content, fb.amount and fb.amount.msats) == (

@@ -46,7 +46,7 @@ async def test_the_lower_of_a_visible_and_a_sealed_bid_decides(
     ) as peer:
         feedback = await peer.expect("feedback")
     # nostr-tools verified the event and decrypted its content: our sealed tag list.
-    status = feedback["sealed"][0]
+    status = next(t for t in feedback["sealed"] if t[0] == "status")
     assert status[:2] == ["status", "error"] and "bid 1 msats" in status[2]
     assert ["status", *status[1:]] in feedback["tags"]  # kept visible as well
     assert node.stats.billed_msats == 0
@@ -63,6 +63,6 @@ async def test_a_bid_covering_the_quote_both_ways_is_served(
         result = await peer.expect("result")
         feedback = await peer.expect("feedback")
     assert result["content"] == "Echo: hello"
-    assert feedback["sealed"][0][:2] == ["status", "processing"]
+    assert ["status", "processing"] in feedback["sealed"]
     amount = next(t for t in result["tags"] if t[0] == "amount")
     assert int(amount[1]) <= 5000
