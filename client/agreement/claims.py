@@ -50,13 +50,28 @@ def _pair_conflict(a: Sentence, b: Sentence, jaccard: float) -> str | None:
     return None
 
 
+DENIAL_MIN_WORDS = 2  # what a denial denies must be at least a subject and a predicate
+
+
+def _denies(s: Sentence, other: ParagraphClaims) -> bool:
+    """``s`` denies what a clause of ``other`` asserts: all of the words ``s`` negates (its
+    subject and the word after the negation) stand together in a clause of ``other`` without a
+    negation. "Sunlight is not scattered by the air" against "sunlight ... scatters in all
+    directions", even when the two clauses share too little to line up."""
+    if len(s.denied) < DENIAL_MIN_WORDS:
+        return False
+    return any(not o.negations and s.denied <= o.words for o in other.sentences)
+
+
 def paragraph_conflict(a: ParagraphClaims, b: ParagraphClaims) -> str | None:
     """Why ``a`` and ``b`` make conflicting claims (``"negation"``, ``"number"``,
-    ``"entity"``, ``"swapped term"``), or ``None``."""
+    ``"entity"``, ``"swapped term"``, ``"denial"``), or ``None``."""
     for s in a.sentences:
         other, j = _best(s, b.sentences)
         if other is not None:
             reason = _pair_conflict(s, other, j)
             if reason:
                 return reason
+        elif _denies(s, b):
+            return "denial"
     return None

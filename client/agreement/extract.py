@@ -223,7 +223,12 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 def _stem(word: str) -> str:
-    # Plurals and possessives only: enough to make "whales" meet "whale".
+    # Plurals and verb endings only: enough to make "whales" meet "whale" and "scattered"
+    # meet "scatters"; not a real stemmer, and it need not be: both sides get the same cut.
+    if len(word) > 5 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 4 and word.endswith("ed"):
+        return word[:-2]
     if len(word) > 4 and word.endswith("es") and word[-3] in "sxz":
         return word[:-2]
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
@@ -282,7 +287,9 @@ def fact_claim(text: str, prompt: str = "") -> FactClaim | None:
 # --- paragraphs ------------------------------------------------------------------------------
 
 _NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|neither|nor|cannot|without)\b|n't\b", re.I)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# Clauses, not just sentences: "X is not scattered; it reflects Y" makes two claims.
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+")
+_NEG_WORDS = frozenset({"not", "no", "never", "cannot", "neither", "nor", "without"})
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
 
 
@@ -292,6 +299,9 @@ class Sentence:
     negations: int
     numbers: frozenset[float]
     names: frozenset[str]  # capitalized words not at a sentence start
+    # For a negated clause: the content words before the negation and the first one after it
+    # ("The sky is not blue because ..." -> {sky, blue}): what the clause denies.
+    denied: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +309,16 @@ class ParagraphClaims:
     sentences: tuple[Sentence, ...]
     words: frozenset[str]
     negations: int
+
+
+def _denied(clause: str) -> frozenset[str]:
+    tokens = _TOKEN.findall(clause.casefold().replace("n't", " not"))
+    for i, t in enumerate(tokens):
+        if t in _NEG_WORDS:
+            before = _content(" ".join(tokens[:i]), frozenset())
+            after = _content(" ".join(tokens[i + 1 :]), frozenset())[:1]
+            return frozenset(before + after)
+    return frozenset()
 
 
 def paragraph_claims(text: str) -> ParagraphClaims:
@@ -315,6 +335,7 @@ def paragraph_claims(text: str) -> ParagraphClaims:
                 negations=len(_NEGATION.findall(raw)),
                 numbers=numbers(raw),
                 names=names,
+                denied=_denied(raw),
             )
         )
     all_words = frozenset().union(*(s.words for s in sentences)) if sentences else frozenset()
