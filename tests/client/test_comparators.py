@@ -274,3 +274,16 @@ def test_decision_before_the_quorum_scores_the_leading_group() -> None:
     q.add(Vote("a", "Paris"))
     d = q.add(Vote("b", "Berlin"))
     assert not d.reached and d.scores == (("a", 1.0),) and d.dissent_scores == (("b", 0.0),)
+
+
+def test_a_denial_conflicts_even_without_a_matching_sentence() -> None:
+    comp = SemanticComparator(embed=None, threshold=0.0)
+    honest = comp.canonical(
+        "The sky is blue because of Rayleigh scattering. When sunlight enters the atmosphere it "
+        "scatters in all directions, blue light most."
+    )
+    liar = comp.canonical("Sunlight is not scattered by the air at all; the oceans colour it.")
+    assert comp.conflict(honest, liar) == "denial" and not comp.same(honest, liar)
+    # An honest answer that negates something the other does not assert is no conflict.
+    other = comp.canonical("Blue light is scattered more than red light; it is not absorbed.")
+    assert comp.conflict(honest, other) is None
