@@ -37,7 +37,7 @@ from typing import Literal
 from client.errors import BudgetExceeded
 
 USD_NANOS = 1_000_000_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 PendingState = Literal["pending", "paid", "failed"]
 
@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     budget_usd_nanos INTEGER,
     spent_msats INTEGER NOT NULL DEFAULT 0 CHECK (spent_msats >= 0),
     spent_usd_nanos INTEGER NOT NULL DEFAULT 0 CHECK (spent_usd_nanos >= 0),
-    requests INTEGER NOT NULL DEFAULT 0
+    requests INTEGER NOT NULL DEFAULT 0,
+    period_s INTEGER,
+    period_start INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS holds (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -161,13 +163,18 @@ class SpendBook:
     def _migrate(self) -> None:
         """Bring a file written by an earlier schema up to this one (``user_version``)."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version < 1:
-            cols = {r["name"] for r in self._db.execute("PRAGMA table_info(holds)")}
-            if "initial_msats" not in cols:
-                self._db.execute(
-                    "ALTER TABLE holds ADD COLUMN initial_msats INTEGER NOT NULL DEFAULT 0"
-                )
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if version >= SCHEMA_VERSION:
+            return
+        wanted = {
+            "holds": [("initial_msats", "INTEGER NOT NULL DEFAULT 0")],
+            "accounts": [("period_s", "INTEGER"), ("period_start", "INTEGER NOT NULL DEFAULT 0")],
+        }
+        for table, columns in wanted.items():
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.closed = True
@@ -190,28 +197,55 @@ class SpendBook:
     # --- accounts ------------------------------------------------------------------------------
 
     def ensure(
-        self, name: str, *, budget_msats: int | None = None, budget_usd_nanos: int | None = None
+        self,
+        name: str,
+        *,
+        budget_msats: int | None = None,
+        budget_usd_nanos: int | None = None,
+        period_s: int | None = None,
     ) -> None:
         """Create the account if it is new; set its budgets (from the configuration) either way.
-        What it spent stays."""
+        What it spent stays. With ``period_s`` the budgets start again every period (counted
+        from when the account was first made); what is in flight stays held."""
         budgets = (("budget_msats", budget_msats), ("budget_usd_nanos", budget_usd_nanos))
         for label, value in budgets:
             if value is not None and (type(value) is not int or value < 0):
                 raise ValueError(f"{label} must be a non-negative integer, not {value!r}")
+        if period_s is not None and (type(period_s) is not int or period_s <= 0):
+            raise ValueError(f"period_s must be a positive integer, not {period_s!r}")
         with self._tx() as db:
             db.execute(
-                "INSERT INTO accounts(name, budget_msats, budget_usd_nanos) VALUES (?, ?, ?)"
+                "INSERT INTO accounts(name, budget_msats, budget_usd_nanos, period_s,"
+                " period_start) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET budget_msats = excluded.budget_msats,"
-                " budget_usd_nanos = excluded.budget_usd_nanos",
-                (name, budget_msats, budget_usd_nanos),
+                " budget_usd_nanos = excluded.budget_usd_nanos, period_s = excluded.period_s",
+                (name, budget_msats, budget_usd_nanos, period_s, self._now()),
             )
 
+    def _roll(self, db: sqlite3.Connection, name: str) -> None:
+        """Start a new budget period if the current one is over (spent goes back to 0)."""
+        row = db.execute(
+            "SELECT period_s, period_start FROM accounts WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None or not row["period_s"]:
+            return
+        now, start, period = self._now(), row["period_start"], row["period_s"]
+        if now < start + period:
+            return
+        db.execute(
+            "UPDATE accounts SET spent_msats = 0, spent_usd_nanos = 0, period_start = ?"
+            " WHERE name = ?",
+            (now - (now - start) % period, name),
+        )
+
     def status(self, name: str) -> AccountStatus:
-        return self._status(self._db, name)
+        with self._tx() as db:
+            self._roll(db, name)
+            return self._status(db, name)
 
     def statuses(self) -> list[AccountStatus]:
         names = [r["name"] for r in self._db.execute("SELECT name FROM accounts ORDER BY name")]
-        return [self._status(self._db, n) for n in names]
+        return [self.status(n) for n in names]
 
     @staticmethod
     def _status(db: sqlite3.Connection, name: str) -> AccountStatus:
@@ -265,6 +299,7 @@ class SpendBook:
         names = list(dict.fromkeys(accounts))
         with self._tx() as db:
             for name in names:
+                self._roll(db, name)
                 st = self._status(db, name)
                 _fits(st, msats, usd_nanos)
             cur = db.execute(

@@ -23,9 +23,19 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Self
 from urllib.parse import unquote
 
+from client.errors import BudgetExceeded, QuorumNotReached
+
+from ..errors import (
+    BackendError,
+    BackendNotFound,
+    CircuitBreakerOpen,
+    InvalidRequest,
+    PaidFailure,
+)
+from ..retry import is_caller_error
 from ..router import LmRouter
 from ..spend import Hold, SpendBook, usd_to_nanos
-from ..types import LmResponse, LmUsage, StreamChunk
+from ..types import LmResponse, LmUsage, StreamChunk, estimate_tokens, prompt_text
 from .adapters import Served, current_decision, serving_backend
 from .auth import KeyAccount, KeyStore, key_account
 from .build import build_router
@@ -35,7 +45,15 @@ from .errors import ApiError, bad_request
 from .errors_map import api_error
 from .http_server import HttpRequest, HttpResponse, HttpServer, ResponseStream
 from .metrics import CONTENT_TYPE, GatewayMetrics
-from .protocol import CompletionRequest, completion_json, model_list, parse_request, usage_dict
+from .protocol import (
+    CompletionRequest,
+    completion_json,
+    embedding_json,
+    model_list,
+    parse_embedding_request,
+    parse_request,
+    usage_dict,
+)
 from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
 from .swarm import ServedSwarm
 
@@ -51,6 +69,7 @@ _loads = json.loads
 _perf = time.perf_counter
 _CHAT = "/v1/chat/completions"
 _TEXT = "/v1/completions"
+_EMBED = "/v1/embeddings"
 
 _KNOWN = {
     "/healthz": "GET",
@@ -58,6 +77,7 @@ _KNOWN = {
     "/v1/models": "GET",
     _CHAT: "POST",
     _TEXT: "POST",
+    _EMBED: "POST",
     "/v1/usage": "GET",
     "/metrics": "GET",
 }
@@ -116,6 +136,7 @@ class Gateway:
                     budget_msats=None if b.budget_sats is None else b.budget_sats * 1000,
                 )
         self._max_tokens = config.server.max_tokens
+        self._model_fallbacks: dict[str, list[str]] = config.model_fallbacks()
         self._resolve_task: asyncio.Task[None] | None = None
         self.aliases = dict(config.aliases)
         srv = config.server
@@ -149,6 +170,7 @@ class Gateway:
             "/v1/models": ("GET", self._list_models),
             _CHAT: ("POST", self._chat),
             _TEXT: ("POST", self._text),
+            _EMBED: ("POST", self._embed),
             "/v1/usage": ("GET", self._usage),
             "/metrics": ("GET", self._metrics),
         }
@@ -459,6 +481,9 @@ class Gateway:
     async def _text(self, request: HttpRequest) -> HttpResponse | None:
         return await self._completion(request, False, _TEXT)
 
+    async def _embed(self, request: HttpRequest) -> HttpResponse | None:
+        return await self._completion(request, False, _EMBED)
+
     def _read_json(self, request: HttpRequest) -> Any:
         # The server enforced server.max_body_bytes (413) while reading the body.
         raw = request.body
@@ -608,52 +633,95 @@ class Gateway:
         current_decision.set(None)
         hold: Hold | None = None
         swarm = False
-        settle = False  # True once the budgets were reserved and this method must settle
-        usage: LmUsage | None = None
         try:
             acct = self.keys.authenticate(request.headers.get("authorization"))
             body = self._read_json(request)
-            req = parse_request(
-                body,
-                chat=chat,
-                default_max_tokens=self._default_max_tokens,
-                headers=request.headers,
+            extra_models = _pop_models(body)
+            req = (
+                parse_embedding_request(body)
+                if endpoint is _EMBED
+                else parse_request(
+                    body,
+                    chat=chat,
+                    default_max_tokens=self._default_max_tokens,
+                    headers=request.headers,
+                )
             )
-            model = self.aliases.get(req.model, req.model)
-            hold, params, swarm = self._admit(req, model, acct)
-            if req.stream:  # _stream settles the budgets itself
-                return await self._stream(request, req, model, params, hold, swarm, task)
-            settle = True
-            resp: LmResponse = await self.router.complete(
-                model, req.prompt, req.max_tokens, **params
-            )
-            usage = resp.usage
-            backend = resp.backend
-            self.metrics.completion(backend, model, usage)
-            headers = {
-                "Content-Type": _JSON,
-                "x-swarm-backend": backend,
-                "x-swarm-route-reason": _header_safe(self._reason(backend)),
-                "x-swarm-cost-sats": str(usage.cost_sats or 0),
-            }
-            if swarm and hold is not None:
-                _money_headers(hold, headers)
-            if usage.cost_usd is not None:
-                headers["x-swarm-cost-usd"] = f"{usage.cost_usd:.8f}"
-            meta = resp.meta
-            if meta:
-                _meta_headers(meta, headers)
-            body_bytes = completion_json(req.chat, resp, resp.model or model)
-            return HttpResponse(body_bytes, 200, headers)
-        except asyncio.CancelledError:
-            if not self._deadlines.expired(task):
-                raise
-            return self._fail(endpoint, TimeoutError(), hold if swarm else None)
         except Exception as exc:
-            return self._fail(endpoint, exc, hold if swarm else None)
-        finally:
-            if settle:
-                self._settle(hold, swarm, usage)
+            return self._fail(endpoint, exc)
+        chain = self._model_chain(req.model, extra_models)
+        for i, name in enumerate(chain):
+            last = i == len(chain) - 1
+            model = self.aliases.get(name, name)
+            counted = 0
+            gate = acct.gate if acct is not None else None
+            usage: LmUsage | None = None
+            settle = False  # True once the budgets were reserved and this loop must settle
+            try:
+                if gate is not None:
+                    if not last and not gate.allows_model(model):
+                        continue  # a fallback the key may not use is skipped, not an error
+                    tokens = estimate_tokens(prompt_text(req.prompt)) + req.max_tokens
+                    counted = gate.admit(model, tokens, time.monotonic())
+                try:
+                    hold, params, swarm = self._admit(req, model, acct)
+                    if req.stream:  # _stream settles the budgets itself
+                        return await self._stream(request, req, model, params, hold, swarm, task)
+                    settle = True
+                    resp: LmResponse = await self.router.complete(
+                        model, req.prompt, req.max_tokens, **params
+                    )
+                finally:
+                    if gate is not None:
+                        gate.release()
+                usage = resp.usage
+                if gate is not None:
+                    gate.correct(counted, usage.total_tokens)
+                backend = resp.backend
+                self.metrics.completion(backend, model, usage)
+                headers = {
+                    "Content-Type": _JSON,
+                    "x-swarm-backend": backend,
+                    "x-swarm-route-reason": _header_safe(self._reason(backend)),
+                    "x-swarm-cost-sats": str(usage.cost_sats or 0),
+                }
+                if i:
+                    headers["x-swarm-model-fallback"] = _header_safe(
+                        f"{req.model} -> {name} ({i} model(s) failed)"
+                    )
+                if swarm and hold is not None:
+                    _money_headers(hold, headers)
+                if usage.cost_usd is not None:
+                    headers["x-swarm-cost-usd"] = f"{usage.cost_usd:.8f}"
+                meta = resp.meta
+                if meta:
+                    _meta_headers(meta, headers)
+                if endpoint is _EMBED:
+                    body_bytes = embedding_json(resp, resp.model or model)
+                else:
+                    body_bytes = completion_json(req.chat, resp, resp.model or model)
+                return HttpResponse(body_bytes, 200, headers)
+            except asyncio.CancelledError:
+                if not self._deadlines.expired(task):
+                    raise
+                return self._fail(endpoint, TimeoutError(), hold if swarm else None)
+            except Exception as exc:
+                if not last and _falls_back(exc):
+                    log.info("model %s failed (%s): trying %s", model, exc, chain[i + 1])
+                    continue
+                return self._fail(endpoint, exc, hold if swarm else None)
+            finally:
+                if settle:
+                    self._settle(hold, swarm, usage)
+        return None  # pragma: no cover - the last model always answers or fails above
+
+    def _model_chain(self, model: str, extra: list[str]) -> list[str]:
+        """The models to try in order: the request's, its ``models`` list, then the
+        configured fallbacks of the first one."""
+        chain = [model, *extra]
+        for m in self._model_fallbacks.get(self.aliases.get(model, model), ()):
+            chain.append(m)
+        return list(dict.fromkeys(chain))[: _MAX_CHAIN]
 
     async def _stream(
         self,
@@ -695,7 +763,9 @@ class Gateway:
                     await write(enc.start())
                 chunk = first
                 while chunk is not None:
-                    if chunk.text:
+                    if chunk.delta is not None or chunk.logprobs is not None:
+                        await write(enc.rich(chunk))  # tool call deltas, logprobs
+                    elif chunk.text:
                         await write(enc.text(chunk.text))
                     if chunk.usage is not None:
                         usage = chunk.usage
@@ -750,6 +820,42 @@ def _meta_headers(meta: dict[str, Any], headers: dict[str, str]) -> None:
     job = meta.get("job_id")
     if job:
         headers["x-swarm-job-id"] = str(job)
+
+
+_MAX_CHAIN = 8  # models one request may try
+
+
+def _pop_models(body: Any) -> list[str]:
+    """The request's ``models`` list (OpenRouter's: tried in order), taken out of the body
+    so it never reaches an upstream; ``model`` defaults to its first entry."""
+    if not isinstance(body, dict) or "models" not in body:
+        return []
+    models = body.pop("models")
+    if models is None:
+        return []
+    if (
+        not isinstance(models, list)
+        or not models
+        or not all(isinstance(m, str) and m for m in models)
+    ):
+        raise bad_request("models must be a non-empty array of model names", "models")
+    if len(models) > _MAX_CHAIN:
+        raise bad_request(f"models may name at most {_MAX_CHAIN} models", "models")
+    if body.get("model") is None:
+        body["model"] = models[0]
+    return list(models)
+
+
+def _falls_back(exc: BaseException) -> bool:
+    """Whether the next model may be tried: upstream faults and unavailability, never a
+    caller's mistake, a budget or limit, or an attempt that already paid."""
+    if isinstance(exc, (ApiError, InvalidRequest, PaidFailure, BudgetExceeded)):
+        return False
+    if is_caller_error(exc):
+        return False
+    return isinstance(
+        exc, (BackendError, BackendNotFound, CircuitBreakerOpen, QuorumNotReached, TimeoutError)
+    )
 
 
 def _money_headers(hold: Hold, headers: dict[str, str]) -> None:

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..spend import USD_NANOS, Hold, OverBudget, SpendBook, usd_to_nanos
-from .config import ApiKeyConfig
+from .config import ApiKeyConfig, period_seconds
 from .errors import ApiError
+from .key_limits import KeyGate, KeyLimits
 
 
 @dataclass(slots=True)
@@ -28,6 +29,8 @@ class KeyAccount:
     budget_sats: int | None
     budget_usd: float | None
     book: SpendBook
+    gate: KeyGate
+    budget_period: str | None = None
 
     @property
     def account(self) -> str:
@@ -58,6 +61,12 @@ class KeyAccount:
             "pending_sats": -(-st.pending_msats // 1000),
             "budget_sats": self.budget_sats,
             "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
+            "models": list(self.gate.limits.models) if self.gate.limits.models else None,
+            "rpm": self.gate.limits.rpm,
+            "tpm": self.gate.limits.tpm,
+            "max_parallel": self.gate.limits.max_parallel,
+            "in_flight": self.gate.in_flight,
         }
 
 
@@ -81,30 +90,62 @@ def unauthorized(message: str) -> ApiError:
 class KeyStore:
     """The configured keys. With no keys configured the gateway is open (``enabled`` False)."""
 
-    __slots__ = ("_by_hash", "accounts", "book")
+    __slots__ = ("_always", "_by_hash", "accounts", "book")
 
     def __init__(self, keys: Iterable[ApiKeyConfig], book: SpendBook | None = None) -> None:
         self.book = book if book is not None else SpendBook(":memory:")
+        self._always = False
         self._by_hash: dict[bytes, KeyAccount] = {}
         self.accounts: dict[str, KeyAccount] = {}
         for k in keys:
-            acct = KeyAccount(k.name, k.budget_sats, k.budget_usd, self.book)
-            self.book.ensure(
-                acct.account,
-                budget_msats=None if k.budget_sats is None else k.budget_sats * 1000,
-                budget_usd_nanos=usd_to_nanos(k.budget_usd),
-            )
-            self._by_hash[hashlib.sha256((k.key or "").encode()).digest()] = acct
-            self.accounts[k.name] = acct
+            self.add(k)
+
+    def add(self, k: ApiKeyConfig) -> KeyAccount:
+        """Add (or replace) one key; its spend in the book is kept under its name."""
+        old = self.accounts.get(k.name)
+        if old is not None:
+            self.remove(k.name)
+        limits = KeyLimits(
+            tuple(k.models) if k.models else None, k.rpm, k.tpm, k.max_parallel
+        )
+        gate = KeyGate(k.name, limits)
+        if old is not None:  # requests in flight keep their slots across a rotation
+            gate.in_flight = old.gate.in_flight
+        acct = KeyAccount(
+            k.name, k.budget_sats, k.budget_usd, self.book, gate, k.budget_period
+        )
+        self.book.ensure(
+            acct.account,
+            budget_msats=None if k.budget_sats is None else k.budget_sats * 1000,
+            budget_usd_nanos=usd_to_nanos(k.budget_usd),
+            period_s=period_seconds(k.budget_period) if k.budget_period else None,
+        )
+        self._by_hash[hashlib.sha256((k.key or "").encode()).digest()] = acct
+        self.accounts[k.name] = acct
+        return acct
+
+    def remove(self, name: str) -> bool:
+        """Revoke a key at once (its spend stays in the book)."""
+        acct = self.accounts.pop(name, None)
+        if acct is None:
+            return False
+        for h, a in list(self._by_hash.items()):
+            if a is acct:
+                del self._by_hash[h]
+        return True
 
     @property
     def enabled(self) -> bool:
-        return bool(self._by_hash)
+        return bool(self._by_hash) or self._always
+
+    def require_keys(self) -> None:
+        """Keep the gateway closed even with no key left (an admin key is configured)."""
+        self._always = True
 
     def authenticate(self, authorization: str | None) -> KeyAccount | None:
         """The account for an ``Authorization`` header; None when the gateway is open.
         Raises ApiError 401 for a missing or unknown key."""
-        if not self._by_hash:
+        if not self.enabled:
             return None
         if not authorization:
             raise unauthorized(

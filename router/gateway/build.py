@@ -116,7 +116,7 @@ def build_router(cfg: GatewayConfig) -> GatewayRouter:
         backends,
         routes=routes,
         default_backend=cfg.default_backend,
-        fallbacks=cfg.fallbacks,
+        fallbacks=cfg.backend_fallbacks(),
         strategy=cfg.strategy.build(),
         retry=res.retry,
         circuit_breaker=res.circuit_breaker,

@@ -383,14 +383,42 @@ class StateConfig(_Model):
         return Path(raw).expanduser()
 
 
-class ApiKeyConfig(_Model):
-    """One gateway API key (``Authorization: Bearer <key>``) and its budgets."""
+_PERIOD = re.compile(r"^([1-9][0-9]*)([smhd])$")
+_PERIOD_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-    name: str = Field(min_length=1)
+
+def period_seconds(value: str) -> int:
+    """``30d``, ``12h``, ``15m``, ``90s`` as seconds; raises ValueError otherwise."""
+    m = _PERIOD.match(value.strip())
+    if m is None:
+        raise ValueError(f"a period is a number and one of s, m, h, d (e.g. 30d), not {value!r}")
+    return int(m.group(1)) * _PERIOD_S[m.group(2)]
+
+
+class ApiKeyConfig(_Model):
+    """One gateway API key (``Authorization: Bearer <key>``), its budgets and limits."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     key: str | None = Field(None, repr=False)
     key_env: str | None = None
     budget_sats: int | None = Field(None, ge=0)
     budget_usd: float | None = Field(None, ge=0)
+    budget_period: str | None = Field(
+        None, description="budgets start again every period (30d, 24h, ...); unset: never"
+    )
+    models: list[str] | None = Field(
+        None, description="models the key may use (fnmatch patterns); unset: every model"
+    )
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute (prompt + completion)")
+    max_parallel: int | None = Field(None, ge=1, description="requests in flight at once")
+
+    @field_validator("budget_period")
+    @classmethod
+    def _period(cls, v: str | None) -> str | None:
+        if v is not None:
+            period_seconds(v)
+        return v
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> ApiKeyConfig:
@@ -411,7 +439,11 @@ class GatewayConfig(_Model):
     routes: dict[str, str | list[str]] = Field(default_factory=dict)
     aliases: dict[str, str] = Field(default_factory=dict)
     default_backend: str | None = None
-    fallbacks: list[str] = Field(default_factory=list)
+    fallbacks: list[str] | dict[str, list[str]] = Field(
+        default_factory=list,
+        description="a list: backends tried last for every model; a mapping: model -> models "
+        "tried in order when every backend of the model failed",
+    )
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     swarm: SwarmSettings | None = Field(
@@ -435,6 +467,12 @@ class GatewayConfig(_Model):
             fields = self.swarm.model_dump(exclude={"secret_key_env", "nwc_uri_env"})
             out.append(SwarmBackendConfig(type="swarm", name="swarm", **fields))
         return out
+
+    def backend_fallbacks(self) -> list[str]:
+        return list(self.fallbacks) if isinstance(self.fallbacks, list) else []
+
+    def model_fallbacks(self) -> dict[str, list[str]]:
+        return dict(self.fallbacks) if isinstance(self.fallbacks, dict) else {}
 
     def route_targets(self) -> dict[str, list[str]]:
         return {m: [t] if isinstance(t, str) else list(t) for m, t in self.routes.items()}
@@ -462,9 +500,14 @@ def _check_references(cfg: GatewayConfig) -> None:
         raise ConfigError(
             "default_backend", f"unknown backend {cfg.default_backend!r} (backends: {known})"
         )
-    for i, f in enumerate(cfg.fallbacks):
+    for i, f in enumerate(cfg.backend_fallbacks()):
         if f not in names:
             raise ConfigError(f"fallbacks[{i}]", f"unknown backend {f!r} (backends: {known})")
+    for model, chain in cfg.model_fallbacks().items():
+        if not chain or not all(isinstance(m, str) and m for m in chain):
+            raise ConfigError(f"fallbacks.{model}", "must list at least one model")
+        if model in chain:
+            raise ConfigError(f"fallbacks.{model}", "a model cannot fall back to itself")
     for alias, target in cfg.aliases.items():
         if not alias or not target:
             raise ConfigError(f"aliases.{alias}", "alias and model must be non-empty")
