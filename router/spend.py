@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS holds (
     charged_usd_nanos INTEGER NOT NULL DEFAULT 0,
     open INTEGER NOT NULL DEFAULT 1,
     label TEXT NOT NULL DEFAULT '',
+    who TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
     created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hold_accounts (
@@ -166,7 +168,11 @@ class SpendBook:
         if version >= SCHEMA_VERSION:
             return
         wanted = {
-            "holds": [("initial_msats", "INTEGER NOT NULL DEFAULT 0")],
+            "holds": [
+                ("initial_msats", "INTEGER NOT NULL DEFAULT 0"),
+                ("who", "TEXT NOT NULL DEFAULT ''"),
+                ("model", "TEXT NOT NULL DEFAULT ''"),
+            ],
             "accounts": [("period_s", "INTEGER"), ("period_start", "INTEGER NOT NULL DEFAULT 0")],
         }
         for table, columns in wanted.items():
@@ -291,6 +297,8 @@ class SpendBook:
         msats: int = 0,
         usd_nanos: int = 0,
         label: str = "",
+        who: str = "",
+        model: str = "",
     ) -> Hold:
         """Hold ``msats`` and ``usd_nanos`` on every account, or raise :class:`OverBudget` (an
         account whose budget is already used up refuses even an empty hold)."""
@@ -303,9 +311,9 @@ class SpendBook:
                 st = self._status(db, name)
                 _fits(st, msats, usd_nanos)
             cur = db.execute(
-                "INSERT INTO holds(msats, usd_nanos, initial_msats, label, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (msats, usd_nanos, msats, label, self._now()),
+                "INSERT INTO holds(msats, usd_nanos, initial_msats, label, who, model,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (msats, usd_nanos, msats, label, who, model[:256], self._now()),
             )
             hold_id = int(cur.lastrowid or 0)
             for name in names:
@@ -446,6 +454,18 @@ class SpendBook:
                     f"above its budget of {st.budget_msats}"
                 )
         return problems
+
+    def spend_by(self) -> list[tuple[str, str, int, int, int, int]]:
+        """Spend per (who, model): (who, model, requests, msats spent, msats pending,
+        nano-dollars spent), from every hold."""
+        rows = self._db.execute(
+            "SELECT h.who, h.model, COUNT(*) AS n, SUM(h.charged_msats) AS m,"
+            " SUM(h.charged_usd_nanos) AS u,"
+            " SUM(COALESCE((SELECT SUM(p.msats) FROM pending p WHERE p.hold_id = h.id"
+            " AND p.state = 'pending'), 0)) AS pend"
+            " FROM holds h GROUP BY h.who, h.model ORDER BY h.who, h.model"
+        ).fetchall()
+        return [(r["who"], r["model"], r["n"], r["m"], r["pend"], r["u"]) for r in rows]
 
     def totals(self) -> tuple[int, int]:
         """(msats spent on swarm payments, msats still pending), over every hold: for audits."""

@@ -37,6 +37,7 @@ from ..router import LmRouter
 from ..spend import Hold, SpendBook, usd_to_nanos
 from ..types import LmResponse, LmUsage, StreamChunk, estimate_tokens, prompt_text
 from .adapters import Served, current_decision, serving_backend
+from .admin import AdminApi
 from .auth import KeyAccount, KeyStore, key_account
 from .build import build_router
 from .config import SWARM_PREFIX, GatewayConfig, SwarmBackendConfig, SwarmSettings
@@ -44,6 +45,7 @@ from .deadlines import Deadlines
 from .errors import ApiError, bad_request
 from .errors_map import api_error
 from .http_server import HttpRequest, HttpResponse, HttpServer, ResponseStream
+from .key_db import KeyRecords
 from .metrics import CONTENT_TYPE, GatewayMetrics
 from .protocol import (
     CompletionRequest,
@@ -136,6 +138,15 @@ class Gateway:
                     budget_msats=None if b.budget_sats is None else b.budget_sats * 1000,
                 )
         self._max_tokens = config.server.max_tokens
+        #: The admin API (config ``admin:``), with the keys it made loaded into ``keys``.
+        self.admin: AdminApi | None = None
+        self._key_records: KeyRecords | None = None
+        if config.admin is not None and config.admin.key:
+            self._key_records = KeyRecords(config.state.sqlite_path())
+            self.admin = AdminApi(
+                config.admin.key, self.keys, self._key_records, {k.name for k in config.keys}
+            )
+            self.keys.require_keys()
         self._model_fallbacks: dict[str, list[str]] = config.model_fallbacks()
         self._resolve_task: asyncio.Task[None] | None = None
         self.aliases = dict(config.aliases)
@@ -187,6 +198,8 @@ class Gateway:
             return await route[1](request)
         if path.startswith(_MODEL_PREFIX) and method in ("GET", "HEAD"):
             return await self._get_model(request)
+        if self.admin is not None and path.startswith("/admin/"):
+            return await self.admin.handle(request)
         return self._unknown(request)
 
     def _unknown(self, request: HttpRequest) -> HttpResponse:
@@ -269,6 +282,9 @@ class Gateway:
             await self.resolve_pending()
             if not self._in_flight:  # requests cut off still settle into it as they unwind
                 self.book.close()
+        if self._key_records is not None:
+            self._key_records.close()
+            self._key_records = None
         return finished
 
     async def __aenter__(self) -> Self:
@@ -538,7 +554,8 @@ class Gateway:
             if self.config.usd_per_sat is not None:
                 usd = usd_to_nanos(quorum * bid * self.config.usd_per_sat) or 0
             hold, bid = self.keys.reserve(
-                accounts, bid_sats=bid, quorum=quorum, usd_nanos=usd, label=label
+                accounts, bid_sats=bid, quorum=quorum, usd_nanos=usd, label=label,
+                who=acct.name if acct else "", model=model,
             )
             params = {**req.params, "quorum": quorum, "bid_sats": bid, "hold": hold}
             return hold, params, True
@@ -547,7 +564,8 @@ class Gateway:
         prompt_tokens = _prompt_bytes(req.prompt)
         msats, usd_most = self.router.max_cost(model, prompt_tokens, req.max_tokens)
         hold, _ = self.keys.reserve(
-            accounts, msats=msats, usd_nanos=usd_to_nanos(usd_most) or 0, label=label
+            accounts, msats=msats, usd_nanos=usd_to_nanos(usd_most) or 0, label=label,
+            who=acct.name if acct else "", model=model,
         )
         return hold, req.params, False
 

@@ -100,8 +100,10 @@ class KeyStore:
         for k in keys:
             self.add(k)
 
-    def add(self, k: ApiKeyConfig) -> KeyAccount:
-        """Add (or replace) one key; its spend in the book is kept under its name."""
+    def add(self, k: ApiKeyConfig, key_digest: bytes | None = None) -> KeyAccount:
+        """Add (or replace) one key; its spend in the book is kept under its name.
+        ``key_digest``: the key's SHA-256 when only that is known (keys made by the admin
+        API), instead of ``k.key``."""
         old = self.accounts.get(k.name)
         if old is not None:
             self.remove(k.name)
@@ -120,7 +122,9 @@ class KeyStore:
             budget_usd_nanos=usd_to_nanos(k.budget_usd),
             period_s=period_seconds(k.budget_period) if k.budget_period else None,
         )
-        self._by_hash[hashlib.sha256((k.key or "").encode()).digest()] = acct
+        if key_digest is None:
+            key_digest = hashlib.sha256((k.key or "").encode()).digest()
+        self._by_hash[key_digest] = acct
         self.accounts[k.name] = acct
         return acct
 
@@ -168,6 +172,8 @@ class KeyStore:
         msats: int = 0,
         usd_nanos: int = 0,
         label: str = "",
+        who: str = "",
+        model: str = "",
     ) -> tuple[Hold, int]:
         """Reserve one request's most on every account. A swarm request (``bid_sats`` > 0) holds
         ``quorum * bid`` sats, the bid lowered to what the budgets have left; otherwise
@@ -188,7 +194,10 @@ class KeyStore:
                 bid = min(bid_sats, per_provider)
             msats = max(msats, bid * q * 1000)
         try:
-            return self.book.reserve(accounts, msats=msats, usd_nanos=usd_nanos, label=label), bid
+            hold = self.book.reserve(
+                accounts, msats=msats, usd_nanos=usd_nanos, label=label, who=who, model=model
+            )
+            return hold, bid
         except OverBudget as exc:
             raise over_budget(f"{_who(exc.account)} is over budget: {exc}") from None
 

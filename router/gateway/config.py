@@ -429,6 +429,21 @@ class ApiKeyConfig(_Model):
         return self
 
 
+class AdminConfig(_Model):
+    """The admin key: ``Authorization: Bearer <admin key>`` on ``/admin/*``."""
+
+    key: str | None = Field(None, repr=False)
+    key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> AdminConfig:
+        key = _secret(self.key, self.key_env, "key", info)
+        if not key or len(key) < 16:
+            raise ValueError("the admin key must be at least 16 characters")
+        object.__setattr__(self, "key", key)
+        return self
+
+
 class GatewayConfig(_Model):
     """The whole file."""
 
@@ -453,6 +468,9 @@ class GatewayConfig(_Model):
     keys: list[ApiKeyConfig] = Field(default_factory=list)
     usd_per_sat: float | None = Field(None, gt=0, description="prices sats in USD for budgets")
     state: StateConfig = Field(default_factory=StateConfig)
+    admin: AdminConfig | None = Field(
+        None, description="enables /admin/* (make, list, rotate and revoke keys; spend)"
+    )
 
     @field_validator("strategy", mode="before")
     @classmethod
