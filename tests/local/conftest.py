@@ -1,2 +1,2 @@
-"""Tests of the embedded model. Each module is marked `local_model`, so tests/conftest.py skips
-them, with the reason, when the `local` extra is not installed."""
+"""Tests of the embedded model. tests/conftest.py marks everything here `local_model` and skips it,
+with the reason, when the `local` extra is not installed."""
