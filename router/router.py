@@ -567,7 +567,7 @@ class LmRouter(LmBackend):
                         # Pull until the first text: until then, failing over is invisible.
                         async for chunk in agen:
                             held.append(chunk)
-                            if chunk.text:
+                            if chunk.text or chunk.delta is not None:  # tool call deltas too
                                 break
                     except asyncio.CancelledError:
                         self._abandon(st)

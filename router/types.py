@@ -14,11 +14,39 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 
 class Message(TypedDict):
-    """One chat message, in the OpenAI shape: ``{"role": "user", "content": "Hi"}``."""
+    """One chat message, in the OpenAI shape: ``{"role": "user", "content": "Hi"}``.
+
+    ``content`` is usually a string; the gateway also passes on OpenAI's other shapes unchanged
+    (a list of content parts, ``None`` beside an assistant's ``tool_calls``), and any other
+    field (``tool_calls``, ``tool_call_id``, ...). :func:`message_text` reads the text of any.
+    """
 
     role: str
-    content: str
+    content: Any
     name: NotRequired[str]
+    tool_calls: NotRequired[list[Any]]
+    tool_call_id: NotRequired[str]
+
+
+class TextPrompt(str):
+    """A prompt for a text completion (``/v1/completions``) rather than a chat turn. Backends
+    with a native text endpoint send it there; to every other backend it is a plain string."""
+
+    __slots__ = ()
+
+
+class EmbeddingInput(str):
+    """What ``/v1/embeddings`` asks to embed, routed through ``complete`` like a prompt so that
+    it gets the router's failover, limits and usage accounting. The string is the text (for
+    token estimates); ``input`` is the request's input as sent (a string, a list of strings or
+    of token arrays). Only backends with ``embeds = True`` may be given one."""
+
+    input: Any
+
+    def __new__(cls, text: str, value: Any) -> EmbeddingInput:
+        self = super().__new__(cls, text)
+        self.input = value
+        return self
 
 
 #: What ``complete``/``stream`` accept as their second argument: a plain prompt or chat messages.
@@ -63,6 +91,12 @@ class LmResponse:
     latency_ms: float = 0.0
     backend: str = ""
     meta: dict[str, Any] | None = None
+    #: What the upstream answered beyond the text, returned to the caller unchanged: for chat,
+    #: the message's other fields (``tool_calls``, ``refusal``, ``content: None``, ...); for
+    #: embeddings, ``data``.
+    extra: dict[str, Any] | None = None
+    #: The choice's ``logprobs`` as the upstream sent them.
+    logprobs: Any = None
 
 
 @dataclass(slots=True)
@@ -73,6 +107,10 @@ class StreamChunk:
     text: str = ""
     usage: LmUsage | None = None
     finish_reason: str | None = None
+    #: The upstream's delta fields beyond the text (``tool_calls``, ``reasoning_content``, ...),
+    #: relayed unchanged.
+    delta: dict[str, Any] | None = None
+    logprobs: Any = None
 
 
 def validate_prompt(prompt: object) -> None:
@@ -85,8 +123,9 @@ def validate_prompt(prompt: object) -> None:
         for i, m in enumerate(prompt):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise TypeError(f"message {i} must be a dict with a string 'role'")
-            if not isinstance(m.get("content"), str):
-                raise TypeError(f"message {i} must have string 'content'")
+            content = m.get("content")
+            if not isinstance(content, (str, list)) and content is not None:
+                raise TypeError(f"message {i} must have string (or parts) 'content'")
         return
     raise TypeError(f"prompt must be a str or a list of messages, not {type(prompt).__name__}")
 
@@ -102,7 +141,21 @@ def prompt_text(prompt: Prompt) -> str:
     """A prompt as one string: the text itself, or the messages' contents joined by newlines."""
     if isinstance(prompt, str):
         return prompt
-    return "\n".join(m["content"] for m in prompt)
+    return "\n".join(message_text(m) for m in prompt)
+
+
+def message_text(message: Message) -> str:
+    """A message's text: its content string, or the text of its ``text`` parts."""
+    content = message.get("content")
+    if type(content) is str:
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return ""
 
 
 def estimate_tokens(text: str) -> int:

@@ -9,7 +9,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import BackendError
-from ..types import LmResponse, Prompt, StreamChunk, prompt_text, to_messages
+from ..types import (
+    EmbeddingInput,
+    LmResponse,
+    Prompt,
+    StreamChunk,
+    TextPrompt,
+    prompt_text,
+    to_messages,
+)
 from .auth import BackendAuth, BasicAuth, BearerAuth, HeaderAuth, parse_auth
 from .base import LmBackend
 from .http1 import Http1Pool, StreamAnswer
@@ -17,19 +25,31 @@ from .http_errors import http_error, transport_error
 from .openai_wire import (
     DONE,
     SseDecoder,
+    answer_extras,
     chat_body,
+    embeddings_body,
     parse_chat_completion,
+    parse_embeddings,
     parse_models,
     parse_stream_data,
+    text_body,
 )
 
 # Http1Pool's failures are ConnectionError subclasses; its timeouts are TimeoutErrors.
 _TRANSPORT_ERRORS = (TimeoutError, ConnectionError)
 _CHAT = "/v1/chat/completions"
+_TEXT = "/v1/completions"
+_EMBED = "/v1/embeddings"
+# What a server that has no /v1/completions route answers there.
+_NO_ROUTE = frozenset({404, 405, 501})
 
 
 class _StreamOptionsRefused(Exception):
     """The server answered 400 to ``stream_options``."""
+
+
+class _NoTextEndpoint(Exception):
+    """The server answered /v1/completions as a path it does not serve."""
 
 
 def api_root(base_url: str) -> str:
@@ -51,7 +71,17 @@ class OpenAICompatBackend(LmBackend):
     Models come from ``models`` and/or are discovered from ``/v1/models`` (the router does this
     before its first request and when a model is not found; ``refresh_models()`` on demand).
     Connections are pooled (``max_connections``) per event loop; ``close()`` releases them.
+
+    Every request parameter is passed on unchanged (tools, logprobs, response_format, top_k,
+    ...) except those named in ``drop_params``, for servers that refuse some. A
+    :class:`~router.types.TextPrompt` goes to ``/v1/completions``; a server that answers there
+    with 404/405/501 while its chat endpoint works is remembered as one without it
+    (``serves_completions = False``) and asked as chat from then on. An
+    :class:`~router.types.EmbeddingInput` goes to ``/v1/embeddings``.
     """
+
+    #: It can compute embeddings (``/v1/embeddings``).
+    embeds = True
 
     def __init__(
         self,
@@ -68,8 +98,12 @@ class OpenAICompatBackend(LmBackend):
         stream_usage: bool = True,
         expected_latency_ms: float = 1000.0,
         cost_per_1k_tokens_usd: float = 0.0,
+        drop_params: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.root = api_root(base_url)
+        self.drop_params = frozenset(drop_params)
+        #: Whether the server has /v1/completions: None until a text request found out.
+        self.serves_completions: bool | None = None
         self.name = name or urlsplit(self.root).netloc
         if api_key is not None and auth is not None:
             raise ValueError("pass api_key or auth, not both")
@@ -126,41 +160,119 @@ class OpenAICompatBackend(LmBackend):
     async def complete(
         self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
     ) -> LmResponse:
-        body = chat_body(model, to_messages(prompt), max_tokens, params)
         t0 = time.perf_counter()
-        obj = await self._post_json(_CHAT, body)
+        kind = type(prompt)
+        if kind is EmbeddingInput:
+            return await self._embed(model, prompt, params, t0)  # type: ignore[arg-type]
+        if kind is TextPrompt and self.serves_completions is not False:
+            body = text_body(model, prompt, max_tokens, params, drop=self.drop_params)
+            try:
+                obj = await self._post_json(_TEXT, body)
+            except BackendError as exc:
+                if exc.status not in _NO_ROUTE or self.serves_completions:
+                    raise
+                resp = await self._chat(model, prompt, max_tokens, params, t0)
+                self.serves_completions = False  # chat works where /v1/completions did not
+                return resp
+            self.serves_completions = True
+            return self._answer(obj, model, prompt, t0)
+        return await self._chat(model, prompt, max_tokens, params, t0)
+
+    async def _chat(
+        self, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any], t0: float
+    ) -> LmResponse:
+        body = chat_body(model, to_messages(prompt), max_tokens, params, drop=self.drop_params)
+        return self._answer(await self._post_json(_CHAT, body), model, prompt, t0)
+
+    def _answer(self, obj: Any, model: str, prompt: Prompt, t0: float) -> LmResponse:
         text, usage, finish, served = parse_chat_completion(
             obj, self.name, len(prompt_text(prompt))
         )
+        extra, logprobs = answer_extras(obj)
         latency = (time.perf_counter() - t0) * 1000.0
-        return LmResponse(text, usage, served or model, finish, latency, self.name)
+        return LmResponse(
+            text, usage, served or model, finish, latency, self.name, None, extra, logprobs
+        )
+
+    async def _embed(
+        self, model: str, value: EmbeddingInput, params: dict[str, Any], t0: float
+    ) -> LmResponse:
+        body = embeddings_body(model, value.input, params, self.drop_params)
+        obj = await self._post_json(_EMBED, body)
+        data, usage = parse_embeddings(obj, self.name, len(value))
+        served = obj.get("model")
+        latency = (time.perf_counter() - t0) * 1000.0
+        return LmResponse(
+            "",
+            usage,
+            served if isinstance(served, str) else model,
+            "stop",
+            latency,
+            self.name,
+            None,
+            {"data": data},
+        )
 
     async def stream_chunks(
         self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
     ) -> AsyncIterator[StreamChunk]:
-        try:
-            async for chunk in self._stream(model, prompt, max_tokens, params):
-                yield chunk
-        except _StreamOptionsRefused:
-            # an older server that refuses stream_options: ask without it from now on
-            self.stream_usage = False
-            async for chunk in self._stream(model, prompt, max_tokens, params):
-                yield chunk
+        text = type(prompt) is TextPrompt and self.serves_completions is not False
+        fell_back = False
+        while True:  # at most three passes: each exception below turns its own cause off
+            try:
+                async for chunk in self._stream(model, prompt, max_tokens, params, text):
+                    yield chunk
+            except _StreamOptionsRefused:
+                # an older server that refuses stream_options: ask without it from now on
+                self.stream_usage = False
+                continue
+            except _NoTextEndpoint:
+                # answered before any chunk was yielded: ask the chat endpoint instead
+                text, fell_back = False, True
+                continue
+            if fell_back and self.serves_completions is None:
+                self.serves_completions = False  # chat works where /v1/completions did not
+            return
 
     async def _stream(
-        self, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any]
+        self, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any], text: bool
     ) -> AsyncIterator[StreamChunk]:
         include_usage = self.stream_usage
-        body = chat_body(
-            model, to_messages(prompt), max_tokens, params, stream=True, include_usage=include_usage
-        )
+        drop = self.drop_params
+        if text:
+            path = _TEXT
+            body = text_body(
+                model,
+                prompt,
+                max_tokens,
+                params,
+                stream=True,
+                include_usage=include_usage,
+                drop=drop,
+            )
+        else:
+            path = _CHAT
+            body = chat_body(
+                model,
+                to_messages(prompt),
+                max_tokens,
+                params,
+                stream=True,
+                include_usage=include_usage,
+                drop=drop,
+            )
         try:
-            async with self._pool.stream("POST", _CHAT, _encode(body)) as answer:
+            async with self._pool.stream("POST", path, _encode(body)) as answer:
                 if answer.status >= 400:
-                    text = (await answer.read()).decode("utf-8", "replace")
-                    if answer.status == 400 and include_usage and "stream_options" in text:
+                    text_ = (await answer.read()).decode("utf-8", "replace")
+                    if answer.status == 400 and include_usage and "stream_options" in text_:
                         raise _StreamOptionsRefused
-                    raise http_error(self.name, answer.status, text, answer.headers)
+                    err = http_error(self.name, answer.status, text_, answer.headers)
+                    if text and answer.status in _NO_ROUTE and not self.serves_completions:
+                        raise _NoTextEndpoint
+                    raise err
+                if text:
+                    self.serves_completions = True
                 async for chunk in self._read_sse(answer):
                     yield chunk
         except _TRANSPORT_ERRORS as exc:

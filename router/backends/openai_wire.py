@@ -15,7 +15,9 @@ from ..errors import BackendError
 from ..types import LmUsage, Message, StreamChunk, estimate_tokens
 
 # Parameters the caller cannot override: the backend sets them itself.
-_RESERVED = frozenset({"model", "messages", "prompt", "stream", "stream_options", "max_tokens"})
+_RESERVED = frozenset(
+    {"model", "messages", "prompt", "input", "stream", "stream_options", "max_tokens"}
+)
 
 DONE = object()  # what parse_stream_data returns for ``data: [DONE]``
 
@@ -28,16 +30,58 @@ def chat_body(
     *,
     stream: bool = False,
     include_usage: bool = False,
+    drop: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {k: v for k, v in params.items() if k not in _RESERVED}
+    """A /v1/chat/completions body: every parameter passed on unchanged except ``drop`` (the
+    backend's ``drop_params``) and the ones the backend sets itself. Messages go as they are
+    (tool calls, tool results and content parts included)."""
+    body = _params(params, drop)
     body["model"] = model
-    body["messages"] = [dict(m) for m in messages]
+    body["messages"] = list(messages)
     body["max_tokens"] = max_tokens
     if stream:
         body["stream"] = True
         if include_usage:
             body["stream_options"] = {"include_usage": True}
     return body
+
+
+def text_body(
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    params: Mapping[str, Any],
+    *,
+    stream: bool = False,
+    include_usage: bool = False,
+    drop: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """A /v1/completions body (parameters as in :func:`chat_body`)."""
+    body = _params(params, drop)
+    body["model"] = model
+    body["prompt"] = str(prompt)
+    body["max_tokens"] = max_tokens
+    if stream:
+        body["stream"] = True
+        if include_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def embeddings_body(
+    model: str, value: Any, params: Mapping[str, Any], drop: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """A /v1/embeddings body: the input as the caller sent it, other parameters unchanged."""
+    body = _params(params, drop)
+    body["model"] = model
+    body["input"] = value
+    return body
+
+
+def _params(params: Mapping[str, Any], drop: frozenset[str]) -> dict[str, Any]:
+    if drop:
+        return {k: v for k, v in params.items() if k not in _RESERVED and k not in drop}
+    return {k: v for k, v in params.items() if k not in _RESERVED}
 
 
 def _usage(obj: Any) -> LmUsage | None:
@@ -76,6 +120,37 @@ def parse_chat_completion(
         usage = LmUsage(p, c, p + c)
     model = obj.get("model")
     return text, usage, str(finish), model if isinstance(model, str) else None
+
+
+def answer_extras(obj: Any) -> tuple[dict[str, Any] | None, Any]:
+    """What a completion answer holds beyond the text, to return unchanged: the message's other
+    fields (``tool_calls``, ``refusal``, ``content: null`` beside tool calls, ...) and the
+    choice's ``logprobs``. (None, None) for a plain text answer. Call after
+    :func:`parse_chat_completion` accepted ``obj``."""
+    choice = obj["choices"][0]
+    message = choice.get("message")
+    extra = None
+    if isinstance(message, dict) and (len(message) > 2 or message.get("content") is None):
+        extra = {
+            k: v
+            for k, v in message.items()
+            if k != "role" and not (k == "content" and isinstance(v, str))
+        }
+        if not extra or all(v is None for v in extra.values()):
+            extra = None  # only "refusal": null and the like: nothing to add
+    return extra, choice.get("logprobs")
+
+
+def parse_embeddings(obj: Any, backend: str, prompt_chars: int) -> tuple[list[Any], LmUsage]:
+    """(data, usage) from a /v1/embeddings answer; usage is estimated when none is reported."""
+    data = obj.get("data") if isinstance(obj, dict) else None
+    if not isinstance(data, list):
+        raise BackendError(f"{backend}: malformed embeddings answer: no data", backend=backend)
+    u = obj.get("usage")
+    p = u.get("prompt_tokens") if isinstance(u, dict) else None
+    if not isinstance(p, int):
+        p = (prompt_chars + 3) // 4
+    return data, LmUsage(p, 0, p)
 
 
 def parse_models(obj: Any) -> list[str]:
@@ -136,17 +211,28 @@ def parse_stream_data(data: str, backend: str) -> StreamChunk | object | None:
     choices = obj.get("choices")
     text = ""
     finish = None
+    extra = logprobs = None
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         choice = choices[0]
         delta = choice.get("delta")
         if isinstance(delta, dict):
             content = delta.get("content")
+            if len(delta) > ("content" in delta) + ("role" in delta):
+                extra = _delta_extra(delta)
         else:
             content = choice.get("text")
         if isinstance(content, str):
             text = content
         if isinstance(choice.get("finish_reason"), str):
             finish = choice["finish_reason"]
-    if not text and usage is None and finish is None:
+        logprobs = choice.get("logprobs")
+    if not text and usage is None and finish is None and extra is None and logprobs is None:
         return None
-    return StreamChunk(text, usage, finish)
+    return StreamChunk(text, usage, finish, extra, logprobs)
+
+
+def _delta_extra(delta: dict[str, Any]) -> dict[str, Any] | None:
+    """A delta's fields beyond its text (tool call pieces, reasoning, ...), relayed unchanged;
+    the role and empty values are the gateway's own to send."""
+    extra = {k: v for k, v in delta.items() if k not in ("role", "content") and v is not None}
+    return extra or None

@@ -13,9 +13,10 @@ from contextvars import ContextVar
 from typing import Any
 
 from ..backends.base import LmBackend
+from ..errors import InvalidRequest
 from ..router import LmRouter
 from ..strategy import RoutingDecision
-from ..types import LmResponse, Prompt, StreamChunk
+from ..types import EmbeddingInput, LmResponse, Prompt, StreamChunk
 from .config import SWARM_PREFIX
 
 #: The decision the router made for the current request.
@@ -82,6 +83,9 @@ class Served(LmBackend):
     async def complete(
         self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
     ) -> LmResponse:
+        if type(prompt) is EmbeddingInput and not getattr(self.inner, "embeds", False):
+            # a completion backend would answer an embedding request with text
+            raise InvalidRequest(f"backend {self.name!r} cannot compute embeddings ({model!r})")
         return await self.inner.complete(model, prompt, max_tokens, **self._params(params))
 
     async def stream_chunks(

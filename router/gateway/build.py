@@ -39,6 +39,7 @@ def _openai(b: OpenAIBackendConfig, timeout_s: float | None) -> LmBackend:
         models=b.models,
         headers=_upstream_headers(b),
         timeout_s=timeout_s,
+        drop_params=b.drop_params,
     )
 
 

@@ -170,6 +170,9 @@ class OpenAIBackendConfig(_BackendBase):
     url: str
     auth: UpstreamAuth | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    drop_params: list[str] = Field(
+        default_factory=list, description="request parameters never sent to this upstream"
+    )
 
     @field_validator("url")
     @classmethod
@@ -335,6 +338,10 @@ class ServerConfig(_Model):
         64 * 1024, ge=1024, description="larger request lines plus headers get 431"
     )
     default_max_tokens: int = Field(1024, ge=1, description="when a request gives none")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins allowed to call the gateway (CORS); '*' for any",
+    )
     max_connections: int = Field(
         1024,
         ge=1,

@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..types import LmResponse, LmUsage, Message
+from ..types import EmbeddingInput, LmResponse, LmUsage, Message, TextPrompt
 from .errors import ApiError, bad_request
 
-#: Sampling options passed through to the backend when the request has them.
+#: Sampling options the gateway checks the type of before passing them on. Every other parameter
+#: the gateway does not use itself is passed on unchanged too (tools, logprobs, top_k, ...).
 PASSTHROUGH = (
     "temperature",
     "top_p",
@@ -71,58 +72,73 @@ def _number(value: Any, param: str) -> float:
     return float(value)
 
 
-def _content_text(content: Any, i: int) -> str:
-    """A message's content as text: a string, or the text parts of a content list."""
-    if type(content) is str:
-        return content
-    if content is None:
-        return ""
+def _check_content(content: Any, i: int) -> None:
+    """Content is a string, null, or a list of parts (objects with a string ``type``; ``text``
+    parts with a string ``text``). Parts of other types (images, audio, files) are passed on
+    as they are: whether the backend can take them is the backend's to say."""
     if isinstance(content, list):
-        parts: list[str] = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text":
-                text = part.get("text")
-                if type(text) is str:
-                    parts.append(text)
-                    continue
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise bad_request(
-                f"messages[{i}].content: only text parts are supported, not {kind!r}",
-                f"messages[{i}].content",
-            )
-        return "".join(parts)
-    raise bad_request(f"messages[{i}].content must be a string or a list of parts", "messages")
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if type(kind) is not str or (kind == "text" and type(part.get("text")) is not str):
+                raise bad_request(
+                    f"messages[{i}].content[{j}] must be a content part object with a string "
+                    "'type' (and a string 'text' for text parts)",
+                    f"messages[{i}].content",
+                )
+    elif content is not None:
+        raise bad_request(
+            f"messages[{i}].content must be a string, null or a list of parts", "messages"
+        )
+
+
+def _check_tool_calls(value: Any, i: int) -> None:
+    if not isinstance(value, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("function", {}), dict) for c in value
+    ):
+        raise bad_request(
+            f"messages[{i}].tool_calls must be an array of tool call objects",
+            f"messages[{i}].tool_calls",
+        )
 
 
 def _messages(value: Any) -> list[Message]:
+    """The messages, checked and passed on as sent: every field (``tool_calls``,
+    ``tool_call_id``, ``name``, content parts, ...) reaches the upstream unchanged. Only
+    ``developer`` becomes ``system`` (local servers know no other name for it)."""
     if not isinstance(value, list) or not value:
         raise bad_request("messages must be a non-empty array", "messages")
-    out: list[Message] = []
     for i, m in enumerate(value):
         if not isinstance(m, dict):
             raise bad_request(f"messages[{i}] must be an object", "messages")
         role = m.get("role")
         if type(role) is not str or role not in _ROLES:
             raise bad_request(f"messages[{i}].role must be one of {sorted(_ROLES)}", "messages")
+        if type(m.get("content")) is not str:
+            _check_content(m.get("content"), i)
+        if len(m) > 2:  # the usual {"role", "content"} needs no more checks
+            calls = m.get("tool_calls")
+            if calls is not None:
+                _check_tool_calls(calls, i)
+            if role == "tool" and type(m.get("tool_call_id")) is not str:
+                raise bad_request(
+                    f"messages[{i}].tool_call_id is required (a string) for tool messages",
+                    f"messages[{i}].tool_call_id",
+                )
+        elif role == "tool":
+            raise bad_request(
+                f"messages[{i}].tool_call_id is required (a string) for tool messages",
+                f"messages[{i}].tool_call_id",
+            )
         if role == "developer":
-            role = "system"  # OpenAI's newer name for it; local servers know only "system"
-        content = m.get("content")
-        msg: Message = {
-            "role": role,
-            "content": content if type(content) is str else _content_text(content, i),
-        }
-        name = m.get("name")
-        if type(name) is str:
-            msg["name"] = name
-        out.append(msg)
-    return out
+            value[i] = {**m, "role": "system"}
+    return value
 
 
 def _prompt(value: Any) -> str:
     if type(value) is str:
-        return value
+        return TextPrompt(value)
     if isinstance(value, list) and len(value) == 1 and type(value[0]) is str:
-        return value[0]
+        return TextPrompt(value[0])
     if isinstance(value, list) and all(type(v) is str for v in value):
         raise bad_request("only one prompt per request is supported", "prompt")
     raise bad_request("prompt must be a string", "prompt")
@@ -141,7 +157,9 @@ def _header_int(headers: Any, header: str, minimum: int) -> int | None:
 
 _NUMBERS = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
 _PASS = frozenset(PASSTHROUGH)
-_OTHER = frozenset({"n", "stream", "stream_options", "tools", "functions", "quorum", "bid_sats"})
+_OTHER = frozenset({"n", "stream", "stream_options", "tools", "tool_choice", "quorum", "bid_sats"})
+# Read by the gateway itself, never passed on as parameters.
+_OWN = frozenset({"model", "messages", "prompt", "max_tokens", "max_completion_tokens"})
 
 
 def parse_request(
@@ -183,7 +201,8 @@ def parse_request(
                 raise bad_request("stop must be a string or an array of strings", "stop")
             params[key] = value
         elif key not in _OTHER:
-            continue
+            if key not in _OWN:
+                params[key] = value  # unknown to the gateway: the backend decides
         elif key == "stream":
             if type(value) is not bool:
                 raise bad_request("stream must be a boolean", "stream")
@@ -199,8 +218,14 @@ def parse_request(
             quorum = _int(value, key, 1)
         elif key == "bid_sats":
             bid = _int(value, key, 0)
-        elif chat and value:  # tools / functions
-            raise bad_request("tool and function calls are not supported", "tools")
+        elif key == "tools":
+            if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+                raise bad_request("tools must be an array of tool objects", "tools")
+            params[key] = value
+        else:  # tool_choice
+            if type(value) is not str and not isinstance(value, dict):
+                raise bad_request("tool_choice must be a string or an object", "tool_choice")
+            params[key] = value
     if headers is not None:
         if quorum is None:
             quorum = _header_int(headers, "x-swarm-quorum", 1)
@@ -237,8 +262,8 @@ def completion_body(req: CompletionRequest, resp: LmResponse, model: str) -> dic
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": resp.text, "refusal": None},
-                    "logprobs": None,
+                    "message": _message(resp),
+                    "logprobs": resp.logprobs,
                     "finish_reason": finish,
                 }
             ],
@@ -250,7 +275,9 @@ def completion_body(req: CompletionRequest, resp: LmResponse, model: str) -> dic
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "text": resp.text, "logprobs": None, "finish_reason": finish}],
+        "choices": [
+            {"index": 0, "text": resp.text, "logprobs": resp.logprobs, "finish_reason": finish}
+        ],
         "usage": usage_dict(resp.usage),
         "system_fingerprint": None,
     }
@@ -268,10 +295,21 @@ def _usage_json(u: LmUsage) -> str:
     return out + "}"
 
 
+def _message(resp: LmResponse) -> dict[str, Any]:
+    """The answer's message: the text, and whatever else the upstream's message held
+    (``tool_calls``, ``refusal``, ``content: null``, ...) unchanged."""
+    msg: dict[str, Any] = {"role": "assistant", "content": resp.text, "refusal": None}
+    if resp.extra:
+        msg.update(resp.extra)
+    return msg
+
+
 def completion_json(chat: bool, resp: LmResponse, model: str) -> bytes:
     """:func:`completion_body` serialized, built from string pieces: only the text, model and
     finish reason go through ``json.dumps`` (this runs once per request)."""
     finish = json.dumps(resp.finish_reason or "stop")
+    if resp.extra is not None or resp.logprobs is not None:
+        return _rich_json(chat, resp, model, finish)
     text = json.dumps(resp.text)
     head = (
         f'{{"id":"{new_id("chatcmpl" if chat else "cmpl")}",'
@@ -287,6 +325,72 @@ def completion_json(chat: bool, resp: LmResponse, model: str) -> bytes:
         '"system_fingerprint":null}'
     )
     return (head + choice + tail).encode()
+
+
+def _rich_json(chat: bool, resp: LmResponse, model: str, finish: str) -> bytes:
+    """An answer with more than text (tool calls, logprobs): the choice as one dumps."""
+    choice: dict[str, Any] = {"index": 0}
+    if chat:
+        choice["message"] = _message(resp)
+    else:
+        choice["text"] = resp.text
+    choice["logprobs"] = resp.logprobs
+    head = (
+        f'{{"id":"{new_id("chatcmpl" if chat else "cmpl")}",'
+        f'"object":"{"chat.completion" if chat else "text_completion"}",'
+        f'"created":{int(time.time())},"model":{json.dumps(model)},"choices":['
+    )
+    tail = f'],"usage":{_usage_json(resp.usage)},"system_fingerprint":null}}'
+    return (head + json.dumps(choice)[:-1] + f',"finish_reason":{finish}}}' + tail).encode()
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+_EMBED_OWN = frozenset({"model", "input"})
+
+
+def _embedding_input(value: Any) -> tuple[str, Any]:
+    """(text for token estimates, the input as sent): a string, an array of strings, an array
+    of token ids or an array of token-id arrays."""
+    if type(value) is str:
+        return value, value
+    if isinstance(value, list) and value:
+        if all(type(v) is str for v in value):
+            return "\n".join(value), value
+        if all(type(v) is int for v in value):
+            return " ".join(map(str, value)), value
+        if all(isinstance(v, list) and v and all(type(t) is int for t in v) for v in value):
+            return "\n".join(" ".join(map(str, v)) for v in value), value
+    raise bad_request(
+        "input must be a string, an array of strings, or an array of token arrays", "input"
+    )
+
+
+def parse_embedding_request(body: Any) -> CompletionRequest:
+    """A ``/v1/embeddings`` request, as a :class:`CompletionRequest` whose prompt is an
+    :class:`~router.types.EmbeddingInput`. Every other field (``encoding_format``,
+    ``dimensions``, ``user``, ...) is passed on unchanged."""
+    if type(body) is not dict:
+        raise bad_request("the request body must be a JSON object")
+    model = body.get("model")
+    if type(model) is not str or not model:
+        raise bad_request("model is required (a non-empty string)", "model")
+    if len(model) > MAX_MODEL_NAME or len(model.encode()) > MAX_MODEL_NAME:
+        raise bad_request(f"model names are at most {MAX_MODEL_NAME} bytes", "model")
+    text, value = _embedding_input(body.get("input"))
+    params = {k: v for k, v in body.items() if k not in _EMBED_OWN and v is not None}
+    # max_tokens 1: an embedding generates nothing; the router wants a positive number
+    return CompletionRequest(False, model, EmbeddingInput(text, value), 1, params=params)
+
+
+def embedding_json(resp: LmResponse, model: str) -> bytes:
+    """OpenAI's embeddings answer: the upstream's ``data`` unchanged, the usage with costs."""
+    data = (resp.extra or {}).get("data", [])
+    u = resp.usage
+    usage = usage_dict(u)
+    usage.pop("completion_tokens", None)
+    body = {"object": "list", "data": data, "model": model, "usage": usage}
+    return json.dumps(body).encode()
 
 
 def model_list(models: list[tuple[str, str]], created: int) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import json
 import time
 from typing import Any
 
+from ..types import StreamChunk
 from .errors import ApiError
 from .protocol import new_id
 
@@ -78,6 +79,24 @@ class ChunkEncoder:
 
     def text(self, text: str) -> bytes:
         return self._choice(text, None)
+
+    def rich(self, chunk: StreamChunk) -> bytes:
+        """A chunk with more than text (tool call deltas, reasoning, logprobs): the upstream's
+        delta fields and logprobs relayed unchanged, with the text if there is some. (The finish
+        reason comes last in a chunk of its own, as for every stream.)"""
+        logprobs = _dumps(chunk.logprobs)
+        if self.chat:
+            delta: dict[str, Any] = {"content": chunk.text} if chunk.text else {}
+            if chunk.delta:
+                delta.update(chunk.delta)
+            body = (
+                f'[{{"index":0,"delta":{_dumps(delta)},"logprobs":{logprobs},'
+                '"finish_reason":null}]'
+            )
+        else:
+            t = _dumps(chunk.text)
+            body = f'[{{"index":0,"text":{t},"logprobs":{logprobs},"finish_reason":null}}]'
+        return event(self._head + body + self._tail)
 
     def finish(self, reason: str | None) -> bytes:
         """The chunk with the finish reason and no content."""

@@ -416,7 +416,7 @@ async def test_unknown_paths_and_methods_get_json_errors() -> None:
         async with s.get(gw.url + "/v1/chat/completions") as r:
             assert r.status == 405 and r.headers["Allow"] == "POST"
             assert (await r.json())["error"]["code"] == "method_not_allowed"
-        async with s.post(gw.url + "/v1/embeddings", json={}) as r:
+        async with s.post(gw.url + "/v1/rerank", json={}) as r:
             assert r.status == 404 and (await r.json())["error"]["code"] == "unknown_url"
 
 

@@ -41,7 +41,8 @@ def test_parse_chat_defaults_and_passthrough() -> None:
     )
     assert req.model == "m" and req.max_tokens == 99 and not req.stream
     assert req.prompt == [{"role": "user", "content": "hi"}]
-    assert req.params == {"temperature": 0.2, "stop": ["\n"], "seed": 7}
+    # a parameter the gateway does not know is passed on for the backend to judge
+    assert req.params == {"temperature": 0.2, "stop": ["\n"], "seed": 7, "unknown_field": 1}
     assert req.quorum is None and req.bid_sats is None
 
 
@@ -63,7 +64,7 @@ def test_parse_content_parts_developer_role_and_max_completion_tokens() -> None:
     req = parse_request(body, chat=True, default_max_tokens=1)
     assert req.prompt == [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "ab"},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
     ]
     assert req.max_tokens == 5 and req.stream and req.include_usage
 
@@ -105,10 +106,23 @@ def test_swarm_terms_from_body_and_headers() -> None:
         (chat(temperature="hot"), "temperature"),
         (chat(stop=[1]), "stop"),
         (chat(quorum=0), "quorum"),
-        (chat(tools=[{"type": "function"}]), "tools"),
+        (chat(tools={"type": "function"}), "tools"),
+        (chat(tool_choice=3), "tool_choice"),
         (
-            {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            {"model": "m", "messages": [{"role": "user", "content": [{"text": "no type"}]}]},
             "messages[0].content",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+            "messages[0].content",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "tool", "content": "42"}]},
+            "messages[0].tool_call_id",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "assistant", "content": None, "tool_calls": {}}]},
+            "messages[0].tool_calls",
         ),
     ],
 )

@@ -21,6 +21,17 @@ What can be configured (constructor keywords, or attributes changed later):
 - ``hold()``: completion requests wait (after being recorded) until ``release()``; with
   ``await up.wait_for_requests(n)`` a test sees requests arrive without sleeping.
 
+OpenAI-compatible only:
+- ``serve_chat`` / ``serve_completions`` / ``serve_embeddings``: which of /v1/chat/completions,
+  /v1/completions and /v1/embeddings exist (a missing one is a 404, as on servers without it).
+- ``tool_calls``: when set and the request has ``tools``, the answer calls them (``content:
+  null``, finish reason ``tool_calls``); streamed as OpenAI does (the name, then the arguments
+  in pieces).
+- a request with ``logprobs: true`` gets one logprob entry per word, streamed or not.
+- ``reject_params``: requests carrying any of these fields get OpenAI's 400 for them.
+- embeddings: one vector ``[characters, index, 0.5]`` per input (base64 float32 when
+  ``encoding_format`` is ``base64``).
+
 What is recorded: ``requests`` (every request: method, path, headers, JSON body), and the counters
 ``completion_calls`` and ``stream_calls``.
 """
@@ -30,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +78,10 @@ def _words(text: str) -> list[str]:
 
 def _count_tokens(text: str) -> int:
     return len(text.split())
+
+
+def _logprob(token: str) -> dict[str, Any]:
+    return {"token": token, "logprob": -0.25, "bytes": list(token.encode()), "top_logprobs": []}
 
 
 @dataclass
@@ -221,11 +237,60 @@ class FakeOpenAI(_Base):
     """OpenAI-compatible: GET /v1/models, POST /v1/chat/completions, POST /v1/completions."""
 
     include_usage_in_stream: bool = True
+    serve_chat: bool = True
+    serve_completions: bool = True
+    serve_embeddings: bool = True
+    tool_calls: list[dict[str, Any]] | None = None
+    reject_params: frozenset[str] = frozenset()
 
     def _routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._prompt)
+        if self.serve_chat:
+            app.router.add_post("/v1/chat/completions", self._chat)
+        if self.serve_completions:
+            app.router.add_post("/v1/completions", self._prompt)
+        if self.serve_embeddings:
+            app.router.add_post("/v1/embeddings", self._embeddings)
+
+    def _rejected(self, body: dict[str, Any]) -> web.Response | None:
+        for name in self.reject_params:
+            if name in body:
+                return self._error(400, f"Unrecognized request argument supplied: {name}")
+        return None
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = request[_BODY]
+        if not isinstance(body, dict) or "input" not in body:
+            return self._error(400, "input is required")
+        rejected = self._rejected(body)
+        if rejected is not None:
+            return rejected
+        model = str(body.get("model", ""))
+        if self.strict_models and model not in self.models:
+            return self._error(404, f"model '{model}' not found")
+        failure = await self._arrive(False)
+        if failure is not None:
+            return self._error(failure.status, failure.message, failure.retry_after)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and all(isinstance(t, int) for t in inputs):
+            inputs = [inputs]  # one token array
+        data = []
+        tokens = 0
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += _count_tokens(text)
+            vector: Any = [float(len(text)), float(i), 0.5]
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     def _error(self, status: int, message: str, retry_after: float | None = None) -> web.Response:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
@@ -243,11 +308,17 @@ class FakeOpenAI(_Base):
         model = str(body.get("model", ""))
         if self.strict_models and model not in self.models:
             return self._error(404, f"model '{model}' not found")
+        rejected = self._rejected(body)
+        if rejected is not None:
+            return rejected
         stream = bool(body.get("stream"))
         failure = await self._arrive(stream)
         if failure is not None:
             return self._error(failure.status, failure.message, failure.retry_after)
+        if chat and self.tool_calls is not None and body.get("tools"):
+            return await self._call_tools(request, body, prompt, model, stream)
         text = self.answer(prompt, model)
+        want_logprobs = body.get("logprobs") not in (None, False, 0)
         max_tokens = body.get("max_tokens")
         finish = "stop"
         if isinstance(max_tokens, int) and max_tokens < _count_tokens(text):
@@ -265,6 +336,8 @@ class FakeOpenAI(_Base):
                 choice["message"] = {"role": "assistant", "content": text}
             else:
                 choice["text"] = text
+            if want_logprobs:
+                choice["logprobs"] = {"content": [_logprob(w) for w in _words(text)]}
             obj = "chat.completion" if chat else "text_completion"
             return web.json_response(
                 {
@@ -288,6 +361,8 @@ class FakeOpenAI(_Base):
                 c["delta"] = {"content": delta} if delta is not None else {}
             else:
                 c["text"] = delta or ""
+            if want_logprobs and delta is not None:
+                c["logprobs"] = {"content": [_logprob(delta)]}
             return {"id": ident, "object": obj, "model": model, "choices": [c]}
 
         async def send(payload: dict[str, Any] | str) -> None:
@@ -314,6 +389,74 @@ class FakeOpenAI(_Base):
         if self.include_usage_in_stream and isinstance(opts, dict) and opts.get("include_usage"):
             await send({"id": ident, "object": obj, "model": model, "choices": [], "usage": usage})
         await send("[DONE]")
+        await resp.write_eof()
+        return resp
+
+    async def _call_tools(
+        self, request: web.Request, body: dict[str, Any], prompt: str, model: str, stream: bool
+    ) -> web.StreamResponse:
+        """Answer with ``self.tool_calls`` (each ``{"id", "type", "function": {"name",
+        "arguments"}}``), as OpenAI does."""
+        calls = self.tool_calls or []
+        usage = {"prompt_tokens": _count_tokens(prompt), "completion_tokens": len(calls)}
+        usage["total_tokens"] = usage["prompt_tokens"] + len(calls)
+        ident = f"cmpl-{self.completion_calls + self.stream_calls}"
+        if not stream:
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            return web.json_response(
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(delta: dict[str, Any], finish: str | None = None, **more: Any) -> None:
+            choices = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta else []
+            payload = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": choices,
+                **more,
+            }
+            await resp.write(f"data: {json.dumps(payload)}\n\n".encode())
+
+        await send({"role": "assistant", "content": None})
+        for i, call in enumerate(calls):
+            fn = call.get("function", {})
+            head = {"index": i, "id": call.get("id"), "type": "function"}
+            await send(
+                {"tool_calls": [{**head, "function": {"name": fn.get("name"), "arguments": ""}}]}
+            )
+            args = str(fn.get("arguments", ""))
+            for j in range(0, len(args), 4):
+                piece = {"index": i, "function": {"arguments": args[j : j + 4]}}
+                await send({"tool_calls": [piece]})
+        await resp.write(
+            (
+                "data: "
+                + json.dumps(
+                    {
+                        "id": ident,
+                        "object": "chat.completion.chunk",
+                        "model": model,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                    }
+                )
+                + "\n\n"
+            ).encode()
+        )
+        opts = body.get("stream_options")
+        if isinstance(opts, dict) and opts.get("include_usage"):
+            await send({}, None, usage=usage)
+        await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
 
