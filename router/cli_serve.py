@@ -8,6 +8,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from .gateway.config import GatewayConfig, load_config
 from .gateway.errors import ConfigError
@@ -20,6 +21,8 @@ openai/ollama/swarm/mock, routes, aliases, strategy, resilience, swarm, keys and
 
 Any OpenAI client can then use it:  OPENAI_BASE_URL=http://127.0.0.1:8080/v1
 SIGINT/SIGTERM stop it gracefully: requests in flight finish (server.shutdown_timeout_s).
+SIGHUP reloads the config file: a valid one takes effect without dropping requests in
+flight; an invalid one is refused with a log line and the running one stays.
 """
 
 
@@ -81,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
     factory = _loop_factory(args.loop)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(_run(cfg, args.host, args.port))
+            return runner.run(_run(cfg, args.host, args.port, args.config))
     except ConfigError as exc:  # raised while building backends
         print(f"swarm serve: error: {exc}", file=sys.stderr)
         return 2
@@ -90,7 +93,25 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _run(cfg: GatewayConfig, host: str | None, port: int | None) -> int:
+async def _reload(gw: Any, path: str) -> None:
+    """SIGHUP: read the config file again; a valid one takes effect without dropping requests
+    in flight, an invalid one is refused and the running one stays."""
+    try:
+        cfg = load_config(path)
+        await gw.reload(cfg)
+    except Exception as exc:  # anything: the gateway must keep serving on the old config
+        print(
+            f"swarm serve: reload refused, still serving the previous config: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    print(f"swarm serve: reloaded {path}", file=sys.stderr, flush=True)
+
+
+async def _run(
+    cfg: GatewayConfig, host: str | None, port: int | None, path: str | None = None
+) -> int:
     from .gateway.app import Gateway
 
     gw = Gateway(cfg)
@@ -106,6 +127,16 @@ async def _run(cfg: GatewayConfig, host: str | None, port: int | None) -> int:
         await gw.stop(grace_s=0)
         raise
     print(f"swarm gateway listening on {url} (OpenAI base URL: {url}/v1)", flush=True)
+    reloading: set[asyncio.Task[None]] = set()
+    if path is not None and hasattr(signal, "SIGHUP"):
+
+        def on_hup() -> None:
+            task = asyncio.create_task(_reload(gw, path))
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     print("shutting down: finishing requests in flight", file=sys.stderr, flush=True)
     for sig in signals:

@@ -42,7 +42,7 @@ from .auth import KeyAccount, KeyStore, key_account
 from .build import build_router
 from .config import SWARM_PREFIX, GatewayConfig, SwarmBackendConfig, SwarmSettings
 from .deadlines import Deadlines
-from .errors import ApiError, bad_request
+from .errors import ApiError, ConfigError, bad_request
 from .errors_map import api_error
 from .http_server import HttpRequest, HttpResponse, HttpServer, ResponseStream
 from .key_db import KeyRecords
@@ -167,6 +167,14 @@ class Gateway:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Config generations (SIGHUP reloads): requests count against the one they started
+        # in, so a replaced router is closed only after its last request.
+        self._generation = 0
+        self._gen_in_flight: dict[int, int] = {}
+        self._retired: dict[int, asyncio.Event] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.reloads = 0
+        self._cors = frozenset(config.server.cors_origins)
         self.closing = False
         #: Set by :meth:`stop` once the listening socket is closed (in-flight requests drain).
         self.draining = asyncio.Event()
@@ -191,6 +199,11 @@ class Gateway:
 
     async def app(self, request: HttpRequest) -> HttpResponse | None:
         """The whole application: one request in, its answer out (None once streamed)."""
+        if self._cors and "origin" in request.headers:
+            return await self._with_cors(request)
+        return await self._app(request)
+
+    async def _app(self, request: HttpRequest) -> HttpResponse | None:
         path = request.path
         method = request.method
         route = self._routes.get(path)
@@ -201,6 +214,127 @@ class Gateway:
         if self.admin is not None and path.startswith("/admin/"):
             return await self.admin.handle(request)
         return self._unknown(request)
+
+    # --- CORS ----------------------------------------------------------------------------------
+
+    def cors_headers(self, request: HttpRequest) -> dict[str, str]:
+        """CORS answer headers for a request from an allowed origin (else none)."""
+        origin = request.headers.get("origin")
+        if not origin or not (origin in self._cors or "*" in self._cors):
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Vary": "Origin",
+            "Access-Control-Expose-Headers": _EXPOSED,
+        }
+
+    async def _with_cors(self, request: HttpRequest) -> HttpResponse | None:
+        cors = self.cors_headers(request)
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            if not cors:
+                return error_response(
+                    ApiError(403, "This origin may not call the gateway", code="cors_refused")
+                )
+            asked = request.headers.get("access-control-request-headers")
+            return HttpResponse(
+                b"",
+                204,
+                {
+                    **cors,
+                    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": asked or "authorization, content-type",
+                    "Access-Control-Max-Age": "600",
+                },
+            )
+        resp = await self._app(request)
+        if resp is not None and cors:
+            resp.headers.update(cors)
+        return resp
+
+    # --- reloading ---------------------------------------------------------------------------
+
+    async def reload(self, config: GatewayConfig) -> None:
+        """Take a new configuration without dropping requests in flight: the new router's
+        backends connect first; then requests go to it, and the old router closes after its
+        last request. Raises (ConfigError, OSError, ...) and keeps the running configuration
+        when the new one cannot be built. The state file and the listening socket stay."""
+        if self.closing:
+            raise RuntimeError("the gateway is shutting down")
+        if config.state.sqlite_path() != self.config.state.sqlite_path():
+            raise ConfigError("state.url", "a different state file needs a restart")
+        fixed = [
+            f
+            for f in ("host", "port", "max_body_bytes", "max_header_bytes", "max_connections")
+            if getattr(config.server, f) != getattr(self.config.server, f)
+        ]
+        if fixed:
+            log.warning("reload: server.%s take effect on restart only", ", server.".join(fixed))
+        router = build_router(config)
+        try:
+            for backend in router.backends.values():
+                if isinstance(backend, Served):
+                    await backend.open()
+        except BaseException:
+            await router.close()
+            raise
+        keys = KeyStore(config.keys, self.book)
+        for name, acct in keys.accounts.items():
+            old = self.keys.accounts.get(name)
+            if old is not None and old.gate.limits == acct.gate.limits:
+                acct.gate = old.gate  # limits unchanged: its minute and slots go on
+        admin = None
+        if config.admin is not None and config.admin.key:
+            if self._key_records is None:
+                self._key_records = KeyRecords(config.state.sqlite_path())
+            admin = AdminApi(
+                config.admin.key, keys, self._key_records, {k.name for k in config.keys}
+            )
+            keys.require_keys()
+        for b in config.all_backends():
+            if isinstance(b, SwarmBackendConfig):
+                account = swarm_account(b.name)
+                self._swarm_accounts[b.name] = account
+                self.book.ensure(
+                    account, budget_msats=None if b.budget_sats is None else b.budget_sats * 1000
+                )
+        old_router, old_gen = self.router, self._generation
+        # The swap: no await from here on, so a request sees the old or the new, not a mix.
+        self.config = config
+        self.router = router
+        self.keys = keys
+        self.admin = admin
+        self.aliases = dict(config.aliases)
+        self._model_fallbacks = config.model_fallbacks()
+        self._max_tokens = config.server.max_tokens
+        self._default_max_tokens = config.server.default_max_tokens
+        self._request_timeout = config.resilience.request_timeout_s
+        self._cors = frozenset(config.server.cors_origins)
+        swarms = [b for b in config.all_backends() if isinstance(b, SwarmBackendConfig)]
+        self.swarm = swarms[0] if swarms else None
+        self.metrics.use_router(router.metrics)
+        self._generation += 1
+        self._rebuild_models()
+        self.reloads += 1
+        done = asyncio.Event()
+        if not self._gen_in_flight.get(old_gen):
+            done.set()
+        self._retired[old_gen] = done
+        self._spawn_retire(old_router, old_gen, done)
+        log.info("configuration reloaded (generation %d)", self._generation)
+
+    def _spawn_retire(self, router: LmRouter, gen: int, done: asyncio.Event) -> None:
+        async def retire() -> None:
+            try:
+                async with asyncio.timeout(self.config.server.shutdown_timeout_s):
+                    await done.wait()
+            except TimeoutError:
+                log.warning("reload: closing the old backends with requests still on them")
+            self._retired.pop(gen, None)
+            await router.close()
+
+        task = asyncio.create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def _unknown(self, request: HttpRequest) -> HttpResponse:
         allowed = _KNOWN.get(request.path)
@@ -277,6 +411,8 @@ class Gateway:
             server.abort_all()
             self._server = None
         await self._deadlines.stop()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.router.close()  # swarm clients finish payments in progress first
         if not self.book.closed:
             await self.resolve_pending()
@@ -598,6 +734,8 @@ class Gateway:
         t0 = _perf()
         self._in_flight += 1
         self._idle.clear()
+        gen = self._generation
+        self._gen_in_flight[gen] = self._gen_in_flight.get(gen, 0) + 1
         task = asyncio.current_task()
         if task is not None:
             self._deadlines.add(task, self._request_timeout)
@@ -623,6 +761,14 @@ class Gateway:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+            left = self._gen_in_flight[gen] - 1
+            if left:
+                self._gen_in_flight[gen] = left
+            else:
+                del self._gen_in_flight[gen]
+                done = self._retired.get(gen)
+                if done is not None:
+                    done.set()
             self.metrics.request(endpoint, status, _perf() - t0)
 
     def _fail(self, endpoint: str, exc: BaseException, hold: Hold | None = None) -> HttpResponse:
@@ -766,6 +912,8 @@ class Gateway:
                 decision = current_decision.get()
                 backend = decision.backend if decision is not None and decision.first else ""
             headers = dict(STREAM_HEADERS)
+            if self._cors:
+                headers.update(self.cors_headers(request))
             headers["x-swarm-backend"] = backend
             headers["x-swarm-route-reason"] = _header_safe(self._reason(backend))
             try:
@@ -841,6 +989,21 @@ def _meta_headers(meta: dict[str, Any], headers: dict[str, str]) -> None:
 
 
 _MAX_CHAIN = 8  # models one request may try
+_EXPOSED = ", ".join(
+    (
+        "x-swarm-backend",
+        "x-swarm-route-reason",
+        "x-swarm-cost-sats",
+        "x-swarm-cost-msats",
+        "x-swarm-pending-msats",
+        "x-swarm-cost-usd",
+        "x-swarm-agreeing",
+        "x-swarm-dissenting",
+        "x-swarm-job-id",
+        "x-swarm-model-fallback",
+        "x-swarm-cache",
+    )
+)
 
 
 def _pop_models(body: Any) -> list[str]:

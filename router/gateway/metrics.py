@@ -73,6 +73,10 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
+    def use_router(self, backends: Callable[[], dict[str, BackendMetrics]]) -> None:
+        """Read backend figures from another router (after a reload); counters go on."""
+        self._backends = backends
+
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         key = (endpoint, status)
         self.requests[key] = self.requests.get(key, 0) + 1
