@@ -170,6 +170,9 @@ class OpenAIBackendConfig(_BackendBase):
     url: str
     auth: UpstreamAuth | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    drop_params: list[str] = Field(
+        default_factory=list, description="request parameters never sent to this upstream"
+    )
 
     @field_validator("url")
     @classmethod
