@@ -40,6 +40,7 @@ from .adapters import Served, current_decision, serving_backend
 from .admin import AdminApi
 from .auth import KeyAccount, KeyStore, key_account
 from .build import build_router
+from .cache import Cached, ResponseCache, cache_key
 from .config import SWARM_PREFIX, GatewayConfig, SwarmBackendConfig, SwarmSettings
 from .deadlines import Deadlines
 from .errors import ApiError, ConfigError, bad_request
@@ -148,6 +149,9 @@ class Gateway:
             )
             self.keys.require_keys()
         self._model_fallbacks: dict[str, list[str]] = config.model_fallbacks()
+        self.cache: ResponseCache | None = (
+            ResponseCache(config.cache.ttl_s, config.cache.max_entries) if config.cache else None
+        )
         self._resolve_task: asyncio.Task[None] | None = None
         self.aliases = dict(config.aliases)
         srv = config.server
@@ -795,8 +799,6 @@ class Gateway:
         self, request: HttpRequest, chat: bool, endpoint: str, task: asyncio.Task[Any] | None
     ) -> HttpResponse | None:
         current_decision.set(None)
-        hold: Hold | None = None
-        swarm = False
         try:
             acct = self.keys.authenticate(request.headers.get("authorization"))
             body = self._read_json(request)
@@ -813,6 +815,56 @@ class Gateway:
             )
         except Exception as exc:
             return self._fail(endpoint, exc)
+        cache = self.cache
+        key = None
+        if cache is not None and isinstance(body, dict):
+            model0 = self.aliases.get(req.model, req.model)
+            key = cache_key(endpoint, model0, {**body, "models": extra_models})
+        if key is None or cache is None:
+            return await self._serve_chain(request, endpoint, task, acct, req, extra_models)
+        hit = cache.get(key, time.monotonic())
+        if hit is None:
+            flight = cache.in_flight(key)
+            if flight is not None:  # an identical request is on its way: share its answer
+                hit = await asyncio.shield(flight)
+        if hit is not None:
+            try:
+                if acct is not None:  # the key's model list and request rate still apply
+                    acct.gate.admit(self.aliases.get(req.model, req.model), 0, time.monotonic())
+                    acct.gate.release()
+            except ApiError as err:
+                self.metrics.error(endpoint, err.code or err.type)
+                return error_response(err)
+            return HttpResponse(hit.body, 200, {**hit.headers, "x-swarm-cache": "hit"})
+        cache.begin(key)
+        entry: Cached | None = None
+        try:
+            resp = await self._serve_chain(request, endpoint, task, acct, req, extra_models)
+            if resp is not None and resp.status == 200:
+                headers = {
+                    k: v
+                    for k, v in resp.headers.items()
+                    if not k.startswith(("x-swarm-cost", "x-swarm-pending"))
+                }
+                headers["x-swarm-cost-sats"] = "0"
+                entry = Cached(resp.body, headers, time.monotonic())
+                resp.headers["x-swarm-cache"] = "miss"
+            return resp
+        finally:
+            cache.finish(key, entry)
+
+    async def _serve_chain(
+        self,
+        request: HttpRequest,
+        endpoint: str,
+        task: asyncio.Task[Any] | None,
+        acct: KeyAccount | None,
+        req: Any,
+        extra_models: list[str],
+    ) -> HttpResponse | None:
+        """Try the request's model, then its fallbacks; charge and settle each attempt."""
+        hold: Hold | None = None
+        swarm = False
         chain = self._model_chain(req.model, extra_models)
         for i, name in enumerate(chain):
             last = i == len(chain) - 1

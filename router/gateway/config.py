@@ -436,6 +436,13 @@ class ApiKeyConfig(_Model):
         return self
 
 
+class CacheConfig(_Model):
+    """Identical deterministic requests (``temperature: 0`` or a ``seed``) answered once."""
+
+    ttl_s: float = Field(300.0, gt=0, description="how long an answer is kept")
+    max_entries: int = Field(10_000, ge=1, description="answers kept at most")
+
+
 class AdminConfig(_Model):
     """The admin key: ``Authorization: Bearer <admin key>`` on ``/admin/*``."""
 
@@ -475,6 +482,7 @@ class GatewayConfig(_Model):
     keys: list[ApiKeyConfig] = Field(default_factory=list)
     usd_per_sat: float | None = Field(None, gt=0, description="prices sats in USD for budgets")
     state: StateConfig = Field(default_factory=StateConfig)
+    cache: CacheConfig | None = Field(None, description="a response cache; unset: none")
     admin: AdminConfig | None = Field(
         None, description="enables /admin/* (make, list, rotate and revoke keys; spend)"
     )
