@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:  # a module the subcommand imports late (only when run) is missing
+        log.debug("swarm %s: import failed", args.command, exc_info=True)
+        print(
+            f"swarm {args.command} is unavailable: {exc} — reinstall with: {reinstall_hint()}",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:  # `swarm ... | head`: the reader left; stop quietly, as shells do
         with contextlib.suppress(OSError, ValueError):
             # Python flushes stdout at exit; point it at /dev/null so that flush cannot fail too.

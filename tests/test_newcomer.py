@@ -102,6 +102,24 @@ def test_swarm_help_lists_the_unavailable_subcommand(
     assert re.search(r"serve\s+\(unavailable: No module named 'httptools_not_installed_here'", out)
 
 
+def test_a_module_imported_only_when_the_subcommand_runs_is_reported_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "late_import_cmd.py").write_text(
+        "def _run(args):\n"
+        "    import uvloop_not_installed_here  # noqa: F401\n\n"
+        "def register(sub):\n"
+        "    sub.add_parser('serve').set_defaults(handler=_run)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint(name="serve", value="late_import_cmd:register", group="nostr_swarm.commands")
+    monkeypatch.setattr(cli, "entry_points", lambda group: [ep])
+    assert cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "swarm serve is unavailable: No module named 'uvloop_not_installed_here'" in err
+    assert "reinstall with:" in err
+
+
 def test_unknown_options_of_a_working_subcommand_are_still_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
