@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,14 @@ from ..types import LmResponse, Prompt, StreamChunk
 from .base import LmBackend
 from .http_errors import http_error, transport_error
 from .http_session import SessionPool
-from .ollama_wire import model_matches, parse_answer, parse_stream_line, parse_tags, request_body
+from .ollama_wire import (
+    model_matches,
+    parse_answer,
+    parse_stream_line,
+    parse_tags,
+    request_body,
+    tool_calls,
+)
 from .openai_compat import api_root
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
@@ -26,7 +34,10 @@ class OllamaBackend(LmBackend):
     by the router on first need, or by ``refresh_models()``). ``max_tokens`` becomes the
     ``num_predict`` option; sampling parameters (temperature, top_p, seed, stop, num_ctx, ...)
     go into ``options`` and ``format``/``keep_alive``/``system``/... stay at the top level.
-    ``llama3`` matches ``llama3:latest``."""
+    OpenAI's ``tools``, tool-call histories, ``response_format`` and image parts are mapped to
+    Ollama's; the tool calls Ollama answers come back in OpenAI's shape (``extra`` of the
+    response, ``delta`` of stream chunks, finish reason ``tool_calls``). A parameter Ollama
+    cannot honour raises ``InvalidRequest``. ``llama3`` matches ``llama3:latest``."""
 
     def __init__(
         self,
@@ -96,7 +107,13 @@ class OllamaBackend(LmBackend):
         obj = await self._request_json("POST", path, body)
         text, usage, finish = parse_answer(obj, self.name)
         latency = (time.perf_counter() - t0) * 1000.0
-        return LmResponse(text, usage, model, finish, latency, self.name)
+        calls = tool_calls(obj, _call_prefix())
+        if not calls:
+            return LmResponse(text, usage, model, finish, latency, self.name)
+        for c in calls:
+            del c["index"]  # only stream deltas carry one
+        extra = {"content": text or None, "tool_calls": calls}
+        return LmResponse(text, usage, model, "tool_calls", latency, self.name, None, extra)
 
     async def stream_chunks(
         self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
@@ -108,10 +125,22 @@ class OllamaBackend(LmBackend):
                     text = await resp.text(errors="replace")
                     raise http_error(self.name, resp.status, text, resp.headers)
                 done = False
+                prefix = ""
+                calls = 0
                 async for raw in resp.content:
-                    chunk = parse_stream_line(raw.decode("utf-8", "replace"), self.name)
+                    line = raw.decode("utf-8", "replace")
+                    chunk = parse_stream_line(line, self.name)
+                    if '"tool_calls"' in line:  # rare: parse the line once more for them
+                        prefix = prefix or _call_prefix()
+                        found = tool_calls(json.loads(line), prefix, calls)
+                        if found:
+                            calls += len(found)
+                            chunk = chunk or StreamChunk()
+                            chunk.delta = {"tool_calls": found}
                     if chunk is None:
                         continue
+                    if calls and chunk.finish_reason == "stop":
+                        chunk.finish_reason = "tool_calls"
                     yield chunk
                     if chunk.usage is not None:
                         done = True
@@ -145,3 +174,8 @@ class OllamaBackend(LmBackend):
 
     def __repr__(self) -> str:
         return f"OllamaBackend(name={self.name!r}, root={self.root!r})"
+
+
+def _call_prefix() -> str:
+    """Ollama gives tool calls no ids; OpenAI's clients match tool results to calls by id."""
+    return "call_" + os.urandom(6).hex()

@@ -17,6 +17,14 @@ from .base import LmBackend
 _SAMPLING = ("temperature", "top_p", "top_k", "seed")
 # Per-request overrides of the backend's own settings.
 _OVERRIDES = ("quorum", "max_sats", "timeout", "comparator", "targets", "encrypt", "bid_msats")
+# OpenAI parameters a quorum of text answers cannot honour (a NIP-90 job returns only text).
+_UNHONOURED = frozenset(
+    {
+        "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
+        "logprobs", "top_logprobs", "response_format", "logit_bias", "n", "audio",
+        "modalities", "prediction",
+    }
+)  # fmt: skip
 #: The largest quorum a request may ask for when the backend names no ``max_quorum``.
 DEFAULT_MAX_QUORUM = 5
 
@@ -192,6 +200,7 @@ class SwarmBackend(LmBackend):
             if key in params:
                 opts[key] = params.pop(key)
         hold = params.pop("hold", None)
+        _check_request(self.name, prompt, params)  # before anything is reserved or paid
         quorum = opts.pop("quorum", self.quorum)
         max_sats = opts.pop("max_sats", self.max_sats)
         timeout = opts.pop("timeout", self.timeout_s)
@@ -229,8 +238,8 @@ class SwarmBackend(LmBackend):
         for key, value in params.items():
             if key in _SAMPLING:
                 kwargs[key] = value
-            elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                extra[key] = value  # anything else (lists, dicts) has no NIP-90 form: dropped
+            else:
+                extra[key] = value  # _check_request let only plain values through
         if extra:
             kwargs["params"] = extra
         if self._accepts is not None:
@@ -328,6 +337,32 @@ class SwarmBackend(LmBackend):
 
     def __repr__(self) -> str:
         return f"SwarmBackend(name={self.name!r}, quorum={self.quorum})"
+
+
+def _check_request(name: str, prompt: Prompt, params: dict[str, Any]) -> None:
+    """Raise ``InvalidRequest`` for what a swarm job cannot carry, naming it, rather than
+    dropping it: tools and tool-call histories, non-text content, structured parameters
+    (a NIP-90 ``param`` holds one plain value)."""
+    for key, value in params.items():
+        if key in _SAMPLING:
+            continue
+        if key in _UNHONOURED:
+            raise InvalidRequest(f"{name}: the swarm cannot honour parameter {key!r}")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise InvalidRequest(
+                f"{name}: parameter {key!r} must be one string or number for the swarm "
+                f"(a NIP-90 param), not {type(value).__name__}"
+            )
+    if isinstance(prompt, str):
+        return
+    for i, m in enumerate(prompt):
+        if m.get("tool_calls") or m.get("role") == "tool":
+            raise InvalidRequest(f"{name}: messages[{i}]: the swarm cannot take tool calls")
+        content = m.get("content")
+        if isinstance(content, list) and any(
+            not isinstance(p, dict) or p.get("type") != "text" for p in content
+        ):
+            raise InvalidRequest(f"{name}: messages[{i}].content: the swarm takes text only")
 
 
 def _msats_paid(result: Any) -> int:

@@ -484,9 +484,13 @@ class FakeOllama(_Base):
     """An Ollama server: GET /, GET /api/tags, GET /api/version, POST /api/chat, POST /api/generate.
 
     Like real Ollama, answers stream as NDJSON unless the request says ``"stream": false``.
+    ``tool_calls`` (Ollama's shape: ``[{"function": {"name", "arguments": {...}}}]``): when set
+    and a chat request has ``tools``, the answer calls them (streamed: one line with them all,
+    as Ollama sends them, then the final line).
     """
 
     models: list[str] = field(default_factory=lambda: ["llama3:latest"])
+    tool_calls: list[dict[str, Any]] | None = None
 
     def _routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._root)
@@ -541,6 +545,10 @@ class FakeOllama(_Base):
             done_reason = "length"
         created = "2024-01-01T00:00:00Z"
 
+        calling = chat and self.tool_calls is not None and bool(body.get("tools"))
+        if calling:
+            text = ""
+
         def piece(content: str, done: bool) -> dict[str, Any]:
             obj: dict[str, Any] = {"model": model, "created_at": created, "done": done}
             if chat:
@@ -550,6 +558,8 @@ class FakeOllama(_Base):
             return obj
 
         final = piece("" if stream else text, True)
+        if calling and not stream:
+            final["message"]["tool_calls"] = self.tool_calls
         final.update(
             done_reason=done_reason,
             total_duration=1_000_000,
@@ -563,6 +573,10 @@ class FakeOllama(_Base):
             return web.json_response(final)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
+        if calling:
+            line = piece("", False)
+            line["message"]["tool_calls"] = self.tool_calls
+            await resp.write(json.dumps(line).encode() + b"\n")
         for i, part in enumerate(_words(text)):
             if self.stream_fail_after is not None and i >= self.stream_fail_after:
                 if self.stream_fail_mode == "error":

@@ -121,7 +121,7 @@ async def test_duck_typed_client_gets_only_the_keywords_it_takes() -> None:
     c = MinimalClient()
     b = SwarmBackend(c, quorum=3, max_sats=100, timeout_s=5)
     msgs = [{"role": "user", "content": "hi"}]
-    r = await b.complete("swarm/llama3", msgs, 16, temperature=0.1, quorum=2, stop=["x"])
+    r = await b.complete("swarm/llama3", msgs, 16, temperature=0.1, quorum=2, stop="x")
     assert r.text == "ok: hi" and r.usage.cost_sats == 9
     assert c.calls == [
         {"prompt": "hi", "model": "llama3", "quorum": 2, "max_sats": 100, "timeout": 5}
