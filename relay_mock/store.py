@@ -245,11 +245,25 @@ class EventStore:
         self._seq += 1
         key = rec.key = (rec.created_at, self._seq)
         self._by_id[rec.id] = rec
-        _append(self._by_kind.setdefault(rec.kind, []), rec, key)
-        _append(self._by_author.setdefault(rec.pubkey, []), rec, key)
+        # get() before creating: setdefault would build an empty list on every call.
+        lst = self._by_kind.get(rec.kind)
+        if lst is None:
+            lst = self._by_kind[rec.kind] = []
+        _append(lst, rec, key)
+        lst = self._by_author.get(rec.pubkey)
+        if lst is None:
+            lst = self._by_author[rec.pubkey] = []
+        _append(lst, rec, key)
         if rec.tags:
+            by_tag = self._by_tag
             for letter, value in _index_pairs(rec):
-                _append(self._by_tag.setdefault(letter, {}).setdefault(value, []), rec, key)
+                by_value = by_tag.get(letter)
+                if by_value is None:
+                    by_value = by_tag[letter] = {}
+                lst = by_value.get(value)
+                if lst is None:
+                    lst = by_value[value] = []
+                _append(lst, rec, key)
         if rec.expires_at is not None:
             heapq.heappush(self._expiry, (rec.expires_at, rec.id))
 
