@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP gateway in front of an :class:`LmRouter`.
 
 Endpoints: ``GET /healthz``, ``GET /v1/models`` (and ``/v1/models/{id}``),
-``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/usage``, ``GET /metrics``.
+``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
+``GET /v1/usage``, ``GET /metrics``.
 
 The request path is kept short: a lean HTTP/1.1 server (:mod:`.http_server`, on httptools),
 hand-written parsing, one ``json.dumps`` per answer, the model list pre-serialized after each
@@ -702,6 +703,9 @@ class Gateway:
         if not accounts:
             return None, req.params, False
         prompt_tokens = _prompt_bytes(req.prompt)
+        tools = req.params.get("tools")
+        if tools:  # the upstream's template puts the tool definitions into the prompt
+            prompt_tokens += len(str(tools).encode())
         msats, usd_most = self.router.max_cost(model, prompt_tokens, req.max_tokens)
         hold, _ = self.keys.reserve(
             accounts, msats=msats, usd_nanos=usd_to_nanos(usd_most) or 0, label=label,
@@ -1121,6 +1125,9 @@ def _prompt_bytes(prompt: Any) -> int:
     for m in prompt:
         content = m.get("content") if isinstance(m, dict) else getattr(m, "content", "")
         total += len(str(content or "").encode()) + _TEMPLATE_TOKENS_PER_MESSAGE
+        calls = m.get("tool_calls") if isinstance(m, dict) else None
+        if calls:
+            total += len(str(calls).encode())
     return total
 
 

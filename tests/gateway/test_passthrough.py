@@ -331,3 +331,26 @@ async def test_backends_that_cannot_embed_answer_400() -> None:
         with pytest.raises(openai.BadRequestError) as e:
             await client(gw).embeddings.create(model="m1", input="x")
     assert "cannot compute embeddings" in e.value.message
+
+
+async def test_tool_definitions_count_in_a_keys_reservation() -> None:
+    data = {
+        "backends": [
+            {"name": "mock", "type": "mock", "models": ["m1"], "cost_per_1k_input_usd": 1.0}
+        ],
+        "keys": [{"name": "alice", "key": "sk-alice", "budget_usd": 0.5}],
+    }
+    big = [{**TOOLS[0], "function": {**TOOLS[0]["function"], "description": "x" * 600}}]
+    async with gateway(data) as gw:
+        c = client(gw, "sk-alice")
+        ok = await c.chat.completions.create(model="m1", messages=user("hi"), max_tokens=1)
+        assert ok.choices[0].message.content
+        # the same request with 600 bytes of tool definitions may cost more than is left
+        with pytest.raises(openai.RateLimitError) as e:
+            await c.chat.completions.create(
+                model="m1",
+                messages=user("hi"),
+                max_tokens=1,
+                tools=big,  # type: ignore[arg-type]
+            )
+    assert e.value.code == "insufficient_quota"
