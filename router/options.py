@@ -32,6 +32,15 @@ class BackendOptions(BaseModel):
     max_tokens: int | None = Field(
         None, ge=1, description="the most max_tokens a request to this backend may ask for"
     )
+    model_prices: dict[str, tuple[float | None, float | None]] = Field(
+        default_factory=dict, description="model -> (input, output) USD per 1k tokens"
+    )
+    model_max_tokens: dict[str, int] = Field(
+        default_factory=dict, description="model -> the most max_tokens a request may ask for"
+    )
+    price_table: bool = Field(
+        False, description="price models it names no price for from router/prices.py"
+    )
     rate_limit: RateLimitConfig | None = None
     circuit_breaker: BreakerConfig | None = None
     retry: RetryPolicy | None = None

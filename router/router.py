@@ -39,6 +39,7 @@ from .errors import (
     StreamInterrupted,
 )
 from .options import BackendOptions
+from .prices import table_price
 from .rate_limit import RateLimitConfig
 from .retry import RetryPolicy, is_caller_error, is_retryable, retry_after_of
 from .state import BackendMetrics, BackendState, RouterStats
@@ -369,7 +370,7 @@ class LmRouter(LmBackend):
         latency_ms = resp.latency_ms if st.latency_simulated else (_perf() - t0) * 1000.0
         usage = resp.usage
         if usage.cost_usd is None:
-            self._price(st, usage)
+            self._price(st, usage, model)
         now = self._clock()
         with self._lock:
             st.in_flight -= 1
@@ -479,16 +480,15 @@ class LmRouter(LmBackend):
         if self._waiters:
             self._wake()
 
-    def _price(self, st: BackendState, usage: LmUsage) -> None:
-        """Fill in ``cost_usd`` from configured prices (per input and output token, or one
-        price per token), or from sats at the configured rate."""
-        if st.price_in is not None or st.price_out is not None:
+    def _price(self, st: BackendState, usage: LmUsage, model: str | None = None) -> None:
+        """Fill in ``cost_usd`` from configured prices (the model's, the backend's per input
+        and output token, one price per token, the bundled table), or from sats at the
+        configured rate."""
+        pin, pout = _prices(st, model)
+        if pin is not None or pout is not None:
             usage.cost_usd = (
-                usage.prompt_tokens * (st.price_in or 0.0)
-                + usage.completion_tokens * (st.price_out or 0.0)
+                usage.prompt_tokens * (pin or 0.0) + usage.completion_tokens * (pout or 0.0)
             ) / 1000.0
-        elif st.options.cost_per_1k_tokens_usd is not None:
-            usage.cost_usd = usage.total_tokens * st.options.cost_per_1k_tokens_usd / 1000.0
         elif usage.cost_sats is not None and self._usd_per_sat is not None:
             usage.cost_usd = usage.cost_sats * self._usd_per_sat
 
@@ -498,7 +498,9 @@ class LmRouter(LmBackend):
         route = self._resolve(model)
         if route is None:
             return None
-        limits = [st.options.max_tokens for st in route.all()]
+        limits = [
+            st.options.model_max_tokens.get(model, st.options.max_tokens) for st in route.all()
+        ]
         if not limits or any(x is None for x in limits):
             return None
         return max(x for x in limits if x is not None)
@@ -515,11 +517,9 @@ class LmRouter(LmBackend):
         for st in route.all():
             fn = getattr(st.backend, "max_cost_msats", None)
             msats = int(fn(max_tokens)) if fn is not None else 0
-            if st.price_in is not None or st.price_out is not None:
-                usd = (prompt_tokens * (st.price_in or 0.0) + max_tokens * (st.price_out or 0.0))
-                usd /= 1000.0
-            elif st.options.cost_per_1k_tokens_usd is not None:
-                usd = (prompt_tokens + max_tokens) * st.options.cost_per_1k_tokens_usd / 1000.0
+            pin, pout = _prices(st, model)
+            if pin is not None or pout is not None:
+                usd = (prompt_tokens * (pin or 0.0) + max_tokens * (pout or 0.0)) / 1000.0
             elif self._usd_per_sat is not None:
                 usd = msats / 1000 * self._usd_per_sat
             else:
@@ -659,7 +659,7 @@ class LmRouter(LmBackend):
                     if chunk.usage is not None:
                         usage = chunk.usage
                         if usage.cost_usd is None:
-                            self._price(st, usage)
+                            self._price(st, usage, model)
                     parts.append(chunk.text)
                     yield chunk
             except (asyncio.CancelledError, GeneratorExit):
@@ -682,7 +682,7 @@ class LmRouter(LmBackend):
             if usage is None:
                 usage = LmUsage()
             elif usage.cost_usd is None:
-                self._price(st, usage)
+                self._price(st, usage, model)
             now = self._clock()
             with self._lock:
                 st.in_flight -= 1
@@ -833,6 +833,25 @@ def _estimate(decision: RoutingDecision, prompt: Prompt | None, max_tokens: int 
     if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
         raise InvalidRequest("max_tokens must be a positive integer")
     decision.estimate(p, 256 if max_tokens is None else max_tokens)
+
+
+def _prices(st: BackendState, model: str | None) -> tuple[float | None, float | None]:
+    """(input, output) USD per 1k tokens for ``model`` on ``st``: the model's own price, the
+    backend's, a flat price per token, then the bundled table (when the backend allows it)."""
+    opts = st.options
+    if model is not None:
+        own = opts.model_prices.get(model)
+        if own is not None:
+            return own
+    if st.price_in is not None or st.price_out is not None:
+        return st.price_in, st.price_out
+    if opts.cost_per_1k_tokens_usd is not None:
+        return opts.cost_per_1k_tokens_usd, opts.cost_per_1k_tokens_usd
+    if opts.price_table and model is not None:
+        found = table_price(model)
+        if found is not None:
+            return found
+    return None, None
 
 
 def _check_prompt(prompt: object) -> None:

@@ -150,23 +150,68 @@ def _check_http_url(url: str) -> str:
     return url.rstrip("/")
 
 
+class ModelEntry(_Model):
+    """One model of a backend, with its own prices and limit (the TS seed's ``models``)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    input_per_1k_usd: float | None = Field(None, ge=0)
+    output_per_1k_usd: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1, description="the most a request may ask for")
+
+
 class _BackendBase(BackendOptions):
     """Fields every backend entry has: its name, static models, and the router's options
-    (priority, prices, ``timeout_s``, ``rate_limit``, ``circuit_breaker``, ``retry``)."""
+    (priority, prices, ``timeout_s``, ``rate_limit``, ``circuit_breaker``, ``retry``).
+
+    ``models`` lists names, or entries ``{name, input_per_1k_usd, output_per_1k_usd,
+    max_tokens}`` (mixed freely); the entries' settings land in ``model_settings``."""
 
     name: str = Field(min_length=1)
     models: list[str] | None = Field(
         None, description="models it serves; omitted: discovered from the upstream"
     )
+    model_settings: dict[str, ModelEntry] = Field(
+        default_factory=dict, description="set from the entries of models"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_entries(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            return data
+        names: list[Any] = []
+        settings: dict[str, Any] = {}
+        for i, m in enumerate(data["models"]):
+            if isinstance(m, dict):
+                entry = ModelEntry.model_validate(m)
+                if entry.name in settings:
+                    raise ValueError(f"models[{i}]: {entry.name!r} is listed twice")
+                settings[entry.name] = entry
+                names.append(entry.name)
+            else:
+                names.append(m)
+        return {**data, "models": names, "model_settings": settings}
 
     def options(self) -> BackendOptions:
-        return BackendOptions(**{k: getattr(self, k) for k in BackendOptions.model_fields})
+        fields = {k: getattr(self, k) for k in BackendOptions.model_fields}
+        prices = {
+            n: (e.input_per_1k_usd, e.output_per_1k_usd)
+            for n, e in self.model_settings.items()
+            if e.input_per_1k_usd is not None or e.output_per_1k_usd is not None
+        }
+        limits = {n: e.max_tokens for n, e in self.model_settings.items() if e.max_tokens}
+        fields["model_prices"] = {**self.model_prices, **prices}
+        fields["model_max_tokens"] = {**self.model_max_tokens, **limits}
+        return BackendOptions(**fields)
 
 
 class OpenAIBackendConfig(_BackendBase):
-    """An OpenAI-compatible server (OpenAI, vLLM, llama.cpp, LM Studio, another gateway)."""
+    """An OpenAI-compatible server (OpenAI, vLLM, llama.cpp, LM Studio, another gateway).
+    Models it names no price for are priced from the bundled table of well-known models
+    (``price_table: false`` turns that off)."""
 
     type: Literal["openai"] = "openai"
+    price_table: bool = True
     url: str
     auth: UpstreamAuth | None = None
     headers: dict[str, str] = Field(default_factory=dict)
