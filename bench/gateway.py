@@ -143,6 +143,63 @@ def _start(cmd: list[str], marker: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line
 
 
+# A request that takes longer ends the run with an error instead of hanging it.
+REQUEST_TIMEOUT_S = 60.0
+# LiteLLM's proxy is far slower than the rest: it gets a quarter of the requests (rates and
+# percentiles stay comparable; the run stays minutes, not tens of minutes).
+LITELLM_SHARE = 4
+
+#: LiteLLM's proxy, in its own environment (its pins clash with ours: rich, websockets,
+#: uvloop). ``bash scripts/install-bench-peers.sh`` makes it from bench/requirements-litellm.txt.
+LITELLM = ROOT / "bench" / ".venv-litellm" / "bin" / "litellm"
+
+
+def _start_litellm(upstream: str) -> tuple[subprocess.Popen[str], str] | None:
+    """LiteLLM's proxy in front of the same upstream, or None when it is not installed."""
+    exe = Path(os.environ.get("LITELLM_BIN") or LITELLM)
+    if not exe.exists():
+        print(f"litellm: not installed ({exe}); bash scripts/install-bench-peers.sh adds it")
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(
+            "model_list:\n  - model_name: bench-model\n    litellm_params:\n"
+            f"      model: openai/bench-model\n      api_base: {upstream}/v1\n"
+            "      api_key: none\nlitellm_settings:\n  telemetry: false\n"
+        )
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # never fetch the price map from the network
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOG": "ERROR",
+    }
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(exe), "--config", f.name, "--host", "127.0.0.1", "--port", str(port),
+         "--num_workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # its start-up prints several lines; the last says where it is
+        if "Uvicorn running on" in line:
+            break
+        if time.monotonic() > deadline:
+            break
+    else:
+        proc.kill()
+        print("litellm: did not start")
+        return None
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def _run(
     session: aiohttp.ClientSession, url: str, n: int, concurrency: int
 ) -> tuple[list[float], float]:
@@ -156,7 +213,7 @@ async def _run(
         while left > 0:
             left -= 1
             t0 = perf()
-            async with session.post(
+            async with asyncio.timeout(REQUEST_TIMEOUT_S), session.post(
                 url, data=REQUEST, headers={"Content-Type": "application/json"}
             ) as r:
                 await r.read()
@@ -190,6 +247,7 @@ async def _bench(urls: dict[str, str], requests: int, rounds: int, pids: dict[st
         lat: dict[str, list[float]] = {k: [] for k in targets}
         rps: dict[str, list[float]] = {k: [] for k in targets}
         cpu: dict[str, float] = {k: 0.0 for k in targets}
+        sent: dict[str, int] = {k: 0 for k in targets}
         connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
         async with aiohttp.ClientSession(connector=connector) as session:
             for url in targets.values():  # warm up connections and code paths
@@ -198,7 +256,9 @@ async def _bench(urls: dict[str, str], requests: int, rounds: int, pids: dict[st
                 for name, url in targets.items():
                     pid = pids.get(name)
                     c0 = _cpu_s(pid) if pid else 0.0
-                    ls, r = await _run(session, url, requests, concurrency)
+                    n = max(100, requests // LITELLM_SHARE) if name == "litellm" else requests
+                    sent[name] += n
+                    ls, r = await _run(session, url, n, concurrency)
                     lat[name] += ls
                     rps[name].append(r)
                     if pid:
@@ -212,7 +272,7 @@ async def _bench(urls: dict[str, str], requests: int, rounds: int, pids: dict[st
             f"{'+p50 ms':>9}{'+p99 ms':>9}{'vs direct':>10}{'CPU us/req':>11}"
         )
         for name in targets:
-            per_req = cpu[name] / (requests * rounds) * 1e6 if name in pids else float("nan")
+            per_req = cpu[name] / max(1, sent[name]) * 1e6 if name in pids else float("nan")
             added = "" if name == "direct" else f"{p50[name] - p50['direct']:+9.3f}"
             added99 = "" if name == "direct" else f"{p99[name] - p99['direct']:+9.3f}"
             ratio = f"{thr[name] / thr['direct']:10.0%}"
@@ -270,6 +330,9 @@ def main() -> int:
     ap.add_argument(
         "--no-flood", action="store_true", help="leave out the 2,000 slow connections check"
     )
+    ap.add_argument(
+        "--no-litellm", action="store_true", help="leave out LiteLLM's proxy even if installed"
+    )
     ap.add_argument("--upstream-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--proxy-only", metavar="UPSTREAM", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -301,6 +364,12 @@ def main() -> int:
                 "    rate_limit: {max_concurrent: 1000}\n"
             )
             cfg = f.name
+        if not args.no_litellm:
+            started = _start_litellm(urls["direct"])
+            if started is not None:
+                procs.append(started[0])
+                urls["litellm"] = started[1]
+                pids["litellm"] = started[0].pid
         serve = [sys.executable, "-m", "client.cli", "serve", "--config", cfg, "--port", "0"]
         gw, line = _start([*serve, "--loop", args.loop], "listening on")
         procs.append(gw)
@@ -310,6 +379,8 @@ def main() -> int:
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"event loop: {loop_name}; {os.cpu_count()} cores; load average before: {load}")
         print("direct: the fake upstream; reference: a minimal aiohttp pass-through proxy;")
+        if "litellm" in urls:
+            print("litellm: LiteLLM's proxy (bench/requirements-litellm.txt), one worker;")
         print("gateway: swarm serve (parsing, routing, accounting, metrics)\n")
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(_bench(urls, args.requests, args.rounds, pids))
