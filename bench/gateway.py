@@ -173,22 +173,21 @@ def _start_litellm(upstream: str) -> tuple[subprocess.Popen[str], str] | None:
         "LITELLM_LOG": "ERROR",
     }
     port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "--config", f.name, "--host", "127.0.0.1", "--port", str(port),
-         "--num_workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
-    assert proc.stdout is not None
+    # Its log goes to a file: a pipe nobody reads fills up and stalls the proxy mid-run.
+    log_path = Path(tempfile.gettempdir()) / f"bench-litellm-{port}.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [str(exe), "--config", f.name, "--host", "127.0.0.1", "--port", str(port),
+             "--num_workers", "1"],
+            stdout=log_file, stderr=subprocess.STDOUT, text=True, env=env,
+        )
     deadline = time.monotonic() + 120
-    for line in proc.stdout:  # its start-up prints several lines; the last says where it is
-        if "Uvicorn running on" in line:
-            break
-        if time.monotonic() > deadline:
-            break
-    else:
-        proc.kill()
-        print("litellm: did not start")
-        return None
+    while "Uvicorn running on" not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            print(f"litellm: did not start (see {log_path})")
+            return None
+        time.sleep(0.2)  # another process's start-up: nothing to await
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -391,7 +390,11 @@ def main() -> int:
     finally:
         for p in reversed(procs):
             p.terminate()
-            p.wait(10)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
     return 0
 
 
