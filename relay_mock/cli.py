@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
         default="auto",
-        help="event loop (auto: uvloop when installed; it cuts the relay's own cost per event)",
+        help="event loop (auto: uvloop when installed)",
     )
     p.set_defaults(handler=_run)
 
