@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import string
+from pathlib import Path
 
 import aiohttp
 import openai
@@ -90,3 +91,46 @@ async def test_slow_clients_cannot_lock_out_an_honest_one() -> None:
         finally:
             for _, w in slow:
                 w.close()
+
+
+async def test_slow_clients_under_a_small_descriptor_limit(tmp_path: Path) -> None:
+    """The measured case: `swarm serve` under a 256-descriptor limit and 300 slow clients. The
+    connection cap fits itself to the limit, so accept() never runs out and an honest probe
+    still gets in."""
+    import resource
+    import sys
+
+    import yaml
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({**CATCH_ALL, "refresh_interval": 0}))
+
+    def small_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    swarm = str(Path(sys.executable).parent / "swarm")
+    proc = await asyncio.create_subprocess_exec(
+        swarm, "serve", "--config", str(path), "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=small_limit,
+    )
+    assert proc.stdout is not None
+    slow = []
+    try:
+        async with asyncio.timeout(30):
+            line = (await proc.stdout.readline()).decode()
+        url = line.split("listening on ")[1].split()[0]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        for _ in range(300):
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            slow.append(writer)
+        for _ in range(3):
+            async with aiohttp.ClientSession() as s, s.get(url + "/healthz") as r:
+                assert r.status == 200
+    finally:
+        for w in slow:
+            w.close()
+        proc.terminate()
+        async with asyncio.timeout(30):
+            await proc.wait()
