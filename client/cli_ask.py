@@ -20,11 +20,13 @@ from .cli_common import add_key_option, add_relay_option
 from .directory import ProviderDirectory
 from .errors import InvalidKey, JobError, NostrSwarmError, QuorumNotReached, RelayError
 from .keys import Keys, parse_pubkey
+from .prepay import PrepayPolicy
 from .quorum import COMPARATOR_NAMES, comparator_by_name
 from .reputation import ReputationLedger, default_ledger_path
 from .sealing import SEALING_MODES, protections
 from .selection import POLICY_NAMES, AccessList, Selector, policy_by_name
 from .swarm import DEFAULT_MAX_SATS, Progress, SwarmClient, SwarmResult
+from .wallet.invoices import DEFAULT_NETWORK, NETWORKS
 
 EXIT_OK = 0
 EXIT_NO_QUORUM = 1
@@ -144,6 +146,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="URI",
         help="pay the agreeing providers from this Nostr Wallet Connect wallet "
         "(nostr+walletconnect://…; default: SWARM_NWC); without it nothing is paid",
+    )
+    p.add_argument(
+        "--prepay",
+        action="store_true",
+        help="pay providers that ask to be paid before they work (payment-required), within "
+        "--bid/--max-sats: at most --quorum of them, once each, before any answer is in "
+        "(a prepaid provider may still dissent; docs/wire-profile.md §9.7)",
+    )
+    p.add_argument(
+        "--network",
+        choices=tuple(NETWORKS),
+        default=DEFAULT_NETWORK,
+        help="the Lightning network the --nwc wallet pays on; invoices for another are refused "
+        f"({DEFAULT_NETWORK}, the local ledger's default; bitcoin for a mainnet wallet, and "
+        "for DVMs such as nostrdvm that read only lnbc… invoices)",
     )
     p.add_argument(
         "--payments-db",
@@ -371,6 +388,8 @@ def _ask(args: argparse.Namespace) -> int:
         "commit_window": args.commit_window,
         "commit_quota": args.commit_quota,
     }
+    if args.prepay:  # its ceilings are the job's bid and --max-sats (SwarmClient.complete)
+        kwargs["prepay"] = PrepayPolicy()
     return asyncio.run(_run(relays, keys, prompt, kwargs, args, err))
 
 
@@ -419,6 +438,8 @@ async def _run(
             connect_timeout=limit,
             publish_timeout=limit,
         ) as swarm:
+            if swarm.payer is not None:  # every invoice, prepaid or not, must be for this network
+                swarm.payer.guard.network = args.network
             if cap_note and not args.quiet:
                 err.print(
                     f"paying at most {swarm.max_sats} sats for this job (the default cap; "

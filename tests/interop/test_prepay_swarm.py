@@ -5,14 +5,22 @@ on 127.0.0.1 cannot reach."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
+import json
+from pathlib import Path
+
 import pytest
 
+from client.cli import main
 from client.errors import QuorumNotReached
 from client.keys import Keys
 from client.prepay import PrepayPolicy
 from client.swarm import SwarmClient
 from client.wallet.ledger import Ledger
 from client.wallet.local import LedgerWallet
+from client.wallet.service import WalletService
 from provider.node import ProviderNode
 from provider.pricing import Pricing
 from relay_mock import Relay
@@ -70,3 +78,50 @@ async def test_prepay_never_pays_above_the_bid(relay: Relay, tmp_path: object) -
             )
     assert ledger.balance(node_wallet.account_id) == 0
     assert ledger.balance(customer_wallet.account_id) == 100_000
+
+
+async def _ask(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = await asyncio.to_thread(main, argv)
+    return code, out.getvalue()
+
+
+async def test_swarm_ask_prepay_pays_a_pay_before_work_provider_through_nwc(
+    relay: Relay, tmp_path: Path
+) -> None:
+    with Ledger(tmp_path / "ln.db") as ledger:
+        dvm = ledger.create_account("dvm")
+        me = ledger.create_account("me", msats=100_000)
+        node = ProviderNode(
+            Keys.generate(), [relay.url], mock_backend(), pricing=PRICING, payment="before",
+            wallet=LedgerWallet(ledger, dvm.id), payment_poll_s=0.01, connect_timeout=3.0,
+        )
+        async with node, WalletService(ledger, [relay.url]) as service:
+            argv = [
+                "ask", "hello", "--relay", relay.url, "--quorum", "1", "--max-sats", "4",
+                "--max-tokens", "100",
+                "--target", node.keys.public_key, "--nwc", service.connection_uri(me.id),
+                "--payments-db", str(tmp_path / "payments.db"), "--quiet", "--no-reputation",
+            ]  # fmt: skip
+            # Without --prepay it waits for money and we for its answer: nothing is paid.
+            assert (await _ask([*argv, "--timeout", "1.5"]))[0] == 1
+            assert ledger.balance(dvm.id) == 0
+            # An invoice for another network than --network says is refused, even in advance.
+            refused = [*argv, "--timeout", "1.5", "--prepay", "--network", "bitcoin"]
+            assert (await _ask(refused))[0] == 1
+            assert ledger.balance(dvm.id) == 0
+            code, out = await _ask([*argv, "--timeout", "10", "--prepay", "--json"])
+        outcome = json.loads(out)
+        assert code == 0 and outcome["text"] == "Echo: hello"
+        assert outcome["msats_paid"] == 2000  # its quote (the minimum), within --max-sats 4
+        assert ledger.balance(dvm.id) == 2000  # once: not billed again after the quorum
+        assert ledger.balance(me.id) == 98_000
+
+
+def test_swarm_ask_help_explains_prepay(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    flag = "pay providers that ask to be paid before they work (payment-required), within "
+    assert flag + "--bid/--max-sats" in text
