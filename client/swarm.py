@@ -486,6 +486,20 @@ class _Inbox:
             await self.task
 
 
+def _refusals(result: SwarmResult) -> str:
+    """Why providers said no, for the error a caller sees (a bid below their price is the
+    usual reason): '; 2 provider(s) refused: bid at least 30000 msats ...'."""
+    reasons = [
+        st.extra or st.status
+        for st in result.providers.values()
+        if st.result is None and st.status in (ERROR, "payment-required")
+    ]
+    if not reasons:
+        return ""
+    common = Counter(reasons).most_common(1)[0][0]
+    return f"; {len(reasons)} provider(s) refused: {common[:200]}"
+
+
 def default_payments_db() -> Path:
     """Where the customer's payment ledger lives unless told otherwise:
     ``$NOSTR_SWARM_HOME/payments.db`` (``~/.nostr-swarm`` by default)."""
@@ -768,7 +782,7 @@ class SwarmClient:
             why = "no agreement possible" if d.exhausted else f"timed out after {timeout:g} s"
             raise QuorumNotReached(
                 f"quorum {quorum} not reached ({why}): {len(result.results)} result(s), "
-                f"largest agreeing group {d.leading}",
+                f"largest agreeing group {d.leading}" + _refusals(result),
                 received=result,
                 decision=d,
             )
