@@ -4,6 +4,9 @@ configuration a deployment sets (keys, relays, price, NIP-89 content) pointed at
 
 Usage: python nostrdvm_dvm.py <relay url> <private key hex> <fix cost in sats> [announce|quiet]
 ("quiet": no kind-31990 at start, like a DVM announced once long ago that only beats now)
+Environment: LNBITS_HOST and LNBITS_INVOICE_KEY (nostrdvm's own names) point a priced DVM at an
+LNbits API for its invoices (tests/interop/fake_lnbits.py); without them it asks for payment with
+no invoice. NOSTRDVM_ANSWER: a fixed answer instead of echoing the input (its LLM call, replaced).
 Run it with a fresh working directory: nostrdvm keeps its SQLite files under ./db/.
 Prints {"event": "started", "pubkey": ...}; the engine's own output goes to stderr.
 """
@@ -37,7 +40,11 @@ def main() -> None:
     config.SYNC_DB_RELAY_LIST = [relay]
     config.KIND = Kind(5050)
     config.FIX_COST = cost
-    config.PROVIDE_INVOICE = False  # no LNbits here: it asks for payment without an invoice
+    # As nostrdvm's build_default_config reads them; only LNbits on 127.0.0.1 is ever dialled.
+    config.LNBITS_URL = os.environ.get("LNBITS_HOST", "")
+    config.LNBITS_INVOICE_KEY = os.environ.get("LNBITS_INVOICE_KEY", "")
+    # Without LNbits it asks for payment without an invoice (nothing to pay it with).
+    config.PROVIDE_INVOICE = bool(config.LNBITS_URL and config.LNBITS_INVOICE_KEY)
     config.DELETE_ANNOUNCEMENT_ON_SHUTDOWN = False
 
     nip89 = NIP89Config()
@@ -62,13 +69,18 @@ def main() -> None:
         options={"some_option": ""},
     )
 
+    answer = os.environ.get("NOSTRDVM_ANSWER")
+
     async def process(request_form: dict) -> str:
         options = dvm.set_options(request_form)
-        return "nostrdvm says: " + options.get("input", "")
+        return answer if answer is not None else "nostrdvm says: " + options.get("input", "")
 
     dvm.process = process
     print(json.dumps({"event": "started", "pubkey": config.PUBLIC_KEY}), flush=True)
     dvm.run()
+    # Keep the main thread alive while the engine's thread runs: once it returns, the interpreter
+    # is shutting down and the engine's asyncio.to_thread calls (its LNbits requests) fail.
+    dvm.nostr_dvm_thread.join()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,25 +159,27 @@ async def run_node(script: str, *args: str, name: str | None = None) -> AsyncIte
 
 @contextlib.asynccontextmanager
 async def run_nostrdvm(
-    script: Path, *args: str, cwd: Path | None = None
+    script: Path, *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[NodePeer]:
     """Run a Python driver script with nostrdvm's own interpreter (in ``cwd``: nostrdvm writes
-    its databases under ./db)."""
+    its databases under ./db), with ``env`` added to the environment."""
     async with _running(
-        [str(NOSTRDVM_PYTHON), str(script), *args], script.name, cwd or HERE
+        [str(NOSTRDVM_PYTHON), str(script), *args], script.name, cwd or HERE, env
     ) as peer:
         yield peer
 
 
 @contextlib.asynccontextmanager
-async def _running(argv: Sequence[str], name: str, cwd: Path) -> AsyncIterator[NodePeer]:
+async def _running(
+    argv: Sequence[str], name: str, cwd: Path, env: Mapping[str, str] | None = None
+) -> AsyncIterator[NodePeer]:
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         limit=4 * 1024 * 1024,
     )
     try:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -48,17 +48,23 @@ def _installed() -> None:
 
 @contextlib.asynccontextmanager
 async def nostrdvm(
-    relay: Relay, tmp_path: Path, *, cost: int = 0, announce: bool = True
+    relay: Relay,
+    tmp_path: Path,
+    *,
+    cost: int = 0,
+    announce: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[tuple[Keys, NodePeer]]:
     """A nostrdvm DVM on the relay, returned once its heartbeat is there: by then its job
-    filter (``since`` its start) is set, so a job signed from now on reaches it."""
+    filter (``since`` its start) is set, so a job signed from now on reaches it. ``env``: see
+    nostrdvm_dvm.py (LNbits for its invoices, a fixed answer)."""
     keys = Keys.generate()
     async with RelayPool([relay.url]) as pool:
         beats = pool.subscribe(Filter(kinds=[11998], authors=[keys.public_key]))
         await beats.wait_eose()
         async with run_nostrdvm(
             DRIVER, relay.url, keys.secret_hex, str(cost), "announce" if announce else "quiet",
-            cwd=tmp_path,
+            cwd=tmp_path, env=env,
         ) as dvm:
             await dvm.expect("started", WAIT)
             await asyncio.wait_for(anext(aiter(beats)), WAIT)
