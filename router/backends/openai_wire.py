@@ -38,7 +38,8 @@ def chat_body(
     body = _params(params, drop)
     body["model"] = model
     body["messages"] = list(messages)
-    body["max_tokens"] = max_tokens
+    # the caller's name for the limit (newer OpenAI models take only max_completion_tokens)
+    body["max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"] = max_tokens
     if stream:
         body["stream"] = True
         if include_usage:
@@ -58,6 +59,7 @@ def text_body(
 ) -> dict[str, Any]:
     """A /v1/completions body (parameters as in :func:`chat_body`)."""
     body = _params(params, drop)
+    body.pop("max_completion_tokens", None)  # not a /v1/completions parameter
     body["model"] = model
     body["prompt"] = str(prompt)
     body["max_tokens"] = max_tokens

@@ -238,7 +238,7 @@ class SwarmBackend(LmBackend):
         for key, value in params.items():
             if key in _SAMPLING:
                 kwargs[key] = value
-            else:
+            elif key != "max_completion_tokens":  # the job's max_tokens already says it
                 extra[key] = value  # _check_request let only plain values through
         if extra:
             kwargs["params"] = extra
@@ -344,7 +344,7 @@ def _check_request(name: str, prompt: Prompt, params: dict[str, Any]) -> None:
     dropping it: tools and tool-call histories, non-text content, structured parameters
     (a NIP-90 ``param`` holds one plain value)."""
     for key, value in params.items():
-        if key in _SAMPLING:
+        if key in _SAMPLING or key == "max_completion_tokens":
             continue
         if key in _UNHONOURED:
             raise InvalidRequest(f"{name}: the swarm cannot honour parameter {key!r}")

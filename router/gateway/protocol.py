@@ -187,6 +187,9 @@ def parse_request(
     stream = include_usage = False
     quorum = bid = None
     params: dict[str, Any] = {}
+    if chat and param == "max_completion_tokens":
+        # sent upstream under the caller's name: OpenAI's reasoning models refuse max_tokens
+        params[param] = max_tokens
     # One pass over what the client sent (usually a handful of keys) instead of a lookup per
     # parameter we know.
     for key, value in body.items():

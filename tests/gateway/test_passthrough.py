@@ -354,3 +354,24 @@ async def test_tool_definitions_count_in_a_keys_reservation() -> None:
                 tools=big,  # type: ignore[arg-type]
             )
     assert e.value.code == "insufficient_quota"
+
+
+async def test_max_completion_tokens_reaches_the_upstream_under_its_own_name(
+    up: FakeOpenAI,
+) -> None:
+    async with gateway(one(up)) as gw:
+        c = client(gw)
+        await c.chat.completions.create(
+            model="gpt-fake", messages=user("a"), max_completion_tokens=2
+        )
+        newer = sent(up)
+        await c.chat.completions.create(model="gpt-fake", messages=user("b"), max_tokens=3)
+        older = sent(up)
+        await c.completions.create(
+            model="gpt-fake", prompt="c", extra_body={"max_completion_tokens": 4}
+        )
+        text = sent(up, "/v1/completions")
+    # newer OpenAI models refuse max_tokens; the caller's choice of name is kept
+    assert newer["max_completion_tokens"] == 2 and "max_tokens" not in newer
+    assert older["max_tokens"] == 3 and "max_completion_tokens" not in older
+    assert text["max_tokens"] == 4 and "max_completion_tokens" not in text
