@@ -273,6 +273,11 @@ class SwarmSettings(_Model):
         "default: the client's payments database",
     )
     models: list[str] = Field(default_factory=list, description="models asked of the swarm")
+    prepay: bool = Field(
+        False,
+        description="pay providers that ask to be paid before they work (payment-required), "
+        "within the bid: at most the quorum, once each (client/prepay.py)",
+    )
 
     @field_validator("relays")
     @classmethod

@@ -5,6 +5,7 @@ Requests name swarm models ``swarm/<model>`` (the backend strips the prefix); a 
 ``quorum`` and ``bid_sats`` (per provider) become the client's quorum, bid (``bid_msats``) and
 payment cap (``max_sats = quorum * bid_sats``). With ``nwc_uri`` the agreeing providers are paid
 through that wallet, every payment recorded in ``payment_ledger`` (so a restart never pays twice).
+With ``prepay`` it also pays providers that ask to be paid before they work, within the bid.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from client.keys import Keys
+from client.prepay import PrepayPolicy
 from client.swarm import SwarmClient
 
 from ..backends.swarm import SwarmBackend
@@ -111,5 +113,7 @@ def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
         max_quorum=cfg.max_quorum,
         max_bid_msats=cfg.bid_limit_sats * 1000,
         bid_msats=cfg.bid_sats * 1000,
+        # Opt-in pay-before-work, on every request (client_options reach SwarmClient.complete).
+        **({"prepay": PrepayPolicy()} if cfg.prepay else {}),
     )
     return ServedSwarm(backend, client, cfg.models, closers=closers)

@@ -11,6 +11,7 @@ import io
 import json
 from pathlib import Path
 
+import openai
 import pytest
 
 from client.cli import main
@@ -24,6 +25,7 @@ from client.wallet.service import WalletService
 from provider.node import ProviderNode
 from provider.pricing import Pricing
 from relay_mock import Relay
+from tests.gateway.helpers import client, gateway, user
 from tests.provider.conftest import mock_backend
 
 PRICING = Pricing(msats_per_1k_prompt=1000, msats_per_1k_completion=10_000, min_msats=2000)
@@ -125,3 +127,39 @@ def test_swarm_ask_help_explains_prepay(capsys: pytest.CaptureFixture[str]) -> N
     text = " ".join(capsys.readouterr().out.split())
     flag = "pay providers that ask to be paid before they work (payment-required), within "
     assert flag + "--bid/--max-sats" in text
+
+
+@pytest.mark.parametrize("prepay", [True, False])
+async def test_the_gateways_swarm_prepays_when_its_config_says_so(
+    relay: Relay, tmp_path: Path, prepay: bool
+) -> None:
+    with Ledger(tmp_path / "ln.db") as ledger:
+        dvm = ledger.create_account("dvm")
+        me = ledger.create_account("gateway", msats=100_000)
+        node = ProviderNode(
+            Keys.generate(), [relay.url], mock_backend(), pricing=PRICING, payment="before",
+            wallet=LedgerWallet(ledger, dvm.id), payment_poll_s=0.01, connect_timeout=3.0,
+        )
+        swarm = {
+            "relays": [relay.url], "quorum": 1, "bid_sats": 5, "models": ["m1"],
+            "job_timeout_s": 10 if prepay else 1.5, "nwc_uri": "${NWC}", "prepay": prepay,
+            "payment_ledger": str(tmp_path / "payments.db"),
+        }  # fmt: skip
+        async with node, WalletService(ledger, [relay.url]) as service:
+            env = {"NWC": service.connection_uri(me.id)}
+            async with gateway({"swarm": swarm}, env=env) as gw:
+                ask = client(gw).chat.completions.create(
+                    model="swarm/m1", messages=user("hello"), max_tokens=100
+                )
+                if prepay:
+                    answer = (await ask).choices[0].message.content
+                else:  # it waits for money, the gateway for a quorum
+                    with pytest.raises(openai.APIStatusError) as e:
+                        await ask
+                    assert e.value.status_code == 504
+        if prepay:
+            assert answer is not None and answer.startswith("Echo:")
+            assert ledger.balance(dvm.id) == 2000  # its quote, in advance, once
+            assert ledger.balance(me.id) == 98_000
+        else:
+            assert ledger.balance(dvm.id) == 0 and ledger.balance(me.id) == 100_000
