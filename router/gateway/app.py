@@ -253,6 +253,8 @@ class Gateway:
             )
         resp = await self._app(request)
         if resp is not None and cors:
+            if resp.headers is None:
+                resp.headers = {}
             resp.headers.update(cors)
         return resp
 
@@ -845,6 +847,8 @@ class Gateway:
         try:
             resp = await self._serve_chain(request, endpoint, task, acct, req, extra_models)
             if resp is not None and resp.status == 200:
+                if resp.headers is None:
+                    resp.headers = {}
                 headers = {
                     k: v
                     for k, v in resp.headers.items()

@@ -128,3 +128,14 @@ async def test_cors_preflight_and_answers() -> None:
         async with s.post(gw.url + "/v1/chat/completions", json=body,
                           headers={"Origin": "https://evil.example"}) as r:
             assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_cors_on_an_answer_built_without_headers() -> None:
+    data = {**config("hi"), "server": {"cors_origins": ["*"]}}
+    async with gateway(data) as gw, aiohttp.ClientSession() as s:
+        origin = {"Origin": "https://any.example"}
+        async with s.get(gw.url + "/metrics", headers=origin) as r:  # a bare answer
+            assert r.status == 200
+            assert r.headers["Access-Control-Allow-Origin"] == "https://any.example"
+        async with s.get(gw.url + "/nope", headers=origin) as r:
+            assert r.status == 404 and "Access-Control-Allow-Origin" in r.headers
