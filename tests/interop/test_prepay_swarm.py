@@ -18,6 +18,7 @@ from client.cli import main
 from client.errors import QuorumNotReached
 from client.keys import Keys
 from client.prepay import PrepayPolicy
+from client.reputation import ReputationLedger
 from client.swarm import SwarmClient
 from client.wallet.ledger import Ledger
 from client.wallet.local import LedgerWallet
@@ -25,6 +26,7 @@ from client.wallet.service import WalletService
 from provider.node import ProviderNode
 from provider.pricing import Pricing
 from relay_mock import Relay
+from router.backends import MockBackend
 from tests.gateway.helpers import client, gateway, user
 from tests.provider.conftest import mock_backend
 
@@ -163,3 +165,48 @@ async def test_the_gateways_swarm_prepays_when_its_config_says_so(
             assert ledger.balance(me.id) == 98_000
         else:
             assert ledger.balance(dvm.id) == 0 and ledger.balance(me.id) == 100_000
+
+
+async def test_a_prepaid_provider_that_dissents_keeps_its_money_and_is_recorded(
+    relay: Relay, tmp_path: Path
+) -> None:
+    ledger = Ledger(":memory:")
+    me = LedgerWallet(ledger, ledger.create_account("me", msats=100_000).id)
+    wallets = [LedgerWallet(ledger, ledger.create_account(f"p{i}").id) for i in range(3)]
+    # Two honest providers paid after the quorum (the second slow, so the dissent is in first),
+    # and one paid before it works that answers something else.
+    backends = [
+        MockBackend("a").with_response("Paris"),
+        MockBackend("b").with_response("Paris").with_latency(1500),
+        MockBackend("c").with_response("Lyon"),
+    ]
+    nodes = [
+        ProviderNode(
+            Keys.generate(), [relay.url], b.with_usage(7, 1), pricing=PRICING,
+            payment="before" if i == 2 else "after", wallet=w, payment_poll_s=0.01,
+            connect_timeout=3.0,
+        )
+        for i, (b, w) in enumerate(zip(backends, wallets, strict=True))
+    ]  # fmt: skip
+    reputation = ReputationLedger()
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes:
+            await stack.enter_async_context(node)
+        swarm = await stack.enter_async_context(
+            SwarmClient(
+                Keys.generate(), [relay.url], wallet=me, reputation=reputation,
+                payments_db=tmp_path / "payments.db",
+            )
+        )  # fmt: skip
+        result = await swarm.complete(
+            "Capital of France?", quorum=2, targets=[n.keys.public_key for n in nodes],
+            bid_msats=5000, max_tokens=100, timeout=15.0, prepay=PrepayPolicy(),
+        )  # fmt: skip
+    honest, slow, liar = (n.keys.public_key for n in nodes)
+    assert result.text == "Paris" and set(result.agreeing) == {honest, slow}
+    assert result.dissenting == (liar,)
+    # Paid in advance, once, and not refunded by dissenting; the agreeing two after the quorum.
+    assert [ledger.balance(w.account_id) for w in wallets] == [2000, 2000, 2000]
+    assert result.msats_paid == 6000
+    record = reputation.get(liar)
+    assert record is not None and record.dissented > 0 and record.agreed == 0
