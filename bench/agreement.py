@@ -139,18 +139,23 @@ def makers(embedder: MiniLmEmbedder | None) -> dict[str, Callable[[dict[str, Any
     return out
 
 
-def table(title: str, results: dict[str, dict[str, Tally]], kinds: tuple[str, ...]) -> None:
+def table(
+    title: str, results: dict[str, dict[str, Tally]], kinds: tuple[str, ...], full: bool = True
+) -> None:
     print(f"\n{title}")
-    head = f"{'comparator':<11} {'kind':<11} {'honest':>7} {'false':>7} {'µs/cmp':>9}"
+    head = f"{'comparator':<11} {'kind':<11} {'honest':>7}"
+    if full:
+        head += f" {'false':>7} {'µs/cmp':>9}"
     print(head)
     print("-" * len(head))
+    width = len(head) - 24
     for name, tallies in results.items():
         total = Tally()
         for kind in kinds:
             if kind in tallies:
                 total.add(tallies[kind])
-                print(f"{name:<11} {kind:<11} {tallies[kind].row()}")
-        print(f"{name:<11} {'ALL':<11} {total.row()}")
+                print(f"{name:<11} {kind:<11} {tallies[kind].row()[:width]}")
+        print(f"{name:<11} {'ALL':<11} {total.row()[:width]}")
         print()
 
 
@@ -196,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     model = {
         name: measure(make, items, model_only=True, clear=clear) for name, make in chosen.items()
     }
-    table("honest pairs of two SmolLM2 outputs (t=0.7, different seeds) only", model, KINDS)
+    table("honest pairs of two SmolLM2 outputs (t=0.7, different seeds) only", model, KINDS, False)
     if args.calibrate:
         calibrate(items, embedder)
     return 0

@@ -54,9 +54,9 @@ DENIAL_MIN_WORDS = 2  # what a denial denies must be at least a subject and a pr
 
 
 def _denies(s: Sentence, other: ParagraphClaims) -> bool:
-    """``s`` denies what a clause of ``other`` asserts: all of the words ``s`` negates (its
-    subject and the word after the negation) stand together in a clause of ``other`` without a
-    negation. "Sunlight is not scattered by the air" against "sunlight ... scatters in all
+    """``s`` denies what a clause of ``other`` asserts: the words ``s`` negates (its first
+    content word and the one after the negation) stand together in a clause of ``other``
+    without a negation. "Sunlight is not scattered by the air" against "sunlight ... scatters in all
     directions", even when the two clauses share too little to line up."""
     if len(s.denied) < DENIAL_MIN_WORDS:
         return False

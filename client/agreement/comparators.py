@@ -49,7 +49,8 @@ __all__ = [
 Embed = Callable[[str], Sequence[float]]
 
 # Calibrated on bench/data/agreement.jsonl by bench/agreement.py --calibrate (docs/quorum.md):
-# the lowest cosine that keeps the false agreement rate of paragraphs at its minimum.
+# the highest cosine that keeps honest paragraph pairs at >= 95% agreement. Cosine barely tells
+# the wrong paragraphs apart (they are as close as honest ones); the claim checks do that.
 SEMANTIC_THRESHOLD = 0.55
 LEXICAL_CLAIMS_THRESHOLD = 0.3
 

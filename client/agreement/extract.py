@@ -299,7 +299,7 @@ class Sentence:
     negations: int
     numbers: frozenset[float]
     names: frozenset[str]  # capitalized words not at a sentence start
-    # For a negated clause: the content words before the negation and the first one after it
+    # For a negated clause: its first content word and the first one after the negation
     # ("The sky is not blue because ..." -> {sky, blue}): what the clause denies.
     denied: frozenset[str] = frozenset()
 
@@ -315,7 +315,7 @@ def _denied(clause: str) -> frozenset[str]:
     tokens = _TOKEN.findall(clause.casefold().replace("n't", " not"))
     for i, t in enumerate(tokens):
         if t in _NEG_WORDS:
-            before = _content(" ".join(tokens[:i]), frozenset())
+            before = _content(" ".join(tokens[:i]), frozenset())[:1]
             after = _content(" ".join(tokens[i + 1 :]), frozenset())[:1]
             return frozenset(before + after)
     return frozenset()
