@@ -318,8 +318,15 @@ class ProviderNode:
         if pruned:
             log.info("forgot %d jobs older than %g days", pruned, self.retention_days)
         await self._load_models()
-        if await self._backend_answers():
+        if await self._backend_answers() and self._has_models():
             self.backend_ready.set()
+        elif await self._backend_answers():
+            log.warning(
+                "the backend %r has none of the configured models (%s): announcing nothing "
+                "until it does (retrying in the background)",
+                self.backend,
+                ", ".join(self._fixed_models or ()),
+            )
         else:
             log.warning(
                 "the backend %r does not answer: not announcing %s until it does "
@@ -514,6 +521,15 @@ class ProviderNode:
     async def _load_models(self) -> None:
         if self._fixed_models is not None:
             self.models = self._fixed_models
+            if getattr(self.backend, "missing_models", None) is not None:
+                # A backend that can tell which configured models it really has (Ollama)
+                # is asked, so a model that was never pulled is not offered.
+                try:
+                    async with asyncio.timeout(self.connect_timeout):
+                        await self.backend.refresh_models()
+                except (TimeoutError, NostrSwarmError, OSError):
+                    return
+                self.models = tuple(self._usable(self._fixed_models))
             return
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -521,7 +537,24 @@ class ProviderNode:
         except (TimeoutError, NostrSwarmError, OSError) as exc:
             log.warning("could not list the backend's models (%s); using its configured list", exc)
             found = self.backend.supported_models()
-        self.models = tuple(found)
+        self.models = tuple(self._usable(found))
+
+    def _has_models(self) -> bool:
+        """False when models were configured and the backend has none of them."""
+        return self._fixed_models is None or bool(self.models)
+
+    def _usable(self, found: Sequence[str]) -> list[str]:
+        """``found`` without the configured models the backend's server does not have (an
+        Ollama model not pulled): those are never offered."""
+        missing_fn = getattr(self.backend, "missing_models", None)
+        missing = set(missing_fn()) if missing_fn is not None else set()
+        for m in sorted(missing):
+            log.warning(
+                "the backend does not have model %s (for Ollama: ollama pull %s); not offered",
+                m,
+                m,
+            )
+        return [m for m in found if m not in missing]
 
     def _set_catalog(self, models: Sequence[str]) -> None:
         if tuple(models) != self.models:
@@ -614,9 +647,10 @@ class ProviderNode:
         while True:
             await asyncio.sleep(delay)
             if await self._backend_answers():
-                break
+                await self._load_models()
+                if self._has_models():
+                    break
             delay = min(delay * 2, BACKEND_RETRY_MAX_S)
-        await self._load_models()
         self._rebuild_policy()
         self.backend_ready.set()
         log.info("the backend answers now: serving %s", ", ".join(self.models) or "any model")
@@ -643,8 +677,9 @@ class ProviderNode:
                 with contextlib.suppress(TimeoutError, NostrSwarmError, OSError):
                     async with asyncio.timeout(self.connect_timeout):
                         found = await self.backend.refresh_models()
-                    if found:
-                        self._set_catalog(found)
+                    usable = self._usable(found) if found else []
+                    if usable:
+                        self._set_catalog(usable)
 
     async def _settle_loop(self) -> None:
         """Watch issued invoices until they are paid or expire (earnings, payment ``after``)."""

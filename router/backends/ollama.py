@@ -81,6 +81,15 @@ class OllamaBackend(LmBackend):
         self.models_known = True
         return self.supported_models()
 
+    def missing_models(self) -> list[str]:
+        """Configured models the server did not list at the last :meth:`refresh_models` (not
+        pulled): a provider must not offer them."""
+        if not self._discovered:
+            return []
+        return [
+            m for m in self._configured if not any(model_matches(m, d) for d in self._discovered)
+        ]
+
     async def health_check(self) -> bool:
         try:
             await self._request_json("GET", "/api/tags", None)

@@ -133,3 +133,42 @@ async def test_provider_run_says_the_backend_does_not_answer(tmp_path: Path, rel
             await proc.wait()
     assert proc.returncode == 0, err.decode()
     assert "does not answer: not announcing llama3.2:1b" in err.decode()
+
+
+async def test_a_model_ollama_has_not_pulled_is_not_offered(
+    start_node: NodeFactory, relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.router.fakes import FakeOllama
+
+    async with FakeOllama(models=["llama3:latest"]) as ollama:
+        backend = OllamaBackend(ollama.base_url, models=["llama3", "qwen2.5:0.5b"])
+        keys = Keys.generate()
+        with caplog.at_level(logging.WARNING, logger="provider"):
+            async with Announcements(relay, keys.public_key) as watch, start_node(
+                backend, keys=keys, models=["llama3", "qwen2.5:0.5b"]
+            ) as node:
+                first = await watch.next()
+                assert json.loads(first.content)["nostrSwarm"]["models"] == ["llama3"]
+                assert node.models == ("llama3",)
+        assert any(
+            "does not have model qwen2.5:0.5b" in r.getMessage() and "ollama pull" in
+            r.getMessage() for r in caplog.records
+        )
+        await backend.close()
+
+
+async def test_none_of_the_configured_models_pulled_announces_nothing(
+    start_node: NodeFactory, relay: Relay
+) -> None:
+    from tests.router.fakes import FakeOllama
+
+    async with FakeOllama(models=["llama3:latest"]) as ollama:
+        backend = OllamaBackend(ollama.base_url, models=["qwen2.5:0.5b"])
+        checks = CountedChecks(backend)
+        keys = Keys.generate()
+        async with start_node(backend, keys=keys, models=["qwen2.5:0.5b"]) as node:
+            await checks.reached(3)
+            assert not node.backend_ready.is_set()
+            announced = relay.stored_events(Filter(kinds=[31990], authors=[keys.public_key]))
+            assert announced == []
+        await backend.close()
