@@ -236,8 +236,12 @@ def _stem(word: str) -> str:
     return word
 
 
+_POSSESSIVE = re.compile(r"['’]s\b")
+
+
 def _content(text: str, drop: frozenset[str]) -> list[str]:
-    words = [_stem(w) for w in _TOKEN.findall(_clean(text).casefold())]
+    # "Portugal's" is "portugal", not "portugal" and "s".
+    words = [_stem(w) for w in _TOKEN.findall(_POSSESSIVE.sub("", _clean(text).casefold()))]
     return [w for w in words if w not in _STOP and w not in drop]
 
 
