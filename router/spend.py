@@ -26,15 +26,16 @@ free again; their pending payments stay pending).
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from client.errors import BudgetExceeded
+
+from .state_db import Database
 
 USD_NANOS = 1_000_000_000
 SCHEMA_VERSION = 2
@@ -44,40 +45,40 @@ PendingState = Literal["pending", "paid", "failed"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     name TEXT PRIMARY KEY,
-    budget_msats INTEGER,
-    budget_usd_nanos INTEGER,
-    spent_msats INTEGER NOT NULL DEFAULT 0 CHECK (spent_msats >= 0),
-    spent_usd_nanos INTEGER NOT NULL DEFAULT 0 CHECK (spent_usd_nanos >= 0),
-    requests INTEGER NOT NULL DEFAULT 0,
-    period_s INTEGER,
-    period_start INTEGER NOT NULL DEFAULT 0
+    budget_msats {bigint},
+    budget_usd_nanos {bigint},
+    spent_msats {bigint} NOT NULL DEFAULT 0 CHECK (spent_msats >= 0),
+    spent_usd_nanos {bigint} NOT NULL DEFAULT 0 CHECK (spent_usd_nanos >= 0),
+    requests {bigint} NOT NULL DEFAULT 0,
+    period_s {bigint},
+    period_start {bigint} NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS holds (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    msats INTEGER NOT NULL CHECK (msats >= 0),
-    usd_nanos INTEGER NOT NULL CHECK (usd_nanos >= 0),
-    initial_msats INTEGER NOT NULL DEFAULT 0,
-    charged_msats INTEGER NOT NULL DEFAULT 0,
-    charged_usd_nanos INTEGER NOT NULL DEFAULT 0,
-    open INTEGER NOT NULL DEFAULT 1,
+    id {serial},
+    msats {bigint} NOT NULL CHECK (msats >= 0),
+    usd_nanos {bigint} NOT NULL CHECK (usd_nanos >= 0),
+    initial_msats {bigint} NOT NULL DEFAULT 0,
+    charged_msats {bigint} NOT NULL DEFAULT 0,
+    charged_usd_nanos {bigint} NOT NULL DEFAULT 0,
+    open {bigint} NOT NULL DEFAULT 1,
     label TEXT NOT NULL DEFAULT '',
     who TEXT NOT NULL DEFAULT '',
     model TEXT NOT NULL DEFAULT '',
-    created_at INTEGER NOT NULL
+    created_at {bigint} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hold_accounts (
-    hold_id INTEGER NOT NULL REFERENCES holds(id),
+    hold_id {bigint} NOT NULL REFERENCES holds(id),
     account TEXT NOT NULL REFERENCES accounts(name),
     PRIMARY KEY (hold_id, account)
 );
 CREATE INDEX IF NOT EXISTS hold_accounts_account ON hold_accounts(account);
 CREATE TABLE IF NOT EXISTS pending (
     payment_hash TEXT PRIMARY KEY,
-    hold_id INTEGER NOT NULL REFERENCES holds(id),
-    msats INTEGER NOT NULL CHECK (msats > 0),
+    hold_id {bigint} NOT NULL REFERENCES holds(id),
+    msats {bigint} NOT NULL CHECK (msats > 0),
     state TEXT NOT NULL CHECK (state IN ('pending', 'paid', 'failed')),
-    created_at INTEGER NOT NULL,
-    resolved_at INTEGER
+    created_at {bigint} NOT NULL,
+    resolved_at {bigint}
 );
 CREATE INDEX IF NOT EXISTS pending_state ON pending(state);
 """
@@ -144,26 +145,28 @@ class PendingPayment:
 
 
 class SpendBook:
-    """The accounts in one SQLite file (``":memory:"`` for a book that lives with the process)."""
+    """The accounts in one SQLite file (``":memory:"`` for a book that lives with the process)
+    or in PostgreSQL (a ``postgresql://`` URL), shared by every gateway that names it."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, timeout=10.0, check_same_thread=False
-        )
-        self._db.row_factory = sqlite3.Row
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
+        self._db = Database(self.path, lock="accounts")
+        self._db.script(_SCHEMA)
+        if self._db.kind == "sqlite":
+            self._migrate()
         self._clock = clock
-        self.closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._db.closed
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes on other machines may share this book (PostgreSQL)."""
+        return self._db.kind == "postgresql"
 
     def _migrate(self) -> None:
-        """Bring a file written by an earlier schema up to this one (``user_version``)."""
+        """Bring a SQLite file written by an earlier schema up to this one (``user_version``)."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version >= SCHEMA_VERSION:
             return
@@ -183,22 +186,13 @@ class SpendBook:
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        self.closed = True
         self._db.close()
 
     def _now(self) -> int:
         return int(self._clock())
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[Database]:
+        return self._db.tx()
 
     # --- accounts ------------------------------------------------------------------------------
 
@@ -228,7 +222,7 @@ class SpendBook:
                 (name, budget_msats, budget_usd_nanos, period_s, self._now()),
             )
 
-    def _roll(self, db: sqlite3.Connection, name: str) -> None:
+    def _roll(self, db: Database, name: str) -> None:
         """Start a new budget period if the current one is over (spent goes back to 0)."""
         row = db.execute(
             "SELECT period_s, period_start FROM accounts WHERE name = ?", (name,)
@@ -254,7 +248,7 @@ class SpendBook:
         return [self.status(n) for n in names]
 
     @staticmethod
-    def _status(db: sqlite3.Connection, name: str) -> AccountStatus:
+    def _status(db: Database, name: str) -> AccountStatus:
         row = db.execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise KeyError(f"no spend account {name!r}")
@@ -312,10 +306,10 @@ class SpendBook:
                 _fits(st, msats, usd_nanos)
             cur = db.execute(
                 "INSERT INTO holds(msats, usd_nanos, initial_msats, label, who, model,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (msats, usd_nanos, msats, label, who, model[:256], self._now()),
             )
-            hold_id = int(cur.lastrowid or 0)
+            hold_id = int(cur.fetchone()["id"])
             for name in names:
                 db.execute(
                     "INSERT INTO hold_accounts(hold_id, account) VALUES (?, ?)", (hold_id, name)
@@ -369,7 +363,7 @@ class SpendBook:
         return True
 
     @staticmethod
-    def _spend(db: sqlite3.Connection, hold_id: int, msats: int, usd_nanos: int) -> None:
+    def _spend(db: Database, hold_id: int, msats: int, usd_nanos: int) -> None:
         db.execute(
             "UPDATE holds SET charged_msats = charged_msats + ?,"
             " charged_usd_nanos = charged_usd_nanos + ? WHERE id = ?",
@@ -425,12 +419,18 @@ class SpendBook:
             for r in rows
         ]
 
-    def recover(self) -> int:
-        """Close holds an earlier process left open (call once at start, before serving);
-        returns how many. Their pending payments stay pending until resolved."""
+    def recover(self, older_than_s: float | None = None) -> int:
+        """Close holds an earlier process left open; returns how many. Their pending payments
+        stay pending until resolved. A book only this process uses closes every open hold (call
+        it at start, before serving); a shared one closes only holds older than
+        ``older_than_s``, which no live request of any instance can still be using."""
+        sql = "UPDATE holds SET open = 0, msats = 0, usd_nanos = 0 WHERE open = 1"
+        args: tuple[object, ...] = ()
+        if older_than_s is not None:
+            sql += " AND created_at < ?"
+            args = (self._now() - int(older_than_s),)
         with self._tx() as db:
-            cur = db.execute("UPDATE holds SET open = 0, msats = 0, usd_nanos = 0 WHERE open = 1")
-            return cur.rowcount
+            return int(db.execute(sql, args).rowcount)
 
     def audit(self) -> list[str]:
         """What does not add up, if anything: no hold paid (or may have paid) more than it
@@ -465,7 +465,10 @@ class SpendBook:
             " AND p.state = 'pending'), 0)) AS pend"
             " FROM holds h GROUP BY h.who, h.model ORDER BY h.who, h.model"
         ).fetchall()
-        return [(r["who"], r["model"], r["n"], r["m"], r["pend"], r["u"]) for r in rows]
+        return [
+            (r["who"], r["model"], int(r["n"]), int(r["m"]), int(r["pend"]), int(r["u"]))
+            for r in rows
+        ]
 
     def totals(self) -> tuple[int, int]:
         """(msats spent on swarm payments, msats still pending), over every hold: for audits."""

@@ -60,9 +60,9 @@ pip_quiet() {
 
 pip_quiet install -q --upgrade pip
 
-extras="dev"
+extras="dev,state"
 if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
-  extras="dev,local"
+  extras="dev,state,local"
   export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
   export FORCE_CMAKE=1
   llama=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)

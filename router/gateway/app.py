@@ -36,6 +36,7 @@ from ..errors import (
 from ..retry import is_caller_error
 from ..router import LmRouter
 from ..spend import Hold, SpendBook, usd_to_nanos
+from ..state_db import StateUnavailable
 from ..types import LmResponse, LmUsage, StreamChunk, estimate_tokens, prompt_text
 from .adapters import Served, current_decision, serving_backend
 from .admin import AdminApi
@@ -58,6 +59,7 @@ from .protocol import (
     parse_request,
     usage_dict,
 )
+from .shared_limits import SharedCounters
 from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
 from .swarm import ServedSwarm
 
@@ -128,8 +130,10 @@ class Gateway:
         self.config = config
         self.router = router if router is not None else build_router(config)
         #: Durable spend: keys, the swarm budget, reservations, payments of unknown outcome.
-        self.book = SpendBook(config.state.sqlite_path())
-        self.keys = KeyStore(config.keys, self.book)
+        self.book = SpendBook(config.state.target())
+        #: Key limits shared across instances (``state.redis``), else counted per process.
+        self.shared_limits = SharedCounters(config.state.redis) if config.state.redis else None
+        self.keys = KeyStore(config.keys, self.book, self.shared_limits)
         self._swarm_accounts: dict[str, str] = {}
         for b in config.all_backends():
             if isinstance(b, SwarmBackendConfig):
@@ -144,7 +148,7 @@ class Gateway:
         self.admin: AdminApi | None = None
         self._key_records: KeyRecords | None = None
         if config.admin is not None and config.admin.key:
-            self._key_records = KeyRecords(config.state.sqlite_path())
+            self._key_records = KeyRecords(config.state.target())
             self.admin = AdminApi(
                 config.admin.key, self.keys, self._key_records, {k.name for k in config.keys}
             )
@@ -267,7 +271,7 @@ class Gateway:
         when the new one cannot be built. The state file and the listening socket stay."""
         if self.closing:
             raise RuntimeError("the gateway is shutting down")
-        if config.state.sqlite_path() != self.config.state.sqlite_path():
+        if config.state.target() != self.config.state.target():
             raise ConfigError("state.url", "a different state file needs a restart")
         fixed = [
             f
@@ -284,7 +288,7 @@ class Gateway:
         except BaseException:
             await router.close()
             raise
-        keys = KeyStore(config.keys, self.book)
+        keys = KeyStore(config.keys, self.book, self.shared_limits)
         for name, acct in keys.accounts.items():
             old = self.keys.accounts.get(name)
             if old is not None and old.gate.limits == acct.gate.limits:
@@ -292,7 +296,7 @@ class Gateway:
         admin = None
         if config.admin is not None and config.admin.key:
             if self._key_records is None:
-                self._key_records = KeyRecords(config.state.sqlite_path())
+                self._key_records = KeyRecords(config.state.target())
             admin = AdminApi(
                 config.admin.key, keys, self._key_records, {k.name for k in config.keys}
             )
@@ -361,7 +365,7 @@ class Gateway:
     async def start(self, host: str | None = None, port: int | None = None) -> str:
         """Discover models, start serving and the discovery loop; returns the base URL."""
         srv = self.config.server
-        recovered = self.book.recover()
+        recovered = self.book.recover(self._stale_hold_s() if self.book.shared else None)
         if recovered:
             log.info("released %d reservation(s) left by an earlier run", recovered)
         for backend in self.router.backends.values():
@@ -428,6 +432,8 @@ class Gateway:
         if self._key_records is not None:
             self._key_records.close()
             self._key_records = None
+        if self.shared_limits is not None:
+            self.shared_limits.close()
         return finished
 
     async def __aenter__(self) -> Self:
@@ -438,6 +444,12 @@ class Gateway:
         await self.stop()
 
     # --- payments of unknown outcome -------------------------------------------------------
+
+    def _stale_hold_s(self) -> float:
+        """How old a hold must be before no live request can own it: the whole-request
+        deadline, plus the time a payment may run on after it."""
+        wallet = self.swarm.wallet_timeout_s if self.swarm is not None else 0.0
+        return self._request_timeout + 2 * wallet + 60.0
 
     async def resolve_pending(self) -> int:
         """Look up every payment the spend book holds as pending (its outcome unknown: the
@@ -627,7 +639,25 @@ class Gateway:
             }
         if swarm:
             body["swarm"] = swarm
+        body["state"] = self._state_totals()
         return _json_response(body)
+
+    def _state_totals(self) -> dict[str, Any]:
+        """Totals from the state store: with a shared store (PostgreSQL) every instance gives
+        the same figures, for every request any of them served."""
+        requests = spent = pending = usd = 0
+        for _who, _model, n, msats, pend, nanos in self.book.spend_by():
+            requests += n
+            spent += msats
+            pending += pend
+            usd += nanos
+        return {
+            "shared": self.book.shared,
+            "requests": requests,
+            "spent_msats": spent,
+            "pending_msats": pending,
+            "spent_usd": usd / 1e9,
+        }
 
     async def _metrics(self, request: HttpRequest) -> HttpResponse:
         return HttpResponse(self.metrics.render(), 200, {"Content-Type": CONTENT_TYPE})
@@ -721,14 +751,23 @@ class Gateway:
         if hold is None:
             return
         try:
+            self._charge(hold, swarm, usage)
+        except StateUnavailable as exc:
+            # The hold stays as it is in the store (counted against the budgets, never
+            # under): a restart's recover() frees what it did not use.
+            log.error("could not settle a request's hold %s: %s", hold.id, exc)
+            return
+        if swarm and hold.pending_msats:
+            self._watch_pending()
+
+    def _charge(self, hold: Hold, swarm: bool, usage: LmUsage | None) -> None:
+        try:
             if usage is not None:
                 usd = usd_to_nanos(usage.cost_usd) or 0
                 sats = 0 if swarm else (usage.cost_sats or 0) * 1000
                 hold.charge(msats=sats, usd_nanos=usd)
         finally:
             hold.close()
-        if swarm and hold.pending_msats:
-            self._watch_pending()
 
     def _reason(self, backend: str) -> str:
         decision = current_decision.get()

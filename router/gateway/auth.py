@@ -19,6 +19,7 @@ from ..spend import USD_NANOS, Hold, OverBudget, SpendBook, usd_to_nanos
 from .config import ApiKeyConfig, period_seconds
 from .errors import ApiError
 from .key_limits import KeyGate, KeyLimits
+from .shared_limits import SharedCounters
 
 
 @dataclass(slots=True)
@@ -90,10 +91,16 @@ def unauthorized(message: str) -> ApiError:
 class KeyStore:
     """The configured keys. With no keys configured the gateway is open (``enabled`` False)."""
 
-    __slots__ = ("_always", "_by_hash", "accounts", "book")
+    __slots__ = ("_always", "_by_hash", "accounts", "book", "shared")
 
-    def __init__(self, keys: Iterable[ApiKeyConfig], book: SpendBook | None = None) -> None:
+    def __init__(
+        self,
+        keys: Iterable[ApiKeyConfig],
+        book: SpendBook | None = None,
+        shared: SharedCounters | None = None,
+    ) -> None:
         self.book = book if book is not None else SpendBook(":memory:")
+        self.shared = shared
         self._always = False
         self._by_hash: dict[bytes, KeyAccount] = {}
         self.accounts: dict[str, KeyAccount] = {}
@@ -110,7 +117,7 @@ class KeyStore:
         limits = KeyLimits(
             tuple(k.models) if k.models else None, k.rpm, k.tpm, k.max_parallel
         )
-        gate = KeyGate(k.name, limits)
+        gate = KeyGate(k.name, limits, self.shared)
         if old is not None:  # requests in flight keep their slots across a rotation
             gate.in_flight = old.gate.in_flight
         acct = KeyAccount(

@@ -416,21 +416,40 @@ class ServerConfig(_Model):
 
 
 class StateConfig(_Model):
-    """Where durable state (key and swarm spend, reservations, payments of unknown outcome)
-    lives: ``sqlite:///PATH`` or a plain path; default ``$NOSTR_SWARM_HOME/gateway.sqlite``."""
+    """Where durable state (key and swarm spend, reservations, payments of unknown outcome,
+    admin-made keys) lives: ``sqlite:///PATH`` or a plain path (one process; the default is
+    ``$NOSTR_SWARM_HOME/gateway.sqlite``) or ``postgresql://...`` (shared by every gateway that
+    names it). ``redis``: where the keys' rate limits are counted, so they hold across
+    instances; without it they are per process."""
 
     url: str | None = None
+    redis: str | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is None:
             return None
-        if "://" in v and not v.startswith("sqlite:///"):
-            raise ValueError(f"state.url must be sqlite:///PATH or a file path, not {v!r}")
         if not v.strip():
             raise ValueError("state.url must not be empty")
+        if "://" in v and not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                f"state.url must be sqlite:///PATH, postgresql://... or a file path, not {v!r}"
+            )
         return v
+
+    @field_validator("redis")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"state.redis must be a redis:// URL, not {v!r}")
+        return v
+
+    def target(self) -> str:
+        """The SQLite file's path, or the PostgreSQL URL."""
+        if self.url is not None and self.url.startswith(("postgresql://", "postgres://")):
+            return self.url
+        return str(self.sqlite_path())
 
     def sqlite_path(self) -> Path:
         if self.url is None:

@@ -25,6 +25,7 @@ from ..errors import (
     StreamInterrupted,
 )
 from ..retry import is_caller_error
+from ..state_db import StateUnavailable
 from .errors import ApiError
 
 
@@ -115,6 +116,15 @@ def api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, NoProvidersAvailable):
         return ApiError(
             503, f"No providers available: {exc}", type="server_error", code="no_providers"
+        )
+    if isinstance(exc, StateUnavailable):
+        return ApiError(
+            503,
+            f"The gateway's state store is unavailable, so nothing that costs money is served "
+            f"now; try again shortly ({exc})",
+            type="server_error",
+            code="state_unavailable",
+            headers={"Retry-After": "5"},
         )
     if isinstance(exc, PaidFailure):
         return ApiError(

@@ -6,18 +6,19 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+from ..state_db import Database
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT PRIMARY KEY,
-    key_sha256 BLOB NOT NULL UNIQUE,
+    key_sha256 {bytes} NOT NULL UNIQUE,
     spec TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    rotated_at INTEGER
+    created_at {bigint} NOT NULL,
+    rotated_at {bigint}
 );
 """
 
@@ -42,41 +43,44 @@ def digest(secret: str) -> bytes:
 
 
 class KeyRecords:
-    """The admin-made keys in one SQLite file (the gateway's state file)."""
+    """The admin-made keys in the gateway's state (its SQLite file or PostgreSQL)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, target: str | Path) -> None:
+        self._db = Database(target, lock="api_keys")
+        self._db.script(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
     def all(self) -> list[tuple[str, bytes, dict[str, Any]]]:
         rows = self._db.execute("SELECT name, key_sha256, spec FROM api_keys ORDER BY name")
-        return [(r["name"], bytes(r["key_sha256"]), json.loads(r["spec"])) for r in rows]
+        return [
+            (r["name"], bytes(r["key_sha256"]), json.loads(r["spec"])) for r in rows.fetchall()
+        ]
 
     def create(self, name: str, spec: dict[str, Any]) -> str | None:
         """A new key; its secret, or None when the name is taken."""
         secret = new_secret()
-        try:
-            self._db.execute(
+        with self._db.tx() as db:
+            taken = db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone()
+            if taken is not None:
+                return None
+            db.execute(
                 "INSERT INTO api_keys(name, key_sha256, spec, created_at) VALUES (?, ?, ?, ?)",
                 (name, digest(secret), json.dumps(spec), int(time.time())),
             )
-        except sqlite3.IntegrityError:
-            return None
         return secret
 
     def rotate(self, name: str) -> str | None:
         """A new secret for ``name`` (the old one stops working); None if there is no such key."""
         secret = new_secret()
-        cur = self._db.execute(
-            "UPDATE api_keys SET key_sha256 = ?, rotated_at = ? WHERE name = ?",
-            (digest(secret), int(time.time()), name),
-        )
-        return secret if cur.rowcount else None
+        with self._db.tx() as db:
+            cur = db.execute(
+                "UPDATE api_keys SET key_sha256 = ?, rotated_at = ? WHERE name = ?",
+                (digest(secret), int(time.time()), name),
+            )
+            return secret if cur.rowcount else None
 
     def delete(self, name: str) -> bool:
-        return self._db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount > 0
+        with self._db.tx() as db:
+            return bool(db.execute("DELETE FROM api_keys WHERE name = ?", (name,)).rowcount)
