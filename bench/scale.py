@@ -185,6 +185,115 @@ def draw(rows: list[Row], path: str) -> None:
     print(f"chart: {path}")
 
 
+# --- gateways sharing one state -----------------------------------------------------------------
+
+GATEWAY_REQUESTS = 3000
+GATEWAY_CONCURRENCY = 64
+
+
+def _gateway_config(path: str, state: dict[str, str]) -> None:
+    import yaml
+
+    cfg = {
+        "refresh_interval": 0,
+        "backends": [{"name": "paid", "type": "mock", "models": ["m"], "cost_sats": 1}],
+        "keys": [{"name": "k", "key": "sk-bench", "budget_sats": 10**9, "rpm": 10**6}],
+        "state": state,
+    }
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+
+
+def _start_gateways(path: str, n: int) -> tuple[list[subprocess.Popen[str]], list[str]]:
+    procs, urls = [], []
+    for _ in range(n):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "client.cli", "serve", "--config", path, "--port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "listening on" not in line:
+            raise SystemExit(f"swarm serve did not start: {line!r}")
+        procs.append(proc)
+        urls.append(line.split("listening on ")[1].split()[0])
+    return procs, urls
+
+
+async def _load(urls: list[str]) -> tuple[float, float]:
+    """Requests per second and p50 ms, spread round robin over ``urls``."""
+    import aiohttp
+
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "q"}], "max_tokens": 8}'
+    headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+    left = GATEWAY_REQUESTS
+    lat: list[float] = []
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=GATEWAY_CONCURRENCY)
+    ) as s:
+
+        async def worker(i: int) -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                t0 = time.perf_counter()
+                async with s.post(
+                    urls[(left + i) % len(urls)] + "/v1/chat/completions",
+                    data=body, headers=headers,
+                ) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise SystemExit(f"HTTP {r.status}")
+                lat.append((time.perf_counter() - t0) * 1000)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(GATEWAY_CONCURRENCY)))
+        rate = GATEWAY_REQUESTS / (time.perf_counter() - t0)
+    lat.sort()
+    return rate, lat[len(lat) // 2]
+
+
+def run_gateways(counts: list[int]) -> None:
+    """Gateway throughput with 1, 2, 3 instances on a shared PostgreSQL + Redis, next to one
+    instance on its own SQLite file, in one run (private servers from Debian's packages)."""
+    import tempfile
+
+    from tests.state.servers import start_postgres, start_redis
+
+    print(
+        f"\ngateways: {GATEWAY_REQUESTS} keyed requests (each reserves and charges a budget) "
+        f"at concurrency {GATEWAY_CONCURRENCY}, spread over the instances"
+    )
+    print(f"{'store':<24}{'instances':>10}{'req/s':>9}{'p50 ms':>9}")
+    tmp = tempfile.mkdtemp(prefix="bench-scale-")
+    path = os.path.join(tmp, "gateway.yaml")
+    rows: list[tuple[str, int, float, float]] = []
+    _gateway_config(path, {"url": f"sqlite:///{tmp}/gateway.sqlite"})
+    procs, urls = _start_gateways(path, 1)
+    try:
+        rows.append(("SQLite", 1, *asyncio.run(_load(urls))))
+    finally:
+        for pr in procs:
+            pr.terminate()
+            pr.wait(30)
+    pg, redis = start_postgres(), start_redis()
+    try:
+        for n in counts:
+            _gateway_config(path, {"url": pg.fresh_database(), "redis": redis.url})
+            procs, urls = _start_gateways(path, n)
+            try:
+                rows.append(("PostgreSQL + Redis", n, *asyncio.run(_load(urls))))
+            finally:
+                for pr in procs:
+                    pr.terminate()
+                    pr.wait(30)
+    finally:
+        pg.stop()
+        redis.kill()
+    for store, n, rate, p50 in rows:
+        print(f"{store:<24}{n:>10}{rate:>9.0f}{p50:>9.2f}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--role", choices=("main", "providers"), default="main")
@@ -193,7 +302,16 @@ def main() -> int:
     p.add_argument("--providers", type=int, nargs="+", default=[1, 3, 10, 25, 50])
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100, 1000])
     p.add_argument("--png", default=os.path.join(ROOT, "docs", "img", "scale.png"))
+    p.add_argument(
+        "--gateways", type=int, nargs="*", default=None, metavar="N",
+        help="also (or, with --gateways-only, only) measure N gateway instances on a shared "
+        "PostgreSQL + Redis against one on SQLite (default counts: 1 2 3)",
+    )
+    p.add_argument("--gateways-only", action="store_true", help="skip the provider grid")
     args = p.parse_args()
+    if args.gateways_only:
+        run_gateways(args.gateways or [1, 2, 3])
+        return 0
     if args.role == "providers":
         providers_main(args.relay, args.count)
         return 0
@@ -203,6 +321,8 @@ def main() -> int:
     rows = asyncio.run(run_grid(args.providers, args.concurrency))
     print(f"total {time.perf_counter() - started:.0f} s")
     draw(rows, args.png)
+    if args.gateways is not None:
+        run_gateways(args.gateways or [1, 2, 3])
     return 0
 
 

@@ -54,7 +54,18 @@ def load(path: str) -> Document:
 @pytest.mark.parametrize("path", DOCS)
 def test_doc_commands_run(path: str, world: dict[str, str], workdir: Path) -> None:
     doc = load(path)
-    outcomes = DocSession(doc, workdir, world).run()
+    with contextlib.ExitStack() as stack:
+        text = (ROOT / path).read_text()
+        # Pages about shared state get private PostgreSQL and Redis servers (tests/state).
+        if "$POSTGRES" in text or "$REDIS" in text:
+            from tests.state.servers import start_postgres, start_redis
+
+            pg = start_postgres()
+            stack.callback(pg.stop)
+            redis = start_redis()
+            stack.callback(redis.kill)
+            world = {**world, "POSTGRES": pg.fresh_database(), "REDIS": redis.url}
+        outcomes = DocSession(doc, workdir, world).run()
     failures = [f"{o.block.where} ({o.how}): {o.detail}" for o in outcomes if not o.ok]
     problems = doc.errors + failures
     assert not problems, "\n\n".join(problems)
