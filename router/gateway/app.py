@@ -479,10 +479,33 @@ class Gateway:
                     "payment %s of %d msats resolved: %s", p.payment_hash[:16], p.msats, rec.state
                 )
             elif rec is None and payers and now - p.created_at > _NO_RECORD_GRACE_S:
-                # Authorized but never recorded by the payer: the process stopped before it
-                # asked the wallet (the payer records before it pays), so nothing left.
-                self.book.resolve(p.payment_hash, False)
+                if not self.book.shared:
+                    # Authorized but never recorded by our payer: the process stopped before
+                    # it asked the wallet (the payer records before it pays), so nothing left.
+                    self.book.resolve(p.payment_hash, False)
+                else:
+                    # Another gateway's payment (its own ledger holds the record): only the
+                    # wallet may say what happened to it.
+                    await self._ask_wallet(payers[0], p.payment_hash, p.msats)
         return len(self.book.pending())
+
+    async def _ask_wallet(self, payer: Any, payment_hash: str, msats: int) -> None:
+        from client.errors import InvoiceNotFound
+
+        try:
+            tx = await payer.wallet.lookup_invoice(payment_hash)
+        except InvoiceNotFound:
+            # The wallet never saw it, long after it was authorized: it was never sent.
+            self.book.resolve(payment_hash, False)
+            return
+        except Exception as exc:  # still away: stays pending, counted against budgets
+            log.info("payment %s not resolved yet: %s", payment_hash[:16], exc)
+            return
+        if tx.settled:
+            self.book.resolve(payment_hash, True)
+        elif tx.state in ("failed", "expired"):
+            self.book.resolve(payment_hash, False)
+        log.info("payment %s of %d msats looked up: %s", payment_hash[:16], msats, tx.state)
 
     async def _resolve_loop(self) -> None:
         assert self.swarm is not None
