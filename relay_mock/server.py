@@ -110,6 +110,12 @@ class _Connection(ServerConnection):
             super().data_received(data)
             return
         link = self.link
+        skip = self._skip
+        if skip and not self._partial and link is not None and skip < len(data):
+            # The rest of a frame websockets' parser is in, then (usually) frames we can take.
+            self._skip = 0
+            super().data_received(data[:skip])
+            data = data[skip:]
         if (
             link is None
             or self._skip
