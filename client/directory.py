@@ -287,7 +287,7 @@ _WEIGHTS_HEX = frozenset("0123456789abcdef")
 
 def model_weights(event: Event) -> dict[str, tuple[str, str]]:
     """``["model", <name>, "sha256:<64 hex>", <engine>?]`` tags -> ``{name: (weights, engine)}``
-    (docs/wire-profile.md §9); malformed tags are ignored, the first tag per model wins."""
+    (docs/wire-profile.md §10); malformed tags are ignored, the first tag per model wins."""
     out: dict[str, tuple[str, str]] = {}
     for t in event.tags:
         if len(t) < 3 or t[0] != "model" or not t[1] or t[1] in out or len(out) >= MAX_MODELS:

@@ -34,10 +34,10 @@ Independence is by key only: the ledger cannot tell that two keys belong to one 
 docs/discovery.md).
 
 Deterministic claims (:func:`determinism_flags`, :meth:`ReputationLedger.record_flags`): providers
-that announce the same weights (``["model", name, "sha256:<hex>", engine]``, docs/wire-profile.md)
-and answer a request at temperature 0 or with a seed must return the same text; those that do not
-are flagged (kept in a ``flags`` table, read with :meth:`ReputationLedger.flags`), since at least
-one of them is not running what it claims.
+that announce the same weights (``["model", name, "sha256:<hex>", engine]``, docs/wire-profile.md
+§10) and answer a request at temperature 0 or with a seed must return the same text; those that
+do not are flagged (kept in a ``flags`` table, read with :meth:`ReputationLedger.flags`), since
+at least one of them is not running what it claims.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ every provider's offer *and* when it was last alive, with nothing piling up on r
   that died without saying so.
 - ``["model", <name>, "sha256:<hex of the weights file>", <engine>]`` per model whose weights the
   node knows (``Offer.weights``): lets customers flag providers that claim the same weights and
-  settings but answer differently (docs/wire-profile.md §9).
+  settings but answer differently (docs/wire-profile.md §10).
 
 A provider is alive when ``status`` is ``online`` and ``now - created_at <= 2 * heartbeat + 60``.
 """
