@@ -200,6 +200,9 @@ class SwarmBackend(LmBackend):
             if key in params:
                 opts[key] = params.pop(key)
         hold = params.pop("hold", None)
+        name = opts.get("comparator")
+        if isinstance(name, str):  # by name (the gateway's field): the object the client takes
+            opts["comparator"] = _comparator(name, text, params.get("response_format"))
         _check_request(self.name, prompt, params)  # before anything is reserved or paid
         quorum = opts.pop("quorum", self.quorum)
         max_sats = opts.pop("max_sats", self.max_sats)
@@ -284,6 +287,10 @@ class SwarmBackend(LmBackend):
         if job_id is not None:
             meta["job_id"] = job_id
         meta["msats_paid"] = msats
+        decision = getattr(result, "decision", None)
+        note = getattr(decision, "note", None)
+        if note:
+            meta["comparator"] = note
         unknown = getattr(result, "msats_unknown", 0)
         if isinstance(unknown, int) and unknown:
             meta["msats_unknown"] = unknown
@@ -363,6 +370,15 @@ def _check_request(name: str, prompt: Prompt, params: dict[str, Any]) -> None:
             not isinstance(p, dict) or p.get("type") != "text" for p in content
         ):
             raise InvalidRequest(f"{name}: messages[{i}].content: the swarm takes text only")
+
+
+def _comparator(name: str, prompt: str, response_format: Any) -> Any:
+    from client.quorum import comparator_by_name
+
+    try:
+        return comparator_by_name(name, prompt=prompt, response_format=response_format)
+    except (ValueError, KeyError, ImportError) as exc:
+        raise InvalidRequest(f"comparator {name!r}: {exc}") from None
 
 
 def _msats_paid(result: Any) -> int:

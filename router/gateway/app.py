@@ -754,7 +754,13 @@ class Gateway:
                 who=acct.name if acct else "", model=model,
             )
             params = {**req.params, "quorum": quorum, "bid_sats": bid, "hold": hold}
+            if getattr(req, "comparator", None):
+                params["comparator"] = req.comparator
             return hold, params, True
+        if getattr(req, "comparator", None):
+            raise bad_request(
+                "comparator applies to swarm models (swarm/...) only", "comparator"
+            )
         if not accounts:
             return None, req.params, False
         prompt_tokens = _prompt_bytes(req.prompt)
@@ -1108,6 +1114,9 @@ def _meta_headers(meta: dict[str, Any], headers: dict[str, str]) -> None:
     job = meta.get("job_id")
     if job:
         headers["x-swarm-job-id"] = str(job)
+    note = meta.get("comparator")
+    if note:
+        headers["x-swarm-comparator"] = _header_safe(str(note))[:200]
 
 
 _MAX_CHAIN = 8  # models one request may try

@@ -58,6 +58,8 @@ class CompletionRequest:
     params: dict[str, Any] = field(default_factory=dict)
     quorum: int | None = None
     bid_sats: int | None = None
+    #: The swarm's comparator by name (``auto``, ``semantic``, ``claims``, ``exact``, ...).
+    comparator: str | None = None
 
 
 def _int(value: Any, param: str, minimum: int) -> int:
@@ -157,7 +159,9 @@ def _header_int(headers: Any, header: str, minimum: int) -> int | None:
 
 _NUMBERS = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
 _PASS = frozenset(PASSTHROUGH)
-_OTHER = frozenset({"n", "stream", "stream_options", "tools", "tool_choice", "quorum", "bid_sats"})
+_OTHER = frozenset(
+    {"n", "stream", "stream_options", "tools", "tool_choice", "quorum", "bid_sats", "comparator"}
+)
 # Read by the gateway itself, never passed on as parameters.
 _OWN = frozenset({"model", "messages", "prompt", "max_tokens", "max_completion_tokens"})
 
@@ -186,6 +190,7 @@ def parse_request(
     max_tokens = default_max_tokens if max_tokens is None else _int(max_tokens, param, 1)
     stream = include_usage = False
     quorum = bid = None
+    comparator: str | None = None
     params: dict[str, Any] = {}
     if chat and param == "max_completion_tokens":
         # sent upstream under the caller's name: OpenAI's reasoning models refuse max_tokens
@@ -221,6 +226,10 @@ def parse_request(
             quorum = _int(value, key, 1)
         elif key == "bid_sats":
             bid = _int(value, key, 0)
+        elif key == "comparator":
+            if type(value) is not str or not value or len(value) > 64:
+                raise bad_request("comparator must be a comparator's name", "comparator")
+            comparator = value
         elif key == "tools":
             if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
                 raise bad_request("tools must be an array of tool objects", "tools")
@@ -234,8 +243,10 @@ def parse_request(
             quorum = _header_int(headers, "x-swarm-quorum", 1)
         if bid is None:
             bid = _header_int(headers, "x-swarm-bid-sats", 0)
+        if comparator is None:
+            comparator = headers.get("x-swarm-comparator") or None
     return CompletionRequest(
-        chat, model, prompt, max_tokens, stream, include_usage, params, quorum, bid
+        chat, model, prompt, max_tokens, stream, include_usage, params, quorum, bid, comparator
     )
 
 

@@ -183,3 +183,25 @@ async def gw_get(gw: Any, path: str, key: str | None = None) -> str:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with aiohttp.ClientSession() as s, s.get(gw.url + path, headers=headers) as r:
         return await r.text()
+
+
+async def test_a_comparator_by_name_and_the_one_it_picked(relay: Relay) -> None:
+    async with nodes(relay, "The answer is 42.", "42"), gateway(swarm_config(relay)) as gw:
+        c = client(gw)
+        raw = await c.chat.completions.with_raw_response.create(
+            model="swarm/m1",
+            messages=user("What is 6 times 7?"),
+            extra_body={"comparator": "auto"},
+        )
+        assert raw.parse().choices[0].message.content in ("The answer is 42.", "42")
+        assert raw.headers["x-swarm-comparator"]  # what auto picked, and why
+        with pytest.raises(openai.BadRequestError) as e:
+            await c.chat.completions.create(
+                model="swarm/m1", messages=user("q"), extra_body={"comparator": "bogus"}
+            )
+        assert "bogus" in e.value.message
+        with pytest.raises(openai.BadRequestError) as e:
+            await c.chat.completions.create(
+                model="m1", messages=user("q"), extra_body={"comparator": "auto"}
+            )
+        assert e.value.param == "comparator"
