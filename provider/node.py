@@ -587,7 +587,20 @@ class ProviderNode:
             lud16=self.lud16,
             default_model=self.default_model or (self.models[0] if self.models else None),
             d_tag=self.d_tag,
+            weights=self._weights(),
         )
+
+    def _weights(self) -> tuple[tuple[str, str, str], ...]:
+        """The weights claims of the models offered, when the backend knows its files."""
+        fn = getattr(self.backend, "weights", None)
+        if fn is None:
+            return ()
+        try:
+            claims = fn()
+        except Exception as exc:  # a claim is optional: never lose the announcement for it
+            log.debug("no weights claim: %s", exc)
+            return ()
+        return tuple(c for c in claims if c[0] in self.models)
 
     # --- background tasks -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ the event loop; a bounded queue in front of it answers "busy" instead of growing
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import logging
 import os
@@ -96,6 +97,24 @@ class LlamaCppBackend(LmBackend):
         self._formatter: Any = None
 
     # --- model ---------------------------------------------------------------------------
+
+    def weights(self) -> list[tuple[str, str, str]]:
+        """(model, "sha256:<hex>", engine) of the GGUF file this backend runs, for a provider's
+        NIP-89 announcement (customers flag nodes that claim the same weights but disagree).
+        Hashed once; empty when the file cannot be found."""
+        cached = getattr(self, "_weights", None)
+        if cached is not None:
+            return list(cached)
+        try:
+            path = self.model_path or default_model_path()
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        except (OSError, BackendError):
+            return []
+        self._weights = [(self.model_name, f"sha256:{digest.hexdigest()}", "llama.cpp")]
+        return list(self._weights)
 
     def supported_models(self) -> list[str]:
         return [self.model_name]
