@@ -216,6 +216,8 @@ class Progress:
     status: str = ""
     detail: str = ""
     decision: Decision | None = None
+    #: A result's whole text (``detail`` is cut short for display).
+    text: str = ""
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -394,7 +396,10 @@ class JobCollector:
         vote = Vote(res.provider, res.content, res.event.id, now - self.started, protection)
         self.decision = self._decide(self.quorum.add(vote))
         self._emit(
-            Progress("result", self._ms(now), res.provider, "answered", res.content[:200])
+            Progress(
+                "result", self._ms(now), res.provider, "answered", res.content[:200],
+                text=res.content,
+            )
         )
         self._check_end(now)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from client.errors import BudgetExceeded, QuorumNotReached
 
-from ..errors import InvalidRequest, PaidFailure
-from ..types import LmResponse, LmUsage, Prompt, estimate_tokens, prompt_text
+from ..errors import BackendError, InvalidRequest, PaidFailure
+from ..types import LmResponse, LmUsage, Prompt, StreamChunk, estimate_tokens, prompt_text
 from .base import LmBackend
 
 # Sampling parameters SwarmClient.complete takes as keywords; other scalar parameters travel as
@@ -200,6 +202,7 @@ class SwarmBackend(LmBackend):
             if key in params:
                 opts[key] = params.pop(key)
         hold = params.pop("hold", None)
+        on_progress = params.pop("_on_progress", None)
         name = opts.get("comparator")
         if isinstance(name, str):  # by name (the gateway's field): the object the client takes
             opts["comparator"] = _comparator(name, text, params.get("response_format"))
@@ -237,6 +240,8 @@ class SwarmBackend(LmBackend):
             "gate": gate,
             **opts,
         }
+        if on_progress is not None:
+            kwargs["on_progress"] = on_progress
         extra: dict[str, str | int | float] = {}
         for key, value in params.items():
             if key in _SAMPLING:
@@ -297,6 +302,54 @@ class SwarmBackend(LmBackend):
         return LmResponse(
             answer, LmUsage(p, c, p + c, None, sats), model, "stop", latency, self.name, meta
         )
+
+    async def stream_chunks(
+        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream with verification: the first provider's answer as soon as it arrives, then
+        the quorum's verdict in the last chunk (``delta["swarm"]``: ``agreeing``,
+        ``dissenting``, ``comparator``). When the quorum agrees on another answer than the
+        one streamed, the stream ends with an error, never silently."""
+        first: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+        def progress(p: Any) -> None:
+            if p.kind == "result" and p.provider and first.empty():
+                first.put_nowait((p.provider, p.text or p.detail))
+
+        job = asyncio.ensure_future(
+            self.complete(model, prompt, max_tokens, _on_progress=progress, **params)
+        )
+        streamed: tuple[str, str] | None = None
+        try:
+            getter = asyncio.ensure_future(first.get())
+            done, _ = await asyncio.wait({job, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                streamed = getter.result()
+                yield StreamChunk(streamed[1])
+            else:
+                getter.cancel()
+            resp = await job
+        finally:
+            if not job.done():
+                job.cancel()  # the caller left: the job's payment, if any, is shielded
+        meta = resp.meta or {}
+        agreeing = list(meta.get("agreeing", ()))
+        if streamed is not None and streamed[0] not in agreeing and streamed[1] != resp.text:
+            raise BackendError(
+                f"{self.name}: the quorum agreed on another answer than the one streamed "
+                f"(from {streamed[0][:16]}, which dissented)",
+                backend=self.name,
+            )
+        if streamed is None:
+            yield StreamChunk(resp.text)
+        verdict = {
+            "verdict": "agreed",
+            "agreeing": agreeing,
+            "dissenting": list(meta.get("dissenting", ())),
+            "job_id": meta.get("job_id"),
+            "comparator": meta.get("comparator"),
+        }
+        yield StreamChunk("", resp.usage, resp.finish_reason, delta={"swarm": verdict})
 
     def _reserve(self, max_sats: int | None) -> int | None:
         """Check the budget and hold this request's share of it (None: no budget)."""

@@ -205,3 +205,57 @@ async def test_a_comparator_by_name_and_the_one_it_picked(relay: Relay) -> None:
                 model="m1", messages=user("q"), extra_body={"comparator": "auto"}
             )
         assert e.value.param == "comparator"
+
+
+async def test_a_streamed_swarm_answer_shows_text_before_the_quorum_and_a_verdict(
+    relay: Relay,
+) -> None:
+    import asyncio
+
+    later = asyncio.Event()
+    fast = ScriptedProvider([relay.url], "Paris")
+    slow = [ScriptedProvider([relay.url], "Paris", gate=later) for _ in range(2)]
+    async with contextlib.AsyncExitStack() as stack:
+        for p in (fast, *slow):
+            await stack.enter_async_context(p)
+        async with gateway(swarm_config(relay)) as gw:
+            stream = await client(gw).chat.completions.create(
+                model="swarm/m1", messages=user("Capital of France?"), stream=True
+            )
+            chunks = aiter(stream)
+            text = ""
+            while not text:  # the role chunk first, then the fast provider's answer
+                text = (await anext(chunks)).choices[0].delta.content or ""
+            assert text == "Paris" and not later.is_set()  # before any quorum could exist
+            later.set()
+            rest = [c async for c in chunks]
+            verdicts = [
+                (c.choices[0].delta.model_extra or {}).get("swarm") for c in rest if c.choices
+            ]
+            verdict = next(v for v in verdicts if v)
+            assert verdict["verdict"] == "agreed" and len(verdict["agreeing"]) == 2
+
+
+async def test_a_streamed_answer_the_quorum_rejects_ends_with_an_error(relay: Relay) -> None:
+    import asyncio
+
+    later = asyncio.Event()
+    liar = ScriptedProvider([relay.url], "Lyon")
+    honest = [ScriptedProvider([relay.url], "Paris", gate=later) for _ in range(2)]
+    async with contextlib.AsyncExitStack() as stack:
+        for p in (liar, *honest):
+            await stack.enter_async_context(p)
+        async with gateway(swarm_config(relay)) as gw:
+            stream = await client(gw).chat.completions.create(
+                model="swarm/m1", messages=user("Capital of France?"), stream=True
+            )
+            chunks = aiter(stream)
+            text = ""
+            while not text:
+                text = (await anext(chunks)).choices[0].delta.content or ""
+            assert text == "Lyon"
+            later.set()
+            with pytest.raises(openai.APIError) as e:
+                async for _ in chunks:
+                    pass
+            assert "another answer than the one streamed" in str(e.value)
