@@ -61,6 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--quorum", "-k", type=int, default=2, help="providers that must agree (2)")
     p.add_argument("--timeout", "-t", type=float, default=30.0, help="seconds to wait (30)")
     p.add_argument("--model", "-m", help="model name to ask for (param model)")
+    p.add_argument(
+        "--kind",
+        type=int,
+        default=5050,
+        choices=(5050, 5000, 5001, 5002),
+        help="NIP-90 job kind: 5050 text generation (default), 5000 text extraction, 5001 "
+        "summarization, 5002 translation (the language as --param language=German)",
+    )
     add_key_option(p, what="signs the job; without it and SWARM_KEY, a new throwaway one")
     p.add_argument("--max-tokens", type=int, help="param max_tokens")
     p.add_argument("--temperature", type=float, help="param temperature")
@@ -372,6 +380,7 @@ def _ask(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {
         "model": args.model,
         "quorum": args.quorum,
+        "kind": args.kind,
         "timeout": args.timeout,
         "max_sats": args.max_sats,
         "bid_msats": args.bid * 1000 if args.bid is not None else None,

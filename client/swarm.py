@@ -590,7 +590,9 @@ class SwarmClient:
             if settled:
                 log.info("settled %d payment(s) left open by an earlier run", len(settled))
         if self._use_inbox:
-            kinds = [5050 + RESULT_OFFSET, KIND_FEEDBACK]
+            # Results of every text kind: 6050, and 6000-6002 (extraction, summary, translation).
+            kinds = [k + RESULT_OFFSET for k in (5050, 5000, 5001, 5002)]
+            kinds.append(KIND_FEEDBACK)
             self._inbox = _Inbox(self.pool, self.keys.public_key, kinds)
         if self.selector is not None and self.selector.directory is not None:
             from .directory import DirectoryWatcher
@@ -662,8 +664,14 @@ class SwarmClient:
         commit_quota: int | None = None,
         gate: PaymentGate | None = None,
         prepay: PrepayPolicy | None = None,
+        kind: int = 5050,
     ) -> SwarmResult:
         """Ask for a completion agreed by ``quorum`` providers within ``timeout`` seconds.
+
+        ``kind``: the NIP-90 job kind, 5050 (text generation) by default; 5000 (text
+        extraction), 5001 (summarization) and 5002 (translation, target language in
+        ``params={"language": ...}``) are asked the same way, with the same quorum, payment and
+        reputation.
 
         ``targets``: provider keys to address (``p`` tags; required with ``encrypt``, which
         sends one sealed request per target). ``bid_msats`` defaults to ``max_sats`` split over
@@ -738,6 +746,7 @@ class SwarmClient:
             targets=target_list,
             expiration=int(time.time() + timeout) + EXPIRATION_SLACK_S,
             encryption=scheme,
+            kind=kind,
         )
         job = build_job(self.keys, spec)
         collector = JobCollector(

@@ -67,6 +67,7 @@ class Offer:
     d_tag: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     weights: Sequence[tuple[str, str, str]] = ()  # (model, "sha256:<hex>", engine)
+    kinds: Sequence[int] = (KIND_TEXT_GENERATION,)  # NIP-90 kinds served: one `k` tag each
 
 
 def _price_dict(pricing: Pricing) -> dict[str, Any]:
@@ -153,7 +154,7 @@ def build_announcement(
     d = offer.d_tag or default_d_tag(keys.public_key)
     tags = [
         ["d", d],
-        ["k", str(KIND_TEXT_GENERATION)],
+        *(["k", str(k)] for k in offer.kinds),
         ["t", SWARM_TOPIC],
         ["heartbeat", str(offer.heartbeat_s)],
         ["status", "online" if online else "offline"],

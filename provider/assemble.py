@@ -103,6 +103,7 @@ def build_node(
         wallet=wallet if wallet is not None else build_wallet(pay),
         limits=cfg.limits,
         models=node.models,
+        kinds=node.kinds,
         default_model=node.default_model,
         store=node.store,
         name=node.name,

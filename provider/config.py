@@ -50,10 +50,20 @@ class NodeConfig(BaseModel):
     store: str = "provider.sqlite"
     models: list[str] | None = None
     default_model: str | None = None
+    #: NIP-90 kinds served: 5050 text generation; 5000 extraction, 5001 summarization and 5002
+    #: translation through a prompt template (provider/kinds.py); announced as `k` tags.
+    kinds: list[int] = Field(default_factory=lambda: [5050])
     announce: bool = True
     heartbeat_s: int = Field(120, ge=1)
     clock_skew_s: int = Field(10, ge=0)
     retention_days: float = Field(30.0, gt=0)
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, value: list[int]) -> list[int]:
+        from .kinds import check_kinds
+
+        return list(check_kinds(value))
 
     @field_validator("secret_key")
     @classmethod

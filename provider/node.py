@@ -72,6 +72,7 @@ from client.sealing import (
     parse_reveal_call,
 )
 from client.wallet import Wallet, decode_invoice
+from provider.kinds import check_kinds, prompt_for
 from router.backends.base import LmBackend
 from router.errors import BackendError, BackendNotFound, CircuitBreakerOpen, RouterError
 from router.types import LmResponse, LmUsage, estimate_tokens
@@ -205,6 +206,7 @@ class ProviderNode:
         wallet: Wallet | None = None,
         limits: Limits | None = None,
         models: Sequence[str] | None = None,
+        kinds: Sequence[int] = (KIND_TEXT_GENERATION,),
         default_model: str | None = None,
         store: JobStore | str | Path = ":memory:",
         name: str = "",
@@ -245,6 +247,8 @@ class ProviderNode:
         self._store_arg = store
         self.name, self.about, self.picture, self.lud16 = name, about, picture, lud16
         self.d_tag = d_tag
+        #: The NIP-90 kinds served (provider/kinds.py): 5050, and 5000-5002 through templates.
+        self.kinds = check_kinds(list(kinds))
         self.announce = announce
         self.heartbeat_s = heartbeat_s
         self.clock_skew_s = clock_skew_s
@@ -571,6 +575,7 @@ class ProviderNode:
             payment=self.payment,
             catalog=catalog,
             not_before=int(self.started_at) - self.clock_skew_s,
+            kinds=self.kinds,
         )
 
     def _offer(self) -> Offer:
@@ -588,6 +593,7 @@ class ProviderNode:
             default_model=self.default_model or (self.models[0] if self.models else None),
             d_tag=self.d_tag,
             weights=self._weights(),
+            kinds=self.kinds,
         )
 
     def _weights(self) -> tuple[tuple[str, str, str], ...]:
@@ -615,9 +621,11 @@ class ProviderNode:
         since = self._policy.not_before
         self._sub = self.pool.subscribe(
             [
-                Filter(kinds=[KIND_TEXT_GENERATION], since=since),
+                Filter(kinds=list(self.kinds), since=since),
                 # NIP-09 deletions of 5050 requests: customers cancelling (a quorum was reached).
-                Filter(kinds=[KIND_DELETION], tags={"k": [str(KIND_TEXT_GENERATION)]}, since=since),
+                Filter(
+                    kinds=[KIND_DELETION], tags={"k": [str(k) for k in self.kinds]}, since=since
+                ),
                 # Reveal calls (commit-reveal): all of them, so a node left out of a call learns
                 # at once that its commitment did not count instead of holding until timeout.
                 Filter(
@@ -1001,7 +1009,10 @@ class ProviderNode:
         try:
             async with asyncio.timeout(self.limits.job_timeout):
                 resp = await self.backend.complete(
-                    accept.model, req.prompt, accept.max_tokens, **accept.params
+                    accept.model,
+                    prompt_for(req.kind, req.prompt, req.params),
+                    accept.max_tokens,
+                    **accept.params,
                 )
         except TimeoutError:
             self._fail(
