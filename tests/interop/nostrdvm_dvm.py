@@ -38,7 +38,8 @@ def main() -> None:
     config.RELAY_LIST = [relay]
     config.ANNOUNCE_RELAY_LIST = [relay]
     config.SYNC_DB_RELAY_LIST = [relay]
-    config.KIND = Kind(5050)
+    kind = int(os.environ.get("NOSTRDVM_KIND", "5050"))  # 5001 summarization, 5002, ...
+    config.KIND = Kind(kind)
     config.FIX_COST = cost
     # As nostrdvm's build_default_config reads them; only LNbits on 127.0.0.1 is ever dialled.
     config.LNBITS_URL = os.environ.get("LNBITS_HOST", "")
@@ -50,7 +51,7 @@ def main() -> None:
     nip89 = NIP89Config()
     nip89.DTAG = "interop-dvm"
     nip89.NAME = "nostrdvm interop"
-    nip89.KIND = Kind(5050)  # else GenericDVM announces its default kind, 5000
+    nip89.KIND = Kind(kind)  # else GenericDVM announces its default kind, 5000
     nip89.CONTENT = json.dumps(
         {
             "name": "nostrdvm interop",

@@ -156,3 +156,22 @@ async def test_nostrdvm_serves_a_cleartext_job(relay: Relay, tmp_path: Path) -> 
         feedback, results, rejected = await _ask(relay, keys, "hi there", encrypt=False)
     assert rejected == [] and results[0].content == "nostrdvm says: hi there"
     assert [f.status for f in feedback] == ["processing"]
+
+
+async def test_our_customer_buys_a_summary_from_a_nostrdvm_dvm_of_kind_5001(
+    relay: Relay, tmp_path: Path
+) -> None:
+    """More than 5050: nostrdvm's engine serving kind 5001 (its LLM call replaced by the
+    driver's fixed answer) answers our SwarmClient's kind-5001 job with a kind-6001 result."""
+    from client.keys import Keys as OurKeys
+    from client.swarm import SwarmClient
+
+    async with nostrdvm(relay, tmp_path, env={"NOSTRDVM_KIND": "5001"}) as (keys, _):
+        async with SwarmClient(OurKeys.generate(), [relay.url]) as swarm:
+            result = await swarm.complete(
+                "A long text to summarize.", kind=5001, quorum=1,
+                targets=[keys.public_key], timeout=30,
+            )
+    assert result.reached and result.job.kind == 5001
+    assert [r.event.kind for r in result.results] == [6001]
+    assert result.text == "nostrdvm says: A long text to summarize."
