@@ -164,11 +164,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--network",
-        choices=tuple(NETWORKS),
-        default=DEFAULT_NETWORK,
+        choices=("auto", *NETWORKS),
+        default="auto",
         help="the Lightning network the --nwc wallet pays on; invoices for another are refused "
-        f"({DEFAULT_NETWORK}, the local ledger's default; bitcoin for a mainnet wallet, and "
-        "for DVMs such as nostrdvm that read only lnbc… invoices)",
+        "(auto, the default: what the wallet's get_info says, else "
+        f"{DEFAULT_NETWORK}; bitcoin for a mainnet wallet)",
     )
     p.add_argument(
         "--payments-db",
@@ -448,7 +448,12 @@ async def _run(
             publish_timeout=limit,
         ) as swarm:
             if swarm.payer is not None:  # every invoice, prepaid or not, must be for this network
-                swarm.payer.guard.network = args.network
+                network = args.network
+                if network == "auto":
+                    from .wallet.network import wallet_network
+
+                    network = await wallet_network(wallet, limit) or DEFAULT_NETWORK
+                swarm.payer.guard.network = network
             if cap_note and not args.quiet:
                 err.print(
                     f"paying at most {swarm.max_sats} sats for this job (the default cap; "

@@ -259,6 +259,11 @@ class SwarmSettings(_Model):
     wallet_timeout_s: float = Field(
         30.0, gt=0, description="how long the wallet may take to answer one NWC request"
     )
+    network: Literal["auto", "bitcoin", "testnet", "signet", "regtest"] = Field(
+        "auto",
+        description="the Lightning network of the invoices paid; auto: what the wallet's "
+        "get_info says (else regtest, with a warning)",
+    )
     secret_key: str | None = Field(
         None, repr=False, description="hex or nsec; omitted: a fresh key per run"
     )

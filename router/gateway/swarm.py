@@ -10,6 +10,7 @@ With ``prepay`` it also pays providers that ask to be paid before they work, wit
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from client.swarm import SwarmClient
 from ..backends.swarm import SwarmBackend
 from .adapters import SWARM_PARAMS, Served
 from .config import SWARM_PREFIX, SwarmBackendConfig
+
+log = logging.getLogger("router.gateway.swarm")
 
 
 class ServedSwarm(Served):
@@ -33,9 +36,11 @@ class ServedSwarm(Served):
         models: list[str],
         *,
         closers: list[Any] | None = None,
+        network: str = "auto",
     ) -> None:
         super().__init__(inner)
         self.client = client
+        self.network = network
         self.listed = [SWARM_PREFIX + m for m in models]
         self._closers = closers or []
         self._open = False
@@ -72,6 +77,27 @@ class ServedSwarm(Served):
         if not self._open:
             await self.client.__aenter__()
             self._open = True
+            payer = getattr(self.client, "payer", None)
+            if payer is not None:
+                await self._set_network(payer)
+
+    async def _set_network(self, payer: Any) -> None:
+        """Invoices are checked against the network the wallet pays on: ``swarm.network``, or
+        (``auto``) what the wallet's get_info says, else regtest with a warning."""
+        from client.wallet.network import wallet_network
+
+        network = self.network
+        if network == "auto":
+            found = await wallet_network(payer.wallet)
+            if found is None:
+                log.warning(
+                    "the swarm's wallet did not say its network: paying only regtest invoices "
+                    "(set swarm.network to bitcoin for a mainnet wallet)"
+                )
+                found = "regtest"
+            network = found
+        payer.guard.network = network
+        log.info("swarm payments: invoices on %s", network)
 
     async def close(self) -> None:
         if self._open:
@@ -116,4 +142,4 @@ def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
         # Opt-in pay-before-work, on every request (client_options reach SwarmClient.complete).
         **({"prepay": PrepayPolicy()} if cfg.prepay else {}),
     )
-    return ServedSwarm(backend, client, cfg.models, closers=closers)
+    return ServedSwarm(backend, client, cfg.models, closers=closers, network=cfg.network)
