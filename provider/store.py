@@ -1,18 +1,26 @@
-"""The provider's memory (SQLite): which jobs it has answered, so a job seen again on another
-relay or after a restart is never worked twice, and what it has earned.
+"""The provider's memory (SQLite, or PostgreSQL for a fleet): which jobs it has answered, so a
+job seen again on another relay, after a restart or by another node of the fleet is never worked
+twice, and what it has earned.
 
 Each call is one short synchronous transaction (well under a millisecond with WAL), so the node
-calls it straight from the event loop. A job row is claimed once (primary key) before anything is
-published for it; the claim is the dedupe.
+calls it straight from the event loop. A job row is claimed once (primary key, one
+``INSERT ... ON CONFLICT DO NOTHING``) before anything is published for it; the claim is the
+dedupe. With a ``postgresql://`` target several nodes under one key share the table: the claim
+carries the node's ``owner`` id and a lease the owner renews while it works; a job whose lease
+ran out is taken over by one other node (a conditional ``UPDATE``, never a read-then-write).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from router.state_db import Database, StateUnavailable, is_postgres_url
 
 from .errors import StoreError
 
@@ -21,30 +29,40 @@ Clock = Callable[[], float]
 # received -> (awaiting_payment ->) queued/processing -> done | failed; or refused at once.
 STATES = ("received", "awaiting_payment", "queued", "processing", "done", "failed", "refused")
 OPEN_STATES = ("received", "awaiting_payment", "queued", "processing")
+LEASE_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     customer TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    received_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
+    created_at {bigint} NOT NULL,
+    received_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
     state TEXT NOT NULL,
     model TEXT,
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
     completion_tokens INTEGER NOT NULL DEFAULT 0,
-    quote_msats INTEGER,
-    amount_msats INTEGER NOT NULL DEFAULT 0,
+    quote_msats {bigint},
+    amount_msats {bigint} NOT NULL DEFAULT 0,
     payment_hash TEXT,
     paid INTEGER NOT NULL DEFAULT 0,  -- 1 paid, 0 not (yet), -1 invoice expired unpaid
     reason TEXT,
-    latency_ms REAL,
-    request TEXT
+    latency_ms {real},
+    request TEXT,
+    owner TEXT,  -- the node working the job (a fleet shares the table)
+    lease_until {real}  -- renewed by the owner while working, then free for another node
 );
 CREATE INDEX IF NOT EXISTS jobs_received ON jobs(received_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_unpaid ON jobs(payment_hash) WHERE paid = 0;
 """
+# PostgreSQL's REAL is 4 bytes: a Unix time in it is off by minutes.
+_TYPES = {
+    "sqlite": {"bigint": "INTEGER", "real": "REAL"},
+    "postgresql": {"bigint": "BIGINT", "real": "DOUBLE PRECISION"},
+}
+# Columns added after the first release: an older SQLite file gains them at open.
+_ADDED = (("owner", "TEXT"), ("lease_until", "REAL"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +93,16 @@ class Earnings:
 
 
 class JobStore:
-    """SQLite job ledger at ``path`` (``":memory:"`` for a throwaway one).
+    """Job ledger at ``path``: a SQLite file (``":memory:"`` for a throwaway one) or a
+    ``postgresql://`` URL shared by a fleet of nodes under one key.
 
-    ``on_write``: called after each write that opened a transaction, with :meth:`commit` left to
-    the caller (the node commits once per event-loop turn, so a burst of jobs costs one commit,
-    not one per write). Without it every write commits at once.
+    ``on_write`` (SQLite): called after each write that opened a transaction, with
+    :meth:`commit` left to the caller (the node commits once per event-loop turn, so a burst of
+    jobs costs one commit, not one per write). Without it every write commits at once. On
+    PostgreSQL every write commits at once, since other nodes must see a claim immediately.
+
+    ``owner``: this node's id in the fleet (a random one by default); ``lease_s``: how long a
+    claim holds without :meth:`renew`.
     """
 
     def __init__(
@@ -88,11 +111,24 @@ class JobStore:
         *,
         clock: Clock = time.time,
         on_write: Callable[[], None] | None = None,
+        owner: str | None = None,
+        lease_s: float = LEASE_S,
     ) -> None:
+        if lease_s <= 0:
+            raise StoreError(f"lease_s must be positive, not {lease_s!r}")
         self.path = str(path)
         self._clock = clock
         self.on_write = on_write
+        self.owner = owner or uuid.uuid4().hex[:16]
+        self.lease_s = lease_s
+        #: True when other nodes may share this store (PostgreSQL).
+        self.shared = is_postgres_url(self.path)
+        self._pg: Database | None = None
         try:
+            if self.shared:
+                self._pg = Database(self.path, lock="jobs")
+                self._pg.script(_SCHEMA.replace("{real}", _TYPES["postgresql"]["real"]))
+                return
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
@@ -102,20 +138,34 @@ class JobStore:
             # NORMAL under WAL survives a process crash; a power cut may lose the last claims,
             # which only risks answering a job twice, never paying twice.
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open job store {self.path}: {exc}") from exc
+            self._db.executescript(_SCHEMA.format(**_TYPES["sqlite"]))
+            have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for col, typ in _ADDED:
+                if col not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
+        except (sqlite3.Error, OSError, StateUnavailable) as exc:
+            raise StoreError(f"cannot open job store {_safe(self.path)}: {exc}") from exc
 
     def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            return
         self.commit()
         self._db.close()
 
     def commit(self) -> None:
         """Commit the writes deferred by ``on_write`` (no-op when there are none)."""
-        if self._db.in_transaction:
+        if self._pg is None and self._db.in_transaction:
             self._db.execute("COMMIT")
 
-    def _write(self, sql: str, params: Sequence[object]) -> sqlite3.Cursor:
+    def _read(self, sql: str, params: Sequence[object] = ()) -> Any:
+        if self._pg is not None:
+            return self._pg.execute(sql, params)
+        return self._db.execute(sql, params)
+
+    def _write(self, sql: str, params: Sequence[object]) -> Any:
+        if self._pg is not None:
+            return self._pg.execute(sql, params)  # autocommit: one statement, one transaction
         if self.on_write is not None and not self._db.in_transaction:
             self._db.execute("BEGIN")
             self.on_write()
@@ -129,18 +179,57 @@ class JobStore:
 
     # --- jobs ----------------------------------------------------------------------------
 
-    def claim(self, job_id: str, customer: str, created_at: int) -> bool:
-        """Record a job as ours to answer; False if it was claimed before (seen already)."""
+    def claim(
+        self, job_id: str, customer: str, created_at: int, *, request: str | None = None
+    ) -> bool:
+        """Record a job as ours to answer; False if it was claimed before (seen already, by
+        this node or another of the fleet). ``request``: the job's event JSON, kept so another
+        node can take the job over if this one dies."""
         now = self._clock()
         cur = self._write(
-            "INSERT OR IGNORE INTO jobs (id, customer, created_at, received_at, updated_at, state)"
-            " VALUES (?, ?, ?, ?, ?, 'received')",
-            (job_id, customer, created_at, now, now),
+            "INSERT INTO jobs (id, customer, created_at, received_at, updated_at, state,"
+            " request, owner, lease_until) VALUES (?, ?, ?, ?, ?, 'received', ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (job_id, customer, created_at, now, now, request, self.owner, now + self.lease_s),
+        )
+        return cur.rowcount == 1
+
+    def renew(self, job_ids: Sequence[str]) -> int:
+        """Extend this node's leases on ``job_ids`` (the jobs it is working); returns how many
+        it still owns."""
+        if not job_ids:
+            return 0
+        marks = ",".join("?" * len(job_ids))
+        cur = self._write(
+            f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND id IN ({marks})",
+            (self._clock() + self.lease_s, self.owner, *job_ids),
+        )
+        return int(cur.rowcount)
+
+    def orphans(self, limit: int = 50) -> list[JobRow]:
+        """Open jobs of other nodes whose lease ran out (their node died), oldest first."""
+        marks = ",".join("?" * len(OPEN_STATES))
+        rows = self._read(
+            f"SELECT * FROM jobs WHERE state IN ({marks}) AND lease_until < ?"
+            " AND owner <> ? ORDER BY received_at LIMIT ?",
+            (*OPEN_STATES, self._clock(), self.owner, limit),
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def take_over(self, job_id: str) -> bool:
+        """Make an orphaned job ours; True for exactly one of the nodes that try (the
+        condition and the write are one statement, under the row's lock)."""
+        now = self._clock()
+        marks = ",".join("?" * len(OPEN_STATES))
+        cur = self._write(
+            f"UPDATE jobs SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ?"
+            f" AND lease_until < ? AND state IN ({marks})",
+            (self.owner, now + self.lease_s, now, job_id, now, *OPEN_STATES),
         )
         return cur.rowcount == 1
 
     def seen(self, job_id: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._read("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row is not None
 
     def update(self, job_id: str, state: str, **fields: object) -> None:
@@ -157,17 +246,17 @@ class JobStore:
         self._write(f"UPDATE jobs SET {', '.join(cols)} WHERE id = ?", values)
 
     def get(self, job_id: str) -> JobRow | None:
-        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _row(row) if row is not None else None
 
     def jobs(self, *, state: str | None = None, limit: int = 100) -> list[JobRow]:
         """Newest first."""
         if state is None:
-            rows = self._db.execute(
+            rows = self._read(
                 "SELECT * FROM jobs ORDER BY received_at DESC LIMIT ?", (limit,)
             ).fetchall()
         else:
-            rows = self._db.execute(
+            rows = self._read(
                 "SELECT * FROM jobs WHERE state = ? ORDER BY received_at DESC LIMIT ?",
                 (state, limit),
             ).fetchall()
@@ -176,14 +265,14 @@ class JobStore:
     def open_jobs(self) -> list[JobRow]:
         """Jobs left unfinished (a crash, or a shutdown that was cut short), oldest first."""
         marks = ",".join("?" * len(OPEN_STATES))
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY received_at", OPEN_STATES
         ).fetchall()
         return [_row(r) for r in rows]
 
     def unpaid_invoices(self) -> list[tuple[str, str]]:
         """(job id, payment hash) of issued invoices not yet seen paid."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT id, payment_hash FROM jobs WHERE paid = 0 AND payment_hash IS NOT NULL"
         ).fetchall()
         return [(r["id"], r["payment_hash"]) for r in rows]
@@ -201,7 +290,7 @@ class JobStore:
         )
 
     def earnings(self) -> Earnings:
-        row = self._db.execute(
+        row = self._read(
             "SELECT COUNT(*) FILTER (WHERE state = 'done') AS done,"
             " COALESCE(SUM(amount_msats) FILTER (WHERE payment_hash IS NOT NULL"
             " AND (state = 'done' OR paid = 1)), 0) AS billed,"
@@ -222,7 +311,15 @@ class JobStore:
         return cur.rowcount
 
 
-def _row(r: sqlite3.Row) -> JobRow:
+def _safe(target: str) -> str:
+    """A store target for messages: a PostgreSQL URL without its password."""
+    if "@" in target and is_postgres_url(target):
+        scheme, rest = target.split("://", 1)
+        return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
+    return target
+
+
+def _row(r: Any) -> JobRow:
     return JobRow(
         id=r["id"],
         customer=r["customer"],
