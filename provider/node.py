@@ -355,7 +355,11 @@ class ProviderNode:
         if self.wallet is not None and self.payment != "free":
             self._spawn(self._settle_loop(), "settle")
         self._spawn(self._prune_loop(), "prune")
-        self._resume()
+        if self.store.shared:
+            # Other nodes' open jobs are theirs while their leases hold: only orphans are ours.
+            self._spawn(self._lease_loop(), "lease")
+        else:
+            self._resume()
         log.info(
             "provider %s %s %s on %s (payment %s)",
             self.keys.npub,
@@ -806,7 +810,9 @@ class ProviderNode:
             self.stats.ignored[decision.reason] += 1
             log.debug("ignored job %s: %s", event.id[:12], decision.reason)
             return
-        if not self.store.claim(event.id, event.pubkey, event.created_at):
+        # A fleet keeps the request with the claim, so another node can finish it if we die.
+        request = event.to_json() if self.store.shared else None
+        if not self.store.claim(event.id, event.pubkey, event.created_at, request=request):
             self.stats.duplicates += 1
             return
         rate = self._rate.check(event.pubkey, now)
@@ -1230,6 +1236,46 @@ class ProviderNode:
             reason,
             message,
         )
+
+    # --- a fleet sharing one store -------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        """Renew the leases of the jobs we hold; take over jobs whose node stopped renewing."""
+        while True:
+            try:
+                self.store.renew(list(self._jobs))
+                if not self._closing:
+                    for row in self.store.orphans():
+                        if self.store.take_over(row.id):
+                            self._adopt(row)
+            except Exception as exc:  # PostgreSQL away: our leases may lapse, we go on
+                log.warning("job store lease round failed: %s", exc)
+            await asyncio.sleep(self.store.lease_s / 3)
+
+    def _adopt(self, row: Any) -> None:
+        """Run a job another node of the fleet claimed and did not finish."""
+        assert self._policy is not None
+        try:
+            if row.request is None:
+                raise JobRejected("no request kept")
+            event = Event.from_json(row.request, verify=False)
+            decision = evaluate(
+                parse_request(event, keys=self.keys, verify=False), self._policy, check_bid=False
+            )
+        except NostrSwarmError as exc:
+            log.warning("cannot take over job %s: %s", row.id[:12], exc)
+            self.store.update(row.id, "failed", reason="interrupted")
+            return
+        if not isinstance(decision, Accept):
+            self.store.update(row.id, "failed", reason="interrupted")
+            return
+        log.info("taking over job %s from a node that stopped", row.id[:12])
+        job = _Job(decision, _perf(), payment_hash=row.payment_hash, paid=row.paid)
+        self._jobs[job.id] = job
+        if self._queue.submit(job, force=True) == "run":
+            self._start(job)
+        else:
+            job.state = "queued"
 
     # --- restart ------------------------------------------------------------------------------
 
