@@ -105,7 +105,7 @@ def build_node(
         models=node.models,
         kinds=node.kinds,
         default_model=node.default_model,
-        store=node.store,
+        store=cfg.state.url or node.store,
         name=node.name,
         about=node.about,
         picture=node.picture,

@@ -87,6 +87,22 @@ class NodeConfig(BaseModel):
         return Keys.from_secret(self.secret_key)
 
 
+class StateConfig(BaseModel):
+    """``[state]``: ``url = "postgresql://..."`` puts the job store in PostgreSQL, shared by a
+    fleet of nodes under one key (default: the SQLite file ``node.store``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("state.url must be a postgresql:// URL (or left out for SQLite)")
+        return value
+
+
 class PaymentConfig(BaseModel):
     """``[payment]``: when customers pay, and the wallet that issues invoices."""
 
@@ -131,6 +147,7 @@ class ProviderConfig(BaseModel):
     payment: PaymentConfig = Field(default_factory=PaymentConfig)
     limits: Limits = Field(default_factory=Limits)
     backends: list[BackendConfig] = Field(min_length=1)
+    state: StateConfig = Field(default_factory=StateConfig)
 
 
 # --- loading --------------------------------------------------------------------------------

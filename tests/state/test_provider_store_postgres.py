@@ -65,3 +65,19 @@ def test_unreachable_postgres_is_a_store_error() -> None:
 def test_bad_lease_is_refused() -> None:
     with pytest.raises(StoreError, match="lease_s"):
         JobStore(":memory:", lease_s=0)
+
+
+def test_state_table_in_provider_toml() -> None:
+    from client.keys import Keys
+    from provider.config import parse_config
+    from provider.errors import ConfigError
+
+    base = {
+        "node": {"secret_key": Keys.generate().secret_hex, "relays": ["ws://127.0.0.1:1"]},
+        "backends": [{"type": "mock"}],
+    }
+    cfg = parse_config({**base, "state": {"url": "postgresql://u@127.0.0.1/p"}}, env={})
+    assert cfg.state.url == "postgresql://u@127.0.0.1/p"
+    assert parse_config(base, env={}).state.url is None  # SQLite by default
+    with pytest.raises(ConfigError, match="postgresql://"):
+        parse_config({**base, "state": {"url": "mysql://x"}}, env={})
