@@ -239,9 +239,20 @@ class SpendBook:
         )
 
     def status(self, name: str) -> AccountStatus:
-        with self._tx() as db:
-            self._roll(db, name)
-            return self._status(db, name)
+        # A read takes no lock (every request reads before it reserves); only an account whose
+        # budget period is over is rolled, in a transaction of its own.
+        if self._period_over(name):
+            with self._tx() as db:
+                self._roll(db, name)
+        return self._status(self._db, name)
+
+    def _period_over(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT period_s, period_start FROM accounts WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None or not row["period_s"]:
+            return False
+        return bool(self._now() >= row["period_start"] + row["period_s"])
 
     def statuses(self) -> list[AccountStatus]:
         names = [r["name"] for r in self._db.execute("SELECT name FROM accounts ORDER BY name")]
