@@ -135,14 +135,7 @@ class Gateway:
         self.shared_limits = SharedCounters(config.state.redis) if config.state.redis else None
         self.keys = KeyStore(config.keys, self.book, self.shared_limits)
         self._swarm_accounts: dict[str, str] = {}
-        for b in config.all_backends():
-            if isinstance(b, SwarmBackendConfig):
-                account = swarm_account(b.name)
-                self._swarm_accounts[b.name] = account
-                self.book.ensure(
-                    account,
-                    budget_msats=None if b.budget_sats is None else b.budget_sats * 1000,
-                )
+        self._ensure_swarm_accounts(config)
         self._max_tokens = config.server.max_tokens
         #: The admin API (config ``admin:``), with the keys it made loaded into ``keys``.
         self.admin: AdminApi | None = None
@@ -301,13 +294,7 @@ class Gateway:
                 config.admin.key, keys, self._key_records, {k.name for k in config.keys}
             )
             keys.require_keys()
-        for b in config.all_backends():
-            if isinstance(b, SwarmBackendConfig):
-                account = swarm_account(b.name)
-                self._swarm_accounts[b.name] = account
-                self.book.ensure(
-                    account, budget_msats=None if b.budget_sats is None else b.budget_sats * 1000
-                )
+        self._ensure_swarm_accounts(config)
         old_router, old_gen = self.router, self._generation
         # The swap: no await from here on, so a request sees the old or the new, not a mix.
         self.config = config
@@ -444,6 +431,16 @@ class Gateway:
         await self.stop()
 
     # --- payments of unknown outcome -------------------------------------------------------
+
+    def _ensure_swarm_accounts(self, config: GatewayConfig) -> None:
+        """One spend account per swarm backend, its budget from the config."""
+        for b in config.all_backends():
+            if isinstance(b, SwarmBackendConfig):
+                account = swarm_account(b.name)
+                self._swarm_accounts[b.name] = account
+                self.book.ensure(
+                    account, budget_msats=None if b.budget_sats is None else b.budget_sats * 1000
+                )
 
     def _stale_hold_s(self) -> float:
         """How old a hold must be before no live request can own it: the whole-request
