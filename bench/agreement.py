@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from client.agreement.comparators import SemanticComparator  # noqa: E402
-from client.agreement.embedding import MiniLmEmbedder, embedding_available  # noqa: E402
-from client.quorum import Comparator, comparator_by_name  # noqa: E402
+from client.customer.agreement.comparators import SemanticComparator  # noqa: E402
+from client.customer.agreement.embedding import MiniLmEmbedder, embedding_available  # noqa: E402
+from client.customer.quorum import Comparator, comparator_by_name  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "agreement.jsonl"
 KINDS = ("fact", "arithmetic", "yesno", "choice", "json", "explain")

@@ -177,9 +177,21 @@ def _start_litellm(upstream: str) -> tuple[subprocess.Popen[str], str] | None:
     log_path = Path(tempfile.gettempdir()) / f"bench-litellm-{port}.log"
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            [str(exe), "--config", f.name, "--host", "127.0.0.1", "--port", str(port),
-             "--num_workers", "1"],
-            stdout=log_file, stderr=subprocess.STDOUT, text=True, env=env,
+            [
+                str(exe),
+                "--config",
+                f.name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
     deadline = time.monotonic() + 120
     while "Uvicorn running on" not in log_path.read_text(errors="replace"):
@@ -212,9 +224,10 @@ async def _run(
         while left > 0:
             left -= 1
             t0 = perf()
-            async with asyncio.timeout(REQUEST_TIMEOUT_S), session.post(
-                url, data=REQUEST, headers={"Content-Type": "application/json"}
-            ) as r:
+            async with (
+                asyncio.timeout(REQUEST_TIMEOUT_S),
+                session.post(url, data=REQUEST, headers={"Content-Type": "application/json"}) as r,
+            ):
                 await r.read()
                 if r.status != 200:
                     raise SystemExit(f"{url}: HTTP {r.status}: {await r.text()}")

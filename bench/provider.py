@@ -38,11 +38,11 @@ _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 _ROOT = os.path.dirname(_here)
 
-from client.event import Event  # noqa: E402
-from client.filter import Filter  # noqa: E402
-from client.keys import Keys  # noqa: E402
-from client.nip90 import KIND_TEXT_RESULT, JobSpec, build_request  # noqa: E402
-from client.pool import RelayPool  # noqa: E402
+from client.dvm.nip90 import KIND_TEXT_RESULT, JobSpec, build_request  # noqa: E402
+from client.net.pool import RelayPool  # noqa: E402
+from client.nostr.event import Event  # noqa: E402
+from client.nostr.filter import Filter  # noqa: E402
+from client.nostr.keys import Keys  # noqa: E402
 from provider.limits import Limits  # noqa: E402
 from provider.node import ProviderNode  # noqa: E402
 from router.backends import MockBackend  # noqa: E402

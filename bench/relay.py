@@ -38,8 +38,8 @@ from secp256k1 import ffi, lib, secp256k1_ctx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Frame, Opcode
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 START_TIMEOUT = 20.0
@@ -269,9 +269,7 @@ async def publisher(url: str, messages: list[str], window: int) -> tuple[int, in
     starts, and each batch goes out in one write."""
     frames = [Frame(Opcode.TEXT, m.encode()).serialize(mask=True) for m in messages]
     n = len(frames)
-    async with connect(
-        url, compression=None, max_size=None, create_connection=_OkCounter
-    ) as ws:
+    async with connect(url, compression=None, max_size=None, create_connection=_OkCounter) as ws:
         assert isinstance(ws, _OkCounter)
         sent = 0
         async with asyncio.timeout(120):

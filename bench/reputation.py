@@ -31,9 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from client.directory import PriceList, ProviderDirectory, ProviderInfo  # noqa: E402
-from client.reputation import Observation, ReputationLedger  # noqa: E402
-from client.selection import (  # noqa: E402
+from client.customer.directory import PriceList, ProviderDirectory, ProviderInfo  # noqa: E402
+from client.customer.reputation import Observation, ReputationLedger  # noqa: E402
+from client.customer.selection import (  # noqa: E402
     BestReputation,
     Broadcast,
     Cheapest,

@@ -31,8 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from client.keys import Keys  # noqa: E402
-from client.swarm import SwarmClient  # noqa: E402
+from client.customer.swarm import SwarmClient  # noqa: E402
+from client.nostr.keys import Keys  # noqa: E402
 
 MODEL = "m1"
 SELF = os.path.abspath(__file__)
@@ -93,8 +93,9 @@ async def measure(swarm: SwarmClient, keys: list[str], concurrency: int, jobs: i
             targets = [keys[(3 * i + j) % len(keys)] for j in range(min(3, len(keys)))]
             t0 = time.perf_counter()
             try:
-                r = await swarm.complete(f"job {i}", model=MODEL, quorum=quorum,
-                                         targets=targets, timeout=60)
+                r = await swarm.complete(
+                    f"job {i}", model=MODEL, quorum=quorum, targets=targets, timeout=60
+                )
                 assert r.text == "4"
             except Exception:
                 failures += 1
@@ -104,13 +105,23 @@ async def measure(swarm: SwarmClient, keys: list[str], concurrency: int, jobs: i
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - started
-    return Row(len(keys), concurrency, jobs, pct(latencies, 0.5), pct(latencies, 0.95),
-               len(latencies) / wall, failures)
+    return Row(
+        len(keys),
+        concurrency,
+        jobs,
+        pct(latencies, 0.5),
+        pct(latencies, 0.95),
+        len(latencies) / wall,
+        failures,
+    )
 
 
 def start(*argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
         cwd=ROOT,
     )
 
@@ -121,8 +132,7 @@ async def run_grid(counts: list[int], levels: list[int]) -> list[Row]:
         relay = start("-m", "relay_mock", "--port", "0", "--max-subscriptions", "5000")
         assert relay.stdout is not None
         url = relay.stdout.readline().strip()
-        prov = start(SELF, "--role", "providers", "--relay", url,
-                     "--count", str(n))
+        prov = start(SELF, "--role", "providers", "--relay", url, "--count", str(n))
         assert prov.stdout is not None
         keys = [prov.stdout.readline().strip() for _ in range(n)]
         assert prov.stdout.readline().strip() == "ready"
@@ -141,13 +151,18 @@ async def run_grid(counts: list[int], levels: list[int]) -> list[Row]:
 
 
 def print_head() -> None:
-    print(f"{'providers':>9}{'conc':>6}{'jobs':>6}{'p50 ms':>9}{'p95 ms':>9}"
-          f"{'jobs/s':>9}{'fail':>6}", flush=True)
+    print(
+        f"{'providers':>9}{'conc':>6}{'jobs':>6}{'p50 ms':>9}{'p95 ms':>9}{'jobs/s':>9}{'fail':>6}",
+        flush=True,
+    )
 
 
 def print_row(r: Row) -> None:
-    print(f"{r.providers:>9}{r.concurrency:>6}{r.jobs:>6}{r.p50_ms:>9.1f}{r.p95_ms:>9.1f}"
-          f"{r.per_s:>9.1f}{r.failures:>6}", flush=True)
+    print(
+        f"{r.providers:>9}{r.concurrency:>6}{r.jobs:>6}{r.p50_ms:>9.1f}{r.p95_ms:>9.1f}"
+        f"{r.per_s:>9.1f}{r.failures:>6}",
+        flush=True,
+    )
 
 
 def draw(rows: list[Row], path: str) -> None:
@@ -164,8 +179,10 @@ def draw(rows: list[Row], path: str) -> None:
         ((axes[1][0], axes[1][1]), "concurrency", counts, "providers"),
     ):
         for value in lines:
-            sel = sorted((r for r in rows if getattr(r, line_name) == value),
-                         key=lambda r: getattr(r, x_name))
+            sel = sorted(
+                (r for r in rows if getattr(r, line_name) == value),
+                key=lambda r: getattr(r, x_name),
+            )
             xs = [getattr(r, x_name) for r in sel]
             ax_lat.plot(xs, [r.p50_ms for r in sel], marker="o", label=f"{line_name} {value}")
             ax_tput.plot(xs, [r.per_s for r in sel], marker="o", label=f"{line_name} {value}")
@@ -177,8 +194,9 @@ def draw(rows: list[Row], path: str) -> None:
                 ax.set_xscale("log")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle("nostr-swarm bench/scale.py: 2-of-3 quorum jobs through one relay_mock "
-                 "(2 cores, shared)")
+    fig.suptitle(
+        "nostr-swarm bench/scale.py: 2-of-3 quorum jobs through one relay_mock (2 cores, shared)"
+    )
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -209,7 +227,10 @@ def _start_gateways(path: str, n: int) -> tuple[list[subprocess.Popen[str]], lis
     for _ in range(n):
         proc = subprocess.Popen(
             [sys.executable, "-m", "client.cli", "serve", "--config", path, "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
         )
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -239,7 +260,8 @@ async def _load(urls: list[str]) -> tuple[float, float]:
                 t0 = time.perf_counter()
                 async with s.post(
                     urls[(left + i) % len(urls)] + "/v1/chat/completions",
-                    data=body, headers=headers,
+                    data=body,
+                    headers=headers,
                 ) as r:
                     await r.read()
                     if r.status != 200:
@@ -303,7 +325,11 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100, 1000])
     p.add_argument("--png", default=os.path.join(ROOT, "docs", "img", "scale.png"))
     p.add_argument(
-        "--gateways", type=int, nargs="*", default=None, metavar="N",
+        "--gateways",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="N",
         help="also (or, with --gateways-only, only) measure N gateway instances on a shared "
         "PostgreSQL + Redis against one on SQLite (default counts: 1 2 3)",
     )

@@ -41,16 +41,12 @@ if ROOT not in sys.path:
 
 from websockets.asyncio.client import connect  # noqa: E402
 
-from client.errors import NostrSwarmError, PublishError, QuorumNotReached  # noqa: E402
-from client.keys import Keys  # noqa: E402
-from client.swarm import SwarmClient  # noqa: E402
-from client.wallet import (  # noqa: E402
-    Ledger,
-    LedgerWallet,
-    Payer,
-    PaymentLedger,
-    SwarmPayHook,
-)
+from client.customer.swarm import SwarmClient  # noqa: E402
+from client.nostr.errors import NostrSwarmError, PublishError, QuorumNotReached  # noqa: E402
+from client.nostr.keys import Keys  # noqa: E402
+from client.wallet import Payer, PaymentLedger, SwarmPayHook  # noqa: E402
+from relay_mock.lightning.ledger import Ledger  # noqa: E402
+from relay_mock.lightning.wallet import LedgerWallet  # noqa: E402
 
 MODEL = "m1"
 CUSTOMER_MSATS = 10**9
@@ -76,8 +72,16 @@ def relay_main(args: argparse.Namespace) -> None:
                 if not stop.is_set() and args.cut_every > 0:
                     await relay.disconnect_all(abort=True)  # every client reconnects
             stats = relay.stats()
-            print(json.dumps({"cuts": stats.disconnects_forced, "dropped": stats.messages_dropped,
-                              "stored": stats.stored_events}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "cuts": stats.disconnects_forced,
+                        "dropped": stats.messages_dropped,
+                        "stored": stats.stored_events,
+                    }
+                ),
+                flush=True,
+            )
 
     asyncio.run(run())
 
@@ -110,9 +114,18 @@ def provider_main(args: argparse.Namespace) -> None:
             print("ready", flush=True)
             await stop.wait()
         stats = node.stats
-        print(json.dumps({"completed": stats.completed, "failed": dict(stats.failed),
-                          "refused": dict(stats.refused), "duplicates": stats.duplicates,
-                          "publish_failures": stats.publish_failures}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "completed": stats.completed,
+                    "failed": dict(stats.failed),
+                    "refused": dict(stats.refused),
+                    "duplicates": stats.duplicates,
+                    "publish_failures": stats.publish_failures,
+                }
+            ),
+            flush=True,
+        )
         ledger.close()
 
     # Lost OKs are expected here (faults); the node counts them (publish_failures, below).
@@ -161,8 +174,11 @@ class Soak:
         rss = [memory_kb(p)[0] for p in self.pids]
         self.checkpoints.append((done, rss, stored))
         mb = "".join(f"{r / 1024:>9.1f}" for r in rss)
-        print(f"{done:>6}{self.completed:>7}{sum(self.failed.values()):>6}{elapsed:>8.1f}"
-              f"{stored:>8}{mb}", flush=True)
+        print(
+            f"{done:>6}{self.completed:>7}{sum(self.failed.values()):>6}{elapsed:>8.1f}"
+            f"{stored:>8}{mb}",
+            flush=True,
+        )
 
 
 def why(exc: BaseException) -> str:
@@ -185,8 +201,9 @@ async def stored_events(url: str) -> int:
     return -1
 
 
-async def run_jobs(args: argparse.Namespace, soak: Soak, url: str, targets: list[str],
-                   swarm: SwarmClient) -> None:
+async def run_jobs(
+    args: argparse.Namespace, soak: Soak, url: str, targets: list[str], swarm: SwarmClient
+) -> None:
     counter = iter(range(args.jobs))
     done = 0
     started = time.perf_counter()
@@ -197,8 +214,12 @@ async def run_jobs(args: argparse.Namespace, soak: Soak, url: str, targets: list
             t0 = time.perf_counter()
             try:
                 result = await swarm.complete(
-                    f"job {i}: what is 2+2?", model=MODEL, quorum=2, targets=targets,
-                    timeout=args.timeout, max_sats=100,
+                    f"job {i}: what is 2+2?",
+                    model=MODEL,
+                    quorum=2,
+                    targets=targets,
+                    timeout=args.timeout,
+                    max_sats=100,
                 )
             except NostrSwarmError as exc:
                 soak.failed[why(exc)] += 1
@@ -211,7 +232,8 @@ async def run_jobs(args: argparse.Namespace, soak: Soak, url: str, targets: list
                 soak.to_quorum.append(t.quorum_ms or 0.0)
                 soak.paying.append(t.total_ms - (t.quorum_ms or 0.0))
                 soak.owed_msats += sum(
-                    inv.msats for p, inv in result.invoices.items()
+                    inv.msats
+                    for p, inv in result.invoices.items()
                     if p in result.agreeing and inv.bolt11
                 )
             done += 1
@@ -225,7 +247,9 @@ async def run_jobs(args: argparse.Namespace, soak: Soak, url: str, targets: list
 def spawn(*argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), *argv],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
 
 
@@ -233,19 +257,40 @@ async def main(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     ledger = Ledger(tmp / "network.db")
     customer_acc = ledger.create_account("customer", msats=CUSTOMER_MSATS)
-    relay = spawn("--role", "relay", "--drop-rate", str(args.drop_rate),
-                  "--latency-ms", str(args.latency_ms), "--cut-every", str(args.cut_every))
+    relay = spawn(
+        "--role",
+        "relay",
+        "--drop-rate",
+        str(args.drop_rate),
+        "--latency-ms",
+        str(args.latency_ms),
+        "--cut-every",
+        str(args.cut_every),
+    )
     assert relay.stdout is not None
     url = relay.stdout.readline().strip()
     providers: list[subprocess.Popen[str]] = []
     keys = [Keys.generate() for _ in range(3)]
     accounts = [ledger.create_account(f"provider{i}").id for i in range(3)]
     for i, k in enumerate(keys):
-        providers.append(spawn(
-            "--role", "provider", "--relay", url, "--ledger", str(tmp / "network.db"),
-            "--account", str(accounts[i]), "--store", str(tmp / f"provider{i}.db"),
-            "--secret", k.secret_hex, "--fail-rate", str(args.fail_rate),
-        ))
+        providers.append(
+            spawn(
+                "--role",
+                "provider",
+                "--relay",
+                url,
+                "--ledger",
+                str(tmp / "network.db"),
+                "--account",
+                str(accounts[i]),
+                "--store",
+                str(tmp / f"provider{i}.db"),
+                "--secret",
+                k.secret_hex,
+                "--fail-rate",
+                str(args.fail_rate),
+            )
+        )
     for p in providers:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     soak = Soak(relay.pid, [p.pid for p in providers], trace=args.tracemalloc)
@@ -253,12 +298,16 @@ async def main(args: argparse.Namespace) -> int:
         tracemalloc.start(8)
     payments = PaymentLedger(tmp / "payments.db")
     hook = SwarmPayHook(Payer(LedgerWallet(ledger, customer_acc.id), payments))
-    print(f"soak: {args.jobs} jobs, quorum 2 of 3 providers, concurrency {args.concurrency}, "
-          f"timeout {args.timeout:g} s; faults: {args.drop_rate:.0%} of relay messages dropped, "
-          f"{args.latency_ms:g} ms added per message, every connection cut every "
-          f"{args.cut_every:g} s, {args.fail_rate:.0%} of model calls fail")
-    print(f"{'jobs':>6}{'done':>7}{'fail':>6}{'time s':>8}{'stored':>8}"
-          f"{'relay MB':>9}{'prov1':>9}{'prov2':>9}{'prov3':>9}{'cust MB':>9}")
+    print(
+        f"soak: {args.jobs} jobs, quorum 2 of 3 providers, concurrency {args.concurrency}, "
+        f"timeout {args.timeout:g} s; faults: {args.drop_rate:.0%} of relay messages dropped, "
+        f"{args.latency_ms:g} ms added per message, every connection cut every "
+        f"{args.cut_every:g} s, {args.fail_rate:.0%} of model calls fail"
+    )
+    print(
+        f"{'jobs':>6}{'done':>7}{'fail':>6}{'time s':>8}{'stored':>8}"
+        f"{'relay MB':>9}{'prov1':>9}{'prov2':>9}{'prov3':>9}{'cust MB':>9}"
+    )
     t0 = time.perf_counter()
     try:
         async with SwarmClient(Keys.generate(), [url], pay=hook) as swarm:
@@ -275,18 +324,28 @@ async def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def report(soak: Soak, args: argparse.Namespace, wall: float, peaks: list[int], ledger: Ledger,
-           payments: PaymentLedger, customer: int, accounts: list[int],
-           tails: list[list[str]]) -> None:
+def report(
+    soak: Soak,
+    args: argparse.Namespace,
+    wall: float,
+    peaks: list[int],
+    ledger: Ledger,
+    payments: PaymentLedger,
+    customer: int,
+    accounts: list[int],
+    tails: list[list[str]],
+) -> None:
     lat = sorted(soak.latencies)
     p50 = lat[len(lat) // 2] if lat else float("nan")
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
     quorum, paying = sorted(soak.to_quorum), sorted(soak.paying)
     mid = len(quorum) // 2
-    print(f"\ncompleted {soak.completed} of {args.jobs} in {wall:.1f} s "
-          f"({soak.completed / wall:.1f} jobs/s; p50 {p50:.0f} ms, p99 {p99:.0f} ms; "
-          f"p50 to quorum {quorum[mid] if quorum else 0:.0f} ms, "
-          f"then paying {paying[mid] if paying else 0:.0f} ms)")
+    print(
+        f"\ncompleted {soak.completed} of {args.jobs} in {wall:.1f} s "
+        f"({soak.completed / wall:.1f} jobs/s; p50 {p50:.0f} ms, p99 {p99:.0f} ms; "
+        f"p50 to quorum {quorum[mid] if quorum else 0:.0f} ms, "
+        f"then paying {paying[mid] if paying else 0:.0f} ms)"
+    )
     print(f"failed    {sum(soak.failed.values())}")
     for reason, n in soak.failed.most_common():
         print(f"  {n:>5}  {reason}")
@@ -297,27 +356,37 @@ def report(soak: Soak, args: argparse.Namespace, wall: float, peaks: list[int], 
     paid_msats = sum(r.amount_msats for r in paid)
     spent = CUSTOMER_MSATS - ledger.balance(customer)
     received = sum(ledger.balance(a) for a in accounts)
-    print(f"sats paid {paid_msats / 1000:g} vs owed {soak.owed_msats / 1000:g} "
-          f"(agreeing providers' invoices of completed jobs); {len(paid)} payments, "
-          f"{len(payments.open_payments())} open, refused/failed "
-          f"{sum(1 for r in records if r.state == 'failed')}")
-    print(f"paid twice: {twice} (customer's payment ledger); ledger: customer spent "
-          f"{spent / 1000:g} sats, providers received {received / 1000:g} sats, "
-          f"conserved={ledger.total_msats() == ledger.deposits_msats()}")
+    print(
+        f"sats paid {paid_msats / 1000:g} vs owed {soak.owed_msats / 1000:g} "
+        f"(agreeing providers' invoices of completed jobs); {len(paid)} payments, "
+        f"{len(payments.open_payments())} open, refused/failed "
+        f"{sum(1 for r in records if r.state == 'failed')}"
+    )
+    print(
+        f"paid twice: {twice} (customer's payment ledger); ledger: customer spent "
+        f"{spent / 1000:g} sats, providers received {received / 1000:g} sats, "
+        f"conserved={ledger.total_msats() == ledger.deposits_msats()}"
+    )
     names = ["relay", "provider 1", "provider 2", "provider 3", "customer"]
-    print("peak memory (VmHWM): " + ", ".join(
-        f"{n} {kb / 1024:.1f} MB" for n, kb in zip(names, peaks, strict=True)))
+    print(
+        "peak memory (VmHWM): "
+        + ", ".join(f"{n} {kb / 1024:.1f} MB" for n, kb in zip(names, peaks, strict=True))
+    )
     if len(soak.checkpoints) >= 2:
         (j0, first, s0), (j1, last, s1) = soak.checkpoints[0], soak.checkpoints[-1]
         mid = soak.checkpoints[len(soak.checkpoints) // 2]
         print(f"memory from job {j0} (after warm-up) to job {mid[0]} and job {j1}:")
         for n, a, m, b in zip(names, first, mid[1], last, strict=True):
-            print(f"  {n:<11}{a / 1024:>7.1f} -> {m / 1024:>7.1f} -> {b / 1024:>7.1f} MB  "
-                  f"(first half {(m - a) / 1024:+.1f} MB, second half {(b - m) / 1024:+.1f} MB)")
+            print(
+                f"  {n:<11}{a / 1024:>7.1f} -> {m / 1024:>7.1f} -> {b / 1024:>7.1f} MB  "
+                f"(first half {(m - a) / 1024:+.1f} MB, second half {(b - m) / 1024:+.1f} MB)"
+            )
         if s1 > s0 >= 0:
             per_event = (last[0] - first[0]) / (s1 - s0)
-            print(f"  the relay keeps every event in memory: {per_event:.1f} kB per stored event "
-                  f"({s1 - s0} events added)")
+            print(
+                f"  the relay keeps every event in memory: {per_event:.1f} kB per stored event "
+                f"({s1 - s0} events added)"
+            )
     if len(soak.snapshots) == 2:
         first, last = soak.snapshots
         print("customer: where the memory added after warm-up was allocated (tracemalloc)")
@@ -340,8 +409,11 @@ def cli() -> argparse.Namespace:
     p.add_argument("--latency-ms", type=float, default=1.0)
     p.add_argument("--cut-every", type=float, default=10.0, help="seconds between connection cuts")
     p.add_argument("--fail-rate", type=float, default=0.02, help="share of failing model calls")
-    p.add_argument("--tracemalloc", action="store_true",
-                   help="show where the customer's memory grew after warm-up (slower)")
+    p.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="show where the customer's memory grew after warm-up (slower)",
+    )
     p.add_argument("--relay")
     p.add_argument("--ledger")
     p.add_argument("--account", type=int)

@@ -35,12 +35,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from client.event import Event  # noqa: E402
-from client.filter import Filter  # noqa: E402
-from client.keys import Keys  # noqa: E402
-from client.nip90 import parse_request  # noqa: E402
-from client.pool import RelayPool  # noqa: E402
-from client.sealing import (  # noqa: E402
+from client.customer.swarm import SwarmClient  # noqa: E402
+from client.dvm.nip90 import parse_request  # noqa: E402
+from client.dvm.sealing import (  # noqa: E402
     KIND_REVEAL_CALL,
     PARAM_COMMIT,
     PARAM_SEALED,
@@ -49,7 +46,10 @@ from client.sealing import (  # noqa: E402
     new_salt,
     parse_reveal_call,
 )
-from client.swarm import SwarmClient  # noqa: E402
+from client.net.pool import RelayPool  # noqa: E402
+from client.nostr.event import Event  # noqa: E402
+from client.nostr.filter import Filter  # noqa: E402
+from client.nostr.keys import Keys  # noqa: E402
 from provider.replies import build_result  # noqa: E402
 from router.types import LmUsage  # noqa: E402
 
@@ -115,7 +115,12 @@ async def _answer(pool: RelayPool, sub: object, keys: Keys) -> None:
         text = "echo: " + req.prompt
         salt = new_salt() if PARAM_COMMIT in req.params else None
         result = build_result(
-            keys, req, text, model="echo", usage=USAGE, seal=req.params.get(PARAM_SEALED),
+            keys,
+            req,
+            text,
+            model="echo",
+            usage=USAGE,
+            seal=req.params.get(PARAM_SEALED),
             salt=salt,
         )
         if salt is None:
@@ -186,7 +191,11 @@ async def measure(
             t0 = time.perf_counter()
             try:
                 r = await client.complete(
-                    f"job {i}", quorum=quorum, targets=targets, timeout=10, **opts  # type: ignore[arg-type]
+                    f"job {i}",
+                    quorum=quorum,
+                    targets=targets,
+                    timeout=10,
+                    **opts,  # type: ignore[arg-type]
                 )
                 assert r.text == f"echo: job {i}"
             except Exception:
@@ -198,8 +207,13 @@ async def measure(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - started
     return Row(
-        name, concurrency, jobs, pct(latencies, 0.5), pct(latencies, 0.99),
-        len(latencies) / wall, failures,
+        name,
+        concurrency,
+        jobs,
+        pct(latencies, 0.5),
+        pct(latencies, 0.99),
+        len(latencies) / wall,
+        failures,
     )
 
 
@@ -208,9 +222,10 @@ async def bench(url: str, provider_keys: list[str], jobs: int) -> list[Row]:
     customer = Keys.generate()
     single, three = provider_keys[:1], provider_keys[:3]
     levels = (1, 10, 100)
-    async with SwarmClient(customer, [url]) as per_job, SwarmClient(
-        customer, [url], inbox=True
-    ) as inbox:
+    async with (
+        SwarmClient(customer, [url]) as per_job,
+        SwarmClient(customer, [url], inbox=True) as inbox,
+    ):
         # Warm-up: connections, caches, first-call costs.
         await measure(per_job, "warm-up", three, 2, 4, 40)
         await measure(inbox, "warm-up", three, 2, 4, 40)
@@ -289,9 +304,19 @@ async def run_inproc(jobs: int) -> None:
 
 def run_processes(jobs: int) -> None:
     relay = subprocess.Popen(
-        [sys.executable, "-m", "client.cli", "relay", "--port", "0",
-         "--max-subscriptions", str(MAX_SUBS)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "client.cli",
+            "relay",
+            "--port",
+            "0",
+            "--max-subscriptions",
+            str(MAX_SUBS),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     providers: subprocess.Popen[str] | None = None
     try:
@@ -301,7 +326,9 @@ def run_processes(jobs: int) -> None:
             raise SystemExit(f"relay did not start: {url!r}")
         providers = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--serve-providers", url, "3"],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         assert providers.stdout is not None
         pubkeys = []

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import bolt11
 
-from client.keys import Keys
+from client.nostr.keys import Keys
 from client.wallet.invoices import decode_invoice, make_invoice
 from client.wallet.nwc import NwcWallet
 

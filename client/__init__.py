@@ -1,8 +1,10 @@
 """nostr-swarm client: the Nostr protocol core and the customer side of the swarm.
 
-The protocol core (keys, events, filters, NIP-19/44/04, wire messages, NIP-90, quorum) has no
-I/O. The relay pool, the swarm client and the wallets sit on top; they are imported on first use
-so that ``import client`` (and ``swarm --version``) stays fast.
+Layers, bottom up (docs/architecture.md): ``client.nostr`` (the protocol core, pure),
+``client.net`` (relay connections and the pool), ``client.dvm`` (NIP-90 and NIP-89 events,
+sealing; pure), ``client.wallet`` (NIP-47, BOLT11, payments), ``client.customer`` (quorum,
+``SwarmClient``, discovery, reputation) and ``client.cli``. The public names are importable from
+here; all but the core are imported on first use, so ``import client`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,61 +12,60 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import errors, nip04, nip19, nip44
-from .event import Event
-from .filter import Filter
-from .keys import Keys
+from client import errors
+from client.nostr import nip04, nip19, nip44
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "RelayPool": "pool",
-    "Subscription": "pool",
-    "SwarmClient": "swarm",
-    "SwarmResult": "swarm",
-    "Progress": "swarm",
-    "ProviderState": "swarm",
-    "Timings": "swarm",
-    "JobCollector": "swarm",
-    "Quorum": "quorum",
-    "Vote": "quorum",
-    "Decision": "quorum",
-    "JobSpec": "nip90",
-    "Job": "nip90",
-    "JobRequest": "nip90",
-    "JobResult": "nip90",
-    "JobFeedback": "nip90",
-    "Amount": "nip90",
-    "CopyPolicy": "sealing",
-    "SealingMode": "sealing",
-    "SEALING_MODES": "sealing",
-    "ProviderDirectory": "directory",
-    "DirectoryWatcher": "directory",
-    "ProviderInfo": "directory",
-    "discover": "directory",
-    "ReputationLedger": "reputation",
-    "Selector": "selection",
-    "BestReputation": "selection",
-    "Cheapest": "selection",
-    "Fastest": "selection",
-    "Explore": "selection",
-    "Broadcast": "selection",
-    "AccessList": "selection",
-    "QuorumMembership": "selection",
+    "RelayPool": "client.net.pool",
+    "Subscription": "client.net.pool",
+    "SwarmClient": "client.customer.swarm",
+    "SwarmResult": "client.customer.swarm",
+    "Progress": "client.customer.swarm",
+    "ProviderState": "client.customer.swarm",
+    "Timings": "client.customer.swarm",
+    "JobCollector": "client.customer.swarm",
+    "Quorum": "client.customer.quorum",
+    "Vote": "client.customer.quorum",
+    "Decision": "client.customer.quorum",
+    "JobSpec": "client.dvm.nip90",
+    "Job": "client.dvm.nip90",
+    "JobRequest": "client.dvm.nip90",
+    "JobResult": "client.dvm.nip90",
+    "JobFeedback": "client.dvm.nip90",
+    "Amount": "client.dvm.nip90",
+    "CopyPolicy": "client.customer.copy_guard",
+    "SealingMode": "client.customer.copy_guard",
+    "SEALING_MODES": "client.customer.copy_guard",
+    "ProviderDirectory": "client.customer.directory",
+    "DirectoryWatcher": "client.customer.directory",
+    "ProviderInfo": "client.customer.directory",
+    "discover": "client.customer.directory",
+    "ReputationLedger": "client.customer.reputation",
+    "Selector": "client.customer.selection",
+    "BestReputation": "client.customer.selection",
+    "Cheapest": "client.customer.selection",
+    "Fastest": "client.customer.selection",
+    "Explore": "client.customer.selection",
+    "Broadcast": "client.customer.selection",
+    "AccessList": "client.customer.selection",
+    "QuorumMembership": "client.customer.selection",
 }
-_LAZY_MODULES = (
-    "nip90", "quorum", "pool", "swarm", "wallet", "messages", "sealing", "directory",
-    "reputation", "selection",
-)  # fmt: skip
-
 if TYPE_CHECKING:
-    from .directory import DirectoryWatcher, ProviderDirectory, ProviderInfo, discover
-    from .nip90 import Amount, Job, JobFeedback, JobRequest, JobResult, JobSpec
-    from .pool import RelayPool, Subscription
-    from .quorum import Decision, Quorum, Vote
-    from .reputation import ReputationLedger
-    from .sealing import SEALING_MODES, CopyPolicy, SealingMode
-    from .selection import (
+    from client.customer.copy_guard import SEALING_MODES, CopyPolicy, SealingMode
+    from client.customer.directory import (
+        DirectoryWatcher,
+        ProviderDirectory,
+        ProviderInfo,
+        discover,
+    )
+    from client.customer.quorum import Decision, Quorum, Vote
+    from client.customer.reputation import ReputationLedger
+    from client.customer.selection import (
         AccessList,
         BestReputation,
         Broadcast,
@@ -74,14 +75,21 @@ if TYPE_CHECKING:
         QuorumMembership,
         Selector,
     )
-    from .swarm import JobCollector, Progress, ProviderState, SwarmClient, SwarmResult, Timings
+    from client.customer.swarm import (
+        JobCollector,
+        Progress,
+        ProviderState,
+        SwarmClient,
+        SwarmResult,
+        Timings,
+    )
+    from client.dvm.nip90 import Amount, Job, JobFeedback, JobRequest, JobResult, JobSpec
+    from client.net.pool import RelayPool, Subscription
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f".{name}", __name__)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'client' has no attribute {name!r}")
 
 

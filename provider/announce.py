@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import KIND_TEXT_GENERATION, WIRE_PROFILE
+from client.dvm.nip90 import KIND_TEXT_GENERATION, WIRE_PROFILE
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 from .pricing import Pricing
 
@@ -147,9 +147,7 @@ def offer_content(offer: Offer) -> dict[str, Any]:
     return content
 
 
-def build_announcement(
-    keys: Keys, offer: Offer, *, created_at: int, online: bool = True
-) -> Event:
+def build_announcement(keys: Keys, offer: Offer, *, created_at: int, online: bool = True) -> Event:
     """The signed kind-31990 announcement/heartbeat."""
     d = offer.d_tag or default_d_tag(keys.public_key)
     tags = [

@@ -77,8 +77,8 @@ def build_wallet(cfg: PaymentConfig) -> Wallet | None:
 
         return NwcWallet(cfg.nwc)
     if cfg.ledger:
-        from client.wallet.ledger import Ledger
-        from client.wallet.local import LedgerWallet
+        from relay_mock.lightning.ledger import Ledger
+        from relay_mock.lightning.wallet import LedgerWallet
 
         ledger = Ledger(cfg.ledger)
         account = cfg.ledger_account

@@ -1,8 +1,8 @@
 """`swarm provider`: set up and run a provider node.
 
-    swarm provider init                       # writes provider.toml with a new key
-    swarm provider run --config provider.toml # serves until Ctrl-C / SIGTERM
-    swarm provider status --config provider.toml
+swarm provider init                       # writes provider.toml with a new key
+swarm provider run --config provider.toml # serves until Ctrl-C / SIGTERM
+swarm provider status --config provider.toml
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import socket
 import sys
 from pathlib import Path
 
-from client.cli_common import LOCAL_RELAY, add_relay_option
-from client.errors import NostrSwarmError
-from client.keys import Keys
+from client.cli.common import LOCAL_RELAY, add_relay_option
+from client.nostr.errors import NostrSwarmError
+from client.nostr.keys import Keys
 
 from .assemble import build_node
 from .config import BackendType, load_config, render_template

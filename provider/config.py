@@ -25,8 +25,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from client.errors import InvalidKey
-from client.keys import Keys
+from client.nostr.errors import InvalidKey
+from client.nostr.keys import Keys
 
 from .errors import ConfigError
 from .limits import Limits
@@ -154,7 +154,7 @@ class ProviderConfig(BaseModel):
 
 
 def _shape(annotation: Any) -> str:
-    """"list", "dict", "bool" or "scalar" for a field's type (Optional unwrapped)."""
+    """ "list", "dict", "bool" or "scalar" for a field's type (Optional unwrapped)."""
     origin = get_origin(annotation)
     if origin in (Union, UnionType):
         inner = [a for a in get_args(annotation) if a is not type(None)]
@@ -302,18 +302,18 @@ def render_template(
         "# Serve only these models (default: every model the backends list).",
         f"# models = {_toml_list(model_list or ['llama3.2:1b'])}",
         "# The model for requests that name none (default: the first one).",
-        "# default_model = \"llama3.2:1b\"",
+        '# default_model = "llama3.2:1b"',
         "# Seconds between heartbeats (the announcement re-published with a fresh timestamp).",
         "heartbeat_s = 120",
         "",
         "[pricing]",
         "# Millisats (1 sat = 1000 msats) per 1000 tokens, and the least one job costs.",
-        "# Ignored while payment.policy is \"free\".",
+        '# Ignored while payment.policy is "free".',
         "msats_per_1k_prompt = 1000",
         "msats_per_1k_completion = 3000",
         "min_msats = 1000",
         "# Per-model prices override the ones above:",
-        "# [pricing.models.\"llama3.1:70b\"]",
+        '# [pricing.models."llama3.1:70b"]',
         "# msats_per_1k_prompt = 10000",
         "# msats_per_1k_completion = 30000",
         "# min_msats = 5000",
@@ -328,7 +328,7 @@ def render_template(
         f"invoice_expiry_s = {pay.invoice_expiry_s}",
         "",
         "[limits]",
-        "# Jobs running on the backend at once, and waiting beyond those (then: error \"busy\").",
+        '# Jobs running on the backend at once, and waiting beyond those (then: error "busy").',
         f"max_concurrent = {lim.max_concurrent}",
         f"queue_size = {lim.queue_size}",
         "# Jobs one customer may send per minute (0: no limit), and at once.",
@@ -350,9 +350,7 @@ def render_template(
     ]
     if backend_url:
         lines.append(f'url = "{backend_url}"')
-    lines.append(
-        f"models = {_toml_list(model_list)}  # empty: ask the server which models it has"
-    )
+    lines.append(f"models = {_toml_list(model_list)}  # empty: ask the server which models it has")
     if backend == "openai":
         lines.append('# api_key_env = "OPENAI_API_KEY"  # read the key from this variable')
     if backend == "mock":

@@ -20,10 +20,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.errors import QuorumNotReached
-from client.keys import Keys
-from client.swarm import Progress, SwarmClient, SwarmResult
-from client.wallet import Ledger, NwcWallet, Payer, PaymentLedger, SwarmPayHook, WalletService
+from client.customer.swarm import Progress, SwarmClient, SwarmResult
+from client.nostr.errors import QuorumNotReached
+from client.nostr.keys import Keys
+from client.wallet import NwcWallet, Payer, PaymentLedger, SwarmPayHook
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
 from router.backends.base import LmBackend
 from router.backends.mock import MockBackend
 

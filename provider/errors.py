@@ -1,8 +1,8 @@
-"""Errors the provider raises. All derive from ``client.errors.NostrSwarmError``."""
+"""Errors the provider raises. All derive from ``client.nostr.errors.NostrSwarmError``."""
 
 from __future__ import annotations
 
-from client.errors import NostrSwarmError
+from client.nostr.errors import NostrSwarmError
 
 
 class ProviderError(NostrSwarmError):

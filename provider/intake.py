@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.errors import JobRejected
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import KIND_TEXT_GENERATION, JobRequest, parse_request
-from client.sealing import COMMIT_SHA256, PARAM_COMMIT, PARAM_SEALED
+from client.dvm.nip90 import KIND_TEXT_GENERATION, JobRequest, parse_request
+from client.dvm.sealing import COMMIT_SHA256, PARAM_COMMIT, PARAM_SEALED
+from client.nostr.errors import JobRejected
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 from .announce import PaymentPolicy
 from .limits import Limits

@@ -40,18 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from client.errors import (
-    InvoiceError,
-    JobRejected,
-    NostrSwarmError,
-    PublishError,
-    RelayError,
-    WalletError,
-)
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import (
+from client.dvm.nip90 import (
     ERROR,
     KIND_DELETION,
     KIND_TEXT_GENERATION,
@@ -61,9 +50,8 @@ from client.nip90 import (
     JobRequest,
     parse_request,
 )
-from client.nip90 import build_feedback as nip90_feedback
-from client.pool import RelayPool, Subscription
-from client.sealing import (
+from client.dvm.nip90 import build_feedback as nip90_feedback
+from client.dvm.sealing import (
     KIND_REVEAL_CALL,
     RevealCall,
     build_commitment,
@@ -71,6 +59,18 @@ from client.sealing import (
     new_salt,
     parse_reveal_call,
 )
+from client.net.pool import RelayPool, Subscription
+from client.nostr.errors import (
+    InvoiceError,
+    JobRejected,
+    NostrSwarmError,
+    PublishError,
+    RelayError,
+    WalletError,
+)
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from client.wallet import Wallet, decode_invoice
 from provider.kinds import check_kinds, prompt_for
 from router.backends.base import LmBackend
@@ -841,9 +841,7 @@ class ProviderNode:
     def _refuse(self, refusal: Refuse) -> None:
         self.stats.refused[refusal.reason] += 1
         self.store.update(refusal.request.id, "refused", reason=refusal.reason)
-        self._feedback(
-            refusal.request, ERROR, refusal.message, amount_msats=refusal.amount_msats
-        )
+        self._feedback(refusal.request, ERROR, refusal.message, amount_msats=refusal.amount_msats)
         log.info(
             "job %s customer %s refused (%s): %s",
             refusal.request.id[:12],
@@ -875,7 +873,10 @@ class ProviderNode:
             self._unpaid.add(job.id)
             job.state = "awaiting_payment"
             self.store.update(
-                job.id, "awaiting_payment", model=accept.model, quote_msats=accept.quote_msats,
+                job.id,
+                "awaiting_payment",
+                model=accept.model,
+                quote_msats=accept.quote_msats,
                 request=accept.request.event.to_json(),
             )
             job.task = self._spawn_job(self._collect_payment(job), job)
@@ -1130,8 +1131,7 @@ class ProviderNode:
             self._fail(
                 held.job,
                 "commit_late",
-                "the customer closed the commitment window without our commitment; "
-                "result withheld",
+                "the customer closed the commitment window without our commitment; result withheld",
             )
 
     def _reveal_soon(self, held: _Held) -> None:
@@ -1170,9 +1170,7 @@ class ProviderNode:
         self.stats.completed += 1
         self.stats.tokens += usage.prompt_tokens + usage.completion_tokens
         self.stats.billed_msats += billed or 0
-        self.stats.overhead_ms.append(
-            (delivery.handed_over - job.received) * 1000 - job.backend_ms
-        )
+        self.stats.overhead_ms.append((delivery.handed_over - job.received) * 1000 - job.backend_ms)
         fields: dict[str, object] = {
             "model": accept.model,
             "quote_msats": accept.quote_msats,

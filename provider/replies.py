@@ -1,8 +1,8 @@
 """The node's result event (kind 6050), with our usage and model tags and the optional sealed
-content. Feedback uses ``client.nip90.build_feedback`` as is. Pure.
+content. Feedback uses ``client.dvm.nip90.build_feedback`` as is. Pure.
 
-``client.nip90.build_result`` has no way to add tags, so this builds the same shape (``request``,
-``e``, ``p``, ``i`` or ``encrypted``, ``amount``) plus:
+``client.dvm.nip90.build_result`` has no way to add tags, so this builds the same shape
+(``request``, ``e``, ``p``, ``i`` or ``encrypted``, ``amount``) plus:
 
 - ``["usage", "<prompt tokens>", "<completion tokens>", "<total tokens>"]``
 - ``["model", "<model that answered>"]``
@@ -10,16 +10,16 @@ content. Feedback uses ``client.nip90.build_feedback`` as is. Pure.
   "nip44"]``) of a cleartext job: the content is NIP-44-encrypted to the customer, so other
   providers watching the relay cannot copy the answer.
 - ``["salt", "<64 hex>"]`` when the result reveals a commitment (``["param", "commit",
-  "sha256"]``): with it the customer recomputes ``client.sealing.commit`` over the plain text.
+  "sha256"]``): with it the customer recomputes ``client.dvm.sealing.commit`` over the plain text.
 """
 
 from __future__ import annotations
 
-from client import nip04, nip44
-from client.event import Event, Tags
-from client.keys import Keys
-from client.nip90 import RESULT_OFFSET, JobRequest
-from client.sealing import TAG_SALT
+from client.dvm.nip90 import RESULT_OFFSET, JobRequest
+from client.dvm.sealing import TAG_SALT
+from client.nostr import nip04, nip44
+from client.nostr.event import Event, Tags
+from client.nostr.keys import Keys
 from router.types import LmUsage
 
 

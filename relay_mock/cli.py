@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from client.cli_common import LOCAL_RELAY_PORT
+from client.cli.common import LOCAL_RELAY_PORT
 
 from .config import Limits
 from .errors import RelayMockError
@@ -38,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--event-rate", type=float, metavar="N", help="most events per second per connection"
     )
     p.add_argument(
-        "--max-subscriptions", type=int, default=50, metavar="N",
+        "--max-subscriptions",
+        type=int,
+        default=50,
+        metavar="N",
         help="open subscriptions per connection (default 50)",
     )
     p.add_argument(

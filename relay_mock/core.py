@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from client.errors import InvalidEvent, InvalidFilter
-from client.filter import Filter
-from client.messages import (
+from client.nostr.errors import InvalidEvent, InvalidFilter
+from client.nostr.filter import Filter
+from client.nostr.messages import (
     auth_challenge_message,
     closed_message,
     count_result_message,
@@ -41,6 +41,7 @@ Buffered = Callable[[], int]
 
 def _nothing_buffered() -> int:
     return 0
+
 
 # Seconds an AUTH event's created_at may differ from now (NIP-42 suggests about ten minutes).
 AUTH_WINDOW = 600

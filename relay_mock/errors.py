@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client.errors import NostrSwarmError
+from client.nostr.errors import NostrSwarmError
 
 
 class RelayMockError(NostrSwarmError):

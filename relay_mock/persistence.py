@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from client.errors import InvalidEvent
+from client.nostr.errors import InvalidEvent
 
 from .errors import PersistenceError
 from .record import Record, parse_record

@@ -29,9 +29,9 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.speedups import apply_mask  # type: ignore[import-not-found]
 
-from client.event import Event
-from client.filter import Filter
-from client.messages import notice_message
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.messages import notice_message
 
 from .config import Faults, Limits, RelayInfo
 from .core import Peer, RelayCore
@@ -745,8 +745,9 @@ class Relay:
             return response
         if "upgrade" not in headers.get("Connection", "").lower():
             return conn.respond(
-                200, "relay_mock: a Nostr relay. Connect with a websocket, or send "
-                "Accept: application/nostr+json for its NIP-11 document.\n"
+                200,
+                "relay_mock: a Nostr relay. Connect with a websocket, or send "
+                "Accept: application/nostr+json for its NIP-11 document.\n",
             )
         refusal = self._connection_refusal(_address(conn))
         if refusal:  # before the upgrade: a refused client costs no websocket state

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from client.filter import Filter
+from client.nostr.filter import Filter
 
 from .kinds import DELETION, KindClass, kind_class
 from .record import Record
@@ -34,6 +34,7 @@ _key = attrgetter("key")
 def _order(rec: Record) -> tuple[int, str]:
     """NIP-01 result order: newest first, ties by lowest id."""
     return (-rec.created_at, rec.id)
+
 
 _Address = tuple[int, str, str]  # (kind, pubkey, d)
 _INFINITY = float("inf")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from client.filter import Filter
+from client.nostr.filter import Filter
 
 from .record import Record
 

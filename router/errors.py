@@ -1,8 +1,9 @@
 """Errors the router raises.
 
-Everything derives from ``client.errors.NostrSwarmError``. The errors the swarm side raises
+Everything derives from ``client.nostr.errors.NostrSwarmError``. The errors the swarm side raises
 (``QuorumNotReached``, ``BudgetExceeded``, ``NoProvidersAvailable``) are defined in
-``client.errors`` and re-exported here, so ``router.errors`` is the one place a user imports from.
+``client.nostr.errors`` and re-exported here, so ``router.errors`` is the one place a user imports
+from.
 """
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from client.errors import BudgetExceeded, NoProvidersAvailable, NostrSwarmError, QuorumNotReached
+from client.nostr.errors import (
+    BudgetExceeded,
+    NoProvidersAvailable,
+    NostrSwarmError,
+    QuorumNotReached,
+)
 
 __all__ = [
     "AllProvidersFailed",

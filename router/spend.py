@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from client.errors import BudgetExceeded
+from client.nostr.errors import BudgetExceeded
 
 from .state_db import Database
 

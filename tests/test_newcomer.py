@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import client.cli as cli
+import client.cli.command as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -283,8 +283,13 @@ def test_demo_without_the_model_says_how_to_install_it_before_starting_anything(
 @pytest.mark.local_model
 async def test_demo_keep_running_prints_a_uri_and_an_export_line_that_can_be_pasted() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli", "demo", "--keep-running",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "client.cli",
+        "demo",
+        "--keep-running",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     lines: list[str] = []
     try:
@@ -336,7 +341,7 @@ def test_provider_without_a_config_says_how_to_make_one(
 _FLOOD = """
 import sys
 from importlib.metadata import EntryPoint
-import client.cli as cli
+import client.cli.command as cli
 
 def register(sub):
     p = sub.add_parser("flood")

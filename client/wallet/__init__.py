@@ -8,17 +8,17 @@
   disk), :class:`Payer` (``pay``, ``pay_quorum``, ``resolve_open``), :class:`SwarmPayHook`
   (SwarmClient's ``pay`` hook).
 - Provider side: :func:`wait_until_paid`.
-- Local network: :class:`Ledger` (SQLite accounts and invoices), :class:`LedgerWallet`,
-  :class:`WalletService` (the NWC service behind ``swarm wallet serve``).
+- The local stand-in for the Lightning network (a ledger, a wallet on it, the NWC service behind
+  ``swarm wallet serve``) is :mod:`relay_mock.lightning`, beside the local relay.
 
-Errors are the typed ones in :mod:`client.errors` (``InvoiceError``, ``WrongNetwork``,
+Errors are the typed ones in :mod:`client.nostr.errors` (``InvoiceError``, ``WrongNetwork``,
 ``InvoiceExpired``, ``BudgetExceeded``, ``WalletError``, ``PaymentFailed``, ``InsufficientBalance``,
 ``InvoiceNotFound``, ``WalletUnauthorized``, ``WalletTimeout``, ``WalletUnavailable``).
 """
 
 from __future__ import annotations
 
-from ..errors import (
+from client.nostr.errors import (
     BudgetExceeded,
     InsufficientBalance,
     InvoiceError,
@@ -32,16 +32,14 @@ from ..errors import (
     WalletUnavailable,
     WrongNetwork,
 )
+
 from .guard import Bill, Budget, PaymentGuard
 from .interface import Transaction, Wallet
 from .invoices import Invoice, check_invoice, decode_invoice, make_invoice
-from .ledger import Ledger
-from .local import LedgerWallet
 from .nwc import NwcWallet
 from .payment_ledger import PaymentLedger, PaymentRecord
 from .payments import Payer, PaymentOutcome, QuorumPayment
 from .receiving import wait_until_paid
-from .service import WalletService
 from .swarm_payment import SwarmPayHook
 
 __all__ = [
@@ -53,8 +51,6 @@ __all__ = [
     "InvoiceError",
     "InvoiceExpired",
     "InvoiceNotFound",
-    "Ledger",
-    "LedgerWallet",
     "NwcWallet",
     "Payer",
     "PaymentError",
@@ -68,7 +64,6 @@ __all__ = [
     "Transaction",
     "Wallet",
     "WalletError",
-    "WalletService",
     "WalletTimeout",
     "WalletUnauthorized",
     "WalletUnavailable",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import BudgetExceeded, PaymentError
+from client.nostr.errors import BudgetExceeded, PaymentError
+
 from .invoices import DEFAULT_NETWORK, Invoice, check_invoice
 
 DAY_SECONDS = 86_400

@@ -1,8 +1,9 @@
 """The `Wallet` interface every wallet implements (NWC client, in-process ledger wallet, fakes).
 
-Amounts are exact integer millisats. A wallet raises the typed errors from :mod:`client.errors`:
-``PaymentFailed``, ``InsufficientBalance``, ``InvoiceNotFound``, ``WalletUnauthorized``,
-``WalletTimeout`` / ``WalletUnavailable`` (outcome unknown), or ``WalletError`` with a code.
+Amounts are exact integer millisats. A wallet raises the typed errors from
+:mod:`client.nostr.errors`: ``PaymentFailed``, ``InsufficientBalance``, ``InvoiceNotFound``,
+``WalletUnauthorized``, ``WalletTimeout`` / ``WalletUnavailable`` (outcome unknown), or
+``WalletError`` with a code.
 """
 
 from __future__ import annotations

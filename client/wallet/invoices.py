@@ -2,8 +2,8 @@
 
 Decoding goes through the ``bolt11`` package and then adds the reader rules it skips (BOLT #11
 "Requirements" for readers): no mixed case, ``p`` amounts ending in 0, no unknown even feature
-bits. Every failure is an :class:`~client.errors.InvoiceError`; amounts are exact integer msats,
-computed from the human-readable part with integer arithmetic (never through floats).
+bits. Every failure is an :class:`~client.nostr.errors.InvoiceError`; amounts are exact integer
+msats, computed from the human-readable part with integer arithmetic (never through floats).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bolt11.models.features import Feature, Features, FeatureState
 from bolt11.models.tags import TagChar, Tags
 from coincurve import PrivateKey
 
-from ..errors import InvoiceError, InvoiceExpired, WrongNetwork
+from client.nostr.errors import InvoiceError, InvoiceExpired, WrongNetwork
 
 
 def _u5_to_bits(groups: list[int]) -> BitArray:

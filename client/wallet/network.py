@@ -12,8 +12,16 @@ from .invoices import NETWORKS
 log = logging.getLogger(__name__)
 
 # What wallets answer, and the name the guard uses.
-_ALIASES = {"mainnet": "bitcoin", "main": "bitcoin", "bitcoin": "bitcoin", "testnet": "testnet",
-            "testnet3": "testnet", "testnet4": "testnet", "signet": "signet", "regtest": "regtest"}
+_ALIASES = {
+    "mainnet": "bitcoin",
+    "main": "bitcoin",
+    "bitcoin": "bitcoin",
+    "testnet": "testnet",
+    "testnet3": "testnet",
+    "testnet4": "testnet",
+    "signet": "signet",
+    "regtest": "regtest",
+}
 
 
 def network_name(value: object) -> str | None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlsplit
 
-from .. import nip04, nip44
-from ..errors import (
+from client.nostr import nip04, nip44
+from client.nostr.errors import (
     DecryptionError,
     EncryptionError,
     InsufficientBalance,
@@ -24,8 +24,8 @@ from ..errors import (
     WalletError,
     WalletUnauthorized,
 )
-from ..event import Event
-from ..keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 INFO_KIND: Final = 13194
 REQUEST_KIND: Final = 23194

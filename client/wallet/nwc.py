@@ -22,9 +22,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import PublishError, RelayError, WalletError, WalletTimeout, WalletUnavailable
-from ..filter import Filter
-from ..pool import RelayPool
+from client.net.pool import RelayPool
+from client.nostr.errors import (
+    PublishError,
+    RelayError,
+    WalletError,
+    WalletTimeout,
+    WalletUnavailable,
+)
+from client.nostr.filter import Filter
+
 from . import nip47
 from .interface import Transaction, Wallet
 

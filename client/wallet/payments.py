@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from ..errors import (
+from client.nostr.errors import (
     BudgetExceeded,
     InvoiceError,
     InvoiceNotFound,
@@ -24,6 +24,7 @@ from ..errors import (
     WalletError,
     WalletUnavailable,
 )
+
 from .guard import DAY_SECONDS, Bill, PaymentGuard
 from .interface import Wallet
 from .invoices import Invoice, decode_invoice, preimage_matches
@@ -313,7 +314,8 @@ class Payer:
         except InvoiceNotFound:
             if self._now() - rec.updated_at >= self.not_found_grace_s:
                 self.ledger.mark_failed(
-                    h, "resolved by lookup_invoice: the wallet has no record of this payment",
+                    h,
+                    "resolved by lookup_invoice: the wallet has no record of this payment",
                     self._now(),
                 )
                 return "failed"
@@ -328,7 +330,8 @@ class Payer:
             return "paid"
         if tx.state in ("failed", "expired"):
             self.ledger.mark_failed(
-                h, f"resolved by lookup_invoice: the wallet reports it {tx.state}; {was}",
+                h,
+                f"resolved by lookup_invoice: the wallet reports it {tx.state}; {was}",
                 self._now(),
             )
             return "failed"
@@ -373,7 +376,9 @@ class Payer:
             if h is not None and h in seen_hashes:
                 log.warning(
                     "refused to pay %s for job %s: same invoice as provider %s",
-                    provider[:16], job_id[:16], seen_hashes[h][:16],
+                    provider[:16],
+                    job_id[:16],
+                    seen_hashes[h][:16],
                 )
                 outcomes[provider] = PaymentOutcome(
                     provider,

@@ -11,7 +11,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ..errors import InvoiceExpired, PaymentFailed, WalletError, WalletTimeout
+from client.nostr.errors import InvoiceExpired, PaymentFailed, WalletError, WalletTimeout
+
 from .interface import Transaction, Wallet
 
 

@@ -1,11 +1,11 @@
-"""Glue between :class:`~client.swarm.SwarmClient`'s payment seam and :class:`Payer`.
+"""Glue between :class:`~client.customer.swarm.SwarmClient`'s payment seam and :class:`Payer`.
 
 ``SwarmClient(keys, relays, pay=SwarmPayHook(payer))`` pays the agreeing providers of every
 reached quorum and nobody else. The hook reads what the result carries (duck-typed, so this module
-does not import ``client.swarm``): ``job_id``, ``agreeing``, ``invoices`` (provider -> ``amount``
-tag with msats and BOLT11), ``quotes`` (provider -> msats quoted in feedback) and the job's ``bid``
-tag. A provider's quote is the lowest amount it named (feedback quote, result ``amount`` tag): the
-invoice may ask for no more than that.
+does not import ``client.customer.swarm``): ``job_id``, ``agreeing``, ``invoices`` (provider ->
+``amount`` tag with msats and BOLT11), ``quotes`` (provider -> msats quoted in feedback) and the
+job's ``bid`` tag. A provider's quote is the lowest amount it named (feedback quote, result
+``amount`` tag): the invoice may ask for no more than that.
 """
 
 from __future__ import annotations

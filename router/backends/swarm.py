@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from client.errors import BudgetExceeded, QuorumNotReached
+from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
 from ..errors import BackendError, InvalidRequest, PaidFailure
 from ..types import LmResponse, LmUsage, Prompt, StreamChunk, estimate_tokens, prompt_text
@@ -92,9 +92,10 @@ class SwarmBackend(LmBackend):
     ``owns_deadline``: the job's ``timeout_s`` is its deadline, and the payment after the
     quorum runs to its outcome; the router puts no per-attempt timeout of its own around it.
 
-    ``selector`` (a ``client.selection.Selector``; by default the client's own ``selector``)
-    gives the router's adaptive strategy this backend's expected figures from the reputation
-    ledger (:meth:`reputation_figures`), recomputed at most every ``figures_ttl_s`` seconds.
+    ``selector`` (a ``client.customer.selection.Selector``; by default the client's own
+    ``selector``) gives the router's adaptive strategy this backend's expected figures from the
+    reputation ledger (:meth:`reputation_figures`), recomputed at most every ``figures_ttl_s``
+    seconds.
     """
 
     def __init__(
@@ -367,7 +368,7 @@ class SwarmBackend(LmBackend):
 
     def reputation_figures(self, model: str) -> Any:
         """What the reputation ledger expects of the next job for ``model`` (latency, failure
-        rate; ``client.selection.Figures``), or None without a selector or a record."""
+        rate; ``client.customer.selection.Figures``), or None without a selector or a record."""
         sel = self.selector
         if sel is None:
             return None
@@ -426,7 +427,7 @@ def _check_request(name: str, prompt: Prompt, params: dict[str, Any]) -> None:
 
 
 def _comparator(name: str, prompt: str, response_format: Any) -> Any:
-    from client.quorum import comparator_by_name
+    from client.customer.quorum import comparator_by_name
 
     try:
         return comparator_by_name(name, prompt=prompt, response_format=response_format)

@@ -3,7 +3,7 @@
 Each simulated job asks ``num_providers`` providers. Each one declines (its price is above the
 bid), fails (error feedback), times out (never answers), or answers after a latency drawn from
 ``latency``; with ``variance_in_results`` some answers differ. The answers are counted, in arrival
-order, by the same quorum engine the real client uses (``client.quorum.Quorum``), so the
+order, by the same quorum engine the real client uses (``client.customer.quorum.Quorum``), so the
 simulator answers questions like "which quorum, timeout and bid give 99% success, at what cost?"::
 
     sim = SwarmSimulator(SwarmSimConfig(num_providers=5, quorum_size=3, failure_rate=0.1, seed=7))
@@ -17,10 +17,10 @@ figure, not its own wall time); ``time_scale=1`` makes it really wait that long.
 
 Mixed swarms: ``profiles`` gives each provider its own behaviour (:class:`ProviderProfile`:
 ``good``, ``slow``, ``liar`` or your own latency, failure, timeout and lie rates and price). With
-a ``selector`` (``client.selection.Selector`` over a ``ReputationLedger``) each job addresses the
-providers the selector's policy picks, counts only the votes it admits, and the outcome is written
-to the ledger, exactly as ``SwarmClient`` does with real providers; :func:`sim_directory` makes
-the directory of a simulated swarm::
+a ``selector`` (``client.customer.selection.Selector`` over a ``ReputationLedger``) each job
+addresses the providers the selector's policy picks, counts only the votes it admits, and the
+outcome is written to the ledger, exactly as ``SwarmClient`` does with real providers;
+:func:`sim_directory` makes the directory of a simulated swarm::
 
     P = ProviderProfile
     profiles = [P.good()] * 4 + [P.slow()] * 3 + [P.liar()] * 3
@@ -41,11 +41,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from client.directory import PriceList, ProviderDirectory, ProviderInfo
-from client.errors import NoProvidersAvailable, QuorumNotReached
-from client.quorum import Quorum, Vote, comparator_by_name
-from client.reputation import Observation, observe, unmatched_of
-from client.selection import Figures, GatedQuorum, Selection, Selector
+from client.customer.directory import PriceList, ProviderDirectory, ProviderInfo
+from client.customer.quorum import Quorum, Vote, comparator_by_name
+from client.customer.reputation import Observation, observe, unmatched_of
+from client.customer.selection import Figures, GatedQuorum, Selection, Selector
+from client.nostr.errors import NoProvidersAvailable, QuorumNotReached
 
 from ..types import LmResponse, LmUsage, Prompt, estimate_tokens, prompt_text
 from .base import LmBackend
@@ -233,7 +233,7 @@ def simulate_job(
 ) -> SimJob:
     """Run one job (pure apart from ``rng``). ``targets``: the provider keys addressed (None:
     all); ``admit``: whose votes count (the rest are observers, as in
-    ``client.selection.GatedQuorum``)."""
+    ``client.customer.selection.GatedQuorum``)."""
     text = config.response_template.replace("{prompt}", prompt)
     arrivals: list[tuple[float, int, str | None]] = []  # (time, provider, text or None = error)
     outcomes: list[Outcome] = []
@@ -339,7 +339,7 @@ def simulate_job(
 
 def sim_observations(config: SwarmSimConfig, job: SimJob) -> list[Observation]:
     """What a customer's reputation ledger learns from one simulated job (the same rules as
-    for a real ``SwarmResult``: ``client.reputation.observe``)."""
+    for a real ``SwarmResult``: ``client.customer.reputation.observe``)."""
     answered = {p: t for p, t, ok in job.heard if ok}
     errors = [p for p, _, ok in job.heard if not ok]
     errors += [provider_key(i) for i, o in enumerate(job.outcomes) if o == "declined"]

@@ -55,20 +55,22 @@ class AdminApi:
     def _authorized(self, request: HttpRequest) -> None:
         header = request.headers.get("authorization") or ""
         scheme, _, key = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(
-            digest(key.strip()), self._digest
-        )
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(digest(key.strip()), self._digest)
         if not ok:
-            raise ApiError(401, "the admin API needs 'Authorization: Bearer <admin key>'",
-                           code="invalid_admin_key")
+            raise ApiError(
+                401,
+                "the admin API needs 'Authorization: Bearer <admin key>'",
+                code="invalid_admin_key",
+            )
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         try:
             self._authorized(request)
             return self._route(request)
         except ApiError as err:
-            return HttpResponse(json.dumps(err.body()).encode(), err.status,
-                                {**_JSON, **(err.headers or {})})
+            return HttpResponse(
+                json.dumps(err.body()).encode(), err.status, {**_JSON, **(err.headers or {})}
+            )
 
     def _route(self, request: HttpRequest) -> HttpResponse:
         path, method = request.path.rstrip("/"), request.method
@@ -102,8 +104,11 @@ class AdminApi:
         name = body.get("name")
         unknown = sorted(set(body) - {"name", *SPEC_FIELDS})
         if unknown:
-            raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; known: name, "
-                           + ", ".join(SPEC_FIELDS), param=unknown[0])
+            raise ApiError(
+                400,
+                f"unknown field(s) {', '.join(unknown)}; known: name, " + ", ".join(SPEC_FIELDS),
+                param=unknown[0],
+            )
         spec = {k: body[k] for k in SPEC_FIELDS if body.get(k) is not None}
         if not isinstance(name, str):
             raise ApiError(400, "name is required (a string)", param="name")

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Self
 from urllib.parse import unquote
 
-from client.errors import BudgetExceeded, QuorumNotReached
+from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
 from ..errors import (
     BackendError,
@@ -487,7 +487,7 @@ class Gateway:
         return len(self.book.pending())
 
     async def _ask_wallet(self, payer: Any, payment_hash: str, msats: int) -> None:
-        from client.errors import InvoiceNotFound
+        from client.nostr.errors import InvoiceNotFound
 
         try:
             tx = await payer.wallet.lookup_invoice(payment_hash)
@@ -747,17 +747,20 @@ class Gateway:
             if self.config.usd_per_sat is not None:
                 usd = usd_to_nanos(quorum * bid * self.config.usd_per_sat) or 0
             hold, bid = self.keys.reserve(
-                accounts, bid_sats=bid, quorum=quorum, usd_nanos=usd, label=label,
-                who=acct.name if acct else "", model=model,
+                accounts,
+                bid_sats=bid,
+                quorum=quorum,
+                usd_nanos=usd,
+                label=label,
+                who=acct.name if acct else "",
+                model=model,
             )
             params = {**req.params, "quorum": quorum, "bid_sats": bid, "hold": hold}
             if getattr(req, "comparator", None):
                 params["comparator"] = req.comparator
             return hold, params, True
         if getattr(req, "comparator", None):
-            raise bad_request(
-                "comparator applies to swarm models (swarm/...) only", "comparator"
-            )
+            raise bad_request("comparator applies to swarm models (swarm/...) only", "comparator")
         if not accounts:
             return None, req.params, False
         prompt_tokens = _prompt_bytes(req.prompt)
@@ -766,8 +769,12 @@ class Gateway:
             prompt_tokens += len(str(tools).encode())
         msats, usd_most = self.router.max_cost(model, prompt_tokens, req.max_tokens)
         hold, _ = self.keys.reserve(
-            accounts, msats=msats, usd_nanos=usd_to_nanos(usd_most) or 0, label=label,
-            who=acct.name if acct else "", model=model,
+            accounts,
+            msats=msats,
+            usd_nanos=usd_to_nanos(usd_most) or 0,
+            label=label,
+            who=acct.name if acct else "",
+            model=model,
         )
         return hold, req.params, False
 
@@ -852,7 +859,11 @@ class Gateway:
             headers = dict(err.headers or {})
             _money_headers(hold, headers)
             err = ApiError(
-                err.status, err.message, type=err.type, param=err.param, code=err.code,
+                err.status,
+                err.message,
+                type=err.type,
+                param=err.param,
+                code=err.code,
                 headers=headers,
             )
         if err.status >= 500:
@@ -1010,7 +1021,7 @@ class Gateway:
         chain = [model, *extra]
         for m in self._model_fallbacks.get(self.aliases.get(model, model), ()):
             chain.append(m)
-        return list(dict.fromkeys(chain))[: _MAX_CHAIN]
+        return list(dict.fromkeys(chain))[:_MAX_CHAIN]
 
     async def _stream(
         self,

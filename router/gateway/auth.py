@@ -114,15 +114,11 @@ class KeyStore:
         old = self.accounts.get(k.name)
         if old is not None:
             self.remove(k.name)
-        limits = KeyLimits(
-            tuple(k.models) if k.models else None, k.rpm, k.tpm, k.max_parallel
-        )
+        limits = KeyLimits(tuple(k.models) if k.models else None, k.rpm, k.tpm, k.max_parallel)
         gate = KeyGate(k.name, limits, self.shared)
         if old is not None:  # requests in flight keep their slots across a rotation
             gate.in_flight = old.gate.in_flight
-        acct = KeyAccount(
-            k.name, k.budget_sats, k.budget_usd, self.book, gate, k.budget_period
-        )
+        acct = KeyAccount(k.name, k.budget_sats, k.budget_usd, self.book, gate, k.budget_period)
         self.book.ensure(
             acct.account,
             budget_msats=None if k.budget_sats is None else k.budget_sats * 1000,

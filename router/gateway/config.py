@@ -281,7 +281,7 @@ class SwarmSettings(_Model):
     prepay: bool = Field(
         False,
         description="pay providers that ask to be paid before they work (payment-required), "
-        "within the bid: at most the quorum, once each (client/prepay.py)",
+        "within the bid: at most the quorum, once each (client/customer/prepay.py)",
     )
 
     @field_validator("relays")

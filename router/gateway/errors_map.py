@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from client.errors import BudgetExceeded, NoProvidersAvailable, PaymentError, QuorumNotReached
+from client.nostr.errors import BudgetExceeded, NoProvidersAvailable, PaymentError, QuorumNotReached
 
 from ..errors import (
     AllProvidersFailed,

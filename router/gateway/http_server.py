@@ -625,7 +625,9 @@ def _fit_descriptors(cap: int | None) -> int | None:
         if cap is not None:
             log.warning(
                 "server.max_connections %d is above what %d descriptors allow: using %d",
-                cap, soft, room,
+                cap,
+                soft,
+                room,
             )
         return room
     return cap

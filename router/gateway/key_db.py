@@ -54,9 +54,7 @@ class KeyRecords:
 
     def all(self) -> list[tuple[str, bytes, dict[str, Any]]]:
         rows = self._db.execute("SELECT name, key_sha256, spec FROM api_keys ORDER BY name")
-        return [
-            (r["name"], bytes(r["key_sha256"]), json.loads(r["spec"])) for r in rows.fetchall()
-        ]
+        return [(r["name"], bytes(r["key_sha256"]), json.loads(r["spec"])) for r in rows.fetchall()]
 
     def create(self, name: str, spec: dict[str, Any]) -> str | None:
         """A new key; its secret, or None when the name is taken."""

@@ -129,8 +129,9 @@ class KeyGate:
                 undo()
                 if ok is None:
                     return None
-                raise _limited(f"API key '{self.name}' is over its {lim.rpm} requests per minute",
-                               wait)
+                raise _limited(
+                    f"API key '{self.name}' is over its {lim.rpm} requests per minute", wait
+                )
             taken.append((key, 1))
         counted = 0
         if lim.tpm:

@@ -47,7 +47,8 @@ class SharedCounters:
         if self.available:
             log.warning(
                 "Redis at %s is unreachable (%s): key limits count per process until it is back",
-                self.url, exc,
+                self.url,
+                exc,
             )
         self._down_until = time.monotonic() + self.retry_s
 

@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from client.keys import Keys
-from client.prepay import PrepayPolicy
-from client.swarm import SwarmClient
+from client.customer.prepay import PrepayPolicy
+from client.customer.swarm import SwarmClient
+from client.nostr.keys import Keys
 
 from ..backends.swarm import SwarmBackend
 from .adapters import SWARM_PARAMS, Served

@@ -12,11 +12,11 @@ from types import TracebackType
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import JobRequest, build_feedback, build_result, parse_request
-from client.pool import RelayPool
+from client.dvm.nip90 import JobRequest, build_feedback, build_result, parse_request
+from client.net.pool import RelayPool
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 
 
 class ScriptedRelay:

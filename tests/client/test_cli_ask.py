@@ -10,10 +10,10 @@ import pytest
 from rich.console import Console
 
 from client.cli import main
-from client.cli_ask import _Board
-from client.keys import Keys
-from client.quorum import Decision
-from client.swarm import Progress
+from client.cli.ask import _Board
+from client.customer.quorum import Decision
+from client.customer.swarm import Progress
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from .scripted import ScriptedProvider, dead_url
@@ -27,8 +27,18 @@ async def test_ask_prints_the_agreed_answer(
     relay: Relay, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with ScriptedProvider([relay.url], "Paris"), ScriptedProvider([relay.url], "Paris"):
-        code = await run_cli("ask", "Capital of France?", "--relay", relay.url, "--quorum", "2",
-                             "--timeout", "10", "--model", "m")
+        code = await run_cli(
+            "ask",
+            "Capital of France?",
+            "--relay",
+            relay.url,
+            "--quorum",
+            "2",
+            "--timeout",
+            "10",
+            "--model",
+            "m",
+        )
     out, err = capsys.readouterr()
     assert code == 0
     assert out == "Paris\n"
@@ -38,8 +48,20 @@ async def test_ask_prints_the_agreed_answer(
 async def test_ask_json_and_key(relay: Relay, capsys: pytest.CaptureFixture[str]) -> None:
     keys = Keys.generate()
     async with ScriptedProvider([relay.url], "4") as a, ScriptedProvider([relay.url], "4"):
-        code = await run_cli("ask", "2+2?", "-r", relay.url, "-k", "2", "--json",
-                             "--key", keys.nsec, "--param", "top_k=5", "--quiet")
+        code = await run_cli(
+            "ask",
+            "2+2?",
+            "-r",
+            relay.url,
+            "-k",
+            "2",
+            "--json",
+            "--key",
+            keys.nsec,
+            "--param",
+            "top_k=5",
+            "--quiet",
+        )
         assert a.seen[0].customer == keys.public_key and a.seen[0].top_k == 5
     out, err = capsys.readouterr()
     assert code == 0 and err == ""
@@ -49,8 +71,9 @@ async def test_ask_json_and_key(relay: Relay, capsys: pytest.CaptureFixture[str]
 
 async def test_ask_no_quorum_exit_code(relay: Relay, capsys: pytest.CaptureFixture[str]) -> None:
     async with ScriptedProvider([relay.url], "yes") as a, ScriptedProvider([relay.url], "no") as b:
-        code = await run_cli("ask", "?", "-r", relay.url, "-k", "2", "-t", "10",
-                             "-p", a.pubkey, "-p", b.pubkey)
+        code = await run_cli(
+            "ask", "?", "-r", relay.url, "-k", "2", "-t", "10", "-p", a.pubkey, "-p", b.pubkey
+        )
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert "no agreement possible" in err and "NOT agreed" in err

@@ -1,4 +1,4 @@
-"""Comparators that read the claim in free-form answers (client.agreement) and the quorum's
+"""Comparators that read the claim in free-form answers (client.customer.agreement) and the quorum's
 reasons (Decision.note, scores, dissent_scores). No model: the embedding is a stub here; the
 real model is exercised in tests/local/test_agreement_model.py."""
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from client.agreement import AnswerComparator, AutoComparator, SemanticComparator, classify
-from client.agreement.extract import (
+from client.customer.agreement import AnswerComparator, AutoComparator, SemanticComparator, classify
+from client.customer.agreement.extract import (
     fact_claim,
     final_number,
     json_value,
@@ -18,7 +18,7 @@ from client.agreement.extract import (
     parse_options,
     yes_no,
 )
-from client.quorum import COMPARATOR_NAMES, Quorum, Vote, comparator_by_name
+from client.customer.quorum import COMPARATOR_NAMES, Quorum, Vote, comparator_by_name
 
 
 def agree(comp: object, a: str, b: str) -> bool:
@@ -234,7 +234,7 @@ def test_every_name_is_reachable() -> None:
 def test_semantic_by_name_without_a_model_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import client.agreement.embedding as embedding
+    import client.customer.agreement.embedding as embedding
 
     monkeypatch.setattr(embedding, "_files", lambda: None)
     with pytest.raises(ValueError, match=r"\[semantic\]"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.reputation import (
+from client.customer.reputation import (
     DeterminismFlag,
     ModelClaim,
     ReputationLedger,

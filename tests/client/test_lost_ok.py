@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.pool import RelayPool
+from client.net.pool import RelayPool
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-from client.directory import parse_announcement
-from client.event import Event
-from client.keys import Keys
-from client.reputation import ReputationLedger, determinism_flags, model_claims
+from client.customer.directory import parse_announcement
+from client.customer.reputation import ReputationLedger, determinism_flags, model_claims
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from provider.announce import Offer, build_announcement
 from provider.pricing import Pricing
 

@@ -6,11 +6,7 @@ import json
 
 import pytest
 
-from client import nip04, nip44
-from client.errors import JobError, JobRejected
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import (
+from client.dvm.nip90 import (
     KIND_DELETION,
     KIND_FEEDBACK,
     KIND_TEXT_GENERATION,
@@ -30,6 +26,10 @@ from client.nip90 import (
     parse_request,
     parse_result,
 )
+from client.nostr import nip04, nip44
+from client.nostr.errors import JobError, JobRejected
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 CUSTOMER = Keys.generate()
 PROVIDER = Keys.generate()
@@ -264,8 +264,15 @@ def test_encrypted_job_rejects_cleartext_result() -> None:
     assert reason(exc) == "malformed"
 
 
-def _result(job_id: str, customer: str, content: str = "4", extra: list[list[str]] | None = None,
-            keys: Keys = PROVIDER, kind: int = 6050, created_at: int | None = None) -> Event:
+def _result(
+    job_id: str,
+    customer: str,
+    content: str = "4",
+    extra: list[list[str]] | None = None,
+    keys: Keys = PROVIDER,
+    kind: int = 6050,
+    created_at: int | None = None,
+) -> Event:
     tags = [["e", job_id], ["p", customer], *(extra or [])]
     return Event.create(keys, kind, content, tags, created_at=created_at)
 
@@ -279,22 +286,36 @@ def test_customer_strict_checks() -> None:
     unsigned = Event(good.id, good.pubkey, good.created_at, 6050, good.tags, "4", "0" * 128)
     cases = {
         "forged": [forged, unsigned],
-        "other_job": [_result(other_job.id, me), _result("f" * 64, me),
-                      Event.create(PROVIDER, 6050, "4", [["p", me]])],
-        "other_customer": [_result(job.id, OTHER.public_key),
-                           Event.create(PROVIDER, 6050, "4", [["e", job.id]])],
+        "other_job": [
+            _result(other_job.id, me),
+            _result("f" * 64, me),
+            Event.create(PROVIDER, 6050, "4", [["p", me]]),
+        ],
+        "other_customer": [
+            _result(job.id, OTHER.public_key),
+            Event.create(PROVIDER, 6050, "4", [["e", job.id]]),
+        ],
         "wrong_kind": [_result(job.id, me, kind=6100)],
-        "oversized": [_result(job.id, me, content="x" * (256 * 1024 + 1)),
-                      _result(job.id, me, content="é" * (128 * 1024 + 1))],
+        "oversized": [
+            _result(job.id, me, content="x" * (256 * 1024 + 1)),
+            _result(job.id, me, content="é" * (128 * 1024 + 1)),
+        ],
         "bad_request_tag": [
             _result(job.id, me, extra=[["request", other_job.requests[0].to_json()]]),
             _result(job.id, me, extra=[["request", "{not json"]]),
-            _result(job.id, me, extra=[["request", json.dumps(
-                {**job.requests[0].to_dict(), "content": "changed"})]]),
+            _result(
+                job.id,
+                me,
+                extra=[
+                    ["request", json.dumps({**job.requests[0].to_dict(), "content": "changed"})]
+                ],
+            ),
         ],
-        "malformed": [_result(job.id, me, extra=[["amount", "12abc"]]),
-                      _result(job.id, me, extra=[["amount", "1000", "notaninvoice"]]),
-                      _result(job.id, me, extra=[["amount", "1"], ["amount", "2"]])],
+        "malformed": [
+            _result(job.id, me, extra=[["amount", "12abc"]]),
+            _result(job.id, me, extra=[["amount", "1000", "notaninvoice"]]),
+            _result(job.id, me, extra=[["amount", "1"], ["amount", "2"]]),
+        ],
         "stale": [_result(job.id, me, created_at=job.created_at - 3600)],
     }
     for why, events in cases.items():
@@ -308,16 +329,23 @@ def test_customer_strict_checks() -> None:
 def test_feedback_parsing_normalizes_status() -> None:
     job = build_job(CUSTOMER, spec())
     me = CUSTOMER.public_key
-    tags = [["status", "Payment_Required", "pay first"], ["amount", "2000", "lnbc20n1abc"],
-            ["e", job.id], ["p", me]]
+    tags = [
+        ["status", "Payment_Required", "pay first"],
+        ["amount", "2000", "lnbc20n1abc"],
+        ["e", job.id],
+        ["p", me],
+    ]
     fb = parse_feedback(Event.create(PROVIDER, KIND_FEEDBACK, "", tags), job, CUSTOMER)
     assert fb.status == PAYMENT_REQUIRED and fb.extra == "pay first" and fb.known
     assert fb.amount == Amount(2000, "lnbc20n1abc")
     unknown = [["status", "thinking-hard"], ["e", job.id], ["p", me]]
     fb2 = parse_feedback(Event.create(PROVIDER, KIND_FEEDBACK, "", unknown), job, CUSTOMER)
     assert fb2.status == "thinking-hard" and not fb2.known
-    for bad in ([["e", job.id], ["p", me]], [["status", ""], ["e", job.id], ["p", me]],
-                [["status", "a"], ["status", "b"], ["e", job.id], ["p", me]]):
+    for bad in (
+        [["e", job.id], ["p", me]],
+        [["status", ""], ["e", job.id], ["p", me]],
+        [["status", "a"], ["status", "b"], ["e", job.id], ["p", me]],
+    ):
         with pytest.raises(JobRejected):
             parse_feedback(Event.create(PROVIDER, KIND_FEEDBACK, "", bad), job, CUSTOMER)
     assert normalize_status(" SUCCESS ") == "success"
@@ -326,8 +354,15 @@ def test_feedback_parsing_normalizes_status() -> None:
 def test_build_feedback_for_provider() -> None:
     job = build_job(CUSTOMER, spec())
     req = parse_request(job.requests[0])
-    ev = build_feedback(PROVIDER, req, "payment_required", extra="10 sats",
-                        amount_msats=10_000, bolt11="lnbc100n1x", relay_hint="ws://r")
+    ev = build_feedback(
+        PROVIDER,
+        req,
+        "payment_required",
+        extra="10 sats",
+        amount_msats=10_000,
+        bolt11="lnbc100n1x",
+        relay_hint="ws://r",
+    )
     assert ev.tags_named("status") == [["status", "payment-required", "10 sats"]]
     assert ["amount", "10000", "lnbc100n1x"] in ev.tags
     assert ["e", job.id, "ws://r"] in ev.tags
@@ -340,15 +375,21 @@ def test_build_feedback_for_provider() -> None:
 def test_parse_amount() -> None:
     assert parse_amount(["amount", "1000"]) == Amount(1000, None)
     assert parse_amount(["amount", "1000", ""]) == Amount(1000, None)
-    for bad in (["amount"], ["amount", "-1"], ["amount", "1.5"], ["amount", "1" * 19],
-                ["amount", "١٢"]):
+    for bad in (
+        ["amount"],
+        ["amount", "-1"],
+        ["amount", "1.5"],
+        ["amount", "1" * 19],
+        ["amount", "١٢"],
+    ):
         with pytest.raises(JobRejected):
             parse_amount(bad)
 
 
 def test_build_deletion() -> None:
-    job = build_job(CUSTOMER, spec(targets=(PROVIDER.public_key, OTHER.public_key),
-                                   encryption="nip44"))
+    job = build_job(
+        CUSTOMER, spec(targets=(PROVIDER.public_key, OTHER.public_key), encryption="nip44")
+    )
     ev = build_deletion(CUSTOMER, job.ids, reason="quorum reached")
     assert ev.kind == KIND_DELETION and ev.verify()
     assert [t[1] for t in ev.tags_named("e")] == list(job.ids)

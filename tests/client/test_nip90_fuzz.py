@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.errors import JobRejected
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import JobSpec, build_job, parse_feedback, parse_request, parse_result
+from client.dvm.nip90 import JobSpec, build_job, parse_feedback, parse_request, parse_result
+from client.nostr.errors import JobRejected
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 CUSTOMER = Keys.generate()
 PROVIDER = Keys.generate()
@@ -19,16 +19,46 @@ SEALED = build_job(
 )
 
 names = st.sampled_from(
-    ["i", "param", "bid", "e", "p", "amount", "status", "request", "encrypted", "expiration",
-     "relays", "output", "x"]
+    [
+        "i",
+        "param",
+        "bid",
+        "e",
+        "p",
+        "amount",
+        "status",
+        "request",
+        "encrypted",
+        "expiration",
+        "relays",
+        "output",
+        "x",
+    ]
 )
 values = st.one_of(
     st.text(max_size=20),
-    st.sampled_from([JOB.id, SEALED.id, CUSTOMER.public_key, "1000", "-1", "lnbc1", "{}", "prompt",
-                     "text", "top-k", "max_tokens", "temperature", "nan", "1e400"]),
+    st.sampled_from(
+        [
+            JOB.id,
+            SEALED.id,
+            CUSTOMER.public_key,
+            "1000",
+            "-1",
+            "lnbc1",
+            "{}",
+            "prompt",
+            "text",
+            "top-k",
+            "max_tokens",
+            "temperature",
+            "nan",
+            "1e400",
+        ]
+    ),
 )
-tags = st.lists(st.tuples(names, st.lists(values, max_size=3)).map(lambda t: [t[0], *t[1]]),
-                max_size=8)
+tags = st.lists(
+    st.tuples(names, st.lists(values, max_size=3)).map(lambda t: [t[0], *t[1]]), max_size=8
+)
 contents = st.one_of(st.text(max_size=50), st.just("A" * 140), st.just("abc?iv=def"))
 relaxed = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 long_run = settings(relaxed, max_examples=10_000)

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from client.errors import PublishError, RelayError
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.pool import RelayPool
-from client.relay import auth_event, backoff_delay, resubscribe_filters
+from client.net.pool import RelayPool
+from client.net.relay import auth_event, backoff_delay, resubscribe_filters
+from client.nostr.errors import PublishError, RelayError
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from .scripted import ScriptedRelay, dead_url, silent_server

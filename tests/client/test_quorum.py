@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.quorum import (
+from client.customer.quorum import (
     Quorum,
     Vote,
     canonical_json,

@@ -7,9 +7,9 @@ import contextlib
 
 import pytest
 
-from client.errors import QuorumNotReached
-from client.keys import Keys
-from client.swarm import SwarmClient
+from client.customer.swarm import SwarmClient
+from client.nostr.errors import QuorumNotReached
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from .scripted import ScriptedProvider

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from client.errors import PublishError, QuorumNotReached
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import build_result
-from client.quorum import numeric
-from client.swarm import JobCollector, Progress, SwarmClient, SwarmResult
+from client.customer.quorum import numeric
+from client.customer.swarm import JobCollector, Progress, SwarmClient, SwarmResult
+from client.dvm.nip90 import build_result
+from client.nostr.errors import PublishError, QuorumNotReached
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from .scripted import ScriptedProvider, ScriptedRelay, dead_url
@@ -102,9 +102,7 @@ async def test_gives_up_early_when_agreement_is_impossible(relay: Relay) -> None
     c = ScriptedProvider([relay.url], "maybe", fail=True)
     async with providers(a, b, c), SwarmClient(CUSTOMER, [relay.url]) as swarm:
         with pytest.raises(QuorumNotReached) as exc:
-            await swarm.complete(
-                "?", quorum=2, timeout=30, targets=[a.pubkey, b.pubkey, c.pubkey]
-            )
+            await swarm.complete("?", quorum=2, timeout=30, targets=[a.pubkey, b.pubkey, c.pubkey])
         d = exc.value.decision
         assert d.exhausted and not d.reached
         assert exc.value.received.statuses[c.pubkey] == "error"
@@ -126,9 +124,10 @@ async def test_broken_progress_callback_does_not_lose_the_job(relay: Relay) -> N
     def boom(p: Progress) -> None:
         raise RuntimeError("display broke")
 
-    async with providers(ScriptedProvider([relay.url], "ok")), SwarmClient(
-        CUSTOMER, [relay.url]
-    ) as swarm:
+    async with (
+        providers(ScriptedProvider([relay.url], "ok")),
+        SwarmClient(CUSTOMER, [relay.url]) as swarm,
+    ):
         result = await swarm.complete("?", quorum=1, timeout=10, on_progress=boom)
         assert result.text == "ok"
 
@@ -181,10 +180,11 @@ async def test_bad_inputs_are_rejected_and_counted(relay: Relay) -> None:
 
     async def misbehave(job_id: str) -> None:
         """A provider-shaped attacker publishing through the real relay."""
-        from client.pool import RelayPool
+        from client.net.pool import RelayPool
 
-        def res(keys: Keys, content: str, tags: list[list[str]], created_at: int | None = None
-                ) -> Event:
+        def res(
+            keys: Keys, content: str, tags: list[list[str]], created_at: int | None = None
+        ) -> Event:
             return Event.create(keys, 6050, content, tags, created_at=created_at)
 
         evs = [
@@ -207,8 +207,8 @@ async def test_bad_inputs_are_rejected_and_counted(relay: Relay) -> None:
 
     async def answer_after_bad(keys: Keys, job_id: str) -> None:
         await done_bad.wait()
-        from client.nip90 import parse_request
-        from client.pool import RelayPool
+        from client.dvm.nip90 import parse_request
+        from client.net.pool import RelayPool
 
         async with RelayPool([relay.url]) as pool:
             (req_ev,) = relay.stored_events(Filter(ids=[job_id]))
@@ -268,9 +268,10 @@ async def test_relay_restart_mid_job_loses_nothing(relay: Relay) -> None:
 async def test_one_dead_relay_of_two(relay: Relay) -> None:
     made = [ScriptedProvider([relay.url], "Paris") for _ in range(2)]
     dead = dead_url()
-    async with providers(*made), SwarmClient(
-        CUSTOMER, [dead, relay.url], connect_timeout=1.0
-    ) as swarm:
+    async with (
+        providers(*made),
+        SwarmClient(CUSTOMER, [dead, relay.url], connect_timeout=1.0) as swarm,
+    ):
         result = await swarm.complete("?", quorum=2, timeout=10)
         assert result.text == "Paris"
         assert swarm.pool.status()[dead].state != "connected"
@@ -309,17 +310,15 @@ async def test_inbox_mode_runs_many_jobs_on_one_subscription(relay: Relay) -> No
     made = [ScriptedProvider([relay.url], lambda r: r.prompt.upper()) for _ in range(2)]
     async with providers(*made), SwarmClient(CUSTOMER, [relay.url], inbox=True) as swarm:
         prompts = [f"job {i}" for i in range(8)]
-        results = await asyncio.gather(
-            *(swarm.complete(p, quorum=2, timeout=10) for p in prompts)
-        )
+        results = await asyncio.gather(*(swarm.complete(p, quorum=2, timeout=10) for p in prompts))
         assert [r.text for r in results] == [p.upper() for p in prompts]
         assert len(swarm.pool.relays[0].subs) == 1  # the inbox only
 
 
 def test_collector_is_pure() -> None:
     """The collector needs no sockets: events and times in, a decision out."""
-    from client.nip90 import JobSpec, build_job, parse_request
-    from client.quorum import Quorum
+    from client.customer.quorum import Quorum
+    from client.dvm.nip90 import JobSpec, build_job, parse_request
 
     job = build_job(CUSTOMER, JobSpec(prompt="2+2?"))
     req = parse_request(job.requests[0])

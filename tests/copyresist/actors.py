@@ -20,19 +20,19 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Literal
 
-from client.errors import JobRejected
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import JobRequest, parse_request
-from client.pool import RelayPool, Subscription
-from client.sealing import (
+from client.dvm.nip90 import JobRequest, parse_request
+from client.dvm.sealing import (
     KIND_REVEAL_CALL,
     build_commitment,
     commit,
     new_salt,
     parse_reveal_call,
 )
+from client.net.pool import RelayPool, Subscription
+from client.nostr.errors import JobRejected
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from provider.node import ProviderNode
 from provider.replies import build_result
 from router.backends import MockBackend
@@ -181,7 +181,12 @@ class HonestCommitter(_Scripted):
         await self.gate.wait()
         await self.publish(
             build_result(
-                self.keys, req, self.answer, model="m1", usage=USAGE, salt=salt,
+                self.keys,
+                req,
+                self.answer,
+                model="m1",
+                usage=USAGE,
+                salt=salt,
                 seal=req.params.get("sealed"),
             )
         )

@@ -21,8 +21,19 @@ async def run_cli(*argv: str) -> int:
 async def test_ask_sealed_commit_reveal(relay: Relay, capsys: pytest.CaptureFixture[str]) -> None:
     async with honest_node(relay.url), honest_node(relay.url):
         code = await run_cli(
-            "ask", "Capital of France?", "-r", relay.url, "-k", "2", "-t", "15",
-            "--sealing", "require", "--commit-reveal", "--commit-quota", "2",
+            "ask",
+            "Capital of France?",
+            "-r",
+            relay.url,
+            "-k",
+            "2",
+            "-t",
+            "15",
+            "--sealing",
+            "require",
+            "--commit-reveal",
+            "--commit-quota",
+            "2",
         )
     out, err = capsys.readouterr()
     assert code == 0 and out == f"{ANSWER}\n"
@@ -38,8 +49,18 @@ async def test_ask_json_marks_a_copycat_copyable(
         a = await stack.enter_async_context(honest_node(relay.url))
         await stack.enter_async_context(honest_node(relay.url, gate=cat.acted))
         code = await run_cli(
-            "ask", "Capital of France?", "-r", relay.url, "-k", "2", "-t", "15",
-            "--sealing", "off", "--json", "--quiet",
+            "ask",
+            "Capital of France?",
+            "-r",
+            relay.url,
+            "-k",
+            "2",
+            "-t",
+            "15",
+            "--sealing",
+            "off",
+            "--json",
+            "--quiet",
         )
     out, _ = capsys.readouterr()
     data = json.loads(out)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import JobSpec, build_feedback, build_job, parse_request
-from client.quorum import Quorum, normalized
-from client.sealing import CopyGuard, CopyPolicy, build_commitment, commit, new_salt
-from client.swarm import JobCollector
+from client.customer.copy_guard import CopyGuard, CopyPolicy
+from client.customer.quorum import Quorum, normalized
+from client.customer.swarm import JobCollector
+from client.dvm.nip90 import JobSpec, build_feedback, build_job, parse_request
+from client.dvm.sealing import build_commitment, commit, new_salt
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from provider.replies import build_result
 from router.types import LmUsage
 
@@ -18,8 +19,9 @@ USAGE = LmUsage(1, 1, 2)
 
 def collector(policy: CopyPolicy, k: int = 2) -> JobCollector:
     job = build_job(CUSTOMER, JobSpec(prompt="2+2?", params=policy.params()))
-    c = JobCollector(job, CUSTOMER, Quorum(k, None, normalized()), started=0.0,
-                     guard=CopyGuard(policy))
+    c = JobCollector(
+        job, CUSTOMER, Quorum(k, None, normalized()), started=0.0, guard=CopyGuard(policy)
+    )
     c.mark_published(0.0)
     return c
 
@@ -78,7 +80,8 @@ def test_commit_reveal_window_and_rejections() -> None:
     assert c.offer(rb, 5.5)
     result = c.outcome(6.0)
     assert result.reached and result.protection == {
-        A.public_key: "committed", B.public_key: "committed"
+        A.public_key: "committed",
+        B.public_key: "committed",
     }
     assert result.copyable == ()
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from client.filter import Filter
-from client.keys import Keys
-from client.swarm import SwarmClient
+from client.customer.swarm import SwarmClient
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from .actors import ANSWER, Copycat, HonestCommitter, honest_node
@@ -63,8 +63,9 @@ async def test_prefer_mode_counts_a_clear_provider_as_copyable(relay: Relay) -> 
         a = await stack.enter_async_context(honest_node(relay.url))
         b = await stack.enter_async_context(honest_node(relay.url, gate=cat.acted))
         swarm = await stack.enter_async_context(SwarmClient(Keys.generate(), [relay.url]))
-        result = await swarm.complete("Capital of France?", quorum=2, timeout=WAIT,
-                                      sealing="prefer")
+        result = await swarm.complete(
+            "Capital of France?", quorum=2, timeout=WAIT, sealing="prefer"
+        )
     assert result.reached and set(result.agreeing) == {a.public_key, b.public_key}
     assert result.rejected.get("decrypt") == 1
     assert result.protection[a.public_key] == "sealed"
@@ -115,8 +116,12 @@ async def test_commit_reveal_with_real_nodes_and_sealing(relay: Relay) -> None:
         b = await stack.enter_async_context(honest_node(relay.url))
         swarm = await stack.enter_async_context(SwarmClient(Keys.generate(), [relay.url]))
         result = await swarm.complete(
-            "Capital of France?", quorum=2, timeout=WAIT, sealing="require",
-            commit_reveal=True, commit_quota=3,
+            "Capital of France?",
+            quorum=2,
+            timeout=WAIT,
+            sealing="require",
+            commit_reveal=True,
+            commit_quota=3,
         )
         await asyncio.wait_for(cat.acted.wait(), WAIT)
     assert result.reached and result.text == ANSWER
@@ -135,8 +140,12 @@ async def test_targeted_encrypted_jobs_keep_the_prompt_private(relay: Relay) -> 
         b = await stack.enter_async_context(honest_node(relay.url))
         swarm = await stack.enter_async_context(SwarmClient(Keys.generate(), [relay.url]))
         result = await swarm.complete(
-            prompt, quorum=2, timeout=WAIT, targets=[a.public_key, b.public_key],
-            encrypt=True, sealing="require",
+            prompt,
+            quorum=2,
+            timeout=WAIT,
+            targets=[a.public_key, b.public_key],
+            encrypt=True,
+            sealing="require",
         )
     assert result.reached and result.text == ANSWER
     assert result.protection == {a.public_key: "sealed", b.public_key: "sealed"}

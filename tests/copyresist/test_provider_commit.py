@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import Job, JobSpec
-from client.sealing import build_reveal_call, commitment_of, salt_of, verify_reveal
+from client.dvm.nip90 import Job, JobSpec
+from client.dvm.sealing import build_reveal_call, commitment_of, salt_of, verify_reveal
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 from tests.provider.customer import Customer
 

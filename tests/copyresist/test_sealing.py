@@ -1,14 +1,13 @@
-"""client.sealing and the sealed-result parsing in client.nip90: pure, no I/O, times by hand."""
+"""client.dvm.sealing and the sealed-result parsing in client.dvm.nip90: pure, no I/O, times by
+hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from client import nip44
-from client.errors import JobRejected
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import (
+from client.customer.copy_guard import CommitWindow, CopyGuard, CopyPolicy, copyable, protections
+from client.customer.quorum import Quorum, Vote
+from client.dvm.nip90 import (
     Job,
     JobRequest,
     JobResult,
@@ -19,24 +18,22 @@ from client.nip90 import (
     parse_request,
     parse_result,
 )
-from client.quorum import Quorum, Vote
-from client.sealing import (
+from client.dvm.sealing import (
     KIND_REVEAL_CALL,
-    CommitWindow,
-    CopyGuard,
-    CopyPolicy,
     build_commitment,
     build_reveal_call,
     commit,
     commitment_of,
     commitment_preimage,
-    copyable,
     new_salt,
     parse_reveal_call,
-    protections,
     salt_of,
     verify_reveal,
 )
+from client.nostr import nip44
+from client.nostr.errors import JobRejected
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from provider.replies import build_result
 from router.types import LmUsage
 
@@ -140,7 +137,7 @@ def test_policy_params() -> None:
             CopyPolicy(**bad)  # type: ignore[arg-type]
 
 
-# --- sealed results (client.nip90.parse_result) ----------------------------------------------
+# --- sealed results (client.dvm.nip90.parse_result) ----------------------------------------------
 
 
 def test_sealed_result_is_decrypted() -> None:

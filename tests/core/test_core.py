@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from client import Event, Filter, Keys, nip19
-from client import messages as m
-from client.errors import (
+from client import Event, Filter, Keys
+from client.nostr import messages as m
+from client.nostr import nip19
+from client.nostr.errors import (
     Bech32Error,
     InvalidEvent,
     InvalidFilter,
@@ -18,7 +19,7 @@ from client.errors import (
     InvalidSignature,
     NostrSwarmError,
 )
-from client.keys import parse_pubkey
+from client.nostr.keys import parse_pubkey
 
 
 def test_keys_forms_round_trip() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import nostr_sdk as sdk
 import pytest
 
-from client import Event, Keys, nip04, nip44
+from client import Event, Keys
+from client.nostr import nip04, nip44
 
 CONTENTS = [
     "plain ascii",

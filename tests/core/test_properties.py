@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client import Event, Keys, nip19, nip44
+from client import Event, Keys
+from client.nostr import nip19, nip44
 
 KEYS = [Keys.generate() for _ in range(3)]
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
@@ -97,7 +98,7 @@ def test_canonical_fast_path_equals_plain_json(
 ) -> None:
     import json
 
-    from client.event import canonical
+    from client.nostr.event import canonical
 
     reference = json.dumps(
         [0, pub.hex(), ts, kind, tag_list, content], separators=(",", ":"), ensure_ascii=False

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from client import Event, Keys, nip04, nip19, nip44, secp
-from client.errors import Bech32Error, DecryptionError, EncryptionError, InvalidEvent, InvalidKey
+from client import Event, Keys
+from client.nostr import nip04, nip19, nip44, secp
+from client.nostr.errors import (
+    Bech32Error,
+    DecryptionError,
+    EncryptionError,
+    InvalidEvent,
+    InvalidKey,
+)
 
 V = Path(__file__).parent / "vectors"
 
@@ -211,7 +218,7 @@ N01 = _load("nip01.events.json")
 def test_nip01_valid_events(v: dict) -> None:
     ev = Event.from_dict(v["event"])
     assert ev.verify()
-    from client.event import canonical
+    from client.nostr.event import canonical
 
     assert (
         canonical(ev.pubkey, ev.created_at, ev.kind, ev.tags, ev.content).decode()

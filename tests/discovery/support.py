@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from provider.announce import Offer, build_announcement
 from provider.pricing import Price, Pricing
 
@@ -43,7 +43,5 @@ def offer(**kw: object) -> Offer:
     return Offer(**base)  # type: ignore[arg-type]
 
 
-def announcement(
-    keys: Keys, created_at: int, *, online: bool = True, **kw: object
-) -> Event:
+def announcement(keys: Keys, created_at: int, *, online: bool = True, **kw: object) -> Event:
     return build_announcement(keys, offer(**kw), created_at=created_at, online=online)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
-from client.keys import Keys
-from client.pool import RelayPool
-from client.reputation import Observation, ReputationLedger
+from client.customer.reputation import Observation, ReputationLedger
+from client.net.pool import RelayPool
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from ..client.scripted import dead_url
@@ -64,7 +64,9 @@ async def test_providers_json_lists_the_live_ones(
     assert await run_cli(*base, "--json", "--all") == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"]: r["status"] for r in rows} == {
-        "alpha": "online", "beta": "online", "gamma": "offline",
+        "alpha": "online",
+        "beta": "online",
+        "gamma": "offline",
     }
     assert await run_cli(*base, "--json", "--model", "phi3") == 0
     assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["beta"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
-from client.keys import Keys
-from client.reputation import Observation, ReputationLedger
+from client.customer.reputation import Observation, ReputationLedger
+from client.nostr.keys import Keys
 from provider import ProviderNode
 from relay_mock import Relay
 from router.backends import MockBackend

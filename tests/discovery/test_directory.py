@@ -8,17 +8,17 @@ import json
 
 import pytest
 
-from client.directory import (
+from client.customer.directory import (
     DirectoryWatcher,
     PriceList,
     ProviderDirectory,
     discover,
     parse_announcement,
 )
-from client.errors import InvalidAnnouncement
-from client.event import Event
-from client.keys import Keys
-from client.pool import RelayPool
+from client.net.pool import RelayPool
+from client.nostr.errors import InvalidAnnouncement
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from provider.announce import is_alive
 from relay_mock import Relay
 

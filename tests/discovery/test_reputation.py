@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from client.reputation import (
+from client.customer.reputation import (
     Observation,
     ProviderRecord,
     ReputationLedger,

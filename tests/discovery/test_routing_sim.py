@@ -9,14 +9,8 @@ from typing import Any
 
 import pytest
 
-from client.reputation import Observation, ReputationLedger
-from client.selection import (
-    AccessList,
-    BestReputation,
-    Broadcast,
-    Explore,
-    Selector,
-)
+from client.customer.reputation import Observation, ReputationLedger
+from client.customer.selection import AccessList, BestReputation, Broadcast, Explore, Selector
 from router import LmRouter
 from router.backends import SwarmBackend
 from router.backends.swarm_sim import (
@@ -145,7 +139,7 @@ def test_block_list_is_enforced_even_in_broadcast() -> None:
 def test_colluding_liars_fool_broadcast_but_not_an_allow_list() -> None:
     """What a quorum cannot do: liars that agree with each other win a broadcast, and the ledger
     learns the wrong lesson. An allow-list of known-good keys (membership) is what helps."""
-    from client.selection import QuorumMembership
+    from client.customer.selection import QuorumMembership
 
     cfg = mixed_swarm(6, collude=True)
     broadcast, _ = run(cfg, Broadcast())

@@ -7,12 +7,10 @@ import random
 
 import pytest
 
-from client.directory import ProviderDirectory
-from client.errors import InvalidKey, NoProvidersAvailable
-from client.keys import Keys
-from client.quorum import Vote, normalized
-from client.reputation import Observation, ReputationLedger
-from client.selection import (
+from client.customer.directory import ProviderDirectory
+from client.customer.quorum import Vote, normalized
+from client.customer.reputation import Observation, ReputationLedger
+from client.customer.selection import (
     AccessList,
     BestReputation,
     Broadcast,
@@ -26,6 +24,8 @@ from client.selection import (
     policy_by_name,
     success_probability,
 )
+from client.nostr.errors import InvalidKey, NoProvidersAvailable
+from client.nostr.keys import Keys
 
 from .support import FakeClock, announcement
 

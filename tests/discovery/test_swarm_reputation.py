@@ -11,18 +11,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from client.directory import ProviderDirectory
-from client.errors import NoProvidersAvailable, QuorumNotReached
-from client.keys import Keys
-from client.reputation import ReputationLedger
-from client.selection import (
+from client.customer.directory import ProviderDirectory
+from client.customer.reputation import ReputationLedger
+from client.customer.selection import (
     AccessList,
     BestReputation,
     Broadcast,
     QuorumMembership,
     Selector,
 )
-from client.swarm import SwarmClient
+from client.customer.swarm import SwarmClient
+from client.nostr.errors import NoProvidersAvailable, QuorumNotReached
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from ..client.scripted import ScriptedProvider
@@ -193,9 +193,7 @@ async def test_real_provider_nodes_are_discovered_used_and_dropped_when_they_sto
             assert all(ledger.score(k) > 0.5 for k in keys)
             await second.close()  # graceful stop: announced offline
             await asyncio.wait_for(
-                swarm.watcher.wait_for(
-                    lambda dd: dd.status(second.keys.public_key) == "offline"
-                ),
+                swarm.watcher.wait_for(lambda dd: dd.status(second.keys.public_key) == "offline"),
                 5,
             )
             with pytest.raises(NoProvidersAvailable):

@@ -208,6 +208,4 @@ def anchors(doc: Document) -> set[str]:
 
 def links(doc: Document) -> list[str]:
     """Relative link targets in the prose (``file.md``, ``file.md#anchor``, ``#anchor``)."""
-    return [
-        t for t in _LINK.findall(doc.prose) if not re.match(r"^[a-z][a-z0-9+.-]*:", t)
-    ]
+    return [t for t in _LINK.findall(doc.prose) if not re.match(r"^[a-z][a-z0-9+.-]*:", t)]

@@ -132,7 +132,7 @@ class DocSession:
         scratch = self.workdir / ".doctest" / f"block{self.count}"
         scratch.mkdir(parents=True, exist_ok=True)
         path = scratch / "script.sh"
-        path.write_text(f'__DT={str(scratch)!r}\n{script}')
+        path.write_text(f"__DT={str(scratch)!r}\n{script}")
         proc = subprocess.Popen(
             ["bash", str(path)],
             cwd=self.workdir,

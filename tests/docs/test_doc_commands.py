@@ -131,8 +131,10 @@ def test_relative_links_and_anchors_resolve() -> None:
             dest = (here / file).resolve() if file else ROOT / path
             if not dest.exists():
                 broken.append(f"{path}: {target}: no such file")
-            elif anchor and dest.suffix == ".md" and anchor not in anchors(
-                parse(dest.read_text(), str(dest))
+            elif (
+                anchor
+                and dest.suffix == ".md"
+                and anchor not in anchors(parse(dest.read_text(), str(dest)))
             ):
                 broken.append(f"{path}: {target}: no such heading")
     assert not broken, "\n".join(broken)

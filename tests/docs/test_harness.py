@@ -135,7 +135,7 @@ def test_servers_are_waited_for_and_heredocs_are_left_alone() -> None:
     )
     body = script.split("__stop() {", 1)[1]
     assert body.count("__servers+=($__pid); __ready $__pid") == 2  # each server waited for
-    assert "swarm relay --port 7447 >\"$__DT/bg$__n.fifo\"" in body
+    assert 'swarm relay --port 7447 >"$__DT/bg$__n.fifo"' in body
     assert "\nswarm relay &\nEOF\n" in body  # heredoc body verbatim
     assert "__stop $__pid $__n 'swarm wallet serve" in body  # the foreground one is stopped
     assert "swarm serve --config x.yaml --check\n" in body  # --check is not a server

@@ -28,10 +28,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from client.keys import Keys
-from client.wallet import Ledger, NwcWallet, WalletService
+from client.nostr.keys import Keys
+from client.wallet import NwcWallet
 from provider import Pricing, ProviderNode
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
 from router.backends import MockBackend
 from tests.router.fakes import FakeOllama, FakeOpenAI
 

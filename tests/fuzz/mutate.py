@@ -16,8 +16,8 @@ import json
 import random
 from typing import Any
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 KEYS = [Keys.generate() for _ in range(3)]
 HEX64 = "a" * 64
@@ -45,12 +45,55 @@ EVENTS = [
 ]
 
 WORDS = [
-    "EVENT", "REQ", "CLOSE", "AUTH", "COUNT", "OK", "EOSE", "CLOSED", "NOTICE", "", "e", "#e",
-    "#p", "ids", "kinds", "authors", "since", "until", "limit", "id", "sig", "content", "tags",
-    HEX64, "A" * 64, "0" * 128, "\u0000", "\\", '"', "💥", "ws://127.0.0.1:1", "null",
+    "EVENT",
+    "REQ",
+    "CLOSE",
+    "AUTH",
+    "COUNT",
+    "OK",
+    "EOSE",
+    "CLOSED",
+    "NOTICE",
+    "",
+    "e",
+    "#e",
+    "#p",
+    "ids",
+    "kinds",
+    "authors",
+    "since",
+    "until",
+    "limit",
+    "id",
+    "sig",
+    "content",
+    "tags",
+    HEX64,
+    "A" * 64,
+    "0" * 128,
+    "\u0000",
+    "\\",
+    '"',
+    "💥",
+    "ws://127.0.0.1:1",
+    "null",
 ]
 SCALARS: list[Any] = [
-    None, True, False, 0, -1, 1, 2**31, 2**53 + 1, 2**64, -(2**63), 1.5, -0.0, 1e308, "", "x",
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2**31,
+    2**53 + 1,
+    2**64,
+    -(2**63),
+    1.5,
+    -0.0,
+    1e308,
+    "",
+    "x",
 ]
 
 
@@ -143,8 +186,11 @@ class Mutator:
         """JSON text, sometimes with escapes, spaces or edits at the character level."""
         r = self.r
         try:
-            text = json.dumps(obj, ensure_ascii=r.random() < 0.3,
-                              separators=(",", ":") if r.random() < 0.7 else (" , ", " : "))
+            text = json.dumps(
+                obj,
+                ensure_ascii=r.random() < 0.3,
+                separators=(",", ":") if r.random() < 0.7 else (" , ", " : "),
+            )
         except (ValueError, TypeError):
             text = "[]"
         pick = r.random()
@@ -166,14 +212,16 @@ class Mutator:
         out: list[Any] = []
         for _ in range(r.randrange(1, 4)):
             ev = self.event()
-            f: dict[str, Any] = r.choice([
-                {"kinds": [ev.kind]},
-                {"ids": [ev.id]},
-                {"authors": [ev.pubkey], "limit": r.randrange(5)},
-                {"#e": [HEX64]},
-                {"since": NOW - 5, "until": NOW + 50},
-                {},
-            ])
+            f: dict[str, Any] = r.choice(
+                [
+                    {"kinds": [ev.kind]},
+                    {"ids": [ev.id]},
+                    {"authors": [ev.pubkey], "limit": r.randrange(5)},
+                    {"#e": [HEX64]},
+                    {"since": NOW - 5, "until": NOW + 50},
+                    {},
+                ]
+            )
             out.append(f)
         return out
 
@@ -207,15 +255,17 @@ class Mutator:
         r = self.r
         ev = self.event()
         sub = r.choice(["s", "x" * 64, self.text(8)])
-        msg = r.choice([
-            ["EVENT", sub, ev.to_dict()],
-            ["OK", ev.id, r.random() < 0.5, self.text(10)],
-            ["EOSE", sub],
-            ["CLOSED", sub, "error: " + self.text(6)],
-            ["NOTICE", self.text(10)],
-            ["AUTH", self.text(16)],
-            ["COUNT", sub, {"count": r.randrange(100)}],
-        ])
+        msg = r.choice(
+            [
+                ["EVENT", sub, ev.to_dict()],
+                ["OK", ev.id, r.random() < 0.5, self.text(10)],
+                ["EOSE", sub],
+                ["CLOSED", sub, "error: " + self.text(6)],
+                ["NOTICE", self.text(10)],
+                ["AUTH", self.text(16)],
+                ["COUNT", sub, {"count": r.randrange(100)}],
+            ]
+        )
         return self.mutate(msg) if r.random() < 0.7 else msg
 
     def edit_chars(self, text: str, alphabet: str, edits: int | None = None) -> str:

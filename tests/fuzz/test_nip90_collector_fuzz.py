@@ -17,12 +17,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from client.errors import InvalidEvent
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import JobSpec, build_feedback, build_job, build_result, parse_request
-from client.quorum import Quorum, normalize_text
-from client.swarm import JobCollector
+from client.customer.quorum import Quorum, normalize_text
+from client.customer.swarm import JobCollector
+from client.dvm.nip90 import JobSpec, build_feedback, build_job, build_result, parse_request
+from client.nostr.errors import InvalidEvent
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 from .mutate import Mutator
 from .profiles import DEEP, QUICK, seeds
@@ -44,19 +44,22 @@ def _reply(m: Mutator) -> Event:
     req = REQ if r.random() < 0.9 else OTHER_REQ
     ts = 1_800_000_000 + r.choice([0, 0, 0, 5, 5, -700])
     if r.random() < 0.6:
-        ev = build_result(keys, req, r.choice(ANSWERS), amount_msats=r.choice([None, 2000]),
-                          created_at=ts)
+        ev = build_result(
+            keys, req, r.choice(ANSWERS), amount_msats=r.choice([None, 2000]), created_at=ts
+        )
     else:
-        ev = build_feedback(keys, req, r.choice(STATUSES), amount_msats=r.choice([None, 2000]),
-                            created_at=ts)
+        ev = build_feedback(
+            keys, req, r.choice(STATUSES), amount_msats=r.choice([None, 2000]), created_at=ts
+        )
     if r.random() < 0.5:
         return ev
     tags = m.mutate(ev.tags)
     content = ev.content if r.random() < 0.7 else m.text(20)
     kind = ev.kind if r.random() < 0.9 else r.choice([6050, 7000, 6100, 1])
     try:
-        return Event.create(keys, kind, content, tags if isinstance(tags, list) else [],
-                            created_at=ts)
+        return Event.create(
+            keys, kind, content, tags if isinstance(tags, list) else [], created_at=ts
+        )
     except (InvalidEvent, TypeError):  # the mutation broke the tag structure: not signable
         return ev
 

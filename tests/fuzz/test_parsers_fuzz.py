@@ -19,11 +19,11 @@ import bech32
 import pytest
 from hypothesis import given
 
-from client import nip04, nip19, nip44
-from client.errors import InvalidEvent, PaymentError, ProtocolError
-from client.event import Event
-from client.filter import Filter
-from client.messages import parse_client_message, parse_relay_message
+from client.nostr import nip04, nip19, nip44
+from client.nostr.errors import InvalidEvent, PaymentError, ProtocolError
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.messages import parse_client_message, parse_relay_message
 from client.wallet.guard import Budget, PaymentGuard
 from client.wallet.invoices import decode_invoice, make_invoice
 from relay_mock.record import parse_record
@@ -177,8 +177,11 @@ def nip44_case(seed: int) -> None:
         assert out == plain
     # NIP-04: any string in, a typed error or text out.
     try:
-        nip04.decrypt(m.edit_chars(nip04.encrypt(plain, KEYS[0].secret_hex, KEYS[1].public_key),
-                                   B64 + "?iv"), KEYS[1].secret_hex, KEYS[0].public_key)
+        nip04.decrypt(
+            m.edit_chars(nip04.encrypt(plain, KEYS[0].secret_hex, KEYS[1].public_key), B64 + "?iv"),
+            KEYS[1].secret_hex,
+            KEYS[0].public_key,
+        )
     except ProtocolError:
         pass
 
@@ -208,7 +211,10 @@ def bolt11_case(seed: int) -> None:
     assert inv.payment_hash and len(inv.payment_hash) == 64
     try:
         ok = GUARD.check(
-            inv, quote_msats=quote, bid_msats=bid, now=NOW + r.choice([0, 599, 10**6]),
+            inv,
+            quote_msats=quote,
+            bid_msats=bid,
+            now=NOW + r.choice([0, 599, 10**6]),
             spent_job_msats=r.choice([0, 30_000]),
         )
     except PaymentError:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from client.errors import ProtocolError
-from client.event import Event
-from client.messages import ClientEvent, RelayOk, parse_client_message, parse_relay_message
+from client.nostr.errors import ProtocolError
+from client.nostr.event import Event
+from client.nostr.messages import ClientEvent, RelayOk, parse_client_message, parse_relay_message
 from relay_mock import Limits
 from relay_mock.core import RelayCore
 from relay_mock.record import event_id_of

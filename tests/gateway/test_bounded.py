@@ -110,8 +110,14 @@ async def test_slow_clients_under_a_small_descriptor_limit(tmp_path: Path) -> No
 
     swarm = str(Path(sys.executable).parent / "swarm")
     proc = await asyncio.create_subprocess_exec(
-        swarm, "serve", "--config", str(path), "--port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        swarm,
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         preexec_fn=small_limit,
     )
     assert proc.stdout is not None

@@ -27,7 +27,9 @@ async def test_identical_deterministic_requests_are_answered_once_and_cost_nothi
 
         async def ask(**kw: object) -> tuple[str, str]:
             raw = await c.chat.completions.with_raw_response.create(
-                model="m", messages=user("2+2?"), **kw  # type: ignore[arg-type]
+                model="m",
+                messages=user("2+2?"),
+                **kw,  # type: ignore[arg-type]
             )
             return raw.headers.get("x-swarm-cache", ""), raw.headers["x-swarm-cost-sats"]
 

@@ -102,9 +102,7 @@ async def test_max_parallel() -> None:
 async def test_a_budget_period_starts_the_budget_again(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = {
         "backends": [{"name": "paid", "type": "mock", "models": ["m"], "cost_sats": 4}],
-        "keys": [
-            {"name": "alice", "key": "sk-alice", "budget_sats": 5, "budget_period": "30d"}
-        ],
+        "keys": [{"name": "alice", "key": "sk-alice", "budget_sats": 5, "budget_period": "30d"}],
     }
     async with gateway(cfg) as gw:
         c = client(gw, "sk-alice")

@@ -22,8 +22,12 @@ async def test_model_entries_set_prices_and_limits() -> None:
                     "name": "openai",
                     "url": up.base_url,
                     "models": [
-                        {"name": "gpt-x", "input_per_1k_usd": 0.003,
-                         "output_per_1k_usd": 0.006, "max_tokens": 64},
+                        {
+                            "name": "gpt-x",
+                            "input_per_1k_usd": 0.003,
+                            "output_per_1k_usd": 0.006,
+                            "max_tokens": 64,
+                        },
                         "gpt-x-mini",
                         "gpt-4o-mini",
                     ],

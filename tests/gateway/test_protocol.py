@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from client.errors import BudgetExceeded
+from client.nostr.errors import BudgetExceeded
 from router.errors import (
     AllProvidersFailed,
     BackendError,

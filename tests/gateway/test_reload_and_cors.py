@@ -50,8 +50,15 @@ async def test_sighup_reloads_without_dropping_a_request_and_refuses_a_bad_file(
     async with FakeOpenAI(models=["m"], reply="old") as up:
         path.write_text(yaml.safe_dump({"backends": [{"name": "up", "url": up.base_url}]}))
         proc = await asyncio.create_subprocess_exec(
-            SWARM, "serve", "--config", str(path), "--port", "0",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(os.environ),
+            SWARM,
+            "serve",
+            "--config",
+            str(path),
+            "--port",
+            "0",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ),
         )
         assert proc.stdout is not None and proc.stderr is not None
         try:
@@ -87,14 +94,18 @@ async def test_reload_in_process_keeps_spend_and_swaps_keys(tmp_path: Path) -> N
     }
     async with gateway(data) as gw, aiohttp.ClientSession() as s:
         body = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
-        async with s.post(gw.url + "/v1/chat/completions", json=body,
-                          headers={"Authorization": "Bearer sk-a"}) as r:
+        async with s.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"}
+        ) as r:
             assert r.status == 200
         new = {**data, "keys": [{"name": "alice", "key": "sk-a2", "budget_sats": 10}]}
         await gw.reload(parse_config({**new, "server": {"port": 0}, "refresh_interval": 0}))
         for key, status in (("sk-a", 401), ("sk-a2", 200)):
-            async with s.post(gw.url + "/v1/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {key}"}) as r:
+            async with s.post(
+                gw.url + "/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
+            ) as r:
                 assert r.status == status
         assert gw.keys.accounts["alice"].spent_sats == 6  # spend kept across the reload
 
@@ -118,15 +129,17 @@ async def test_cors_preflight_and_answers() -> None:
             assert r.status == 200
             assert r.headers["Access-Control-Allow-Origin"] == "https://app.example.org"
             assert "x-swarm-backend" in r.headers["Access-Control-Expose-Headers"]
-        async with s.post(gw.url + "/v1/chat/completions", json={**body, "stream": True},
-                          headers=origin) as r:
+        async with s.post(
+            gw.url + "/v1/chat/completions", json={**body, "stream": True}, headers=origin
+        ) as r:
             assert r.headers["Access-Control-Allow-Origin"] == "https://app.example.org"
             await r.read()
         evil = {**pre, "Origin": "https://evil.example"}
         async with s.options(gw.url + "/v1/chat/completions", headers=evil) as r:
             assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
-        async with s.post(gw.url + "/v1/chat/completions", json=body,
-                          headers={"Origin": "https://evil.example"}) as r:
+        async with s.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"Origin": "https://evil.example"}
+        ) as r:
             assert "Access-Control-Allow-Origin" not in r.headers
 
 

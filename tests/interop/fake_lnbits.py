@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from client.errors import InvoiceNotFound
-from client.wallet.ledger import Ledger
+from client.nostr.errors import InvoiceNotFound
+from relay_mock.lightning.ledger import Ledger
 
 
 @dataclass

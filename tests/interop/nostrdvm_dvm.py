@@ -66,7 +66,10 @@ def main() -> None:
     admin.REBROADCAST_NIP89 = announce  # publish its kind-31990 announcement at start
 
     dvm = GenericDVM(
-        name="nostrdvm interop", dvm_config=config, nip89config=nip89, admin_config=admin,
+        name="nostrdvm interop",
+        dvm_config=config,
+        nip89config=nip89,
+        admin_config=admin,
         options={"some_option": ""},
     )
 

@@ -126,6 +126,7 @@ class NodePeer:
     async def expect_text(self, needle: str, within: float = WAIT) -> str:
         """The first plain (not JSON) output line containing ``needle``: for peers whose own
         logging is the only sign of what they did."""
+
         async def scan() -> str:
             index = 0
             while True:

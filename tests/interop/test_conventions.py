@@ -8,11 +8,7 @@ import time
 
 import pytest
 
-from client import nip44
-from client.errors import JobRejected
-from client.event import Event, Tags
-from client.keys import Keys
-from client.nip90 import (
+from client.dvm.nip90 import (
     Job,
     JobSpec,
     build_feedback,
@@ -22,6 +18,10 @@ from client.nip90 import (
     parse_request,
     parse_result,
 )
+from client.nostr import nip44
+from client.nostr.errors import JobRejected
+from client.nostr.event import Event, Tags
+from client.nostr.keys import Keys
 
 NOW = int(time.time())
 
@@ -84,18 +84,30 @@ def _nostrdvm_feedback(provider: Keys, customer: Keys, request_id: str, hidden: 
     content = nip44.encrypt(
         json.dumps(hidden), nip44.conversation_key(provider.secret_hex, customer.public_key)
     )
-    tags = [["encrypted"], ["p", customer.public_key], ["e", request_id],
-            ["expiration", str(NOW + 60)]]
+    tags = [
+        ["encrypted"],
+        ["p", customer.public_key],
+        ["e", request_id],
+        ["expiration", str(NOW + 60)],
+    ]
     return Event.create(provider, 7000, content, tags, created_at=NOW)
 
 
 def test_feedback_whose_tags_are_all_sealed_is_read() -> None:
     customer, provider, job = _encrypted_job()
-    hidden = [["e", job.id], ["alt", "status"], ["status", "payment-required"],
-              ["amount", "21000"], ["content", "pay first"]]
+    hidden = [
+        ["e", job.id],
+        ["alt", "status"],
+        ["status", "payment-required"],
+        ["amount", "21000"],
+        ["content", "pay first"],
+    ]
     fb = parse_feedback(_nostrdvm_feedback(provider, customer, job.id, hidden), job, customer)
     assert (fb.status, fb.amount and fb.amount.msats, fb.content, fb.encrypted) == (
-        "payment-required", 21000, "pay first", True
+        "payment-required",
+        21000,
+        "pay first",
+        True,
     )
 
 
@@ -119,14 +131,18 @@ def test_our_feedback_to_an_encrypted_job_seals_its_tags_and_keeps_them_visible(
         provider, req, "partial", extra="half way", amount_msats=3000, content="Par"
     )
     sealed = json.loads(
-        nip44.decrypt(event.content, nip44.conversation_key(customer.secret_hex,
-                                                             provider.public_key))
+        nip44.decrypt(
+            event.content, nip44.conversation_key(customer.secret_hex, provider.public_key)
+        )
     )
     assert sealed == [["content", "Par"], ["status", "partial", "half way"], ["amount", "3000"]]
     assert event.tag_value("status") == "partial" and event.tag_value("amount") == "3000"
     fb = parse_feedback(event, job, customer)
     assert (fb.status, fb.extra, fb.content, fb.amount and fb.amount.msats) == (
-        "partial", "half way", "Par", 3000
+        "partial",
+        "half way",
+        "Par",
+        3000,
     )
 
 
@@ -134,20 +150,25 @@ def test_feedback_without_p_is_read_but_a_foreign_p_and_a_result_without_p_are_n
     customer = Keys.generate()
     provider = Keys.generate()
     job = build_job(customer, JobSpec(prompt="hi"), created_at=NOW)
-    ezdvm = Event.create(provider, 7000, "", [["status", "processing"], ["e", job.id]],
-                         created_at=NOW)
+    ezdvm = Event.create(
+        provider, 7000, "", [["status", "processing"], ["e", job.id]], created_at=NOW
+    )
     assert parse_feedback(ezdvm, job, customer).status == "processing"
     other = Event.create(
-        provider, 7000, "", [["status", "processing"], ["e", job.id],
-                             ["p", Keys.generate().public_key]], created_at=NOW
+        provider,
+        7000,
+        "",
+        [["status", "processing"], ["e", job.id], ["p", Keys.generate().public_key]],
+        created_at=NOW,
     )
     with pytest.raises(JobRejected) as err:
         parse_feedback(other, job, customer)
     assert err.value.reason == "other_customer"
     req = parse_request(job.requests[0], keys=provider, now=NOW)
     result = build_result(provider, req, "4", created_at=NOW)
-    no_p = Event.create(provider, 6050, "4", [t for t in result.tags if t[0] != "p"],
-                        created_at=NOW)
+    no_p = Event.create(
+        provider, 6050, "4", [t for t in result.tags if t[0] != "p"], created_at=NOW
+    )
     with pytest.raises(JobRejected) as err:
         parse_result(no_p, job, customer)
     assert err.value.reason == "other_customer"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-from client.directory import MAX_BEAT_S, ProviderDirectory
-from client.event import Event
-from client.keys import Keys
-from client.reputation import Observation, ReputationLedger
-from client.selection import BestReputation, Cheapest, Explore, Selector
+from client.customer.directory import MAX_BEAT_S, ProviderDirectory
+from client.customer.reputation import Observation, ReputationLedger
+from client.customer.selection import BestReputation, Cheapest, Explore, Selector
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from tests.discovery.support import FakeClock, announcement
 
 T0 = 1_800_000_000
@@ -68,7 +68,8 @@ def test_a_beat_without_expiration_lasts_two_beats_and_a_fresh_announcement_is_a
     clock.advance(661)
     assert directory.alive_keys() == []
     assert (directory.status(dvm.public_key), directory.status(other.public_key)) == (
-        "stale", "unknown"
+        "stale",
+        "unknown",
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
-from client.wallet.ledger import Ledger
+from relay_mock.lightning.ledger import Ledger
 from tests.interop.peers import NOSTRDVM_PYTHON, require_nostrdvm
 
 RELAY = "ws://127.0.0.1:7777"
@@ -25,7 +25,10 @@ READ_AMOUNT = (
 def _nostrdvm_reads(invoice: str) -> str:
     out = subprocess.run(
         [str(NOSTRDVM_PYTHON), "-c", READ_AMOUNT, invoice],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return out.stdout.strip().splitlines()[-1]
 

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from client.keys import Keys
-from client.wallet.ledger import Ledger
-from client.wallet.local import LedgerWallet
+from client.nostr.keys import Keys
 from provider.node import ProviderNode
 from provider.pricing import Pricing
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.wallet import LedgerWallet
 from tests.interop.peers import require_js, run_node
 from tests.provider.conftest import mock_backend
 
@@ -29,8 +29,13 @@ async def node(relay: Relay) -> AsyncIterator[ProviderNode]:
     ledger = Ledger(":memory:")
     wallet = LedgerWallet(ledger, ledger.create_account("node").id)
     async with ProviderNode(
-        Keys.generate(), [relay.url], mock_backend(), pricing=PRICING, payment="after",
-        wallet=wallet, connect_timeout=3.0,
+        Keys.generate(),
+        [relay.url],
+        mock_backend(),
+        pricing=PRICING,
+        payment="after",
+        wallet=wallet,
+        connect_timeout=3.0,
     ) as started:
         yield started
 
@@ -41,8 +46,13 @@ async def test_the_lower_of_a_visible_and_a_sealed_bid_decides(
 ) -> None:
     customer = Keys.generate()
     async with run_node(
-        "nostr_tools_job.mjs", relay.url, customer.secret_hex, node.keys.public_key,
-        visible, sealed, "hello",
+        "nostr_tools_job.mjs",
+        relay.url,
+        customer.secret_hex,
+        node.keys.public_key,
+        visible,
+        sealed,
+        "hello",
     ) as peer:
         feedback = await peer.expect("feedback")
     # nostr-tools verified the event and decrypted its content: our sealed tag list.
@@ -57,8 +67,13 @@ async def test_a_bid_covering_the_quote_both_ways_is_served(
 ) -> None:
     customer = Keys.generate()
     async with run_node(
-        "nostr_tools_job.mjs", relay.url, customer.secret_hex, node.keys.public_key,
-        "9000", "5000", "hello",
+        "nostr_tools_job.mjs",
+        relay.url,
+        customer.secret_hex,
+        node.keys.public_key,
+        "9000",
+        "5000",
+        "hello",
     ) as peer:
         result = await peer.expect("result")
         feedback = await peer.expect("feedback")

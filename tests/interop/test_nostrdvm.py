@@ -19,12 +19,9 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
-from client.directory import DirectoryWatcher, ProviderDirectory
-from client.errors import JobRejected
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import (
+from client.customer.directory import DirectoryWatcher, ProviderDirectory
+from client.customer.selection import Selector
+from client.dvm.nip90 import (
     JobFeedback,
     JobResult,
     JobSpec,
@@ -32,8 +29,11 @@ from client.nip90 import (
     parse_feedback,
     parse_result,
 )
-from client.pool import RelayPool
-from client.selection import Selector
+from client.net.pool import RelayPool
+from client.nostr.errors import JobRejected
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 from tests.interop.peers import NodePeer, require_nostrdvm, run_nostrdvm
 
@@ -63,8 +63,13 @@ async def nostrdvm(
         beats = pool.subscribe(Filter(kinds=[11998], authors=[keys.public_key]))
         await beats.wait_eose()
         async with run_nostrdvm(
-            DRIVER, relay.url, keys.secret_hex, str(cost), "announce" if announce else "quiet",
-            cwd=tmp_path, env=env,
+            DRIVER,
+            relay.url,
+            keys.secret_hex,
+            str(cost),
+            "announce" if announce else "quiet",
+            cwd=tmp_path,
+            env=env,
         ) as dvm:
             await dvm.expect("started", WAIT)
             await asyncio.wait_for(anext(aiter(beats)), WAIT)
@@ -79,15 +84,19 @@ async def test_a_nostrdvm_dvm_announced_long_ago_is_alive_by_its_heartbeat(
         # Its announcement from a day ago (as deployed DVMs announce once, then only beat).
         content = {"name": "nostrdvm interop", "supportsEncryption": True, "amount": "0"}
         old = Event.create(
-            keys, 31990, json.dumps(content), [["k", "5050"], ["d", "interop-dvm"]],
+            keys,
+            31990,
+            json.dumps(content),
+            [["k", "5050"], ["d", "interop-dvm"]],
             created_at=int(time.time()) - 86_400,
         )
         assert relay.inject(old)[0]
         directory = ProviderDirectory()
         async with RelayPool([relay.url]) as pool, DirectoryWatcher(pool, directory) as watcher:
             await asyncio.wait_for(
-                watcher.wait_for(lambda d: (i := d.get(keys.public_key)) is not None
-                                 and i.beat_at is not None),
+                watcher.wait_for(
+                    lambda d: (i := d.get(keys.public_key)) is not None and i.beat_at is not None
+                ),
                 WAIT,
             )
         info = directory.get(keys.public_key)
@@ -113,7 +122,9 @@ async def _ask(
     """One job to the DVM with our nip90 builders; its replies parsed by our strict parsers."""
     me = Keys.generate()
     spec = JobSpec(
-        prompt=prompt, targets=(dvm.public_key,), relays=(relay.url,),
+        prompt=prompt,
+        targets=(dvm.public_key,),
+        relays=(relay.url,),
         encryption="nip44" if encrypt else None,
     )
     job = build_job(me, spec)
@@ -163,14 +174,17 @@ async def test_our_customer_buys_a_summary_from_a_nostrdvm_dvm_of_kind_5001(
 ) -> None:
     """More than 5050: nostrdvm's engine serving kind 5001 (its LLM call replaced by the
     driver's fixed answer) answers our SwarmClient's kind-5001 job with a kind-6001 result."""
-    from client.keys import Keys as OurKeys
-    from client.swarm import SwarmClient
+    from client.customer.swarm import SwarmClient
+    from client.nostr.keys import Keys as OurKeys
 
     async with nostrdvm(relay, tmp_path, env={"NOSTRDVM_KIND": "5001"}) as (keys, _):
         async with SwarmClient(OurKeys.generate(), [relay.url]) as swarm:
             result = await swarm.complete(
-                "A long text to summarize.", kind=5001, quorum=1,
-                targets=[keys.public_key], timeout=30,
+                "A long text to summarize.",
+                kind=5001,
+                quorum=1,
+                targets=[keys.public_key],
+                timeout=30,
             )
     assert result.reached and result.job.kind == 5001
     assert [r.event.kind for r in result.results] == [6001]

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from client import nip04
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.pool import RelayPool
+from client.net.pool import RelayPool
+from client.nostr import nip04
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from provider.node import ProviderNode
 from relay_mock import Relay
 from tests.interop.peers import require_nostrdvm, run_nostrdvm

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
-from client.keys import Keys
-from client.wallet.ledger import Ledger
-from client.wallet.local import LedgerWallet
-from client.wallet.service import WalletService
+from client.nostr.keys import Keys
 from provider.node import ProviderNode
 from provider.pricing import Pricing
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
+from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
 from tests.interop.fake_lnbits import FakeLnbits
 from tests.interop.peers import require_nostrdvm

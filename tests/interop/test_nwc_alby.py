@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from client.errors import InvoiceNotFound
-from client.filter import Filter
-from client.keys import Keys
-from client.pool import RelayPool
+from client.net.pool import RelayPool
+from client.nostr.errors import InvoiceNotFound
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from client.wallet import NwcWallet, nip47
 from relay_mock import Relay
 from tests.interop.peers import require_js, run_node
@@ -47,8 +47,13 @@ async def test_nwc_wallet_is_answered_by_alby_wallet_service(relay: Relay) -> No
                 await wallet.lookup_invoice("ef" * 32)
             assert await wallet.pay_invoice("lnbcrt1fakeinvoice") == "cd" * 32
         methods = [(await alby.expect("request"))["method"] for _ in range(5)]
-    assert methods == ["get_balance", "make_invoice", "lookup_invoice", "lookup_invoice",
-                       "pay_invoice"]
+    assert methods == [
+        "get_balance",
+        "make_invoice",
+        "lookup_invoice",
+        "lookup_invoice",
+        "pay_invoice",
+    ]
 
 
 async def test_alby_wallet_service_responses_carry_no_p_tag(relay: Relay) -> None:
@@ -64,8 +69,12 @@ async def test_alby_wallet_service_responses_carry_no_p_tag(relay: Relay) -> Non
             )
             await sub.wait_eose()
             request = nip47.build_request(
-                client_keys, wallet_keys.public_key, "get_balance", {},
-                scheme=nip47.NIP44, created_at=int(time.time()),
+                client_keys,
+                wallet_keys.public_key,
+                "get_balance",
+                {},
+                scheme=nip47.NIP44,
+                created_at=int(time.time()),
             )
             await pool.publish(request)
             response = await asyncio.wait_for(anext(aiter(sub)), 10)

@@ -1,5 +1,5 @@
-"""Pay-before-work decisions (client/prepay.py), pure: which payment-required feedback a customer
-pays in advance, within which limits, and that a prepaid provider is not paid again."""
+"""Pay-before-work decisions (client/customer/prepay.py), pure: which payment-required feedback a
+customer pays in advance, within which limits, and that a prepaid provider is not paid again."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import Job, JobFeedback, JobSpec, build_job, parse_feedback
-from client.prepay import Decline, Prepay, PrepayBook, PrepayPolicy
+from client.customer.prepay import Decline, Prepay, PrepayBook, PrepayPolicy
+from client.dvm.nip90 import Job, JobFeedback, JobSpec, build_job, parse_feedback
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 NOW = int(time.time())
 CUSTOMER = Keys.generate()
@@ -21,8 +21,14 @@ def _job(*targets: str) -> Job:
     return build_job(CUSTOMER, JobSpec(prompt="hi", targets=targets), created_at=NOW)
 
 
-def _asks(job: Job, provider: Keys, msats: int | None, *, status: str = "payment-required",
-          invoice: str | None = INVOICE) -> JobFeedback:
+def _asks(
+    job: Job,
+    provider: Keys,
+    msats: int | None,
+    *,
+    status: str = "payment-required",
+    invoice: str | None = INVOICE,
+) -> JobFeedback:
     tags = [["status", status], ["e", job.id], ["p", CUSTOMER.public_key]]
     if msats is not None:
         tags.append(["amount", str(msats), invoice] if invoice else ["amount", str(msats)])
@@ -66,8 +72,9 @@ def test_what_is_never_paid_in_advance(
 def test_a_cap_alone_is_a_ceiling_and_strangers_to_a_targeted_job_are_not_paid() -> None:
     dvm, stranger = Keys.generate(), Keys.generate()
     job = _job(dvm.public_key)
-    book = PrepayBook(PrepayPolicy(max_msats=5_000), quorum=1, bid_msats=None,
-                      targets=[dvm.public_key])
+    book = PrepayBook(
+        PrepayPolicy(max_msats=5_000), quorum=1, bid_msats=None, targets=[dvm.public_key]
+    )
     assert book.consider(_asks(job, stranger, 1_000)) == Decline(stranger.public_key, "not_target")
     assert isinstance(book.consider(_asks(job, dvm, 5_000)), Prepay)
 

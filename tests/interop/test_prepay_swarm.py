@@ -15,17 +15,17 @@ import openai
 import pytest
 
 from client.cli import main
-from client.errors import QuorumNotReached
-from client.keys import Keys
-from client.prepay import PrepayPolicy
-from client.reputation import ReputationLedger
-from client.swarm import SwarmClient
-from client.wallet.ledger import Ledger
-from client.wallet.local import LedgerWallet
-from client.wallet.service import WalletService
+from client.customer.prepay import PrepayPolicy
+from client.customer.reputation import ReputationLedger
+from client.customer.swarm import SwarmClient
+from client.nostr.errors import QuorumNotReached
+from client.nostr.keys import Keys
 from provider.node import ProviderNode
 from provider.pricing import Pricing
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
+from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
 from tests.gateway.helpers import client, gateway, user
 from tests.provider.conftest import mock_backend
@@ -40,19 +40,36 @@ async def test_swarm_client_prepays_a_pay_before_work_provider_and_pays_once(
     node_wallet = LedgerWallet(ledger, ledger.create_account("dvm").id)
     customer_wallet = LedgerWallet(ledger, ledger.create_account("me", msats=100_000).id)
     node = ProviderNode(
-        Keys.generate(), [relay.url], mock_backend(), pricing=PRICING, payment="before",
-        wallet=node_wallet, payment_poll_s=0.01, connect_timeout=3.0,
+        Keys.generate(),
+        [relay.url],
+        mock_backend(),
+        pricing=PRICING,
+        payment="before",
+        wallet=node_wallet,
+        payment_poll_s=0.01,
+        connect_timeout=3.0,
     )
-    async with node, SwarmClient(
-        Keys.generate(), [relay.url], wallet=customer_wallet,
-        payments_db=str(tmp_path) + "/payments.db",  # type: ignore[operator]
-    ) as swarm:
+    async with (
+        node,
+        SwarmClient(
+            Keys.generate(),
+            [relay.url],
+            wallet=customer_wallet,
+            payments_db=str(tmp_path) + "/payments.db",  # type: ignore[operator]
+        ) as swarm,
+    ):
         targets = [node.keys.public_key]
         with pytest.raises(QuorumNotReached):  # without prepay: it waits for money, we time out
-            await swarm.complete("hello", quorum=1, targets=targets, bid_msats=10_000,
-                                 max_tokens=100, timeout=1.0)
+            await swarm.complete(
+                "hello", quorum=1, targets=targets, bid_msats=10_000, max_tokens=100, timeout=1.0
+            )
         result = await swarm.complete(
-            "hello", quorum=1, targets=targets, bid_msats=10_000, max_tokens=100, timeout=10.0,
+            "hello",
+            quorum=1,
+            targets=targets,
+            bid_msats=10_000,
+            max_tokens=100,
+            timeout=10.0,
             prepay=PrepayPolicy(),
         )
     quote = 2000  # 2 prompt + 100 completion tokens cost 1,002 msats: the minimum, 2,000
@@ -67,18 +84,34 @@ async def test_prepay_never_pays_above_the_bid(relay: Relay, tmp_path: object) -
     node_wallet = LedgerWallet(ledger, ledger.create_account("dvm").id)
     customer_wallet = LedgerWallet(ledger, ledger.create_account("me", msats=100_000).id)
     node = ProviderNode(
-        Keys.generate(), [relay.url], mock_backend(), pricing=PRICING, payment="before",
-        wallet=node_wallet, payment_poll_s=0.01, connect_timeout=3.0,
+        Keys.generate(),
+        [relay.url],
+        mock_backend(),
+        pricing=PRICING,
+        payment="before",
+        wallet=node_wallet,
+        payment_poll_s=0.01,
+        connect_timeout=3.0,
     )
-    async with node, SwarmClient(
-        Keys.generate(), [relay.url], wallet=customer_wallet,
-        payments_db=str(tmp_path) + "/payments.db",  # type: ignore[operator]
-    ) as swarm:
+    async with (
+        node,
+        SwarmClient(
+            Keys.generate(),
+            [relay.url],
+            wallet=customer_wallet,
+            payments_db=str(tmp_path) + "/payments.db",  # type: ignore[operator]
+        ) as swarm,
+    ):
         # The invoice asks 2,000 msats; max_msats 1,000 caps what we pay in advance: nothing is.
         with pytest.raises(QuorumNotReached):
             await swarm.complete(
-                "hello", quorum=1, targets=[node.keys.public_key], bid_msats=10_000,
-                max_tokens=100, timeout=1.0, prepay=PrepayPolicy(max_msats=1000),
+                "hello",
+                quorum=1,
+                targets=[node.keys.public_key],
+                bid_msats=10_000,
+                max_tokens=100,
+                timeout=1.0,
+                prepay=PrepayPolicy(max_msats=1000),
             )
     assert ledger.balance(node_wallet.account_id) == 0
     assert ledger.balance(customer_wallet.account_id) == 100_000
@@ -98,8 +131,14 @@ async def test_swarm_ask_prepay_pays_a_pay_before_work_provider_through_nwc(
         dvm = ledger.create_account("dvm")
         me = ledger.create_account("me", msats=100_000)
         node = ProviderNode(
-            Keys.generate(), [relay.url], mock_backend(), pricing=PRICING, payment="before",
-            wallet=LedgerWallet(ledger, dvm.id), payment_poll_s=0.01, connect_timeout=3.0,
+            Keys.generate(),
+            [relay.url],
+            mock_backend(),
+            pricing=PRICING,
+            payment="before",
+            wallet=LedgerWallet(ledger, dvm.id),
+            payment_poll_s=0.01,
+            connect_timeout=3.0,
         )
         async with node, WalletService(ledger, [relay.url]) as service:
             argv = [
@@ -139,8 +178,14 @@ async def test_the_gateways_swarm_prepays_when_its_config_says_so(
         dvm = ledger.create_account("dvm")
         me = ledger.create_account("gateway", msats=100_000)
         node = ProviderNode(
-            Keys.generate(), [relay.url], mock_backend(), pricing=PRICING, payment="before",
-            wallet=LedgerWallet(ledger, dvm.id), payment_poll_s=0.01, connect_timeout=3.0,
+            Keys.generate(),
+            [relay.url],
+            mock_backend(),
+            pricing=PRICING,
+            payment="before",
+            wallet=LedgerWallet(ledger, dvm.id),
+            payment_poll_s=0.01,
+            connect_timeout=3.0,
         )
         swarm = {
             "relays": [relay.url], "quorum": 1, "bid_sats": 5, "models": ["m1"],

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import QuorumNotReached
-from client.keys import Keys
-from client.quorum import comparator_by_name
-from client.swarm import SwarmClient
+from client.customer.quorum import comparator_by_name
+from client.customer.swarm import SwarmClient
+from client.nostr.errors import QuorumNotReached
+from client.nostr.keys import Keys
 from client.wallet import NwcWallet, Payer, PaymentLedger, SwarmPayHook
 from provider import demo
 from router.backends.base import LmBackend

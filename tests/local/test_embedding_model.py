@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from client.agreement.embedding import INSTALL_HINT, MiniLmEmbedder, embedding_available
-from client.quorum import comparator_by_name
+from client.customer.agreement.embedding import INSTALL_HINT, MiniLmEmbedder, embedding_available
+from client.customer.quorum import comparator_by_name
 
 pytestmark = [
     pytest.mark.local_model,

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from client.keys import Keys
+from client.nostr.keys import Keys
 from provider.announce import build_announcement
 from provider.node import ProviderNode
 from router.backends.llamacpp import LlamaCppBackend, default_model_path

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from client.wallet.interface import Transaction, Wallet
-from client.wallet.ledger import Ledger
-from client.wallet.local import LedgerWallet
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.wallet import LedgerWallet
 
 START = 1_800_000_000
 

@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 from client.cli import main
-from client.keys import Keys
-from client.wallet import Ledger, LedgerWallet, WalletService
+from client.nostr.keys import Keys
 from provider import ProviderNode
 from provider.pricing import Pricing
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
+from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
-from client.cli_wallet import sats
+from client.cli.wallet import sats
 from client.wallet import nip47
 from client.wallet.invoices import decode_invoice
-from client.wallet.ledger import Ledger
 from client.wallet.nwc import NwcWallet
 from client.wallet.payment_ledger import PaymentLedger
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
 
 RELAY = "ws://127.0.0.1:7777"
 
@@ -68,7 +68,7 @@ def test_accounts_balance_and_history_on_a_ledger(
 def test_history_of_a_customer_payment_ledger(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from client.keys import Keys
+    from client.nostr.keys import Keys
     from client.wallet.invoices import make_invoice
 
     path = tmp_path / "payments.db"
@@ -143,8 +143,9 @@ async def test_history_shows_an_unknown_payment_and_how_it_was_resolved(
 ) -> None:
     """The wallet pays but its answer is lost: the ledger says unknown, the history shows it,
     and after a lookup it says paid and how that was learned."""
-    from client.errors import WalletTimeout
-    from client.wallet import LedgerWallet, Payer
+    from client.nostr.errors import WalletTimeout
+    from client.wallet import Payer
+    from relay_mock.lightning.wallet import LedgerWallet
 
     from .conftest import SpyWallet
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from client.errors import BudgetExceeded, InvoiceError, InvoiceExpired, PaymentError, WrongNetwork
-from client.keys import Keys
+from client.nostr.errors import (
+    BudgetExceeded,
+    InvoiceError,
+    InvoiceExpired,
+    PaymentError,
+    WrongNetwork,
+)
+from client.nostr.keys import Keys
 from client.wallet.guard import Budget, PaymentGuard
 from client.wallet.invoices import make_invoice
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.errors import InvoiceError, InvoiceExpired, WrongNetwork
-from client.keys import Keys
+from client.nostr.errors import InvoiceError, InvoiceExpired, WrongNetwork
+from client.nostr.keys import Keys
 from client.wallet import invoices
 from client.wallet.invoices import (
     check_invoice,

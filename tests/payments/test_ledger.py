@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.errors import (
+from client.nostr.errors import (
     InsufficientBalance,
     InvoiceError,
     InvoiceNotFound,
@@ -18,9 +18,9 @@ from client.errors import (
     WalletUnauthorized,
     WrongNetwork,
 )
-from client.keys import Keys
+from client.nostr.keys import Keys
 from client.wallet.invoices import decode_invoice, make_invoice, preimage_matches
-from client.wallet.ledger import Ledger
+from relay_mock.lightning.ledger import Ledger
 
 
 class Clock:

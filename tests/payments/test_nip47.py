@@ -6,19 +6,19 @@ import json
 
 import pytest
 
-from client import nip04, nip44
-from client.errors import (
+from client.nostr import nip04, nip44
+from client.nostr.errors import (
     InsufficientBalance,
     InvoiceNotFound,
     PaymentFailed,
     WalletError,
     WalletUnauthorized,
 )
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from client.wallet import nip47
-from client.wallet.ledger import Ledger
-from client.wallet.service import METHODS, RequestHandler, connection_uri
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import METHODS, RequestHandler, connection_uri
 
 from .conftest import Clock
 

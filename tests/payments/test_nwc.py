@@ -12,7 +12,7 @@ from typing import Any
 import nostr_sdk
 import pytest
 
-from client.errors import (
+from client.nostr.errors import (
     InsufficientBalance,
     InvoiceNotFound,
     PaymentFailed,
@@ -21,16 +21,16 @@ from client.errors import (
     WalletUnauthorized,
     WalletUnavailable,
 )
-from client.keys import Keys
+from client.nostr.keys import Keys
 from client.wallet import nip47
 from client.wallet.guard import Bill
 from client.wallet.invoices import decode_invoice, preimage_matches
-from client.wallet.ledger import Ledger
 from client.wallet.nwc import NwcWallet
 from client.wallet.payment_ledger import PaymentLedger
 from client.wallet.payments import Payer
-from client.wallet.service import RequestHandler, WalletService
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import RequestHandler, WalletService
 
 from .conftest import Crash, SpyWallet
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import (
+from client.nostr.errors import (
     BudgetExceeded,
     InsufficientBalance,
     InvoiceError,
@@ -16,7 +16,7 @@ from client.errors import (
     WalletUnavailable,
     WrongNetwork,
 )
-from client.keys import Keys
+from client.nostr.keys import Keys
 from client.wallet.guard import Bill, Budget, PaymentGuard
 from client.wallet.invoices import make_invoice
 from client.wallet.payment_ledger import PaymentLedger

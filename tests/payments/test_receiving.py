@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from client.errors import InvoiceExpired, InvoiceNotFound, WalletTimeout
+from client.nostr.errors import InvoiceExpired, InvoiceNotFound, WalletTimeout
 from client.wallet.invoices import decode_invoice
 from client.wallet.receiving import wait_until_paid
 

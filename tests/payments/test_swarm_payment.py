@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import Amount, build_feedback, build_result, parse_request
-from client.pool import RelayPool
-from client.swarm import SwarmClient
+from client.customer.swarm import SwarmClient
+from client.dvm.nip90 import Amount, build_feedback, build_result, parse_request
+from client.net.pool import RelayPool
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from client.wallet.guard import Bill
-from client.wallet.ledger import Ledger
 from client.wallet.nwc import NwcWallet
 from client.wallet.payment_ledger import PaymentLedger
 from client.wallet.payments import Payer
-from client.wallet.service import WalletService
 from client.wallet.swarm_payment import SwarmPayHook, bills_from
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
 
 
 def test_bills_take_the_lowest_amount_a_provider_named_as_its_quote() -> None:

@@ -8,12 +8,13 @@ import contextlib
 import time
 from pathlib import Path
 
-from client.keys import Keys
-from client.swarm import SwarmClient
-from client.wallet import Ledger, LedgerWallet
+from client.customer.swarm import SwarmClient
+from client.nostr.keys import Keys
 from provider import ProviderNode
 from provider.pricing import Pricing
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
 
 PRICE = Pricing(msats_per_1k_prompt=0, msats_per_1k_completion=0, min_msats=3_000)

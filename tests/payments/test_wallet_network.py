@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.wallet import Ledger, NwcWallet, WalletService
+from client.wallet import NwcWallet
 from client.wallet.network import network_name, wallet_network
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
 from router.gateway.app import Gateway
 from router.gateway.config import parse_config
 

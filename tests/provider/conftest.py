@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from client.keys import Keys
+from client.nostr.keys import Keys
 from provider.node import ProviderNode
 from relay_mock import Relay
 from router.backends import MockBackend

@@ -1,5 +1,5 @@
 """A scripted customer for provider tests: publishes NIP-90 jobs through a real RelayPool and
-collects every feedback and result addressed to it, parsed strictly by client.nip90.
+collects every feedback and result addressed to it, parsed strictly by client.dvm.nip90.
 
     async with Customer([relay.url]) as alice:
         job = await alice.submit(JobSpec(prompt="hi", model="m"))
@@ -15,11 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.errors import JobRejected
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import (
+from client.dvm.nip90 import (
     KIND_FEEDBACK,
     KIND_TEXT_RESULT,
     Job,
@@ -30,7 +26,11 @@ from client.nip90 import (
     parse_feedback,
     parse_result,
 )
-from client.pool import RelayPool
+from client.net.pool import RelayPool
+from client.nostr.errors import JobRejected
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 
 WAIT = 10.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from client.keys import Keys
+from client.nostr.keys import Keys
 from provider.announce import (
     KIND_HANDLER,
     Announcer,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from client.cli import main
-from client.nip90 import JobSpec
+from client.dvm.nip90 import JobSpec
 from provider.config import load_config
 from relay_mock import Relay
 from tests.provider.customer import Customer
@@ -56,8 +56,16 @@ async def test_run_serves_jobs_and_stops_on_sigterm(
         "SWARM_PROVIDER_BACKENDS": '[{"type": "mock", "models": ["m"], "response": "served"}]',
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli", "provider", "run", "--config", str(path),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "client.cli",
+        "provider",
+        "run",
+        "--config",
+        str(path),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None and proc.stderr is not None

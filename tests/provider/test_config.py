@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client.keys import Keys
+from client.nostr.keys import Keys
 from provider.assemble import build_backend, build_backends, build_node, build_wallet
 from provider.config import BackendConfig, PaymentConfig, load_config, parse_config, render_template
 from provider.errors import ConfigError

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from client import nip04, nip44
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import JobSpec, build_encrypted_request, build_request
+from client.dvm.nip90 import JobSpec, build_encrypted_request, build_request
+from client.nostr import nip04, nip44
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from provider.intake import Accept, Ignore, IntakePolicy, ModelCatalog, Refuse, evaluate, screen
 from provider.limits import Limits
 from provider.pricing import Pricing

@@ -17,8 +17,8 @@ import pytest
 
 import provider.node as node_module
 from client.cli import main
-from client.filter import Filter
-from client.keys import Keys
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 from router.backends import OllamaBackend
 from tests.provider.conftest import NodeFactory, mock_backend
@@ -86,9 +86,10 @@ async def test_the_node_announces_once_the_backend_answers(
     backend.healthy = False
     checks = CountedChecks(backend)
     keys = Keys.generate()
-    async with Announcements(relay, keys.public_key) as watch, start_node(
-        backend, keys=keys
-    ) as node:
+    async with (
+        Announcements(relay, keys.public_key) as watch,
+        start_node(backend, keys=keys) as node,
+    ):
         await checks.reached(2)
         assert relay.stored_events(Filter(kinds=[31990], authors=[keys.public_key])) == []
         with caplog.at_level(logging.INFO, logger="provider"):
@@ -105,9 +106,10 @@ async def test_a_healthy_backend_is_announced_at_once_without_retries(
     backend = mock_backend("m1")
     checks = CountedChecks(backend)
     keys = Keys.generate()
-    async with Announcements(relay, keys.public_key) as watch, start_node(
-        backend, keys=keys
-    ) as node:
+    async with (
+        Announcements(relay, keys.public_key) as watch,
+        start_node(backend, keys=keys) as node,
+    ):
         await watch.next()
         assert node.backend_ready.is_set() and checks.calls == 1
 
@@ -118,8 +120,15 @@ async def test_provider_run_says_the_backend_does_not_answer(tmp_path: Path, rel
     init = ["provider", "init", "--config", str(path), "--backend", "ollama", "--url", url]
     assert main([*init, "--model", "llama3.2:1b", "--relay", relay.url]) == 0
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli", "provider", "run", "--config", str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "client.cli",
+        "provider",
+        "run",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
@@ -144,15 +153,16 @@ async def test_a_model_ollama_has_not_pulled_is_not_offered(
         backend = OllamaBackend(ollama.base_url, models=["llama3", "qwen2.5:0.5b"])
         keys = Keys.generate()
         with caplog.at_level(logging.WARNING, logger="provider"):
-            async with Announcements(relay, keys.public_key) as watch, start_node(
-                backend, keys=keys, models=["llama3", "qwen2.5:0.5b"]
-            ) as node:
+            async with (
+                Announcements(relay, keys.public_key) as watch,
+                start_node(backend, keys=keys, models=["llama3", "qwen2.5:0.5b"]) as node,
+            ):
                 first = await watch.next()
                 assert json.loads(first.content)["nostrSwarm"]["models"] == ["llama3"]
                 assert node.models == ("llama3",)
         assert any(
-            "does not have model qwen2.5:0.5b" in r.getMessage() and "ollama pull" in
-            r.getMessage() for r in caplog.records
+            "does not have model qwen2.5:0.5b" in r.getMessage() and "ollama pull" in r.getMessage()
+            for r in caplog.records
         )
         await backend.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from client.nip90 import JobSpec
+from client.dvm.nip90 import JobSpec
 from provider.assemble import build_backends
 from provider.config import BackendConfig
 from router.backends import OllamaBackend, OpenAICompatBackend
@@ -89,9 +89,7 @@ async def test_router_fails_over_from_dead_openai_to_ollama(
     async with FakeOllama(models=["m"], reply="from ollama") as up:
         backend = build_backends(
             [
-                BackendConfig(
-                    type="openai", url=f"http://127.0.0.1:{closed_port()}", models=["m"]
-                ),
+                BackendConfig(type="openai", url=f"http://127.0.0.1:{closed_port()}", models=["m"]),
                 BackendConfig(type="ollama", url=up.base_url, models=["m"]),
             ]
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.nip90 import JobSpec
+from client.dvm.nip90 import JobSpec
 from provider.assemble import build_backend
 from provider.config import BackendConfig
 from tests.provider.conftest import NodeFactory

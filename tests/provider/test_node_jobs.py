@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from client import nip44
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import JobSpec, build_encrypted_request, build_request
+from client.dvm.nip90 import JobSpec, build_encrypted_request, build_request
+from client.nostr import nip44
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 from tests.provider.conftest import NodeFactory, OffsetClock, mock_backend
 from tests.provider.customer import Customer
@@ -125,7 +125,10 @@ async def test_encrypted_jobs_get_encrypted_replies(
 ) -> None:
     async with start_node() as node:
         spec = JobSpec(
-            prompt="secret", model="m1", targets=(node.public_key,), encryption=scheme  # type: ignore[arg-type]
+            prompt="secret",
+            model="m1",
+            targets=(node.public_key,),
+            encryption=scheme,  # type: ignore[arg-type]
         )
         job = await customer.submit(spec)
         result = await customer.result(job)

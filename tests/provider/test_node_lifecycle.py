@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import JobSpec
-from client.pool import RelayPool
-from client.swarm import SwarmClient
+from client.customer.swarm import SwarmClient
+from client.dvm.nip90 import JobSpec
+from client.net.pool import RelayPool
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from provider.announce import is_alive
 from provider.limits import Limits
 from provider.pricing import Pricing
@@ -42,14 +42,13 @@ class Announcements:
         return event
 
 
-async def test_announcement_on_start_and_on_change(
-    start_node: NodeFactory, relay: Relay
-) -> None:
+async def test_announcement_on_start_and_on_change(start_node: NodeFactory, relay: Relay) -> None:
     keys = Keys.generate()
     backend = mock_backend("m1").with_model("m2")
-    async with Announcements(relay, keys.public_key) as watch, start_node(
-        backend, keys=keys, name="Test node", payment="free"
-    ) as node:
+    async with (
+        Announcements(relay, keys.public_key) as watch,
+        start_node(backend, keys=keys, name="Test node", payment="free") as node,
+    ):
         first = await watch.next()
         content = json.loads(first.content)
         assert first.tag_value("k") == "5050" and first.tag_value("status") == "online"
@@ -74,9 +73,7 @@ async def test_heartbeat_republishes_with_fresh_timestamp(
     start_node: NodeFactory, relay: Relay
 ) -> None:
     keys = Keys.generate()
-    async with Announcements(relay, keys.public_key) as watch, start_node(
-        keys=keys, heartbeat_s=1
-    ):
+    async with Announcements(relay, keys.public_key) as watch, start_node(keys=keys, heartbeat_s=1):
         first = await watch.next()
         beat = await watch.next()  # about a second later, nothing changed
     assert beat.content == first.content
@@ -129,9 +126,11 @@ async def test_shutdown_lets_running_jobs_finish_and_stops_intake(
 async def test_swarm_client_gets_a_quorum_of_two_nodes(
     start_node: NodeFactory, relay: Relay
 ) -> None:
-    async with start_node(mock_backend(reply="Paris")) as a, start_node(
-        mock_backend(reply="Paris")
-    ) as b, SwarmClient(Keys.generate(), [relay.url]) as swarm:
+    async with (
+        start_node(mock_backend(reply="Paris")) as a,
+        start_node(mock_backend(reply="Paris")) as b,
+        SwarmClient(Keys.generate(), [relay.url]) as swarm,
+    ):
         result = await swarm.complete(
             "Capital of France?", model="m1", quorum=2, timeout=10, providers_expected=2
         )
@@ -155,11 +154,16 @@ async def test_node_keeps_serving_across_a_relay_restart(
 
 
 async def test_swarm_client_encrypted_quorum(start_node: NodeFactory, relay: Relay) -> None:
-    async with start_node(mock_backend(reply="42")) as a, start_node(
-        mock_backend(reply="42")
-    ) as b, SwarmClient(Keys.generate(), [relay.url]) as swarm:
+    async with (
+        start_node(mock_backend(reply="42")) as a,
+        start_node(mock_backend(reply="42")) as b,
+        SwarmClient(Keys.generate(), [relay.url]) as swarm,
+    ):
         result = await swarm.complete(
-            "secret question", quorum=2, timeout=10, targets=[a.public_key, b.public_key],
+            "secret question",
+            quorum=2,
+            timeout=10,
+            targets=[a.public_key, b.public_key],
             encrypt=True,
         )
     assert result.text == "42"

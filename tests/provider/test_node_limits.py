@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from client.event import Event
-from client.keys import Keys
-from client.nip90 import JobSpec
+from client.dvm.nip90 import JobSpec
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from provider.limits import Limits
 from provider.pricing import Pricing
 from relay_mock import Relay
@@ -98,8 +98,8 @@ async def test_caps_unknown_model_and_malformed_requests(
 
 
 async def test_low_bid_refused_with_quote(start_node: NodeFactory, customer: Customer) -> None:
-    from client.wallet.ledger import Ledger
-    from client.wallet.local import LedgerWallet
+    from relay_mock.lightning.ledger import Ledger
+    from relay_mock.lightning.wallet import LedgerWallet
 
     ledger = Ledger(":memory:")
     wallet = LedgerWallet(ledger, ledger.create_account("node").id)
@@ -169,7 +169,7 @@ async def test_garbage_never_crashes(start_node: NodeFactory, customer: Customer
 async def test_cancelled_jobs_stop_wasting_the_backend(
     start_node: NodeFactory, customer: Customer, relay: Relay
 ) -> None:
-    from client.nip90 import build_deletion
+    from client.dvm.nip90 import build_deletion
 
     gate = asyncio.Event()
     backend = mock_backend().with_gate(gate)

@@ -7,13 +7,13 @@ import asyncio
 import time
 from pathlib import Path
 
-from client.keys import Keys
-from client.nip90 import JobSpec, build_request
+from client.dvm.nip90 import JobSpec, build_request
+from client.nostr.keys import Keys
 from client.wallet import decode_invoice
-from client.wallet.ledger import Ledger
-from client.wallet.local import LedgerWallet
 from provider.pricing import Pricing
 from provider.store import JobStore
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.wallet import LedgerWallet
 from router.clock import ManualClock
 from tests.provider.conftest import NodeFactory, mock_backend
 from tests.provider.customer import Customer
@@ -147,9 +147,7 @@ async def test_restart_resumes_a_job_awaiting_payment(
     node_wallet, payer = wallets(ledger)
     keys = Keys.generate()
     path = tmp_path / "provider.sqlite"
-    request = build_request(
-        customer.keys, JobSpec(prompt="resume me", targets=(keys.public_key,))
-    )
+    request = build_request(customer.keys, JobSpec(prompt="resume me", targets=(keys.public_key,)))
     await customer.publish_raw(request)  # it was published before the crash
     bolt11 = await node_wallet.make_invoice(5000, "job", 600)
     # What the store held when the previous run was killed mid-wait.
@@ -166,16 +164,18 @@ async def test_restart_resumes_a_job_awaiting_payment(
         )
     await payer.pay_invoice(bolt11)
     async with start_node(
-        keys=keys, store=path, pricing=PRICING, payment="before", wallet=node_wallet,
+        keys=keys,
+        store=path,
+        pricing=PRICING,
+        payment="before",
+        wallet=node_wallet,
         payment_poll_s=0.01,
     ):
         result = await customer.result(request.id)
     assert result.content == "Echo: resume me"
 
 
-async def test_paid_jobs_never_refused_as_busy(
-    start_node: NodeFactory, customer: Customer
-) -> None:
+async def test_paid_jobs_never_refused_as_busy(start_node: NodeFactory, customer: Customer) -> None:
     from provider.limits import Limits
 
     ledger = Ledger(":memory:")
@@ -184,7 +184,11 @@ async def test_paid_jobs_never_refused_as_busy(
     backend = mock_backend().with_gate(gate)
     limits = Limits(max_concurrent=1, queue_size=1, max_unpaid=5)
     async with start_node(
-        backend, pricing=PRICING, payment="before", wallet=node_wallet, limits=limits,
+        backend,
+        pricing=PRICING,
+        payment="before",
+        wallet=node_wallet,
+        limits=limits,
         payment_poll_s=0.01,
     ):
         jobs = [await customer.submit(JobSpec(prompt=str(i))) for i in range(3)]
@@ -249,8 +253,12 @@ async def test_paid_queued_job_runs_within_the_grace_period(
     gate = asyncio.Event()
     limits = Limits(max_concurrent=1, queue_size=1, shutdown_grace=30)
     async with start_node(
-        mock_backend().with_gate(gate), pricing=PRICING, payment="before", wallet=node_wallet,
-        payment_poll_s=0.01, limits=limits,
+        mock_backend().with_gate(gate),
+        pricing=PRICING,
+        payment="before",
+        wallet=node_wallet,
+        payment_poll_s=0.01,
+        limits=limits,
     ) as node:
         jobs = [await customer.submit(JobSpec(prompt=f"paid {i}")) for i in range(2)]
         for j in jobs:

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from client.errors import QuorumNotReached
-from client.keys import Keys
-from client.swarm import SwarmClient
+from client.customer.swarm import SwarmClient
+from client.nostr.errors import QuorumNotReached
+from client.nostr.keys import Keys
 from provider.kinds import prompt_for
 from relay_mock import Relay
 from tests.provider.conftest import NodeFactory, mock_backend
@@ -37,7 +37,11 @@ async def test_summarization_and_translation_reach_a_quorum(
             assert summary.text is not None
             assert summary.text.startswith("Echo: Summarize the following text")
             german = await swarm.complete(
-                "Good morning.", kind=5002, quorum=2, targets=targets, timeout=10,
+                "Good morning.",
+                kind=5002,
+                quorum=2,
+                targets=targets,
+                timeout=10,
                 params={"language": "German"},
             )
             assert german.text is not None and "into German" in german.text
@@ -48,8 +52,9 @@ async def test_summarization_and_translation_reach_a_quorum(
 
 async def test_the_kinds_served_are_announced(start_node: NodeFactory, relay: Relay) -> None:
     keys = Keys.generate()
-    async with Announcements(relay, keys.public_key) as watch, start_node(
-        mock_backend(), keys=keys, kinds=[5050, 5001]
+    async with (
+        Announcements(relay, keys.public_key) as watch,
+        start_node(mock_backend(), keys=keys, kinds=[5050, 5001]),
     ):
         event = await watch.next()
     assert [t[1] for t in event.tags if t[0] == "k"] == ["5050", "5001"]
@@ -74,10 +79,22 @@ async def test_swarm_ask_kind(start_node: NodeFactory, relay: Relay) -> None:
 
     async with start_node(mock_backend(), kinds=[5001]) as node:
         proc = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "swarm"), "ask", "Some long text.",
-            "--relay", relay.url, "--kind", "5001", "--quorum", "1",
-            "--target", node.keys.public_key, "--json", "--timeout", "10",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            str(Path(sys.executable).parent / "swarm"),
+            "ask",
+            "Some long text.",
+            "--relay",
+            relay.url,
+            "--kind",
+            "5001",
+            "--quorum",
+            "1",
+            "--target",
+            node.keys.public_key,
+            "--json",
+            "--timeout",
+            "10",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env={k: v for k, v in os.environ.items() if k != "SWARM_NWC"},
         )
         async with asyncio.timeout(60):

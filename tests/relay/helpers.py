@@ -8,7 +8,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from client.event import Event
+from client.nostr.event import Event
 
 TIMEOUT = 5.0
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from .helpers import Wire

@@ -7,8 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 
 from .helpers import Wire
 
@@ -18,7 +18,12 @@ STANDALONE = ("relay_mock",)  # `python -m relay_mock`, same options, starts fas
 
 async def start_cli(command: tuple[str, ...], *args: str) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", *command, "--port", "0", *args,
+        sys.executable,
+        "-m",
+        *command,
+        "--port",
+        "0",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Limits
 from relay_mock.core import RelayCore, ok_message, same_relay
 
@@ -80,7 +80,7 @@ def test_same_relay() -> None:
 
 
 def test_a_verified_event_that_comes_again_is_not_verified_again(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from client import secp
+    from client.nostr import secp
 
     calls: list[bytes] = []
     real = secp.verify

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from .helpers import Wire

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 from websockets.frames import Frame, Opcode
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Relay
 from relay_mock.server import _Connection
 
@@ -131,18 +131,16 @@ async def test_frames_sent_with_the_handshake_take_the_ordinary_path() -> None:
         )
         await reader.readuntil(b"\r\n\r\n")
         later = Event.create(KEYS, 1, "later")
-        writer.write(
-            first[9:]
-            + frame(Opcode.TEXT, ('["EVENT",' + later.to_json() + "]").encode())
-        )
+        writer.write(first[9:] + frame(Opcode.TEXT, ('["EVENT",' + later.to_json() + "]").encode()))
         assert await replies(reader, 2) == [ev.id, later.id]
         writer.close()
 
 
 def test_the_boundary_walker_follows_frames_across_any_split() -> None:
-    frames = [
-        frame(Opcode.TEXT, b"a" * n) for n in (0, 1, 125, 126, 65535, 65536)
-    ] + [frame(Opcode.PING, b""), Frame(Opcode.TEXT, b"unmasked").serialize(mask=False)]
+    frames = [frame(Opcode.TEXT, b"a" * n) for n in (0, 1, 125, 126, 65535, 65536)] + [
+        frame(Opcode.PING, b""),
+        Frame(Opcode.TEXT, b"unmasked").serialize(mask=False),
+    ]
     stream = b"".join(frames)
     ends = set()
     pos = 0

@@ -8,8 +8,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Limits, Relay
 
 from .helpers import Wire
@@ -78,16 +78,16 @@ async def test_event_rate_per_connection() -> None:
         keys = Keys.generate()
         at = int(clock[0])
         results = [
-            (await wire.publish(Event.create(keys, 1, str(i), created_at=at)))[2:]
-            for i in range(5)
+            (await wire.publish(Event.create(keys, 1, str(i), created_at=at)))[2:] for i in range(5)
         ]
         assert [r[0] for r in results] == [True, True, True, False, False]
         assert results[3][1].startswith("rate-limited:")
         # Another connection has its own bucket; time refills this one.
         assert (await other.publish(Event.create(keys, 1, "other", created_at=at)))[2] is True
         clock[0] += 1.0
-        refilled = [(await wire.publish(Event.create(keys, 1, f"r{i}", created_at=at)))[2]
-                    for i in range(3)]
+        refilled = [
+            (await wire.publish(Event.create(keys, 1, f"r{i}", created_at=at)))[2] for i in range(3)
+        ]
         assert refilled == [True, True, False]
 
 

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Limits, Relay
 from relay_mock.core import RelayCore
 from relay_mock.record import Record, parse_record
@@ -90,8 +90,9 @@ def test_many_idle_filters_are_not_checked_per_event() -> None:
     writer = core.connect(lambda text: None, NOW)
     keys = Keys.generate()
     for i in range(20):
-        ev = Event.create(keys, 1, f"honest {i}", [["t", "chat"], ["p", keys.public_key]],
-                          created_at=int(NOW))
+        ev = Event.create(
+            keys, 1, f"honest {i}", [["t", "chat"], ["p", keys.public_key]], created_at=int(NOW)
+        )
         core.handle(writer, '["EVENT",' + ev.to_json() + "]", NOW)
         assert core.live.last_checks <= 2
     assert sum(m.startswith('["EVENT","honest"') for m in got) == 20

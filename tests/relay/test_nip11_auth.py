@@ -6,8 +6,8 @@ import time
 
 import aiohttp
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Limits, Relay
 
 from .helpers import Wire

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import nostr_sdk as sdk
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 WAIT = timedelta(seconds=5)
@@ -25,9 +25,11 @@ async def test_sdk_publishes_and_we_store_the_exact_event(relay: Relay) -> None:
     keys = sdk.Keys.generate()
     client = await sdk_client(relay)
     try:
-        event = sdk.EventBuilder(sdk.Kind(1), "from rust ünïcode 🌍").tags(
-            [sdk.Tag.parse(["t", "interop"])]
-        ).finalize(keys)
+        event = (
+            sdk.EventBuilder(sdk.Kind(1), "from rust ünïcode 🌍")
+            .tags([sdk.Tag.parse(["t", "interop"])])
+            .finalize(keys)
+        )
         out = await client.send_event(event)
         assert [str(u) for u in out.success] and not out.failed
     finally:
@@ -54,9 +56,11 @@ async def test_sdk_queries_with_filters_and_limit(relay: Relay) -> None:
     client = await sdk_client(relay)
     try:
         for i in range(5):
-            ev = sdk.EventBuilder(sdk.Kind(1), f"n{i}").custom_created_at(
-                sdk.Timestamp.from_secs(1_700_000_000 + i)
-            ).finalize(keys)
+            ev = (
+                sdk.EventBuilder(sdk.Kind(1), f"n{i}")
+                .custom_created_at(sdk.Timestamp.from_secs(1_700_000_000 + i))
+                .finalize(keys)
+            )
             await client.send_event(ev)
         await client.send_event(sdk.EventBuilder(sdk.Kind(7), "+").finalize(keys))
         f = sdk.Filter().author(keys.public_key()).kind(sdk.Kind(1)).limit(2)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import PersistenceError, Relay
 
 from .helpers import Wire

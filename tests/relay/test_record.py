@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from client.errors import InvalidEvent
-from client.event import Event, canonical
-from client.keys import Keys
+from client.nostr.errors import InvalidEvent
+from client.nostr.event import Event, canonical
+from client.nostr.keys import Keys
 from relay_mock.core import _loads
 from relay_mock.record import fast_canonical, parse_record
 
@@ -31,9 +31,7 @@ def test_fast_canonical_refuses_lone_surrogates_like_the_reference() -> None:
         fast_canonical(PK, 1, 1, [], "a\ud800b")
 
 
-@pytest.mark.parametrize(
-    "field", ["id", "pubkey", "sig"]
-)
+@pytest.mark.parametrize("field", ["id", "pubkey", "sig"])
 @pytest.mark.parametrize("bad", ["upper", "short", "space", "nonhex", "int"])
 def test_each_hex_field_is_checked_and_named(field: str, bad: str) -> None:
     obj = Event.create(Keys.generate(), 1, "x").to_dict()

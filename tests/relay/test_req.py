@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Relay
 
 from .helpers import Wire
@@ -42,8 +42,9 @@ async def test_since_until_on_the_wire(relay: Relay) -> None:
     async with await Wire.open(relay.url) as wire:
         for e in events:
             await wire.publish(e)
-        got, _ = await wire.req("w", {"authors": [keys.public_key], "since": base + 2,
-                                      "until": base + 4})
+        got, _ = await wire.req(
+            "w", {"authors": [keys.public_key], "since": base + 2, "until": base + 4}
+        )
     assert [e["content"] for e in got] == ["4", "3", "2"]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock.record import Record, parse_record
 from relay_mock.store import EventStore
 
@@ -18,8 +18,9 @@ def rec(event: Event) -> Record:
     return parse_record(json.loads(raw), raw)
 
 
-def ev(keys: Keys, kind: int = 1, content: str = "", tags: list[list[str]] | None = None,
-       at: int = NOW) -> Event:
+def ev(
+    keys: Keys, kind: int = 1, content: str = "", tags: list[list[str]] | None = None, at: int = NOW
+) -> Event:
     return Event.create(keys, kind, content, tags or [], created_at=at)
 
 

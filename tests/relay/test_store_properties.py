@@ -7,9 +7,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock.record import parse_record
 from relay_mock.store import EventStore
 
@@ -42,8 +42,10 @@ filters = st.builds(
     st.none() | st.lists(st.sampled_from([k.public_key for k in KEYS]), min_size=1, max_size=2),
     st.none()
     | st.dictionaries(
-        st.sampled_from(["e", "t"]), st.lists(st.sampled_from([*IDS, "x", "y"]), min_size=1),
-        min_size=1, max_size=2,
+        st.sampled_from(["e", "t"]),
+        st.lists(st.sampled_from([*IDS, "x", "y"]), min_size=1),
+        min_size=1,
+        max_size=2,
     ),
     st.none() | st.integers(NOW, NOW + 4),
     st.none() | st.integers(NOW, NOW + 4),

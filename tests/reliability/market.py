@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.keys import Keys
-from client.pool import RelayPool
-from client.swarm import SwarmClient, SwarmResult
-from client.wallet import Ledger, LedgerWallet, Payer, PaymentLedger, SwarmPayHook
+from client.customer.swarm import SwarmClient, SwarmResult
+from client.net.pool import RelayPool
+from client.nostr.keys import Keys
+from client.wallet import Payer, PaymentLedger, SwarmPayHook
 from provider import Limits, Pricing, ProviderNode
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
 from router.backends.base import LmBackend
 

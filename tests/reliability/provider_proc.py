@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from client.keys import Keys
-from client.wallet import Ledger, LedgerWallet
+from client.nostr.keys import Keys
 from provider import Limits, ProviderNode
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.wallet import LedgerWallet
 
 from .market import PRICING, mock
 

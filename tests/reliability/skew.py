@@ -24,7 +24,7 @@ T = TypeVar("T")
 OFFSET: contextvars.ContextVar[float] = contextvars.ContextVar("wall_clock_offset", default=0.0)
 _real_time = time.time
 # Modules whose protocol timestamps come from time.time().
-PATCHED = ("client.event", "client.swarm", "client.relay")
+PATCHED = ("client.nostr.event", "client.customer.swarm", "client.net.relay")
 
 
 class _SkewedTime:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import QuorumNotReached
+from client.nostr.errors import QuorumNotReached
 from relay_mock import Relay
 
 from .market import Market, mock

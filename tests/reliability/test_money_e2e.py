@@ -20,10 +20,12 @@ import aiohttp
 import pytest
 import yaml
 
-from client.keys import Keys
-from client.wallet import Ledger, LedgerWallet, PaymentLedger
+from client.nostr.keys import Keys
+from client.wallet import PaymentLedger
 from provider import Limits, Pricing, ProviderNode
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
 
 from ..client.scripted import ScriptedProvider
@@ -96,8 +98,15 @@ class Served:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            SWARM, "serve", "--config", str(self.path), "--port", "0",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env,
+            SWARM,
+            "serve",
+            "--config",
+            str(self.path),
+            "--port",
+            "0",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
         )
         assert self.proc.stdout is not None
         async with asyncio.timeout(30):
@@ -283,9 +292,7 @@ async def test_swarm_ask_with_a_wallet_and_no_cap_never_pays_a_colluding_price(
         account = market.ledger.create_account(f"colluder{i}").id
         tx = market.ledger.make_invoice(account, 100_000_000, description="4")
         colluders.append(
-            ScriptedProvider(
-                [market.relay.url], "4", amount_msats=100_000_000, bolt11=tx.invoice
-            )
+            ScriptedProvider([market.relay.url], "4", amount_msats=100_000_000, bolt11=tx.invoice)
         )
     async with contextlib.AsyncExitStack() as stack:
         for c in colluders:

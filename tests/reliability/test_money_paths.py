@@ -35,11 +35,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.event import Event
-from client.keys import Keys
-from client.wallet import Ledger, LedgerWallet, PaymentLedger, WalletService
+from client.nostr.event import Event
+from client.nostr.keys import Keys
+from client.wallet import PaymentLedger
 from provider import Limits, Pricing, ProviderNode
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
+from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
 from router.gateway.app import Gateway
 from router.gateway.config import parse_config
@@ -193,22 +196,24 @@ class Program:
         uri = w.service.connection_uri(self.account)
         self.config = parse_config(
             {
-                "backends": [{
-                    "type": "swarm",
-                    "name": "swarm",
-                    "timeout_s": attempt_timeout_s,  # a router timer the swarm must not obey
-                    "relays": [w.relay.url],
-                    "quorum": 2,
-                    "bid_sats": BID_SATS,
-                    "budget_sats": SWARM_BUDGET_SATS,
-                    "job_timeout_s": 1.0,
-                    "wallet_timeout_s": WALLET_TIMEOUT_S,
-                    "resolve_interval_s": 0.2,
-                    "nwc_uri": uri,
-                    "secret_key": Keys.generate().secret_hex,
-                    "payment_ledger": str(self.dir / "payments.db"),
-                    "models": ["m1"],
-                }],
+                "backends": [
+                    {
+                        "type": "swarm",
+                        "name": "swarm",
+                        "timeout_s": attempt_timeout_s,  # a router timer the swarm must not obey
+                        "relays": [w.relay.url],
+                        "quorum": 2,
+                        "bid_sats": BID_SATS,
+                        "budget_sats": SWARM_BUDGET_SATS,
+                        "job_timeout_s": 1.0,
+                        "wallet_timeout_s": WALLET_TIMEOUT_S,
+                        "resolve_interval_s": 0.2,
+                        "nwc_uri": uri,
+                        "secret_key": Keys.generate().secret_hex,
+                        "payment_ledger": str(self.dir / "payments.db"),
+                        "models": ["m1"],
+                    }
+                ],
                 "keys": [{"name": "alice", "key": "sk-alice", "budget_sats": KEY_BUDGET_SATS}],
                 "state": {"url": f"sqlite:///{self.dir / 'state.sqlite'}"},
                 "resilience": {

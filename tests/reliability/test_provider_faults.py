@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import QuorumNotReached
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import KIND_TEXT_RESULT
-from client.pool import RelayPool
-from client.swarm import Progress
+from client.customer.swarm import Progress
+from client.dvm.nip90 import KIND_TEXT_RESULT
+from client.net.pool import RelayPool
+from client.nostr.errors import QuorumNotReached
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from provider import Limits
 from relay_mock import Relay
 from router.backends import OpenAICompatBackend

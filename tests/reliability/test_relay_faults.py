@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import PublishError, QuorumNotReached
+from client.nostr.errors import PublishError, QuorumNotReached
 from relay_mock import Relay
 
 from .market import Market, mock

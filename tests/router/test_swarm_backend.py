@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from client.errors import BudgetExceeded, QuorumNotReached
-from client.keys import Keys
-from client.swarm import SwarmClient, SwarmResult
+from client.customer.swarm import SwarmClient, SwarmResult
+from client.nostr.errors import BudgetExceeded, QuorumNotReached
+from client.nostr.keys import Keys
 from relay_mock import Relay
 from router import LmRouter
 from router.backends import MockBackend

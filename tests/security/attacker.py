@@ -13,12 +13,12 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from client.errors import PublishError
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import JobRequest, parse_request
-from client.pool import RelayPool
+from client.dvm.nip90 import JobRequest, parse_request
+from client.net.pool import RelayPool
+from client.nostr.errors import PublishError
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 
 Script = Callable[["Attacker", JobRequest], Awaitable[Sequence[Event]] | Sequence[Event]]
 

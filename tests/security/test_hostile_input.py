@@ -9,18 +9,12 @@ import json
 
 import pytest
 
-from client import nip44
-from client.errors import (
-    InvalidEvent,
-    InvalidMessage,
-    JobRejected,
-    PaymentError,
-    WalletError,
-)
-from client.event import Event
-from client.keys import Keys
-from client.messages import parse_client_message, parse_relay_message
-from client.nip90 import JobSpec, build_job, parse_request, parse_result
+from client.dvm.nip90 import JobSpec, build_job, parse_request, parse_result
+from client.nostr import nip44
+from client.nostr.errors import InvalidEvent, InvalidMessage, JobRejected, PaymentError, WalletError
+from client.nostr.event import Event
+from client.nostr.keys import Keys
+from client.nostr.messages import parse_client_message, parse_relay_message
 from client.wallet import nip47
 from client.wallet.guard import PaymentGuard
 from client.wallet.invoices import make_invoice

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from client import nip44
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import KIND_FEEDBACK, KIND_TEXT_RESULT, JobSpec, build_job
-from client.pool import RelayPool
+from client.dvm.nip90 import KIND_FEEDBACK, KIND_TEXT_RESULT, JobSpec, build_job
+from client.net.pool import RelayPool
+from client.nostr import nip44
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from provider import Limits
 from relay_mock import Relay
 from tests.provider.customer import Customer
@@ -116,14 +116,23 @@ async def test_hostile_requests_are_refused_with_a_reason(relay: Relay, tmp_path
         ck = nip44.conversation_key(mallory.keys.secret_hex, node.public_key)
         nested = "[" * 5_000 + "]" * 5_000
         sealed = Event.create(
-            mallory.keys, 5050, nip44.encrypt(nested, ck),
+            mallory.keys,
+            5050,
+            nip44.encrypt(nested, ck),
             [["p", node.public_key], ["encrypted"]],
         )
         huge = build_job(mallory.keys, JobSpec(prompt="x" * 40_000, model=MODEL))
-        odd = Event.create(mallory.keys, 5050, "", [["i", "2+2?", "text"], ["param", "max_tokens",
-                                                     "²"], ["param", "model", MODEL]])
-        jobs = [await mallory.publish_raw(sealed), await mallory.submit(huge),
-                await mallory.publish_raw(odd)]
+        odd = Event.create(
+            mallory.keys,
+            5050,
+            "",
+            [["i", "2+2?", "text"], ["param", "max_tokens", "²"], ["param", "model", MODEL]],
+        )
+        jobs = [
+            await mallory.publish_raw(sealed),
+            await mallory.submit(huge),
+            await mallory.publish_raw(odd),
+        ]
         errors = [await mallory.error(j) for j in jobs]
         assert "not a JSON list of tags" in errors[0].extra
         assert "at most 32000 characters" in errors[1].extra

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from client.event import Event
-from client.keys import Keys
+from client.nostr.event import Event
+from client.nostr.keys import Keys
 from relay_mock import Limits, Relay
 from tests.relay.helpers import Wire
 from tests.reliability.market import Market, mock

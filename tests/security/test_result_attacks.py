@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from client.event import Event
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import KIND_TEXT_RESULT, JobRequest, build_feedback, build_result
-from client.swarm import SwarmClient
+from client.customer.swarm import SwarmClient
+from client.dvm.nip90 import KIND_TEXT_RESULT, JobRequest, build_feedback, build_result
+from client.nostr.event import Event
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from relay_mock import Relay
 from tests.client.scripted import ScriptedRelay
 from tests.reliability.market import MODEL, Market, mock
@@ -27,9 +27,7 @@ from tests.reliability.market import MODEL, Market, mock
 from .attacker import Attacker
 
 
-async def _market_with(
-    tmp_path: Path, relay: Relay, attacker: Attacker, **kw: object
-) -> Market:
+async def _market_with(tmp_path: Path, relay: Relay, attacker: Attacker, **kw: object) -> Market:
     market = Market(tmp_path, [relay.url])
     await market.__aenter__()
     for _ in range(2):  # honest nodes answer "4" once the attacker is done
@@ -137,8 +135,11 @@ async def test_result_signed_by_one_key_naming_another(relay: Relay, tmp_path: P
 
     def impersonate(a: Attacker, req: JobRequest) -> list[Event]:
         real = build_result(a.keys, req, "5")
-        return [Event(real.id, victims[0], real.created_at, real.kind, real.tags, real.content,
-                      real.sig)]
+        return [
+            Event(
+                real.id, victims[0], real.created_at, real.kind, real.tags, real.content, real.sig
+            )
+        ]
 
     async with Attacker([relay.url], impersonate) as evil:
         market = await _market_with(tmp_path, relay, evil)
@@ -158,8 +159,9 @@ async def test_result_signed_by_one_key_naming_another(relay: Relay, tmp_path: P
                 SwarmClient(market.keys, [relay.url, sneaky.url], pay=market.hook) as swarm,
             ):
                 evil.done.clear()
-                again = await swarm.complete("2+2?", quorum=2, timeout=15, max_sats=100,
-                                             model=MODEL, providers_expected=3)
+                again = await swarm.complete(
+                    "2+2?", quorum=2, timeout=15, max_sats=100, model=MODEL, providers_expected=3
+                )
                 market.results.append(again)
             assert again.text == "4" and again.rejected["forged"] == 1
             assert victims[0] in again.agreeing  # the real one still counts
@@ -207,9 +209,7 @@ async def test_someone_elses_invoice_in_my_result(
         await market.still_serving()
 
 
-async def test_malformed_results_and_a_relay_sending_garbage(
-    relay: Relay, tmp_path: Path
-) -> None:
+async def test_malformed_results_and_a_relay_sending_garbage(relay: Relay, tmp_path: Path) -> None:
     def malformed(a: Attacker, req: JobRequest) -> list[Event]:
         job_id, customer = req.id, req.customer
         base = [["e", job_id], ["p", customer]]
@@ -233,9 +233,15 @@ async def test_malformed_results_and_a_relay_sending_garbage(
         try:
             swarm_relays = [relay.url, noisy.url]
             async with SwarmClient(market.keys, swarm_relays, pay=market.hook) as swarm:
-                result = await swarm.complete("2+2?", quorum=2, timeout=15, max_sats=100,
-                                              model=MODEL, providers_expected=3,
-                                              max_result_bytes=1000)
+                result = await swarm.complete(
+                    "2+2?",
+                    quorum=2,
+                    timeout=15,
+                    max_sats=100,
+                    model=MODEL,
+                    providers_expected=3,
+                    max_result_bytes=1000,
+                )
                 market.results.append(result)
                 noisy_conn = swarm.pool.relays[1]
                 assert noisy_conn.bad_messages == len(garbage)

@@ -84,11 +84,24 @@ class Postgres:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             _as_postgres(
-                [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                 "-k", str(self.data), "-c", "listen_addresses=127.0.0.1",
-                 "-c", "fsync=off", "-c", "max_connections=200"]
+                [
+                    str(self.bindir / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.data),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=200",
+                ]
             ),
-            stdout=subprocess.DEVNULL, stderr=open(self.data.parent / "postgres.log", "ab"),
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data.parent / "postgres.log", "ab"),
             start_new_session=True,  # its own group: runuser's child goes down with it
         )
         _wait_port(self.port, "postgres", self.proc)
@@ -138,9 +151,21 @@ def start_postgres() -> Postgres:
         shutil.chown(root, "postgres")
         shutil.chown(data, "postgres")
     subprocess.run(
-        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                      "--auth=trust", "-E", "UTF8"]),
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        _as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     pg = Postgres(free_port(), data, bindir)
     pg.start()
@@ -158,9 +183,19 @@ class Redis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_port(self.port, "redis-server", self.proc)
 

@@ -44,8 +44,14 @@ async def fleet(tmp: Path, cfg: dict[str, Any], n: int = 3) -> AsyncIterator[lis
     try:
         for _ in range(n):
             proc = await asyncio.create_subprocess_exec(
-                SWARM, "serve", "--config", str(path), "--port", "0",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                SWARM,
+                "serve",
+                "--config",
+                str(path),
+                "--port",
+                "0",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
                 env=dict(os.environ),
             )
             procs.append(proc)
@@ -82,9 +88,10 @@ async def spread(urls: list[str], key: str, n: int) -> list[int]:
 
 
 async def usage(url: str, key: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as s, s.get(
-        url + "/v1/usage", headers={"Authorization": f"Bearer {key}"}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(url + "/v1/usage", headers={"Authorization": f"Bearer {key}"}) as r,
+    ):
         assert r.status == 200
         return dict(await r.json())
 
@@ -116,11 +123,14 @@ async def test_redis_then_postgres_away_and_back(
         try:
             statuses = await spread(urls, "sk-alice", 4)
             assert statuses == [503] * 4  # money needs the state store: a clear refusal
-            async with aiohttp.ClientSession() as s, s.post(
-                urls[0] + "/v1/chat/completions",
-                json={"model": "m", "messages": [{"role": "user", "content": "q"}]},
-                headers={"Authorization": "Bearer sk-alice"},
-            ) as r:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(
+                    urls[0] + "/v1/chat/completions",
+                    json={"model": "m", "messages": [{"role": "user", "content": "q"}]},
+                    headers={"Authorization": "Bearer sk-alice"},
+                ) as r,
+            ):
                 err = await r.json()
                 assert err["error"]["code"] == "state_unavailable"
         finally:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from contextlib import AsyncExitStack
 
-from client.filter import Filter
-from client.keys import Keys
-from client.nip90 import JobSpec
+from client.dvm.nip90 import JobSpec
+from client.nostr.filter import Filter
+from client.nostr.keys import Keys
 from provider.limits import Limits
 from provider.node import ProviderNode
 from provider.store import JobStore

@@ -68,7 +68,7 @@ def test_bad_lease_is_refused() -> None:
 
 
 def test_state_table_in_provider_toml() -> None:
-    from client.keys import Keys
+    from client.nostr.keys import Keys
     from provider.config import parse_config
     from provider.errors import ConfigError
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import router.gateway.app as app_module
-from client.wallet import Ledger, WalletService
 from client.wallet.invoices import decode_invoice
 from relay_mock import Relay
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService
 from router.gateway.app import Gateway
 from router.gateway.config import parse_config
 from router.spend import SpendBook

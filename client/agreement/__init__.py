@@ -1,7 +1,0 @@
-"""Agreement on free-form answers: claim extraction, claim checks, semantic and automatic
-comparators (pure), and the sentence-embedding shell (``embedding``). See docs/quorum.md."""
-
-from .comparators import AnswerComparator, AutoComparator, SemanticComparator
-from .extract import classify
-
-__all__ = ["AnswerComparator", "AutoComparator", "SemanticComparator", "classify"]

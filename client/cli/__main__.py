@@ -1,0 +1,7 @@
+"""``python -m client.cli``: the ``swarm`` command."""
+
+import sys
+
+from client.cli.command import main
+
+sys.exit(main())

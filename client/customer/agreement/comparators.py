@@ -1,0 +1,207 @@
+"""Comparators that compare what answers claim, not how they are worded. Pure: no I/O (the
+embedding function is passed in; :mod:`client.customer.agreement.embedding` is the shell that loads
+one).
+
+- :class:`AnswerComparator` ``(kind, prompt="")``: extracts the claim first (final number,
+  yes/no, option letter, JSON value, a short fact's head entity) and compares claims.
+- :class:`SemanticComparator` ``(embed, threshold)``: cosine of sentence embeddings at least
+  ``threshold`` *and* no claim conflict
+  (:func:`client.customer.agreement.claims.paragraph_conflict`: negation, numbers, names, a swapped
+  key term); with ``embed=None`` the lexical cosine of
+  :func:`client.customer.quorum.lexical_similarity` stands in (name ``claims``).
+- :class:`AutoComparator` ``(prompt, response_format, embed)``: picks one of the above by the
+  request's shape (:func:`client.customer.agreement.extract.classify`) and says which in ``note``.
+
+Every comparator offers ``score(a, b) -> float`` in [0, 1] on canonical values, which the quorum
+engine puts in its decision (agreement 1.0 / 0.0 for claim comparators, the cosine for
+semantic ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from client.customer.agreement.claims import paragraph_conflict
+from client.customer.agreement.extract import (
+    FactClaim,
+    Kind,
+    ParagraphClaims,
+    classify,
+    fact_claim,
+    final_number,
+    json_value,
+    option_letter,
+    paragraph_claims,
+    parse_options,
+    yes_no,
+)
+
+__all__ = [
+    "LEXICAL_CLAIMS_THRESHOLD",
+    "SEMANTIC_THRESHOLD",
+    "AnswerComparator",
+    "AutoComparator",
+    "SemanticComparator",
+]
+
+Embed = Callable[[str], Sequence[float]]
+
+# Calibrated on bench/data/agreement.jsonl by bench/agreement.py --calibrate (docs/quorum.md):
+# the highest cosine that keeps honest paragraph pairs at >= 95% agreement. Cosine barely tells
+# the wrong paragraphs apart (they are as close as honest ones); the claim checks do that.
+SEMANTIC_THRESHOLD = 0.55
+LEXICAL_CLAIMS_THRESHOLD = 0.3
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
+    na = math.sqrt(sum(x * x for x in a))
+    nb = math.sqrt(sum(y * y for y in b))
+    return dot / (na * nb) if na and nb else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerComparator:
+    """Compare extracted claims of one ``kind`` (``number``, ``yesno``, ``choice``, ``json``,
+    ``fact``). ``prompt`` gives the options of a multiple-choice question and the question words
+    a short fact's answer is stripped of. A text with no such claim cannot agree (``None``)."""
+
+    kind: Kind
+    prompt: str = ""
+    rel_tol: float = 1e-9
+    abs_tol: float = 1e-9
+    name: str = ""
+    hashable: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind == "paragraph":
+            raise ValueError("paragraphs are compared by SemanticComparator")
+        if not self.name:
+            object.__setattr__(self, "name", f"answer:{self.kind}")
+        if self.kind == "choice" and not self.options and self.prompt:
+            object.__setattr__(self, "options", parse_options(self.prompt))
+
+    def canonical(self, text: str) -> Any | None:
+        if self.kind == "number":
+            return final_number(text)
+        if self.kind == "yesno":
+            return yes_no(text)
+        if self.kind == "choice":
+            return option_letter(text, self.options or None)
+        if self.kind == "json":
+            return json_value(text)
+        return fact_claim(text, self.prompt)
+
+    def same(self, a: Any, b: Any) -> bool:
+        if self.kind == "number":
+            return math.isclose(a, b, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+        if self.kind == "fact":
+            return _same_fact(a, b)
+        return bool(a == b)
+
+    def score(self, a: Any, b: Any) -> float:
+        return 1.0 if self.same(a, b) else 0.0
+
+
+def _same_fact(a: FactClaim, b: FactClaim) -> bool:
+    # "William Shakespeare" and "Shakespeare wrote it" name the same entity: each answer's claim
+    # must meet the other's words. A denial never agrees with an assertion.
+    if a.negated != b.negated:
+        return False
+    return bool(a.claim & b.words) and bool(b.claim & a.words)
+
+
+@dataclass(frozen=True, slots=True)
+class _Para:
+    vector: Any  # embedding tuple, or a word-count Counter for the lexical stand-in
+    claims: ParagraphClaims
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticComparator:
+    """Paragraphs agree when they are close (embedding cosine, or lexical cosine without
+    ``embed``) and no aligned sentences conflict in a claim."""
+
+    embed: Embed | None = None
+    threshold: float = SEMANTIC_THRESHOLD
+    name: str = "semantic"
+    hashable: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError("threshold must be between 0 and 1")
+        if self.embed is None and self.name == "semantic":
+            object.__setattr__(self, "name", "claims")
+
+    def canonical(self, text: str) -> Any | None:
+        if not text.strip():
+            return None
+        if self.embed is not None:
+            vector: Any = tuple(self.embed(text))
+        else:
+            from client.customer.quorum import _bag
+
+            vector = _bag(text)
+        return _Para(vector=vector, claims=paragraph_claims(text))
+
+    def closeness(self, a: _Para, b: _Para) -> float:
+        if self.embed is not None:
+            return max(0.0, _cosine(a.vector, b.vector))
+        from client.customer.quorum import _cosine_bags
+
+        va: Counter[str] = a.vector
+        return _cosine_bags(va, b.vector)
+
+    def conflict(self, a: _Para, b: _Para) -> str | None:
+        return paragraph_conflict(a.claims, b.claims) or paragraph_conflict(b.claims, a.claims)
+
+    def same(self, a: Any, b: Any) -> bool:
+        return self.closeness(a, b) >= self.threshold and self.conflict(a, b) is None
+
+    def score(self, a: Any, b: Any) -> float:
+        return round(self.closeness(a, b), 4)
+
+
+@dataclass(frozen=True, slots=True)
+class AutoComparator:
+    """Picks a comparator by the request's shape: ``response_format`` JSON or a prompt asking
+    for JSON -> ``answer:json``; lettered options -> ``answer:choice``; an explanation ->
+    ``semantic`` (``claims`` without an embedding model); a number -> ``answer:number``; a
+    yes/no question -> ``answer:yesno``; a short factual question -> ``answer:fact``; anything
+    else -> ``semantic``. ``note`` says what was picked and why."""
+
+    prompt: str = ""
+    response_format: Any = None
+    embed: Embed | None = None
+    threshold: float | None = None
+    name: str = "auto"
+    hashable: bool = False
+    inner: Any = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        kind, why = classify(self.prompt, self.response_format)
+        inner: Any
+        if kind == "paragraph":
+            threshold = self.threshold
+            if threshold is None:
+                threshold = SEMANTIC_THRESHOLD if self.embed else LEXICAL_CLAIMS_THRESHOLD
+            inner = SemanticComparator(embed=self.embed, threshold=threshold)
+        else:
+            inner = AnswerComparator(kind=kind, prompt=self.prompt)
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "note", f"auto picked {inner.name}: {why}")
+
+    def canonical(self, text: str) -> Any | None:
+        return self.inner.canonical(text)
+
+    def same(self, a: Any, b: Any) -> bool:
+        return bool(self.inner.same(a, b))
+
+    def score(self, a: Any, b: Any) -> float:
+        return float(self.inner.score(a, b))

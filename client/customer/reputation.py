@@ -1,0 +1,677 @@
+"""A customer's memory of providers: who delivered, who agreed with the quorum, who lied, who
+timed out, how fast and at what price. SQLite, one row per (customer, provider key).
+
+::
+
+    ledger = ReputationLedger("reputation.sqlite", customer=keys.public_key)
+    ledger.record_result(result, targets)          # after every SwarmClient completion
+    ledger.score(pubkey)                           # 0..1; 0.5 for a provider never seen
+    ledger.get(pubkey)                             # ProviderRecord (counts decayed to now)
+
+The arithmetic is pure (:class:`ProviderRecord`, :func:`observe`, :func:`observations_from_result`);
+:class:`ReputationLedger` is a thin SQLite layer with a write-through cache.
+
+What counts (from one job's outcome, per provider):
+
+- ``agreed`` (its answer was in the agreeing quorum), ``dissented`` (it answered something else
+  before the quorum was reached), ``unmatched`` (no quorum, answers differed, and its answer
+  agreed with nobody's: at most one of the differing answers can be right, so each counts a
+  little against its author; honest providers recover as they agree with each other, liars
+  keep collecting these), ``answered`` (an answer nobody could confirm, e.g. the only one),
+  ``error`` (error feedback, no answer), ``timeout`` (asked, silent, and the job ran out of time),
+  ``beaten`` (asked, but the quorum was complete before it answered: neither good nor bad; its
+  latency is at least the job's).
+- Counts decay exponentially with ``half_life_s`` (default 14 days), so a provider that lied a
+  month ago and has been honest since recovers, and one that was good long ago must keep earning.
+- The score is a smoothed success share: ``(agreed + 1) / (agreed + 1 + 3 * dissented +
+  2 * timeouts + unmatched + 0.5 * errors + 1)``: a newcomer starts at 0.5, a lie costs three
+  good answers, a timeout (the customer waited the whole time) two, an unmatched answer one, an
+  honest error half of one.
+- Latency is an EWMA over answers (``alpha`` 0.3); price an EWMA of what it asked (msats per
+  job); ``paid_msats`` the total paid to it (not decayed).
+
+Independence is by key only: the ledger cannot tell that two keys belong to one operator (see
+docs/discovery.md).
+
+Deterministic claims (:func:`determinism_flags`, :meth:`ReputationLedger.record_flags`): providers
+that announce the same weights (``["model", name, "sha256:<hex>", engine]``, docs/wire-profile.md
+§10) and answer a request at temperature 0 or with a seed must return the same text; those that
+do not are flagged (kept in a ``flags`` table, read with :meth:`ReputationLedger.flags`), since
+at least one of them is not running what it claims.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from client.nostr.errors import ReputationError
+
+Clock = Callable[[], float]
+Kind = Literal["agreed", "dissented", "unmatched", "answered", "error", "timeout", "beaten"]
+
+DEFAULT_HALF_LIFE_S = 14 * 24 * 3600.0
+LEDGER_ENV = "SWARM_REPUTATION"
+LATENCY_ALPHA = 0.3
+PRICE_ALPHA = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreWeights:
+    """How much each outcome counts against a provider, in units of one agreeing answer; the
+    prior adds ``prior_good`` and ``prior_bad`` pseudo-jobs (1 and 1: newcomers score 0.5)."""
+
+    dissent: float = 3.0
+    timeout: float = 2.0
+    unmatched: float = 1.0
+    error: float = 0.5
+    prior_good: float = 1.0
+    prior_bad: float = 1.0
+
+    def score(
+        self,
+        agreed: float,
+        dissented: float,
+        timeouts: float,
+        errors: float,
+        unmatched: float = 0.0,
+    ) -> float:
+        good = agreed + self.prior_good
+        bad = (
+            self.dissent * dissented
+            + self.timeout * timeouts
+            + self.unmatched * unmatched
+            + self.error * errors
+        )
+        return good / (good + bad + self.prior_bad)
+
+
+DEFAULT_WEIGHTS = ScoreWeights()
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one provider did in one job. ``latency_ms``: when its answer arrived (for
+    ``beaten``/``timeout``: how long it had been silent, a lower bound)."""
+
+    provider: str
+    kind: Kind
+    latency_ms: float | None = None
+    price_msats: int | None = None
+    paid_msats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRecord:
+    """One provider's record. Counts are decayed floats as of ``decayed_at``; ``jobs`` counts
+    every job it was part of, undecayed."""
+
+    provider: str
+    jobs: int = 0
+    results: float = 0.0
+    agreed: float = 0.0
+    dissented: float = 0.0
+    answered: float = 0.0
+    timeouts: float = 0.0
+    errors: float = 0.0
+    unmatched: float = 0.0
+    latency_ms: float | None = None
+    price_msats: float | None = None
+    paid_msats: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    decayed_at: float = 0.0
+
+    @property
+    def experience(self) -> float:
+        """Decayed number of jobs with a verdict (what exploration calls a record)."""
+        return (
+            self.agreed
+            + self.dissented
+            + self.unmatched
+            + self.answered
+            + self.timeouts
+            + self.errors
+        )
+
+    def score_with(self, weights: ScoreWeights = DEFAULT_WEIGHTS) -> float:
+        return weights.score(
+            self.agreed, self.dissented, self.timeouts, self.errors, self.unmatched
+        )
+
+    @property
+    def score(self) -> float:
+        return self.score_with(DEFAULT_WEIGHTS)
+
+    @property
+    def agreement_rate(self) -> float | None:
+        """Share of its answers that agreed when a quorum was reached (None: no such answer)."""
+        judged = self.agreed + self.dissented
+        return self.agreed / judged if judged > 0 else None
+
+    def decayed(self, now: float, half_life_s: float) -> ProviderRecord:
+        """The counts as of ``now``: each halves every ``half_life_s`` seconds."""
+        dt = now - self.decayed_at
+        if dt <= 0 or half_life_s <= 0 or math.isinf(half_life_s):
+            return self if dt <= 0 else replace(self, decayed_at=now)
+        f = 0.5 ** (dt / half_life_s)
+        return replace(
+            self,
+            results=self.results * f,
+            agreed=self.agreed * f,
+            dissented=self.dissented * f,
+            answered=self.answered * f,
+            timeouts=self.timeouts * f,
+            errors=self.errors * f,
+            unmatched=self.unmatched * f,
+            decayed_at=now,
+        )
+
+    def updated(self, obs: Observation, now: float, half_life_s: float) -> ProviderRecord:
+        """This record after ``obs`` (decayed to ``now`` first)."""
+        r = self.decayed(now, half_life_s)
+        counts: dict[str, Any] = {
+            "jobs": r.jobs + 1,
+            "last_seen": now,
+            "first_seen": r.first_seen or now,
+            "paid_msats": r.paid_msats + max(0, obs.paid_msats),
+        }
+        k = obs.kind
+        if k in ("agreed", "dissented", "unmatched", "answered"):
+            counts["results"] = r.results + 1
+            counts[k] = getattr(r, k) + 1
+        elif k == "timeout":
+            counts["timeouts"] = r.timeouts + 1
+        elif k == "error":
+            counts["errors"] = r.errors + 1
+        if obs.latency_ms is not None and obs.latency_ms >= 0:
+            sample = obs.latency_ms
+            if k in ("beaten", "timeout"):
+                # A lower bound: only ever pulls the average up.
+                sample = max(sample, r.latency_ms or 0.0)
+            counts["latency_ms"] = (
+                sample
+                if r.latency_ms is None
+                else r.latency_ms + LATENCY_ALPHA * (sample - r.latency_ms)
+            )
+        if obs.price_msats is not None and obs.price_msats >= 0:
+            counts["price_msats"] = (
+                float(obs.price_msats)
+                if r.price_msats is None
+                else r.price_msats + PRICE_ALPHA * (obs.price_msats - r.price_msats)
+            )
+        return replace(r, **counts)
+
+
+# --- from a job's outcome to observations (pure) ---------------------------------------------
+
+
+def observe(
+    *,
+    asked: Iterable[str],
+    reached: bool,
+    timed_out: bool,
+    agreeing: Iterable[str],
+    dissenting: Iterable[str],
+    answered_ms: Mapping[str, float | None],
+    errors: Iterable[str],
+    elapsed_ms: float,
+    prices: Mapping[str, int] | None = None,
+    paid: Mapping[str, int] | None = None,
+    unmatched: Iterable[str] = (),
+) -> list[Observation]:
+    """Observations for one job. ``asked``: the providers addressed (every provider heard from
+    counts as asked too); ``answered_ms``: providers whose answer arrived, with its time;
+    ``unmatched``: (no quorum) those whose answer agreed with no other while answers differed;
+    ``errors``: those that sent error feedback without an answer; ``timed_out``: the job ended
+    because time ran out (not because agreement became impossible)."""
+    prices = prices or {}
+    paid = paid or {}
+    agree, dissent, err, lone = set(agreeing), set(dissenting), set(errors), set(unmatched)
+    everyone = list(dict.fromkeys([*asked, *answered_ms, *err]))
+    out: list[Observation] = []
+    for p in everyone:
+        price = prices.get(p)
+        if p in answered_ms:
+            ms = answered_ms[p]
+            if reached and p in agree:
+                kind: Kind = "agreed"
+            elif reached and p in dissent:
+                kind = "dissented"
+            elif reached:
+                kind = "beaten"  # answered after the quorum was complete
+            elif p in lone:
+                kind = "unmatched"
+            else:
+                kind = "answered"
+            out.append(Observation(p, kind, ms, price, paid.get(p, 0)))
+        elif p in err:
+            out.append(Observation(p, "error", None, price))
+        elif not reached and timed_out:
+            out.append(Observation(p, "timeout", elapsed_ms, price))
+        else:
+            out.append(Observation(p, "beaten", elapsed_ms, price))
+    return out
+
+
+def unmatched_of(groups: Iterable[Iterable[str]]) -> list[str]:
+    """Without a quorum: the providers alone in their group, when there are several groups
+    (their answer agreed with nobody's while others differed)."""
+    gs = [tuple(g) for g in groups]
+    if len(gs) < 2:
+        return []
+    return [g[0] for g in gs if len(g) == 1]
+
+
+def _agrees(comparator: Any, a: str, b: str) -> bool:
+    try:
+        ca, cb = comparator.canonical(a), comparator.canonical(b)
+        return ca is not None and cb is not None and bool(comparator.same(ca, cb))
+    except Exception:  # a user comparator failing counts as no agreement
+        return False
+
+
+def observations_from_result(
+    result: Any, targets: Iterable[str] = (), comparator: Any = None
+) -> list[Observation]:
+    """Observations from a :class:`client.customer.swarm.SwarmResult` (reached or not): ``targets``
+    are the providers the job addressed (empty for a broadcast: then the providers heard from).
+
+    Answers that arrived but were not counted in the quorum (observers: providers outside a
+    membership policy) are judged against the agreed text with ``comparator`` when one is given,
+    so newcomers can earn a record without being trusted with a vote; without it they are
+    ``beaten`` (neutral)."""
+    decision = result.decision
+    answered: dict[str, float | None] = {}
+    errors: list[str] = []
+    prices: dict[str, int] = {}
+    agree = set(decision.agreeing) if result.reached else set()
+    dissent = set(decision.dissenting) if result.reached else set()
+    for p, st in result.providers.items():
+        if st.result is not None:
+            vote = decision.vote_of(p)
+            if vote is not None:
+                answered[p] = vote.received_at * 1000.0
+            else:  # an observer: not a vote
+                answered[p] = None
+                if result.reached and comparator is not None and decision.text is not None:
+                    same = _agrees(comparator, st.result.content, decision.text)
+                    (agree if same else dissent).add(p)
+        elif st.status == "error":
+            errors.append(p)
+        inv = st.invoice
+        quote = inv.msats if inv is not None else st.quote_msats
+        if quote is not None:
+            prices[p] = quote
+    paid: dict[str, int] = {}
+    left = int(getattr(result, "msats_paid", 0) or 0)
+    if result.reached and left > 0:
+        # The payer pays agreeing providers their invoices: attribute the total that way.
+        for p in decision.agreeing:
+            share = min(left, prices.get(p, 0))
+            if share:
+                paid[p] = share
+                left -= share
+    return observe(
+        asked=targets,
+        reached=result.reached,
+        unmatched=() if result.reached else unmatched_of(decision.groups),
+        timed_out=not result.reached and not decision.exhausted,
+        agreeing=agree,
+        dissenting=dissent,
+        answered_ms=answered,
+        errors=errors,
+        elapsed_ms=result.timings.total_ms,
+        prices=prices,
+        paid=paid,
+    )
+
+
+# --- the ledger (SQLite) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelClaim:
+    """What a provider announced about a model: its weights' hash and its engine."""
+
+    model: str
+    weights: str  # "sha256:<hex>"
+    engine: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeterminismFlag:
+    """``provider`` claimed the same weights, engine and settings as ``peers`` and returned a
+    different text than the most common one among them."""
+
+    provider: str
+    model: str
+    weights: str
+    engine: str
+    peers: tuple[str, ...]
+    reason: str = "same weights and settings, different answer"
+
+
+def model_claims(infos: Iterable[Any], model: str) -> dict[str, ModelClaim]:
+    """Each provider's claim for ``model`` from directory entries
+    (:class:`client.customer.directory.ProviderInfo`, whose ``model_weights`` the announcement's
+    ``model`` tags fill); providers that announce no weights for it are left out."""
+    out: dict[str, ModelClaim] = {}
+    for info in infos:
+        found = (getattr(info, "model_weights", None) or {}).get(model)
+        if found:
+            out[info.pubkey] = ModelClaim(model, found[0], found[1])
+    return out
+
+
+def _deterministic(temperature: float | None, seed: int | None) -> bool:
+    # Greedy decoding is deterministic; sampling is too when the seed is fixed.
+    return (temperature is not None and temperature == 0) or seed is not None
+
+
+def determinism_flags(
+    answers: Mapping[str, str],
+    claims: Mapping[str, ModelClaim],
+    *,
+    model: str,
+    temperature: float | None,
+    seed: int | None,
+) -> list[DeterminismFlag]:
+    """Flags for providers that claim the same ``model`` weights and engine, were asked with
+    deterministic settings (temperature 0 or a seed), and still answered differently (exact
+    text). In each such group the most common answer is taken as the claim's output (on a tie,
+    nobody can be told apart and every member is flagged); the others are flagged. Pure."""
+    if not _deterministic(temperature, seed):
+        return []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for provider, claim in claims.items():
+        if provider in answers and claim.model == model and claim.weights:
+            groups.setdefault((claim.weights, claim.engine), []).append(provider)
+    flags: list[DeterminismFlag] = []
+    for (weights, engine), members in sorted(groups.items()):
+        if len(members) < 2 or len({answers[p] for p in members}) == 1:
+            continue
+        counts: dict[str, int] = {}
+        for p in members:
+            counts[answers[p]] = counts.get(answers[p], 0) + 1
+        top = sorted(counts.values(), reverse=True)
+        majority = (
+            max(counts, key=lambda t: counts[t]) if len(top) == 1 or top[0] > top[1] else None
+        )
+        for p in sorted(members):
+            if answers[p] != majority:
+                peers = tuple(q for q in sorted(members) if q != p)
+                flags.append(DeterminismFlag(p, model, weights, engine, peers))
+    return flags
+
+
+def default_ledger_path() -> Path:
+    """``$SWARM_REPUTATION``, else ``$XDG_DATA_HOME/nostr-swarm/reputation.sqlite``
+    (``XDG_DATA_HOME`` defaults to ``~/.local/share``)."""
+    env = os.environ.get(LEDGER_ENV)
+    if env:
+        return Path(env).expanduser()
+    home = os.path.expanduser("~")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+    return Path(base) / "nostr-swarm" / "reputation.sqlite"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reputation (
+    customer    TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    jobs        INTEGER NOT NULL DEFAULT 0,
+    results     REAL NOT NULL DEFAULT 0,
+    agreed      REAL NOT NULL DEFAULT 0,
+    dissented   REAL NOT NULL DEFAULT 0,
+    answered    REAL NOT NULL DEFAULT 0,
+    timeouts    REAL NOT NULL DEFAULT 0,
+    errors      REAL NOT NULL DEFAULT 0,
+    unmatched   REAL NOT NULL DEFAULT 0,
+    latency_ms  REAL,
+    price_msats REAL,
+    paid_msats  INTEGER NOT NULL DEFAULT 0,
+    first_seen  REAL NOT NULL DEFAULT 0,
+    last_seen   REAL NOT NULL DEFAULT 0,
+    decayed_at  REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (customer, provider)
+)
+"""
+_FLAGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS flags (
+    customer TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    at       REAL NOT NULL,
+    model    TEXT NOT NULL,
+    weights  TEXT NOT NULL,
+    engine   TEXT NOT NULL,
+    peers    TEXT NOT NULL,
+    reason   TEXT NOT NULL
+)
+"""
+_FIELDS = (
+    "jobs",
+    "results",
+    "agreed",
+    "dissented",
+    "answered",
+    "timeouts",
+    "errors",
+    "unmatched",
+    "latency_ms",
+    "price_msats",
+    "paid_msats",
+    "first_seen",
+    "last_seen",
+    "decayed_at",
+)
+_UPSERT = (
+    f"INSERT OR REPLACE INTO reputation (customer, provider, {', '.join(_FIELDS)}) "
+    f"VALUES (?, ?, {', '.join('?' * len(_FIELDS))})"
+)
+
+
+class ReputationLedger:
+    """Per-customer provider records in SQLite (``path``; ``":memory:"`` for a throwaway one).
+    ``customer`` (the customer's public key) keeps several identities apart in one file.
+    ``clock`` (UNIX seconds) stamps and decays records; inject one in tests."""
+
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        customer: str = "",
+        clock: Clock = time.time,
+        half_life_s: float = DEFAULT_HALF_LIFE_S,
+        weights: ScoreWeights = DEFAULT_WEIGHTS,
+    ) -> None:
+        if half_life_s <= 0:
+            raise ValueError("half_life_s must be positive")
+        self.path = str(path)
+        self.customer = customer
+        self.clock = clock
+        self.half_life_s = half_life_s
+        self.weights = weights
+        self._lock = threading.Lock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.execute(_SCHEMA)
+            self._db.execute(_FLAGS_SCHEMA)
+            self._db.commit()
+            rows = self._db.execute(
+                f"SELECT provider, {', '.join(_FIELDS)} FROM reputation WHERE customer = ?",
+                (customer,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise ReputationError(f"cannot open reputation ledger {self.path}: {exc}") from exc
+        self.version = 0  # goes up on every change (lets readers cache what they derive)
+        self._cache: dict[str, ProviderRecord] = {
+            row[0]: ProviderRecord(row[0], *row[1:]) for row in rows
+        }
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def get(self, provider: str) -> ProviderRecord | None:
+        """The record decayed to now, or None for a provider never seen."""
+        rec = self._cache.get(provider)
+        return None if rec is None else rec.decayed(self.clock(), self.half_life_s)
+
+    def records(self) -> list[ProviderRecord]:
+        """Every record (decayed to now), best score first."""
+        now = self.clock()
+        recs = [r.decayed(now, self.half_life_s) for r in self._cache.values()]
+        return sorted(recs, key=lambda r: (-r.score_with(self.weights), r.provider))
+
+    def score(self, provider: str) -> float:
+        """0..1; a provider never seen scores as a newcomer (0.5 with the default weights)."""
+        rec = self.get(provider)
+        if rec is None:
+            w = self.weights
+            return w.prior_good / (w.prior_good + w.prior_bad)
+        return rec.score_with(self.weights)
+
+    def __contains__(self, provider: object) -> bool:
+        return provider in self._cache
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def customers(self) -> list[str]:
+        """Every customer key with records in this file."""
+        rows = self._db.execute("SELECT DISTINCT customer FROM reputation ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def record(
+        self, observations: Iterable[Observation], *, now: float | None = None
+    ) -> list[ProviderRecord]:
+        """Apply one job's observations (one transaction); returns the updated records."""
+        t = self.clock() if now is None else now
+        out: list[ProviderRecord] = []
+        with self._lock:
+            for obs in observations:
+                old = self._cache.get(obs.provider) or ProviderRecord(obs.provider, decayed_at=t)
+                new = old.updated(obs, t, self.half_life_s)
+                self._cache[obs.provider] = new
+                out.append(new)
+            self.version += 1
+            if out:
+                self._write(out)
+        return out
+
+    def record_result(
+        self,
+        result: Any,
+        targets: Iterable[str] = (),
+        *,
+        comparator: Any = None,
+        now: float | None = None,
+    ) -> list[Observation]:
+        """Record a :class:`~client.customer.swarm.SwarmResult`; returns the observations it made
+        (see :func:`observations_from_result`)."""
+        obs = observations_from_result(result, targets, comparator)
+        self.record(obs, now=now)
+        return obs
+
+    def record_flags(self, flags: Iterable[DeterminismFlag], *, now: float | None = None) -> int:
+        """Keep determinism flags (see :func:`determinism_flags`); returns how many."""
+        t = self.clock() if now is None else now
+        rows = [
+            (
+                self.customer,
+                f.provider,
+                t,
+                f.model,
+                f.weights,
+                f.engine,
+                ",".join(f.peers),
+                f.reason,
+            )
+            for f in flags
+        ]
+        if rows:
+            with self._lock:
+                try:
+                    self._db.executemany("INSERT INTO flags VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    self._db.commit()
+                except sqlite3.Error as exc:
+                    raise ReputationError(
+                        f"cannot write reputation ledger {self.path}: {exc}"
+                    ) from exc
+                self.version += 1
+        return len(rows)
+
+    def flags(self, provider: str | None = None) -> list[DeterminismFlag]:
+        """The determinism flags on record (for one provider, or all), oldest first."""
+        sql = "SELECT provider, model, weights, engine, peers, reason FROM flags WHERE customer = ?"
+        args: tuple[Any, ...] = (self.customer,)
+        if provider is not None:
+            sql += " AND provider = ?"
+            args += (provider,)
+        rows = self._db.execute(sql + " ORDER BY at, rowid", args).fetchall()
+        return [
+            DeterminismFlag(p, m, w, e, tuple(x for x in peers.split(",") if x), r)
+            for p, m, w, e, peers, r in rows
+        ]
+
+    def reset(self, provider: str | None = None) -> int:
+        """Forget one provider (or, with None, every provider of this customer); returns how
+        many records went."""
+        with self._lock:
+            self.version += 1
+            if provider is None:
+                gone = len(self._cache)
+                self._cache.clear()
+                self._exec("DELETE FROM reputation WHERE customer = ?", (self.customer,))
+            else:
+                gone = 1 if self._cache.pop(provider, None) is not None else 0
+                self._exec(
+                    "DELETE FROM reputation WHERE customer = ? AND provider = ?",
+                    (self.customer, provider),
+                )
+        return gone
+
+    def _write(self, records: list[ProviderRecord]) -> None:
+        rows = [(self.customer, r.provider, *(getattr(r, f) for f in _FIELDS)) for r in records]
+        try:
+            self._db.executemany(_UPSERT, rows)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise ReputationError(f"cannot write reputation ledger {self.path}: {exc}") from exc
+
+    def _exec(self, sql: str, args: tuple[Any, ...]) -> None:
+        try:
+            self._db.execute(sql, args)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise ReputationError(f"cannot write reputation ledger {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    def __enter__(self) -> ReputationLedger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ReputationLedger({self.path!r}, providers={len(self._cache)})"

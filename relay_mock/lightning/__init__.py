@@ -1,0 +1,10 @@
+"""A local stand-in for the Lightning network, like the relay beside it: a SQLite ledger of
+accounts that settles real BOLT11 invoices between them (:class:`Ledger`), a ``Wallet`` on one of
+its accounts in process (:class:`LedgerWallet`), and the NIP-47 wallet service that serves its
+accounts over any relay (:class:`WalletService`, ``swarm wallet serve``)."""
+
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.service import WalletService, connection_uri
+from relay_mock.lightning.wallet import LedgerWallet
+
+__all__ = ["Ledger", "LedgerWallet", "WalletService", "connection_uri"]
