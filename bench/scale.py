@@ -280,7 +280,7 @@ def run_gateways(counts: list[int]) -> None:
     instance on its own SQLite file, in one run (private servers from Debian's packages)."""
     import tempfile
 
-    from tests.state.servers import start_postgres, start_redis
+    from tests.support.servers import start_postgres, start_redis
 
     print(
         f"\ngateways: {GATEWAY_REQUESTS} keyed requests (each reserves and charges a budget) "

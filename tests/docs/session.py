@@ -181,8 +181,8 @@ class DocSession:
             return self._readme_install(block, stripped)
         demo = re.search(r"(^|[\s;&|])swarm demo\b(?![^\n]*--help)", text)
         if demo and not local_extra_installed():
-            covered = (ROOT / "tests" / "local" / "test_demo.py").exists()
-            return Outcome(block, covered, "covered by tests/local/test_demo.py (no `local` extra)")
+            covered = (ROOT / "tests" / "provider" / "test_demo.py").exists()
+            return Outcome(block, covered, "covered by tests/provider/test_demo.py")
         errors += [f"needs the outside world: {w}" for w in outside_world(text)]
         body, env, setup_errors = self._with_setup(block, text)
         errors += setup_errors
@@ -203,8 +203,8 @@ class DocSession:
         if "pytest" in rest:
             return Outcome(block, False, "not run", ".ci/run does not run this test command")
         if "swarm demo" in rest and not local_extra_installed():
-            covered = (ROOT / "tests" / "local" / "test_demo.py").exists()
-            return Outcome(block, covered, "covered by tests/local/test_demo.py (no `local` extra)")
+            covered = (ROOT / "tests" / "provider" / "test_demo.py").exists()
+            return Outcome(block, covered, "covered by tests/provider/test_demo.py")
         return self._run_bash(block, to_script(rest + "\n"), self.env())
 
     def run_python(self, block: Block) -> Outcome:

@@ -56,9 +56,9 @@ def test_doc_commands_run(path: str, world: dict[str, str], workdir: Path) -> No
     doc = load(path)
     with contextlib.ExitStack() as stack:
         text = (ROOT / path).read_text()
-        # Pages about shared state get private PostgreSQL and Redis servers (tests/state).
+        # Pages about shared state get private PostgreSQL and Redis servers.
         if "$POSTGRES" in text or "$REDIS" in text:
-            from tests.state.servers import start_postgres, start_redis
+            from tests.support.servers import start_postgres, start_redis
 
             pg = start_postgres()
             stack.callback(pg.stop)

@@ -35,7 +35,7 @@ from relay_mock import Relay
 from relay_mock.lightning.ledger import Ledger
 from relay_mock.lightning.service import WalletService
 from router.backends import MockBackend
-from tests.router.fakes import FakeOllama, FakeOpenAI
+from tests.support.upstreams import FakeOllama, FakeOpenAI
 
 CUSTOMER_SATS = 100_000
 PROVIDERS = 3

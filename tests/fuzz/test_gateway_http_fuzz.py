@@ -25,8 +25,8 @@ from hypothesis import given
 
 from router.gateway.app import Gateway
 from router.gateway.config import parse_config
+from tests.support.gateway import config
 
-from ..gateway.helpers import config
 from .mutate import Mutator
 from .profiles import DEEP, QUICK, seeds
 

@@ -9,7 +9,7 @@ work), repeated, or meant for another job. Whatever arrives:
   feedback, or a rejection under a reason;
 - a reached quorum has ``k`` distinct agreeing providers, each with an accepted result that agrees
   with the decided text; no provider has two votes.
-(Totality of the parsers alone over arbitrary tags is tests/client/test_nip90_fuzz.py.)
+(Totality of the parsers alone over arbitrary tags is tests/client/dvm/test_nip90_properties.py.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Parsers of what arrives from the network, under near-miss inputs. Each either returns a value
 that holds up (verifies, round-trips, decrypts to the original) or raises the module's typed
-error; nothing else escapes. Round trips of *valid* inputs are in tests/core/test_properties.py.
+error; nothing else escapes. Round trips of *valid* inputs are in
+tests/client/nostr/test_properties.py.
 
 Targets: event JSON (and the relay's own parser agreeing with the client's), wire messages and
 filters, NIP-19, NIP-44 (tampered payloads, and well-MACed payloads with arbitrary padding),

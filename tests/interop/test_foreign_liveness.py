@@ -11,7 +11,7 @@ from client.customer.reputation import Observation, ReputationLedger
 from client.customer.selection import BestReputation, Cheapest, Explore, Selector
 from client.nostr.event import Event
 from client.nostr.keys import Keys
-from tests.discovery.support import FakeClock, announcement
+from tests.support.announcements import FakeClock, announcement
 
 T0 = 1_800_000_000
 

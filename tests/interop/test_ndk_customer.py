@@ -21,7 +21,7 @@ from relay_mock import Relay
 from relay_mock.lightning.ledger import Ledger
 from relay_mock.lightning.wallet import LedgerWallet
 from tests.interop.peers import require_js, run_node
-from tests.provider.conftest import mock_backend
+from tests.support.nodes import mock_backend
 
 PRICING = Pricing(msats_per_1k_prompt=1000, msats_per_1k_completion=10_000, min_msats=2000)
 

@@ -21,7 +21,7 @@ from client.nostr.keys import Keys
 from provider.node import ProviderNode
 from relay_mock import Relay
 from tests.interop.peers import require_nostrdvm, run_nostrdvm
-from tests.provider.conftest import mock_backend
+from tests.support.nodes import mock_backend
 
 DRIVER = Path(__file__).with_name("nostrdvm_bot.py")
 WAIT = 30.0

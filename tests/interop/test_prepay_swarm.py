@@ -27,8 +27,8 @@ from relay_mock.lightning.ledger import Ledger
 from relay_mock.lightning.service import WalletService
 from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
-from tests.gateway.helpers import client, gateway, user
-from tests.provider.conftest import mock_backend
+from tests.support.gateway import client, gateway, user
+from tests.support.nodes import mock_backend
 
 PRICING = Pricing(msats_per_1k_prompt=1000, msats_per_1k_completion=10_000, min_msats=2000)
 

@@ -1,9 +1,8 @@
-"""Helpers for provider tests: start real ProviderNodes on the shared relay fixture."""
+"""Fixtures for provider tests: real ProviderNodes on the shared relay fixture."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,26 +11,8 @@ import pytest
 from client.nostr.keys import Keys
 from provider.node import ProviderNode
 from relay_mock import Relay
-from router.backends import MockBackend
-from tests.provider.customer import Customer
-
-
-class OffsetClock:
-    """Wall-clock time plus an adjustable offset: a node started at real time can later be told
-    that time has jumped ahead (expirations, invoice deadlines) without waiting."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-def mock_backend(model: str = "m1", reply: str = "Echo: {prompt}") -> MockBackend:
-    return MockBackend("mock").with_model(model).with_response(reply).with_usage(7, 3)
-
-
-NodeFactory = Callable[..., Any]
+from tests.support.customer import Customer
+from tests.support.nodes import NodeFactory, mock_backend
 
 
 @pytest.fixture

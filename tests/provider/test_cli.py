@@ -15,7 +15,7 @@ from client.cli import main
 from client.dvm.nip90 import JobSpec
 from provider.config import load_config
 from relay_mock import Relay
-from tests.provider.customer import Customer
+from tests.support.customer import Customer
 
 
 def test_init_writes_a_private_loadable_config(

@@ -21,8 +21,8 @@ from client.nostr.filter import Filter
 from client.nostr.keys import Keys
 from relay_mock import Relay
 from router.backends import OllamaBackend
-from tests.provider.conftest import NodeFactory, mock_backend
 from tests.provider.test_node_lifecycle import Announcements
+from tests.support.nodes import NodeFactory, mock_backend
 
 
 def closed_port() -> int:
@@ -147,7 +147,7 @@ async def test_provider_run_says_the_backend_does_not_answer(tmp_path: Path, rel
 async def test_a_model_ollama_has_not_pulled_is_not_offered(
     start_node: NodeFactory, relay: Relay, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.router.fakes import FakeOllama
+    from tests.support.upstreams import FakeOllama
 
     async with FakeOllama(models=["llama3:latest"]) as ollama:
         backend = OllamaBackend(ollama.base_url, models=["llama3", "qwen2.5:0.5b"])
@@ -170,7 +170,7 @@ async def test_a_model_ollama_has_not_pulled_is_not_offered(
 async def test_none_of_the_configured_models_pulled_announces_nothing(
     start_node: NodeFactory, relay: Relay
 ) -> None:
-    from tests.router.fakes import FakeOllama
+    from tests.support.upstreams import FakeOllama
 
     async with FakeOllama(models=["llama3:latest"]) as ollama:
         backend = OllamaBackend(ollama.base_url, models=["qwen2.5:0.5b"])

@@ -1,5 +1,5 @@
 """ProviderNode in front of real HTTP backends: the fake OpenAI-compatible and Ollama servers
-from tests/router/fakes.py, alone and behind an LmRouter that fails over."""
+from tests/support/upstreams.py, alone and behind an LmRouter that fails over."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from client.dvm.nip90 import JobSpec
 from provider.assemble import build_backends
 from provider.config import BackendConfig
 from router.backends import OllamaBackend, OpenAICompatBackend
-from tests.provider.conftest import NodeFactory
-from tests.provider.customer import Customer
-from tests.router.fakes import FakeOllama, FakeOpenAI
+from tests.support.customer import Customer
+from tests.support.nodes import NodeFactory
+from tests.support.upstreams import FakeOllama, FakeOpenAI
 
 
 def closed_port() -> int:

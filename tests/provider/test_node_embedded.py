@@ -7,8 +7,8 @@ import pytest
 from client.dvm.nip90 import JobSpec
 from provider.assemble import build_backend
 from provider.config import BackendConfig
-from tests.provider.conftest import NodeFactory
-from tests.provider.customer import Customer
+from tests.support.customer import Customer
+from tests.support.nodes import NodeFactory
 
 
 @pytest.mark.local_model

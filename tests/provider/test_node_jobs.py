@@ -16,8 +16,8 @@ from client.nostr.event import Event
 from client.nostr.filter import Filter
 from client.nostr.keys import Keys
 from relay_mock import Relay
-from tests.provider.conftest import NodeFactory, OffsetClock, mock_backend
-from tests.provider.customer import Customer
+from tests.support.customer import Customer
+from tests.support.nodes import NodeFactory, OffsetClock, mock_backend
 
 
 def result_events(relay: Relay, job_id: str) -> list[Event]:

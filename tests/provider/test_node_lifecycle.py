@@ -16,8 +16,8 @@ from provider.announce import is_alive
 from provider.limits import Limits
 from provider.pricing import Pricing
 from relay_mock import Relay
-from tests.provider.conftest import NodeFactory, mock_backend
-from tests.provider.customer import Customer
+from tests.support.customer import Customer
+from tests.support.nodes import NodeFactory, mock_backend
 
 
 class Announcements:

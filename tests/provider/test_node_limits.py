@@ -12,8 +12,8 @@ from provider.limits import Limits
 from provider.pricing import Pricing
 from relay_mock import Relay
 from router.errors import BackendError
-from tests.provider.conftest import NodeFactory, mock_backend
-from tests.provider.customer import Customer
+from tests.support.customer import Customer
+from tests.support.nodes import NodeFactory, mock_backend
 
 
 async def test_full_queue_answers_busy_at_once(start_node: NodeFactory, customer: Customer) -> None:

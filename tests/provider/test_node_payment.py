@@ -15,8 +15,8 @@ from provider.store import JobStore
 from relay_mock.lightning.ledger import Ledger
 from relay_mock.lightning.wallet import LedgerWallet
 from router.clock import ManualClock
-from tests.provider.conftest import NodeFactory, mock_backend
-from tests.provider.customer import Customer
+from tests.support.customer import Customer
+from tests.support.nodes import NodeFactory, mock_backend
 
 PRICING = Pricing(msats_per_1k_prompt=1000, msats_per_1k_completion=10_000, min_msats=2000)
 

@@ -14,8 +14,8 @@ from client.nostr.errors import QuorumNotReached
 from client.nostr.keys import Keys
 from provider.kinds import prompt_for
 from relay_mock import Relay
-from tests.provider.conftest import NodeFactory, mock_backend
 from tests.provider.test_node_lifecycle import Announcements
+from tests.support.nodes import NodeFactory, mock_backend
 
 
 async def test_summarization_and_translation_reach_a_quorum(

@@ -15,8 +15,7 @@ from client.nostr.keys import Keys
 from provider import Limits, ProviderNode
 from relay_mock.lightning.ledger import Ledger
 from relay_mock.lightning.wallet import LedgerWallet
-
-from .market import PRICING, mock
+from tests.support.market import PRICING, mock
 
 
 async def serve(args: argparse.Namespace) -> None:

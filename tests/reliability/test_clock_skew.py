@@ -14,8 +14,8 @@ import pytest
 
 from client.nostr.errors import QuorumNotReached
 from relay_mock import Relay
+from tests.support.market import Market, mock
 
-from .market import Market, mock
 from .skew import wall_clock_skew
 
 # Provider clocks relative to the customer's: one ahead (within its clock_skew_s of 10 s, see

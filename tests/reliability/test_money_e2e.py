@@ -27,8 +27,8 @@ from relay_mock import Relay
 from relay_mock.lightning.ledger import Ledger
 from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
+from tests.support.scripted import ScriptedProvider
 
-from ..client.scripted import ScriptedProvider
 from .test_money_paths import FaultyWalletService
 
 SWARM = str(Path(sys.executable).parent / "swarm")

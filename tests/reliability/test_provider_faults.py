@@ -19,9 +19,8 @@ from client.nostr.keys import Keys
 from provider import Limits
 from relay_mock import Relay
 from router.backends import OpenAICompatBackend
-from tests.router.fakes import FakeOpenAI
-
-from .market import MODEL, Market, mock
+from tests.support.market import MODEL, Market, mock
+from tests.support.upstreams import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[2]
 

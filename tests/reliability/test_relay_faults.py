@@ -13,8 +13,7 @@ import pytest
 
 from client.nostr.errors import PublishError, QuorumNotReached
 from relay_mock import Relay
-
-from .market import Market, mock
+from tests.support.market import Market, mock
 
 
 async def test_relay_restarted_mid_job(relay: Relay, tmp_path: Path) -> None:

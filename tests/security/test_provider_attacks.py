@@ -20,9 +20,9 @@ from client.nostr.filter import Filter
 from client.nostr.keys import Keys
 from provider import Limits
 from relay_mock import Relay
-from tests.provider.customer import Customer
-from tests.relay.helpers import Wire
-from tests.reliability.market import MODEL, Market, mock
+from tests.support.customer import Customer
+from tests.support.market import MODEL, Market, mock
+from tests.support.wire import Wire
 
 FLOOD = 300
 

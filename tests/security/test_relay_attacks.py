@@ -16,8 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from client.nostr.event import Event
 from client.nostr.keys import Keys
 from relay_mock import Limits, Relay
-from tests.relay.helpers import Wire
-from tests.reliability.market import Market, mock
+from tests.support.market import Market, mock
+from tests.support.wire import Wire
 
 ATTACKER = Keys.generate()
 VICTIM = Keys.generate()

@@ -21,8 +21,8 @@ from client.nostr.event import Event
 from client.nostr.filter import Filter
 from client.nostr.keys import Keys
 from relay_mock import Relay
-from tests.client.scripted import ScriptedRelay
-from tests.reliability.market import MODEL, Market, mock
+from tests.support.market import MODEL, Market, mock
+from tests.support.scripted import ScriptedRelay
 
 from .attacker import Attacker
 

@@ -1,0 +1,93 @@
+"""OpenAICompatBackend streams reuse their upstream connection even when the chunked terminator
+comes after ``data: [DONE]`` in a later packet (the backend stops reading at ``[DONE]``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from router.backends import OpenAICompatBackend
+from tests.support.raw_server import RawServer
+from tests.support.upstreams import FakeOpenAI
+
+TERMINATOR = b"0\r\n\r\n"
+
+
+@dataclass
+class CountingOpenAI(FakeOpenAI):
+    """FakeOpenAI that records the peer (address, port) of every chat request's connection."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peers: set[Any] = set()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername"))
+        return await super()._chat(request)
+
+
+class TerminatorHoldingRelay(RawServer):
+    """A TCP relay on 127.0.0.1 in front of ``upstream_port`` that holds back every chunked
+    answer's terminator until ``release`` is set, so the terminator reaches the client in a
+    later packet than ``data: [DONE]``, as it often does over a real network."""
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(self._relay)
+        self.upstream_port = upstream_port
+        self.release = asyncio.Event()
+
+    async def _relay(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        await asyncio.gather(
+            self._pipe(reader, up_writer, hold=False),
+            self._pipe(up_reader, writer, hold=True),
+        )
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if hold and (data == TERMINATOR or data.endswith(b"\r\n" + TERMINATOR)):
+                    writer.write(data[: -len(TERMINATOR)])
+                    await writer.drain()
+                    await self.release.wait()
+                    data = TERMINATOR
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def _collect(backend: OpenAICompatBackend) -> list[str]:
+    return [c.text async for c in backend.stream_chunks("m", "x", 10)]
+
+
+async def test_streams_reuse_the_connection_when_the_terminator_comes_late() -> None:
+    async with CountingOpenAI(reply="one two three") as up:
+        port = int(up.base_url.rsplit(":", 1)[1])
+        async with TerminatorHoldingRelay(port) as relay:
+            # one slot: the second stream waits for the first one's connection to finish its
+            # linger rather than opening another while the terminator is on its way
+            async with OpenAICompatBackend(relay.url, max_connections=1) as backend:
+                first = await asyncio.wait_for(_collect(backend), 5)
+                relay.release.set()  # the first answer's terminator goes out only now
+                second = await asyncio.wait_for(_collect(backend), 5)
+            assert "".join(first) == "".join(second) == "one two three"
+            assert up.stream_calls == 2
+            assert len(up.peers) == 1 and relay.accepted == 1
+
+
+async def test_back_to_back_streams_use_one_connection() -> None:
+    async with CountingOpenAI(reply="a b c") as up, OpenAICompatBackend(up.base_url) as backend:
+        for _ in range(3):
+            assert "".join([c.text async for c in backend.stream_chunks("m", "x", 10)]) == "a b c"
+        assert up.stream_calls == 3 and len(up.peers) == 1
