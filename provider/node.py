@@ -75,6 +75,7 @@ from client.wallet import Wallet, decode_invoice
 from provider.kinds import check_kinds, prompt_for
 from router.backends.base import LmBackend
 from router.errors import BackendError, BackendNotFound, CircuitBreakerOpen, RouterError
+from router.request import Sampling
 from router.types import LmResponse, LmUsage, estimate_tokens
 
 from .announce import Announcer, Offer, PaymentPolicy
@@ -1019,7 +1020,7 @@ class ProviderNode:
                     accept.model,
                     prompt_for(req.kind, req.prompt, req.params),
                     accept.max_tokens,
-                    **accept.params,
+                    sampling=Sampling(**accept.params),
                 )
         except TimeoutError:
             self._fail(

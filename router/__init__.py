@@ -8,8 +8,9 @@ from .circuit_breaker import BreakerConfig, CircuitBreaker, CircuitState
 from .clock import ManualClock, RecordingSleeper
 from .options import BackendOptions
 from .rate_limit import RateLimitConfig, TokenBucket
+from .request import LmRequest, Sampling, SwarmTerms
 from .retry import RetryPolicy
-from .router import LmRouter
+from .router import LmRouter, LmStream
 from .state import BackendMetrics
 from .strategy import (
     Adaptive,
@@ -22,7 +23,7 @@ from .strategy import (
     RoutingDecision,
     RoutingStrategy,
 )
-from .types import LmResponse, LmUsage, Message, StreamChunk
+from .types import LmResponse, LmUsage, Message, StreamChunk, SwarmOutcome
 from .usage import UsageReport, UsageStats
 
 __all__ = [
@@ -35,9 +36,11 @@ __all__ = [
     "CostBased",
     "Hybrid",
     "LatencyBased",
+    "LmRequest",
     "LmResponse",
     "LmRouter",
     "LmRouterBuilder",
+    "LmStream",
     "LmUsage",
     "ManualClock",
     "Message",
@@ -49,7 +52,10 @@ __all__ = [
     "RoundRobin",
     "RoutingDecision",
     "RoutingStrategy",
+    "Sampling",
     "StreamChunk",
+    "SwarmOutcome",
+    "SwarmTerms",
     "TokenBucket",
     "UsageReport",
     "UsageStats",

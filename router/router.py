@@ -19,9 +19,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .backends.base import LmBackend
@@ -41,6 +41,7 @@ from .errors import (
 from .options import BackendOptions
 from .prices import table_price
 from .rate_limit import RateLimitConfig
+from .request import LmRequest
 from .retry import RetryPolicy, is_caller_error, is_retryable, retry_after_of
 from .state import BackendMetrics, BackendState, RouterStats
 from .strategy import Adaptive, RoutingDecision, RoutingStrategy
@@ -76,6 +77,48 @@ class _Route:
 
     def all(self) -> tuple[BackendState, ...]:
         return self.pinned + self.pool + self.tail
+
+
+class LmStream:
+    """A stream the router has started: ``backend`` (the name of the backend serving it) and
+    ``decision`` (the routing decision) are known before the first chunk is read. An async
+    iterator of :class:`~router.types.StreamChunk`; ``aclose()`` (or leaving ``async with``)
+    ends it and frees the backend's slot, read or not."""
+
+    __slots__ = ("_relay", "_release", "_started", "backend", "decision")
+
+    def __init__(
+        self,
+        decision: RoutingDecision,
+        backend: str,
+        relay: AsyncGenerator[StreamChunk, None],
+        release: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.decision = decision
+        self.backend = backend
+        self._relay = relay
+        self._release: Callable[[], Awaitable[None]] | None = release
+        self._started = False
+
+    def __aiter__(self) -> LmStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        self._started = True
+        return await self._relay.__anext__()
+
+    async def aclose(self) -> None:
+        release, self._release = self._release, None
+        await self._relay.aclose()
+        if not self._started and release is not None:
+            # the relay never ran, so its own clean-up did not either
+            await release()
+
+    async def __aenter__(self) -> LmStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class LmRouter(LmBackend):
@@ -293,20 +336,16 @@ class LmRouter(LmBackend):
 
     # --- completion --------------------------------------------------------------------------
 
-    async def complete(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> LmResponse:
-        """Complete ``prompt`` (a string or chat messages) on the best available backend.
+    async def send(self, request: LmRequest) -> LmResponse:
+        """Complete ``request`` on the best available backend (``complete(model, prompt,
+        max_tokens, sampling=..., swarm=..., passthrough=...)`` builds one).
 
         Tries the decision's chain in order. If only one backend was asked and it failed, its
         own error is raised; if several failed, ``AllProvidersFailed`` (with each one's error).
         If every candidate was over its rate limit, ``RateLimited``; if every breaker was open,
-        ``CircuitBreakerOpen``.
+        ``CircuitBreakerOpen``. The response carries the routing decision (``decision``).
         """
-        if type(prompt) is not str:
-            _check_prompt(prompt)
-        if type(max_tokens) is not int or max_tokens < 1:
-            raise InvalidRequest("max_tokens must be a positive integer")
+        model = request.model
         if self._discovery_pending:
             decision = await self._discover_and_route(model)
         else:
@@ -333,9 +372,9 @@ class LmRouter(LmBackend):
                     t0 = _perf()
                     try:
                         if st.timeout_s is None:
-                            resp = await st.backend.complete(model, prompt, max_tokens, **params)
+                            resp = await st.backend.send(request)
                         else:
-                            resp = await _with_timeout(st, model, prompt, max_tokens, params)
+                            resp = await _with_timeout(st, request)
                     except asyncio.CancelledError:
                         self._abandon(st)
                         raise
@@ -354,7 +393,7 @@ class LmRouter(LmBackend):
                             await self._sleep(delay)
                             continue
                         break
-                    return self._on_success(st, model, resp, t0)
+                    return self._on_success(st, model, resp, t0, decision)
                 # this backend is done with: move along the fallback chain (ordered only now,
                 # since a request that succeeds at once never needs it)
                 if chain is None:
@@ -364,7 +403,14 @@ class LmRouter(LmBackend):
             deadline = await self._wait_for_capacity(decision, errors, min_wait, deadline)
             decision = await self._discover_and_route(model)
 
-    def _on_success(self, st: BackendState, model: str, resp: LmResponse, t0: float) -> LmResponse:
+    def _on_success(
+        self,
+        st: BackendState,
+        model: str,
+        resp: LmResponse,
+        t0: float,
+        decision: RoutingDecision,
+    ) -> LmResponse:
         # a simulated backend's latency is the figure to learn; the wall time of an instant
         # simulation is not
         latency_ms = resp.latency_ms if st.latency_simulated else (_perf() - t0) * 1000.0
@@ -382,6 +428,7 @@ class LmRouter(LmBackend):
         if self._waiters:
             self._wake()
         resp.latency_ms = latency_ms
+        resp.decision = decision
         if not resp.backend:
             resp.backend = st.name
         return resp
@@ -529,24 +576,22 @@ class LmRouter(LmBackend):
 
     # --- streaming ---------------------------------------------------------------------------
 
-    async def stream(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> AsyncIterator[str]:
-        """Stream text deltas. A backend that fails before its first text fails over to the
-        next; a failure after text was delivered raises ``StreamInterrupted``."""
-        async with aclosing(self.stream_chunks(model, prompt, max_tokens, **params)) as chunks:
-            async for chunk in chunks:
-                if chunk.text:
-                    yield chunk.text
+    async def send_stream(self, request: LmRequest) -> AsyncIterator[StreamChunk]:
+        """Stream ``request``'s completion as chunks; the last carries usage (priced) and the
+        finish reason. A backend that fails before its first text fails over to the next; a
+        failure after text was delivered raises ``StreamInterrupted``. (:meth:`stream` and
+        :meth:`stream_chunks` build the request from their arguments.)"""
+        async with await self.open_stream(request) as stream:
+            async for chunk in stream:
+                yield chunk
 
-    async def stream_chunks(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> AsyncIterator[StreamChunk]:
-        """Like :meth:`stream`, as chunks; the last carries usage (priced) and finish reason."""
-        if type(prompt) is not str:
-            _check_prompt(prompt)
-        if type(max_tokens) is not int or max_tokens < 1:
-            raise InvalidRequest("max_tokens must be a positive integer")
+    async def open_stream(self, request: LmRequest) -> LmStream:
+        """Route ``request`` and start streaming it: returns once a backend has produced its
+        first text (or its whole answer), so failing over before that is invisible. The
+        :class:`LmStream` names the serving ``backend`` and the routing ``decision`` before the
+        first chunk is read; iterate it for the chunks and close it (``async with``) when done.
+        Raises what :meth:`send` would when no backend could start."""
+        model = request.model
         decision = await self._discover_and_route(model)
         errors: dict[str, BaseException] = {}
         deadline: float | None = None
@@ -561,7 +606,7 @@ class LmRouter(LmBackend):
                         min_wait = min(min_wait, refused)
                         break
                     t0 = _perf()
-                    agen = st.backend.stream_chunks(model, prompt, max_tokens, **params)
+                    agen = st.backend.send_stream(request)
                     held: list[StreamChunk] = []
                     try:
                         # Pull until the first text: until then, failing over is invisible.
@@ -587,12 +632,17 @@ class LmRouter(LmBackend):
                             await self._sleep(delay)
                             continue
                         break
-                    async with aclosing(self._relay_stream(st, model, agen, held, t0)) as relay:
-                        async for out in relay:
-                            yield out
-                    return
+                    relay = self._relay_stream(st, model, agen, held, t0)
+                    return LmStream(
+                        decision, st.name, relay, partial(self._abandon_stream, st, agen)
+                    )
             deadline = await self._wait_for_capacity(decision, errors, min_wait, deadline)
             decision = await self._discover_and_route(model)
+
+    async def _abandon_stream(self, st: BackendState, agen: AsyncIterator[StreamChunk]) -> None:
+        """A stream closed before its first chunk was read: free its slot, end the backend's."""
+        self._abandon(st)
+        await _aclose(agen)
 
     def _admit(
         self, st: BackendState, now: float, errors: dict[str, BaseException]
@@ -643,7 +693,7 @@ class LmRouter(LmBackend):
         agen: AsyncIterator[StreamChunk],
         held: list[StreamChunk],
         t0: float,
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Deliver a committed stream; account for it when it ends."""
         usage: LmUsage | None = None
         parts: list[str] = []
@@ -866,12 +916,10 @@ def _resolve_future(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-async def _with_timeout(
-    st: BackendState, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any]
-) -> LmResponse:
+async def _with_timeout(st: BackendState, request: LmRequest) -> LmResponse:
     try:
         async with asyncio.timeout(st.timeout_s):
-            return await st.backend.complete(model, prompt, max_tokens, **params)
+            return await st.backend.send(request)
     except TimeoutError:
         raise BackendError(
             f"{st.name}: no answer within {st.timeout_s} s", backend=st.name, retryable=True

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
+
+if TYPE_CHECKING:
+    from .strategy import RoutingDecision
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -78,11 +81,27 @@ class LmUsage:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SwarmOutcome:
+    """What a quorum-verified answer says beyond its text: who agreed and who did not (public
+    keys, hex), the NIP-90 job id, what was paid (msats) and what may have been paid (msats
+    whose outcome the wallet has not told yet: they stay counted until resolved), and the
+    comparator's note and per-provider agreement scores."""
+
+    agreeing: tuple[str, ...]
+    dissenting: tuple[str, ...] = ()
+    job_id: str | None = None
+    msats_paid: int = 0
+    msats_unknown: int = 0
+    comparator_note: str | None = None
+    scores: tuple[tuple[str, float], ...] = ()
+
+
 @dataclass(slots=True)
 class LmResponse:
     """One completion. ``backend`` is the name of the backend that produced it (set by the router
-    when the backend did not). ``meta`` holds backend-specific details, e.g. the swarm's
-    ``agreeing``/``dissenting`` provider keys and ``job_id``."""
+    when the backend did not); ``decision`` is the router's routing decision for it (``None``
+    from a backend called directly); ``swarm`` is set on quorum-verified answers."""
 
     text: str
     usage: LmUsage = field(default_factory=LmUsage)
@@ -90,19 +109,20 @@ class LmResponse:
     finish_reason: str = "stop"
     latency_ms: float = 0.0
     backend: str = ""
-    meta: dict[str, Any] | None = None
     #: What the upstream answered beyond the text, returned to the caller unchanged: for chat,
     #: the message's other fields (``tool_calls``, ``refusal``, ``content: None``, ...); for
     #: embeddings, ``data``.
     extra: dict[str, Any] | None = None
     #: The choice's ``logprobs`` as the upstream sent them.
     logprobs: Any = None
+    swarm: SwarmOutcome | None = None
+    decision: RoutingDecision | None = None
 
 
 @dataclass(slots=True)
 class StreamChunk:
     """One piece of a streamed completion. The last chunk may carry ``usage``/``finish_reason``
-    with empty ``text``."""
+    with empty ``text``; a swarm stream's last chunk carries the quorum's verdict (``swarm``)."""
 
     text: str = ""
     usage: LmUsage | None = None
@@ -111,6 +131,7 @@ class StreamChunk:
     #: relayed unchanged.
     delta: dict[str, Any] | None = None
     logprobs: Any = None
+    swarm: SwarmOutcome | None = None
 
 
 def validate_prompt(prompt: object) -> None:

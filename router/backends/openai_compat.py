@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import BackendError
+from ..request import LmRequest
 from ..types import (
     EmbeddingInput,
     LmResponse,
@@ -72,8 +73,9 @@ class OpenAICompatBackend(LmBackend):
     before its first request and when a model is not found; ``refresh_models()`` on demand).
     Connections are pooled (``max_connections``) per event loop; ``close()`` releases them.
 
-    Every request parameter is passed on unchanged (tools, logprobs, response_format, top_k,
-    ...) except those named in ``drop_params``, for servers that refuse some. A
+    Every sampling option and passthrough field of the request is passed on unchanged (tools,
+    logprobs, response_format, top_k, ...) except those named in ``drop_params``, for servers
+    that refuse some; swarm terms are not read. A
     :class:`~router.types.TextPrompt` goes to ``/v1/completions``; a server that answers there
     with 404/405/501 while its chat endpoint works is remembered as one without it
     (``serves_completions = False``) and asked as chat from then on. An
@@ -157,32 +159,39 @@ class OpenAICompatBackend(LmBackend):
 
     # --- completions -------------------------------------------------------------------------
 
-    async def complete(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> LmResponse:
+    async def send(self, request: LmRequest) -> LmResponse:
         t0 = time.perf_counter()
+        prompt = request.prompt
         kind = type(prompt)
+        params = request.upstream_params()
         if kind is EmbeddingInput:
-            return await self._embed(model, prompt, params, t0)  # type: ignore[arg-type]
+            return await self._embed(request.model, prompt, params, t0)  # type: ignore[arg-type]
         if kind is TextPrompt and self.serves_completions is not False:
-            body = text_body(model, prompt, max_tokens, params, drop=self.drop_params)
+            body = text_body(
+                request.model, prompt, request.max_tokens, params, drop=self.drop_params
+            )
             try:
                 obj = await self._post_json(_TEXT, body)
             except BackendError as exc:
                 if exc.status not in _NO_ROUTE or self.serves_completions:
                     raise
-                resp = await self._chat(model, prompt, max_tokens, params, t0)
+                resp = await self._chat(request, params, t0)
                 self.serves_completions = False  # chat works where /v1/completions did not
                 return resp
             self.serves_completions = True
-            return self._answer(obj, model, prompt, t0)
-        return await self._chat(model, prompt, max_tokens, params, t0)
+            return self._answer(obj, request.model, prompt, t0)
+        return await self._chat(request, params, t0)
 
-    async def _chat(
-        self, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any], t0: float
-    ) -> LmResponse:
-        body = chat_body(model, to_messages(prompt), max_tokens, params, drop=self.drop_params)
-        return self._answer(await self._post_json(_CHAT, body), model, prompt, t0)
+    async def _chat(self, request: LmRequest, params: dict[str, Any], t0: float) -> LmResponse:
+        body = chat_body(
+            request.model,
+            to_messages(request.prompt),
+            request.max_tokens,
+            params,
+            drop=self.drop_params,
+            limit=request.max_tokens_field,
+        )
+        return self._answer(await self._post_json(_CHAT, body), request.model, request.prompt, t0)
 
     def _answer(self, obj: Any, model: str, prompt: Prompt, t0: float) -> LmResponse:
         text, usage, finish, served = parse_chat_completion(
@@ -190,9 +199,7 @@ class OpenAICompatBackend(LmBackend):
         )
         extra, logprobs = answer_extras(obj)
         latency = (time.perf_counter() - t0) * 1000.0
-        return LmResponse(
-            text, usage, served or model, finish, latency, self.name, None, extra, logprobs
-        )
+        return LmResponse(text, usage, served or model, finish, latency, self.name, extra, logprobs)
 
     async def _embed(
         self, model: str, value: EmbeddingInput, params: dict[str, Any], t0: float
@@ -209,18 +216,16 @@ class OpenAICompatBackend(LmBackend):
             "stop",
             latency,
             self.name,
-            None,
             {"data": data},
         )
 
-    async def stream_chunks(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> AsyncIterator[StreamChunk]:
-        text = type(prompt) is TextPrompt and self.serves_completions is not False
+    async def send_stream(self, request: LmRequest) -> AsyncIterator[StreamChunk]:
+        text = type(request.prompt) is TextPrompt and self.serves_completions is not False
+        params = request.upstream_params()
         fell_back = False
         while True:  # at most three passes: each exception below turns its own cause off
             try:
-                async for chunk in self._stream(model, prompt, max_tokens, params, text):
+                async for chunk in self._stream(request, params, text):
                     yield chunk
             except _StreamOptionsRefused:
                 # an older server that refuses stream_options: ask without it from now on
@@ -235,16 +240,16 @@ class OpenAICompatBackend(LmBackend):
             return
 
     async def _stream(
-        self, model: str, prompt: Prompt, max_tokens: int, params: dict[str, Any], text: bool
+        self, request: LmRequest, params: dict[str, Any], text: bool
     ) -> AsyncIterator[StreamChunk]:
         include_usage = self.stream_usage
         drop = self.drop_params
         if text:
             path = _TEXT
             body = text_body(
-                model,
-                prompt,
-                max_tokens,
+                request.model,
+                request.prompt,  # type: ignore[arg-type]  # a TextPrompt
+                request.max_tokens,
                 params,
                 stream=True,
                 include_usage=include_usage,
@@ -253,13 +258,14 @@ class OpenAICompatBackend(LmBackend):
         else:
             path = _CHAT
             body = chat_body(
-                model,
-                to_messages(prompt),
-                max_tokens,
+                request.model,
+                to_messages(request.prompt),
+                request.max_tokens,
                 params,
                 stream=True,
                 include_usage=include_usage,
                 drop=drop,
+                limit=request.max_tokens_field,
             )
         try:
             async with self._pool.stream("POST", path, _encode(body)) as answer:

@@ -16,7 +16,16 @@ from ..types import LmUsage, Message, StreamChunk, estimate_tokens
 
 # Parameters the caller cannot override: the backend sets them itself.
 _RESERVED = frozenset(
-    {"model", "messages", "prompt", "input", "stream", "stream_options", "max_tokens"}
+    {
+        "model",
+        "messages",
+        "prompt",
+        "input",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+    }
 )
 
 DONE = object()  # what parse_stream_data returns for ``data: [DONE]``
@@ -31,15 +40,16 @@ def chat_body(
     stream: bool = False,
     include_usage: bool = False,
     drop: frozenset[str] = frozenset(),
+    limit: str = "max_tokens",
 ) -> dict[str, Any]:
     """A /v1/chat/completions body: every parameter passed on unchanged except ``drop`` (the
     backend's ``drop_params``) and the ones the backend sets itself. Messages go as they are
-    (tool calls, tool results and content parts included)."""
+    (tool calls, tool results and content parts included). ``limit`` is the caller's name for
+    ``max_tokens`` (newer OpenAI models take only ``max_completion_tokens``)."""
     body = _params(params, drop)
     body["model"] = model
     body["messages"] = list(messages)
-    # the caller's name for the limit (newer OpenAI models take only max_completion_tokens)
-    body["max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"] = max_tokens
+    body[limit] = max_tokens
     if stream:
         body["stream"] = True
         if include_usage:
@@ -59,7 +69,6 @@ def text_body(
 ) -> dict[str, Any]:
     """A /v1/completions body (parameters as in :func:`chat_body`)."""
     body = _params(params, drop)
-    body.pop("max_completion_tokens", None)  # not a /v1/completions parameter
     body["model"] = model
     body["prompt"] = str(prompt)
     body["max_tokens"] = max_tokens

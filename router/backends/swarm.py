@@ -3,41 +3,127 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
+from client.customer.quorum import Comparator
 from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
 from ..errors import BackendError, InvalidRequest, PaidFailure
-from ..types import LmResponse, LmUsage, Prompt, StreamChunk, estimate_tokens, prompt_text
+from ..request import LmRequest, SwarmTerms
+from ..types import (
+    LmResponse,
+    LmUsage,
+    Prompt,
+    StreamChunk,
+    SwarmOutcome,
+    estimate_tokens,
+    prompt_text,
+)
 from .base import LmBackend
 
-# Sampling parameters SwarmClient.complete takes as keywords; other scalar parameters travel as
-# NIP-90 ``param`` tags.
-_SAMPLING = ("temperature", "top_p", "top_k", "seed")
-# Per-request overrides of the backend's own settings.
-_OVERRIDES = ("quorum", "max_sats", "timeout", "comparator", "targets", "encrypt", "bid_msats")
-# OpenAI parameters a quorum of text answers cannot honour (a NIP-90 job returns only text).
-_UNHONOURED = frozenset(
-    {
-        "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
-        "logprobs", "top_logprobs", "response_format", "logit_bias", "n", "audio",
-        "modalities", "prediction",
-    }
-)  # fmt: skip
+if TYPE_CHECKING:
+    from client.customer.copy_guard import SealingMode
+    from client.customer.prepay import PrepayPolicy
+    from client.customer.selection import Figures, Selector
+    from client.customer.swarm import ProgressCallback
+    from client.wallet.payments import PaymentGate
+
+# Sampling options SwarmClient.complete takes as keywords; the others travel as NIP-90 params.
+_CLIENT_SAMPLING = frozenset({"temperature", "top_p", "top_k", "seed"})
+# Passthrough fields the swarm accepts and sends nowhere: they identify the caller to OpenAI.
+_NOT_SENT = frozenset({"user"})
 #: The largest quorum a request may ask for when the backend names no ``max_quorum``.
 DEFAULT_MAX_QUORUM = 5
+_NO_TERMS = SwarmTerms()
+
+
+class QuorumVerdict(Protocol):
+    """What :class:`SwarmBackend` reads of a job's quorum decision."""
+
+    @property
+    def note(self) -> str: ...
+
+    @property
+    def scores(self) -> tuple[tuple[str, float], ...]: ...
+
+
+class JobTimings(Protocol):
+    @property
+    def total_ms(self) -> float: ...
+
+
+class SwarmAnswer(Protocol):
+    """What a swarm client's ``complete`` returns (``client.SwarmResult`` is one)."""
+
+    @property
+    def text(self) -> str | None: ...
+
+    @property
+    def agreeing(self) -> tuple[str, ...]: ...
+
+    @property
+    def dissenting(self) -> tuple[str, ...]: ...
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def msats_paid(self) -> int: ...
+
+    @property
+    def msats_unknown(self) -> int: ...
+
+    @property
+    def decision(self) -> QuorumVerdict: ...
+
+    @property
+    def timings(self) -> JobTimings: ...
+
+
+class SwarmJobs(Protocol):
+    """The swarm client :class:`SwarmBackend` drives: ``client.SwarmClient``, or a stand-in
+    with the same ``complete``. Every keyword is passed on every call, so a client that lacks
+    one fails at once with ``TypeError`` instead of a term being dropped."""
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        model: str | None,
+        quorum: int,
+        max_sats: int | None,
+        timeout: float,  # noqa: ASYNC109 - SwarmClient.complete's name
+        bid_msats: int | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+        top_k: int | None,
+        seed: int | None,
+        params: Mapping[str, str | int | float] | None,
+        targets: Sequence[str] | None,
+        encrypt: bool | str,
+        comparator: Comparator | None,
+        providers_expected: int | None,
+        on_progress: ProgressCallback | None,
+        sealing: SealingMode,
+        commit_reveal: bool,
+        gate: PaymentGate | None,
+        prepay: PrepayPolicy | None,
+    ) -> SwarmAnswer: ...
 
 
 class _RequestGate:
     """One request's payment gate: the backend's own cap and budget, then the caller's hold
-    (``hold``, e.g. the gateway's reservation) if there is one. Idempotent per payment hash."""
+    (``SwarmTerms.hold``, e.g. the gateway's reservation) if there is one. Idempotent per
+    payment hash."""
 
     __slots__ = ("backend", "cap_msats", "hashes", "outer", "used")
 
-    def __init__(self, backend: SwarmBackend, cap_msats: int | None, outer: Any) -> None:
+    def __init__(
+        self, backend: SwarmBackend, cap_msats: int | None, outer: PaymentGate | None
+    ) -> None:
         self.backend = backend
         self.cap_msats = cap_msats
         self.outer = outer
@@ -71,23 +157,32 @@ class _RequestGate:
 
 
 class SwarmBackend(LmBackend):
-    """Sends completions to the swarm through a ``SwarmClient`` (or anything with the same
-    ``complete(prompt, *, model, quorum, max_sats, timeout, ...)`` returning an object with
-    ``text``, ``agreeing``, ``dissenting``, ``sats_paid`` or ``msats_paid``, and ``timings``).
+    """Sends completions to the swarm through a ``SwarmClient`` (or anything that satisfies
+    :class:`SwarmJobs`).
 
     Model names are ``swarm/<model>`` (``swarm/any`` leaves the model to the providers); plain
-    names listed in ``models`` are served too. ``quorum``, ``max_sats`` (per request) and
-    ``timeout_s`` are defaults a request can override with keyword parameters of the same
-    names; a request may lower the quorum and the bid but never raise them above
-    ``max_quorum`` (default: the larger of ``quorum`` and :data:`DEFAULT_MAX_QUORUM`) and
-    ``max_bid_msats`` (default: the configured ``bid_msats``; ``max_sats`` caps the whole job):
-    above them it raises ``InvalidRequest``. ``budget_sats`` caps the total this backend spends
-    (requests in flight reserve their ``max_sats``; payments whose outcome is unknown stay
-    counted until :meth:`resolve_pending` learns it), raising ``BudgetExceeded`` once used up.
-    A request's ``hold`` parameter (a :class:`~client.wallet.payments.PaymentGate`) must
-    authorize every payment too. Costs are reported in sats; the router converts them to USD
-    when given a BTC price. A quorum that is not reached raises ``QuorumNotReached`` (nothing
-    was paid), which the router counts as a failure and fails over from.
+    names listed in ``models`` are served too. ``quorum``, ``max_sats`` (per request),
+    ``timeout_s``, ``bid_msats`` and ``comparator`` are defaults a request's
+    :class:`~router.request.SwarmTerms` can override; a request may lower the quorum and the
+    bid but never raise them above ``max_quorum`` (default: the larger of ``quorum`` and
+    :data:`DEFAULT_MAX_QUORUM`) and ``max_bid_msats`` (default: ``bid_msats``; ``max_sats``
+    caps the whole job): above them it raises ``InvalidRequest``. ``budget_sats`` caps the
+    total this backend spends (requests in flight reserve their ``max_sats``; payments whose
+    outcome is unknown stay counted until :meth:`resolve_pending` learns it), raising
+    ``BudgetExceeded`` once used up. A request's ``hold`` (a payment gate) must authorize every
+    payment too. ``providers_expected`` and ``prepay`` go to every job. Costs are reported in
+    sats; the router converts them to USD when given a BTC price. A quorum that is not reached
+    raises ``QuorumNotReached`` (nothing was paid), which the router counts as a failure and
+    fails over from.
+
+    What a job cannot carry is refused with ``InvalidRequest`` naming it, before anything is
+    reserved or published: passthrough fields (tools, logprobs, response_format, ...; ``user``
+    is accepted and not sent), a ``stop`` list, tool-call histories and non-text content.
+    ``temperature``, ``top_p``, ``top_k`` and ``seed`` are the job's own parameters; the other
+    sampling options and ``SwarmTerms.job_params`` travel as NIP-90 ``param`` tags.
+
+    The answer's ``swarm`` (:class:`~router.types.SwarmOutcome`) says who agreed and
+    dissented, the job id, what was paid and what may have been.
 
     ``owns_deadline``: the job's ``timeout_s`` is its deadline, and the payment after the
     quorum runs to its outcome; the router puts no per-attempt timeout of its own around it.
@@ -100,7 +195,7 @@ class SwarmBackend(LmBackend):
 
     def __init__(
         self,
-        client: Any,
+        client: SwarmJobs,
         *,
         name: str = "swarm",
         quorum: int = 2,
@@ -110,11 +205,14 @@ class SwarmBackend(LmBackend):
         prefix: str = "swarm/",
         models: list[str] | None = None,
         expected_latency_ms: float = 5000.0,
-        selector: Any = None,
+        selector: Selector | None = None,
         figures_ttl_s: float = 1.0,
         max_quorum: int | None = None,
         max_bid_msats: int | None = None,
-        **client_options: Any,
+        bid_msats: int | None = None,
+        comparator: str | Comparator | None = None,
+        providers_expected: int | None = None,
+        prepay: PrepayPolicy | None = None,
     ) -> None:
         if quorum < 1:
             raise ValueError("quorum must be at least 1")
@@ -124,6 +222,8 @@ class SwarmBackend(LmBackend):
             raise ValueError("max_sats must not be negative")
         if budget_sats is not None and budget_sats < 0:
             raise ValueError("budget_sats must not be negative")
+        if bid_msats is not None and bid_msats < 0:
+            raise ValueError("bid_msats must not be negative")
         self.client = client
         self.name = name
         self.quorum = quorum
@@ -133,19 +233,18 @@ class SwarmBackend(LmBackend):
         self.prefix = prefix
         self._models = list(models or [])
         self.expected_latency_ms = expected_latency_ms
-        self.client_options = client_options
+        self.bid_msats = bid_msats
+        self.comparator = comparator
+        self.providers_expected = providers_expected
+        self.prepay = prepay
         self.max_quorum = max_quorum if max_quorum is not None else max(quorum, DEFAULT_MAX_QUORUM)
-        bid = client_options.get("bid_msats")
-        if max_bid_msats is None and isinstance(bid, int):
-            max_bid_msats = bid
-        self.max_bid_msats = max_bid_msats
+        self.max_bid_msats = max_bid_msats if max_bid_msats is not None else bid_msats
         self.spent_msats = 0
         self._reserved = 0  # sats held by requests in flight
         self._pending: dict[str, int] = {}  # payment hash -> msats of payments not yet resolved
-        self._accepts = _accepted_keywords(client.complete)
         self.selector = selector if selector is not None else getattr(client, "selector", None)
         self.figures_ttl_s = figures_ttl_s
-        self._figures: dict[str, tuple[float, Any]] = {}
+        self._figures: dict[str, tuple[float, Figures | None]] = {}
 
     def supported_models(self) -> list[str]:
         return [*self._models, f"{self.prefix}*"]
@@ -194,73 +293,72 @@ class SwarmBackend(LmBackend):
                 self._settle_pending(h, rec.state == "paid")
         return len(self._pending)
 
-    async def complete(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> LmResponse:
+    async def send(self, request: LmRequest) -> LmResponse:
+        return await self._run(request, None)
+
+    async def _run(self, request: LmRequest, on_progress: ProgressCallback | None) -> LmResponse:
+        terms = request.swarm or _NO_TERMS
+        prompt = request.prompt
         text = prompt_text(prompt)
-        opts: dict[str, Any] = dict(self.client_options)
-        for key in _OVERRIDES:
-            if key in params:
-                opts[key] = params.pop(key)
-        hold = params.pop("hold", None)
-        on_progress = params.pop("_on_progress", None)
-        name = opts.get("comparator")
-        if isinstance(name, str):  # by name (the gateway's field): the object the client takes
-            opts["comparator"] = _comparator(name, text, params.get("response_format"))
-        _check_request(self.name, prompt, params)  # before anything is reserved or paid
-        quorum = opts.pop("quorum", self.quorum)
-        max_sats = opts.pop("max_sats", self.max_sats)
-        timeout = opts.pop("timeout", self.timeout_s)
-        if type(quorum) is not int or quorum < 1:
-            raise InvalidRequest("quorum must be a positive integer")
+        # What a job cannot carry is refused before anything is reserved or paid.
+        job_params = _job_params(self.name, request, terms)
+        quorum = self.quorum if terms.quorum is None else terms.quorum
         if quorum > self.max_quorum:
             raise InvalidRequest(f"quorum {quorum} is above this backend's limit {self.max_quorum}")
-        bid = opts.get("bid_msats")
-        if bid is not None:
-            if type(bid) is not int or bid < 0:
-                raise InvalidRequest("bid_msats must be a non-negative integer")
-            if self.max_bid_msats is not None and bid > self.max_bid_msats:
-                raise InvalidRequest(
-                    f"bid of {bid} msats is above this backend's limit {self.max_bid_msats} msats"
-                )
-        if max_sats is not None and (type(max_sats) is not int or max_sats < 0):
-            raise InvalidRequest("max_sats must be a non-negative integer")
+        bid = self.bid_msats if terms.bid_msats is None else terms.bid_msats
+        if bid is not None and self.max_bid_msats is not None and bid > self.max_bid_msats:
+            raise InvalidRequest(
+                f"bid of {bid} msats is above this backend's limit {self.max_bid_msats} msats"
+            )
+        max_sats = self.max_sats if terms.max_sats is None else terms.max_sats
         if self.max_bid_msats is not None:
             cap = -(-self.max_bid_msats * quorum // 1000)
             max_sats = cap if max_sats is None else min(max_sats, cap)
+        comparator = self.comparator if terms.comparator is None else terms.comparator
+        if isinstance(comparator, str):  # by name: the client takes the object
+            comparator = _comparator(comparator, text)
+        timeout = self.timeout_s if terms.timeout_s is None else terms.timeout_s
+        sampling = request.sampling
         reserve = self._reserve(max_sats)
         if reserve is not None:
             max_sats = reserve
-        gate = _RequestGate(self, None if max_sats is None else max_sats * 1000, hold)
-        kwargs: dict[str, Any] = {
-            "model": self.swarm_model(model),
-            "quorum": quorum,
-            "max_sats": max_sats,
-            "timeout": timeout,
-            "max_tokens": max_tokens,
-            "gate": gate,
-            **opts,
-        }
-        if on_progress is not None:
-            kwargs["on_progress"] = on_progress
-        extra: dict[str, str | int | float] = {}
-        for key, value in params.items():
-            if key in _SAMPLING:
-                kwargs[key] = value
-            elif key != "max_completion_tokens":  # the job's max_tokens already says it
-                extra[key] = value  # _check_request let only plain values through
-        if extra:
-            kwargs["params"] = extra
-        if self._accepts is not None:
-            if hold is not None and "gate" not in self._accepts:
-                raise InvalidRequest(f"{self.name}: this swarm client cannot honour a payment hold")
-            kwargs = {k: v for k, v in kwargs.items() if k in self._accepts}
-        t0 = time.perf_counter()
+        gate = _RequestGate(self, None if max_sats is None else max_sats * 1000, terms.hold)
         try:
-            result = await self.client.complete(text, **kwargs)
+            try:
+                job = self.client.complete(
+                    text,
+                    model=self.swarm_model(request.model),
+                    quorum=quorum,
+                    max_sats=max_sats,
+                    timeout=timeout,
+                    bid_msats=bid,
+                    max_tokens=request.max_tokens,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=sampling.top_k,
+                    seed=sampling.seed,
+                    params=job_params,
+                    targets=terms.targets,
+                    encrypt=False if terms.encrypt is None else terms.encrypt,
+                    comparator=comparator,
+                    providers_expected=self.providers_expected,
+                    on_progress=on_progress,
+                    sealing="off" if terms.sealing is None else terms.sealing,
+                    commit_reveal=bool(terms.commit_reveal),
+                    gate=gate,
+                    prepay=self.prepay,
+                )
+            except TypeError as exc:
+                # Raised by the call itself (the job has not started): this client cannot
+                # take the swarm's terms. Loud, never a term silently left out.
+                raise TypeError(
+                    f"{self.name}: {type(self.client).__name__}.complete does not take the "
+                    f"swarm backend's call ({exc})"
+                ) from exc
+            result = await job
         except QuorumNotReached as exc:
             received = exc.received
-            paid = _msats_paid(received)
+            paid = getattr(received, "msats_paid", 0)
             unknown = getattr(received, "msats_unknown", 0)
             if not paid and not unknown:
                 raise  # provably nothing paid: the router may fail over
@@ -271,55 +369,49 @@ class SwarmBackend(LmBackend):
                 + (f" ({unknown} msats of unknown outcome)" if unknown else ""),
                 backend=self.name,
                 msats_paid=paid,
-                msats_unknown=unknown if isinstance(unknown, int) else 0,
+                msats_unknown=unknown,
             ) from exc
         finally:
             if reserve is not None:
                 self._reserved -= reserve
-        msats = _msats_paid(result)
+        msats = result.msats_paid
         if not gate.hashes:  # a client that pays without the gate: charge what it reports
             self.spent_msats += msats
-        sats = msats // 1000
         answer = result.text or ""
-        timings = getattr(result, "timings", None)
-        total_ms = getattr(timings, "total_ms", None)
-        latency = float(total_ms) if total_ms is not None else (time.perf_counter() - t0) * 1000.0
+        latency = float(result.timings.total_ms)
         p, c = estimate_tokens(text), estimate_tokens(answer)
-        meta = {
-            "agreeing": list(getattr(result, "agreeing", ()) or ()),
-            "dissenting": list(getattr(result, "dissenting", ()) or ()),
-        }
-        job_id = getattr(result, "job_id", None)
-        if job_id is not None:
-            meta["job_id"] = job_id
-        meta["msats_paid"] = msats
-        decision = getattr(result, "decision", None)
-        note = getattr(decision, "note", None)
-        if note:
-            meta["comparator"] = note
-        unknown = getattr(result, "msats_unknown", 0)
-        if isinstance(unknown, int) and unknown:
-            meta["msats_unknown"] = unknown
+        verdict = result.decision
+        outcome = SwarmOutcome(
+            tuple(result.agreeing),
+            tuple(result.dissenting),
+            result.job_id,
+            msats,
+            result.msats_unknown,
+            verdict.note or None,
+            tuple(verdict.scores),
+        )
         return LmResponse(
-            answer, LmUsage(p, c, p + c, None, sats), model, "stop", latency, self.name, meta
+            answer,
+            LmUsage(p, c, p + c, None, msats // 1000),
+            request.model,
+            "stop",
+            latency,
+            self.name,
+            swarm=outcome,
         )
 
-    async def stream_chunks(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> AsyncIterator[StreamChunk]:
+    async def send_stream(self, request: LmRequest) -> AsyncIterator[StreamChunk]:
         """Stream with verification: the first provider's answer as soon as it arrives, then
-        the quorum's verdict in the last chunk (``delta["swarm"]``: ``agreeing``,
-        ``dissenting``, ``comparator``). When the quorum agrees on another answer than the
-        one streamed, the stream ends with an error, never silently."""
+        the quorum's verdict in the last chunk (``StreamChunk.swarm``). When the quorum agrees
+        on another answer than the one streamed, the stream ends with an error, never
+        silently."""
         first: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
         def progress(p: Any) -> None:
             if p.kind == "result" and p.provider and first.empty():
                 first.put_nowait((p.provider, p.text or p.detail))
 
-        job = asyncio.ensure_future(
-            self.complete(model, prompt, max_tokens, _on_progress=progress, **params)
-        )
+        job = asyncio.ensure_future(self._run(request, progress))
         streamed: tuple[str, str] | None = None
         try:
             getter = asyncio.ensure_future(first.get())
@@ -333,9 +425,13 @@ class SwarmBackend(LmBackend):
         finally:
             if not job.done():
                 job.cancel()  # the caller left: the job's payment, if any, is shielded
-        meta = resp.meta or {}
-        agreeing = list(meta.get("agreeing", ()))
-        if streamed is not None and streamed[0] not in agreeing and streamed[1] != resp.text:
+        outcome = resp.swarm
+        assert outcome is not None  # _run always reports one
+        if (
+            streamed is not None
+            and streamed[0] not in outcome.agreeing
+            and streamed[1] != resp.text
+        ):
             raise BackendError(
                 f"{self.name}: the quorum agreed on another answer than the one streamed "
                 f"(from {streamed[0][:16]}, which dissented)",
@@ -343,14 +439,7 @@ class SwarmBackend(LmBackend):
             )
         if streamed is None:
             yield StreamChunk(resp.text)
-        verdict = {
-            "verdict": "agreed",
-            "agreeing": agreeing,
-            "dissenting": list(meta.get("dissenting", ())),
-            "job_id": meta.get("job_id"),
-            "comparator": meta.get("comparator"),
-        }
-        yield StreamChunk("", resp.usage, resp.finish_reason, delta={"swarm": verdict})
+        yield StreamChunk("", resp.usage, resp.finish_reason, swarm=outcome)
 
     def _reserve(self, max_sats: int | None) -> int | None:
         """Check the budget and hold this request's share of it (None: no budget)."""
@@ -366,7 +455,7 @@ class SwarmBackend(LmBackend):
         self._reserved += hold
         return hold
 
-    def reputation_figures(self, model: str) -> Any:
+    def reputation_figures(self, model: str) -> Figures | None:
         """What the reputation ledger expects of the next job for ``model`` (latency, failure
         rate; ``client.customer.selection.Figures``), or None without a selector or a record."""
         sel = self.selector
@@ -400,59 +489,46 @@ class SwarmBackend(LmBackend):
         return f"SwarmBackend(name={self.name!r}, quorum={self.quorum})"
 
 
-def _check_request(name: str, prompt: Prompt, params: dict[str, Any]) -> None:
-    """Raise ``InvalidRequest`` for what a swarm job cannot carry, naming it, rather than
-    dropping it: tools and tool-call histories, non-text content, structured parameters
-    (a NIP-90 ``param`` holds one plain value)."""
-    for key, value in params.items():
-        if key in _SAMPLING or key == "max_completion_tokens":
-            continue
-        if key in _UNHONOURED:
+def _job_params(
+    name: str, request: LmRequest, terms: SwarmTerms
+) -> dict[str, str | int | float] | None:
+    """The job's NIP-90 ``param`` tags: sampling options the client takes no keyword for, and
+    ``terms.job_params``. Raises ``InvalidRequest`` for what a job cannot carry, naming it:
+    passthrough fields, a ``stop`` list, tool-call histories, non-text content."""
+    for key in request.passthrough:
+        if key not in _NOT_SENT:
             raise InvalidRequest(f"{name}: the swarm cannot honour parameter {key!r}")
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+    params: dict[str, str | int | float] = {}
+    for key, value in request.sampling.items():
+        if key in _CLIENT_SAMPLING:
+            continue
+        if not isinstance(value, (str, int, float)):
             raise InvalidRequest(
                 f"{name}: parameter {key!r} must be one string or number for the swarm "
                 f"(a NIP-90 param), not {type(value).__name__}"
             )
-    if isinstance(prompt, str):
-        return
-    for i, m in enumerate(prompt):
-        if m.get("tool_calls") or m.get("role") == "tool":
-            raise InvalidRequest(f"{name}: messages[{i}]: the swarm cannot take tool calls")
-        content = m.get("content")
-        if isinstance(content, list) and any(
-            not isinstance(p, dict) or p.get("type") != "text" for p in content
-        ):
-            raise InvalidRequest(f"{name}: messages[{i}].content: the swarm takes text only")
+        params[key] = value
+    for key, value in (terms.job_params or {}).items():
+        if key in params:
+            raise InvalidRequest(f"{name}: parameter {key!r} is given twice")
+        params[key] = value
+    prompt: Prompt = request.prompt
+    if not isinstance(prompt, str):
+        for i, m in enumerate(prompt):
+            if m.get("tool_calls") or m.get("role") == "tool":
+                raise InvalidRequest(f"{name}: messages[{i}]: the swarm cannot take tool calls")
+            content = m.get("content")
+            if isinstance(content, list) and any(
+                not isinstance(p, dict) or p.get("type") != "text" for p in content
+            ):
+                raise InvalidRequest(f"{name}: messages[{i}].content: the swarm takes text only")
+    return params or None
 
 
-def _comparator(name: str, prompt: str, response_format: Any) -> Any:
+def _comparator(name: str, prompt: str) -> Comparator:
     from client.customer.quorum import comparator_by_name
 
     try:
-        return comparator_by_name(name, prompt=prompt, response_format=response_format)
+        return comparator_by_name(name, prompt=prompt)
     except (ValueError, KeyError, ImportError) as exc:
         raise InvalidRequest(f"comparator {name!r}: {exc}") from None
-
-
-def _msats_paid(result: Any) -> int:
-    msats = getattr(result, "msats_paid", None)
-    if isinstance(msats, int):
-        return msats
-    sats = getattr(result, "sats_paid", None)
-    return sats * 1000 if isinstance(sats, int) else 0
-
-
-def _accepted_keywords(fn: Any) -> frozenset[str] | None:
-    """The keyword names ``fn`` takes, or None when it takes ``**kwargs`` (then pass all)."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        return None
-    return frozenset(
-        name
-        for name, p in sig.parameters.items()
-        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    )

@@ -47,7 +47,9 @@ from client.customer.reputation import Observation, observe, unmatched_of
 from client.customer.selection import Figures, GatedQuorum, Selection, Selector
 from client.nostr.errors import NoProvidersAvailable, QuorumNotReached
 
-from ..types import LmResponse, LmUsage, Prompt, estimate_tokens, prompt_text
+from ..errors import InvalidRequest
+from ..request import LmRequest
+from ..types import LmResponse, LmUsage, SwarmOutcome, estimate_tokens, prompt_text
 from .base import LmBackend
 
 _Z99 = 2.3263478740408408  # the standard normal's 99th percentile
@@ -536,10 +538,16 @@ class SwarmSimulator(LmBackend):
             return None
         return self.selector.figures(self.config.quorum_size)
 
-    async def complete(
-        self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-    ) -> LmResponse:
-        text_in = prompt_text(prompt)
+    async def send(self, request: LmRequest) -> LmResponse:
+        terms = request.swarm
+        if terms is not None and terms.given():
+            # A simulated job's quorum, bid and timeout are the config's: a request cannot
+            # change them, and must not believe it did.
+            raise InvalidRequest(
+                f"{self.name}: a simulated swarm takes its terms from SwarmSimConfig, not from "
+                f"the request ({', '.join(terms.given())})"
+            )
+        text_in = prompt_text(request.prompt)
         job = self.simulate(text_in)
         if self.time_scale > 0:
             await asyncio.sleep(job.latency_ms * self.time_scale / 1000)
@@ -551,8 +559,12 @@ class SwarmSimulator(LmBackend):
             )
         p, c = estimate_tokens(text_in), estimate_tokens(job.text)
         usage = LmUsage(p, c, p + c, None, job.cost_sats)
-        meta = {"agreeing": list(job.agreeing), "dissenting": list(job.dissenting)}
-        return LmResponse(job.text, usage, model, "stop", job.latency_ms, self.name, meta)
+        outcome = SwarmOutcome(
+            tuple(job.agreeing), tuple(job.dissenting), msats_paid=job.cost_sats * 1000
+        )
+        return LmResponse(
+            job.text, usage, request.model, "stop", job.latency_ms, self.name, swarm=outcome
+        )
 
 
 def sweep(

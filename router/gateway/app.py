@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Self
 from urllib.parse import unquote
 
@@ -33,12 +33,14 @@ from ..errors import (
     InvalidRequest,
     PaidFailure,
 )
+from ..request import LmRequest, SwarmTerms
 from ..retry import is_caller_error
-from ..router import LmRouter
+from ..router import LmRouter, LmStream
 from ..spend import Hold, SpendBook, usd_to_nanos
 from ..state_db import StateUnavailable
-from ..types import LmResponse, LmUsage, StreamChunk, estimate_tokens, prompt_text
-from .adapters import Served, current_decision, serving_backend
+from ..strategy import RoutingDecision
+from ..types import LmResponse, LmUsage, SwarmOutcome, estimate_tokens, prompt_text
+from .adapters import Served
 from .admin import AdminApi
 from .auth import KeyAccount, KeyStore, key_account
 from .build import build_router
@@ -51,6 +53,8 @@ from .http_server import HttpRequest, HttpResponse, HttpServer, ResponseStream
 from .key_db import KeyRecords
 from .metrics import CONTENT_TYPE, GatewayMetrics
 from .protocol import (
+    OPENAI_FIELDS,
+    SWARM_FIELDS,
     CompletionRequest,
     completion_json,
     embedding_json,
@@ -707,11 +711,11 @@ class Gateway:
 
     def _admit(
         self, req: CompletionRequest, model: str, acct: KeyAccount | None
-    ) -> tuple[Hold | None, dict[str, Any], bool]:
+    ) -> tuple[Hold | None, LmRequest, bool]:
         """Check the request against the operator's limits and reserve the most it may cost
         on every budget it is charged to (its key; the swarm's budget). Returns the hold
-        (None when no budget applies and nothing may be paid), the parameters for the router,
-        and whether it is a swarm request."""
+        (None when no budget applies and nothing may be paid), the request for the router
+        (with its swarm terms, for a swarm model), and whether it is a swarm request."""
         if req.max_tokens > self._max_tokens:
             raise bad_request(
                 f"max_tokens {req.max_tokens} is above the gateway's limit {self._max_tokens}",
@@ -728,6 +732,14 @@ class Gateway:
         label = f"{acct.name if acct else '-'} {model}"[:200]
         s = self.swarm
         if s is not None and model.startswith(SWARM_PREFIX):
+            for key in req.passthrough:
+                if key not in OPENAI_FIELDS:
+                    # a misspelled swarm term must not become a parameter nobody reads
+                    raise bad_request(
+                        f"unknown parameter {key!r} for swarm model {model!r} (the swarm's "
+                        f"own are {', '.join(SWARM_FIELDS)})",
+                        key,
+                    )
             quorum = req.quorum if req.quorum is not None else s.quorum
             if quorum > s.max_quorum:
                 raise bad_request(
@@ -755,16 +767,20 @@ class Gateway:
                 who=acct.name if acct else "",
                 model=model,
             )
-            params = {**req.params, "quorum": quorum, "bid_sats": bid, "hold": hold}
-            if getattr(req, "comparator", None):
-                params["comparator"] = req.comparator
-            return hold, params, True
-        if getattr(req, "comparator", None):
+            terms = SwarmTerms(
+                quorum=quorum,
+                bid_msats=bid * 1000,
+                max_sats=bid * quorum,
+                comparator=req.comparator,
+                hold=hold,
+            )
+            return hold, req.lm_request(model, terms), True
+        if req.comparator:
             raise bad_request("comparator applies to swarm models (swarm/...) only", "comparator")
         if not accounts:
-            return None, req.params, False
+            return None, req.lm_request(model), False
         prompt_tokens = _prompt_bytes(req.prompt)
-        tools = req.params.get("tools")
+        tools = req.passthrough.get("tools")
         if tools:  # the upstream's template puts the tool definitions into the prompt
             prompt_tokens += len(str(tools).encode())
         msats, usd_most = self.router.max_cost(model, prompt_tokens, req.max_tokens)
@@ -776,7 +792,7 @@ class Gateway:
             who=acct.name if acct else "",
             model=model,
         )
-        return hold, req.params, False
+        return hold, req.lm_request(model), False
 
     def _settle(self, hold: Hold | None, swarm: bool, usage: LmUsage | None) -> None:
         """Charge what the request cost and free the rest of its hold. Swarm payments were
@@ -801,14 +817,6 @@ class Gateway:
                 hold.charge(msats=sats, usd_nanos=usd)
         finally:
             hold.close()
-
-    def _reason(self, backend: str) -> str:
-        decision = current_decision.get()
-        if decision is None or decision.first is None:
-            return ""
-        if decision.backend != backend:
-            return f"failover to {backend!r} after {decision.backend!r} failed ({decision.reason})"
-        return decision.reason
 
     async def _completion(
         self, request: HttpRequest, chat: bool, endpoint: str
@@ -880,7 +888,6 @@ class Gateway:
     async def _serve(
         self, request: HttpRequest, chat: bool, endpoint: str, task: asyncio.Task[Any] | None
     ) -> HttpResponse | None:
-        current_decision.set(None)
         try:
             acct = self.keys.authenticate(request.headers.get("authorization"))
             body = self._read_json(request)
@@ -943,7 +950,7 @@ class Gateway:
         endpoint: str,
         task: asyncio.Task[Any] | None,
         acct: KeyAccount | None,
-        req: Any,
+        req: CompletionRequest,
         extra_models: list[str],
     ) -> HttpResponse | None:
         """Try the request's model, then its fallbacks; charge and settle each attempt."""
@@ -964,13 +971,11 @@ class Gateway:
                     tokens = estimate_tokens(prompt_text(req.prompt)) + req.max_tokens
                     counted = gate.admit(model, tokens, time.monotonic())
                 try:
-                    hold, params, swarm = self._admit(req, model, acct)
+                    hold, lm_request, swarm = self._admit(req, model, acct)
                     if req.stream:  # _stream settles the budgets itself
-                        return await self._stream(request, req, model, params, hold, swarm, task)
+                        return await self._stream(request, req, lm_request, hold, swarm, task)
                     settle = True
-                    resp: LmResponse = await self.router.complete(
-                        model, req.prompt, req.max_tokens, **params
-                    )
+                    resp: LmResponse = await self.router.send(lm_request)
                 finally:
                     if gate is not None:
                         gate.release()
@@ -982,7 +987,7 @@ class Gateway:
                 headers = {
                     "Content-Type": _JSON,
                     "x-swarm-backend": backend,
-                    "x-swarm-route-reason": _header_safe(self._reason(backend)),
+                    "x-swarm-route-reason": _header_safe(_reason(resp.decision, backend)),
                     "x-swarm-cost-sats": str(usage.cost_sats or 0),
                 }
                 if i:
@@ -993,9 +998,8 @@ class Gateway:
                     _money_headers(hold, headers)
                 if usage.cost_usd is not None:
                     headers["x-swarm-cost-usd"] = f"{usage.cost_usd:.8f}"
-                meta = resp.meta
-                if meta:
-                    _meta_headers(meta, headers)
+                if resp.swarm is not None:
+                    _swarm_headers(resp.swarm, headers)
                 if endpoint is _EMBED:
                     body_bytes = embedding_json(resp, resp.model or model)
                 else:
@@ -1027,8 +1031,7 @@ class Gateway:
         self,
         request: HttpRequest,
         req: CompletionRequest,
-        model: str,
-        params: dict[str, Any],
+        lm_request: LmRequest,
         hold: Hold | None,
         swarm: bool,
         task: asyncio.Task[Any] | None,
@@ -1037,21 +1040,16 @@ class Gateway:
         errors with their status (raised to the caller); after it, an error event ends the
         stream."""
         usage: LmUsage | None = None
-        serving_backend.set(None)
-        agen: AsyncIterator[StreamChunk] = self.router.stream_chunks(
-            model, req.prompt, req.max_tokens, **params
-        )
+        model = lm_request.model
+        stream: LmStream | None = None
         try:
-            first: StreamChunk | None = await anext(agen, None)
-            backend = serving_backend.get() or ""
-            if not backend:
-                decision = current_decision.get()
-                backend = decision.backend if decision is not None and decision.first else ""
+            stream = await self.router.open_stream(lm_request)
+            backend = stream.backend
             headers = dict(STREAM_HEADERS)
             if self._cors:
                 headers.update(self.cors_headers(request))
             headers["x-swarm-backend"] = backend
-            headers["x-swarm-route-reason"] = _header_safe(self._reason(backend))
+            headers["x-swarm-route-reason"] = _header_safe(_reason(stream.decision, backend))
             try:
                 resp = await request.stream(200, headers)
             except ConnectionResetError:
@@ -1063,17 +1061,19 @@ class Gateway:
             try:
                 if req.chat:
                     await write(enc.start())
-                chunk = first
-                while chunk is not None:
-                    if chunk.delta is not None or chunk.logprobs is not None:
-                        await write(enc.rich(chunk))  # tool call deltas, logprobs
+                async for chunk in stream:
+                    if (
+                        chunk.delta is not None
+                        or chunk.logprobs is not None
+                        or chunk.swarm is not None
+                    ):
+                        await write(enc.rich(chunk))  # tool call deltas, logprobs, a verdict
                     elif chunk.text:
                         await write(enc.text(chunk.text))
                     if chunk.usage is not None:
                         usage = chunk.usage
                     if chunk.finish_reason:
                         finish = chunk.finish_reason
-                    chunk = await anext(agen, None)
                 await write(enc.finish(finish))
                 if req.include_usage:
                     await write(enc.usage(usage_dict(usage or LmUsage())))
@@ -1094,7 +1094,8 @@ class Gateway:
                 self.metrics.completion(backend, model, usage)
             return None
         finally:
-            await _aclose(agen)
+            if stream is not None:
+                await stream.aclose()
             self._settle(hold, swarm, usage)
 
     async def _end_stream(
@@ -1111,20 +1112,25 @@ class Gateway:
             pass
 
 
-def _meta_headers(meta: dict[str, Any], headers: dict[str, str]) -> None:
+def _swarm_headers(outcome: SwarmOutcome, headers: dict[str, str]) -> None:
     """What a swarm answer carries: who agreed (public keys, hex) and the NIP-90 job id."""
-    agreeing = meta.get("agreeing")
-    if agreeing:
-        headers["x-swarm-agreeing"] = ",".join(str(k) for k in agreeing)
-    dissenting = meta.get("dissenting")
-    if dissenting:
-        headers["x-swarm-dissenting"] = ",".join(str(k) for k in dissenting)
-    job = meta.get("job_id")
-    if job:
-        headers["x-swarm-job-id"] = str(job)
-    note = meta.get("comparator")
-    if note:
-        headers["x-swarm-comparator"] = _header_safe(str(note))[:200]
+    if outcome.agreeing:
+        headers["x-swarm-agreeing"] = ",".join(outcome.agreeing)
+    if outcome.dissenting:
+        headers["x-swarm-dissenting"] = ",".join(outcome.dissenting)
+    if outcome.job_id:
+        headers["x-swarm-job-id"] = outcome.job_id
+    if outcome.comparator_note:
+        headers["x-swarm-comparator"] = _header_safe(outcome.comparator_note)[:200]
+
+
+def _reason(decision: RoutingDecision | None, backend: str) -> str:
+    """Why ``backend`` answered: the decision's reason, or the failover that led to it."""
+    if decision is None or decision.first is None:
+        return ""
+    if decision.backend != backend:
+        return f"failover to {backend!r} after {decision.backend!r} failed ({decision.reason})"
+    return decision.reason
 
 
 _MAX_CHAIN = 8  # models one request may try
@@ -1216,15 +1222,6 @@ def _prompt_bytes(prompt: Any) -> int:
 
 def req_endpoint(req: CompletionRequest) -> str:
     return _CHAT if req.chat else _TEXT
-
-
-async def _aclose(agen: AsyncIterator[Any]) -> None:
-    close = getattr(agen, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:
-            pass
 
 
 __all__ = ["Gateway", "error_response"]

@@ -14,22 +14,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..types import EmbeddingInput, LmResponse, LmUsage, Message, TextPrompt
+from ..request import NO_SAMPLING, SAMPLING_FIELDS, LimitName, LmRequest, Sampling, SwarmTerms
+from ..types import EmbeddingInput, LmResponse, LmUsage, Message, SwarmOutcome, TextPrompt
 from .errors import ApiError, bad_request
 
-#: Sampling options the gateway checks the type of before passing them on. Every other parameter
-#: the gateway does not use itself is passed on unchanged too (tools, logprobs, top_k, ...).
-PASSTHROUGH = (
-    "temperature",
-    "top_p",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-    "logit_bias",
-    "response_format",
-    "user",
-)
+#: OpenAI request fields the gateway does not read itself and that are not sampling options
+#: (chat, text completions, embeddings). Every backend but the swarm gets them in
+#: ``LmRequest.passthrough`` (with any other field: local servers have extensions of their own);
+#: the swarm refuses them by name (a NIP-90 job carries text only), and refuses a field outside
+#: this set as unknown: on a swarm model an unknown field is a misspelled term, never a
+#: parameter to pass on.
+OPENAI_FIELDS = frozenset(
+    {
+        "audio", "best_of", "dimensions", "echo", "encoding_format", "function_call",
+        "functions", "logit_bias", "logprobs", "metadata", "modalities", "parallel_tool_calls",
+        "prediction", "prompt_cache_key", "reasoning_effort", "response_format",
+        "safety_identifier", "service_tier", "store", "suffix", "tool_choice", "tools",
+        "top_logprobs", "user", "verbosity", "web_search_options",
+    }
+)  # fmt: skip
+#: The swarm's own request fields (also as headers ``x-swarm-quorum``, ``x-swarm-bid-sats``,
+#: ``x-swarm-comparator``).
+SWARM_FIELDS = ("quorum", "bid_sats", "comparator")
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 
 _ids = itertools.count(1)
@@ -47,7 +53,7 @@ MAX_MODEL_NAME = 256
 
 @dataclass(slots=True)
 class CompletionRequest:
-    """One parsed ``/v1/chat/completions`` or ``/v1/completions`` request."""
+    """One parsed ``/v1/chat/completions``, ``/v1/completions`` or ``/v1/embeddings`` request."""
 
     chat: bool
     model: str
@@ -55,11 +61,27 @@ class CompletionRequest:
     max_tokens: int
     stream: bool = False
     include_usage: bool = False
-    params: dict[str, Any] = field(default_factory=dict)
+    sampling: Sampling = NO_SAMPLING
+    #: The body's other fields, for the backend (``LmRequest.passthrough``).
+    passthrough: dict[str, Any] = field(default_factory=dict)
+    #: The name the caller gave the token limit (sent to chat upstreams under it).
+    max_tokens_field: LimitName = "max_tokens"
     quorum: int | None = None
     bid_sats: int | None = None
     #: The swarm's comparator by name (``auto``, ``semantic``, ``claims``, ``exact``, ...).
     comparator: str | None = None
+
+    def lm_request(self, model: str, swarm: SwarmTerms | None = None) -> LmRequest:
+        """What the router is asked for ``model`` (the request's, or one of its fallbacks)."""
+        return LmRequest(
+            model,
+            self.prompt,
+            self.max_tokens,
+            sampling=self.sampling,
+            swarm=swarm,
+            passthrough=self.passthrough,
+            max_tokens_field=self.max_tokens_field,
+        )
 
 
 def _int(value: Any, param: str, minimum: int) -> int:
@@ -157,13 +179,27 @@ def _header_int(headers: Any, header: str, minimum: int) -> int | None:
     return _int(parsed, header, minimum)
 
 
-_NUMBERS = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
-_PASS = frozenset(PASSTHROUGH)
-_OTHER = frozenset(
-    {"n", "stream", "stream_options", "tools", "tool_choice", "quorum", "bid_sats", "comparator"}
+_NUMBERS = frozenset(
+    {"temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"}
 )
+_SAMPLING = frozenset(SAMPLING_FIELDS)
+_OTHER = frozenset({"n", "stream", "stream_options", "tools", "tool_choice", *SWARM_FIELDS})
 # Read by the gateway itself, never passed on as parameters.
 _OWN = frozenset({"model", "messages", "prompt", "max_tokens", "max_completion_tokens"})
+
+
+def _sampling_value(key: str, value: Any) -> Any:
+    """``value`` for the sampling option ``key``, checked (400 naming it otherwise)."""
+    if key in _NUMBERS:
+        _number(value, key)
+    elif key == "stop":
+        if not (type(value) is str or (type(value) is list and all(type(s) is str for s in value))):
+            raise bad_request("stop must be a string or an array of strings", "stop")
+    elif key == "top_k":
+        _int(value, key, 0)
+    elif type(value) is not int:  # seed
+        raise bad_request(f"{key} must be an integer, not {value!r}", key)
+    return value
 
 
 def parse_request(
@@ -184,33 +220,29 @@ def parse_request(
     prompt: str | list[Message]
     prompt = _messages(body.get("messages")) if chat else _prompt(body.get("prompt"))
     max_tokens = body.get("max_completion_tokens")
-    param = "max_completion_tokens"
+    limit: LimitName = "max_completion_tokens"
     if max_tokens is None:
-        max_tokens, param = body.get("max_tokens"), "max_tokens"
-    max_tokens = default_max_tokens if max_tokens is None else _int(max_tokens, param, 1)
+        max_tokens, limit = body.get("max_tokens"), "max_tokens"
+    max_tokens = default_max_tokens if max_tokens is None else _int(max_tokens, limit, 1)
+    if not chat:
+        limit = "max_tokens"  # the only name /v1/completions knows
     stream = include_usage = False
     quorum = bid = None
     comparator: str | None = None
     params: dict[str, Any] = {}
-    if chat and param == "max_completion_tokens":
-        # sent upstream under the caller's name: OpenAI's reasoning models refuse max_tokens
-        params[param] = max_tokens
+    sampling: dict[str, Any] | None = None
     # One pass over what the client sent (usually a handful of keys) instead of a lookup per
     # parameter we know.
     for key, value in body.items():
         if value is None:
             continue
-        if key in _PASS:
-            if key in _NUMBERS:
-                _number(value, key)
-            elif key == "stop" and not (
-                type(value) is str or (type(value) is list and all(type(s) is str for s in value))
-            ):
-                raise bad_request("stop must be a string or an array of strings", "stop")
-            params[key] = value
+        if key in _SAMPLING:
+            if sampling is None:
+                sampling = {}
+            sampling[key] = _sampling_value(key, value)
         elif key not in _OTHER:
             if key not in _OWN:
-                params[key] = value  # unknown to the gateway: the backend decides
+                params[key] = value  # not read by the gateway: the backend decides
         elif key == "stream":
             if type(value) is not bool:
                 raise bad_request("stream must be a boolean", "stream")
@@ -246,8 +278,30 @@ def parse_request(
         if comparator is None:
             comparator = headers.get("x-swarm-comparator") or None
     return CompletionRequest(
-        chat, model, prompt, max_tokens, stream, include_usage, params, quorum, bid, comparator
+        chat,
+        model,
+        prompt,
+        max_tokens,
+        stream,
+        include_usage,
+        NO_SAMPLING if sampling is None else Sampling(**sampling),
+        params,
+        limit,
+        quorum,
+        bid,
+        comparator,
     )
+
+
+def swarm_verdict(outcome: SwarmOutcome) -> dict[str, Any]:
+    """A streamed swarm answer's verdict, sent as ``delta.swarm`` in its last chunk."""
+    return {
+        "verdict": "agreed",
+        "agreeing": list(outcome.agreeing),
+        "dissenting": list(outcome.dissenting),
+        "job_id": outcome.job_id,
+        "comparator": outcome.comparator_note,
+    }
 
 
 def usage_dict(u: LmUsage) -> dict[str, Any]:
@@ -394,7 +448,7 @@ def parse_embedding_request(body: Any) -> CompletionRequest:
     text, value = _embedding_input(body.get("input"))
     params = {k: v for k, v in body.items() if k not in _EMBED_OWN and v is not None}
     # max_tokens 1: an embedding generates nothing; the router wants a positive number
-    return CompletionRequest(False, model, EmbeddingInput(text, value), 1, params=params)
+    return CompletionRequest(False, model, EmbeddingInput(text, value), 1, passthrough=params)
 
 
 def embedding_json(resp: LmResponse, model: str) -> bytes:

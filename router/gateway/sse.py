@@ -24,7 +24,7 @@ from typing import Any
 
 from ..types import StreamChunk
 from .errors import ApiError
-from .protocol import new_id
+from .protocol import new_id, swarm_verdict
 
 DONE = b"data: [DONE]\n\n"
 _dumps = json.dumps
@@ -81,14 +81,17 @@ class ChunkEncoder:
         return self._choice(text, None)
 
     def rich(self, chunk: StreamChunk) -> bytes:
-        """A chunk with more than text (tool call deltas, reasoning, logprobs): the upstream's
-        delta fields and logprobs relayed unchanged, with the text if there is some. (The finish
-        reason comes last in a chunk of its own, as for every stream.)"""
+        """A chunk with more than text (tool call deltas, reasoning, logprobs, the swarm's
+        verdict as ``delta.swarm``): the upstream's delta fields and logprobs relayed unchanged,
+        with the text if there is some. (The finish reason comes last in a chunk of its own, as
+        for every stream.)"""
         logprobs = _dumps(chunk.logprobs)
         if self.chat:
             delta: dict[str, Any] = {"content": chunk.text} if chunk.text else {}
             if chunk.delta:
                 delta.update(chunk.delta)
+            if chunk.swarm is not None:
+                delta["swarm"] = swarm_verdict(chunk.swarm)
             body = (
                 f'[{{"index":0,"delta":{_dumps(delta)},"logprobs":{logprobs},'
                 '"finish_reason":null}]'

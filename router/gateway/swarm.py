@@ -1,9 +1,11 @@
 """The swarm behind the gateway: a ``SwarmBackend`` over a ``SwarmClient`` built from the config,
 connected when the gateway starts and closed when it stops.
 
-Requests name swarm models ``swarm/<model>`` (the backend strips the prefix); a request's
-``quorum`` and ``bid_sats`` (per provider) become the client's quorum, bid (``bid_msats``) and
-payment cap (``max_sats = quorum * bid_sats``). With ``nwc_uri`` the agreeing providers are paid
+Requests name swarm models ``swarm/<model>`` (the backend strips the prefix); the gateway turns
+a request's ``quorum``, ``bid_sats`` (per provider) and ``comparator`` into the
+:class:`~router.request.SwarmTerms` the backend reads: the quorum, the bid (``bid_msats``), the
+payment cap (``max_sats = quorum * bid_sats``) and the request's hold on the spend book. With
+``nwc_uri`` the agreeing providers are paid
 through that wallet, every payment recorded in ``payment_ledger`` (so a restart never pays twice).
 With ``prepay`` it also pays providers that ask to be paid before they work, within the bid.
 """
@@ -19,15 +21,15 @@ from client.customer.swarm import SwarmClient
 from client.nostr.keys import Keys
 
 from ..backends.swarm import SwarmBackend
-from .adapters import SWARM_PARAMS, Served
+from .adapters import Served
 from .config import SWARM_PREFIX, SwarmBackendConfig
 
 log = logging.getLogger("router.gateway.swarm")
 
 
 class ServedSwarm(Served):
-    """A swarm backend: lists ``swarm/<model>`` for the configured models, translates the
-    request's swarm terms, and owns the client (and wallet) lifecycle."""
+    """A swarm backend: lists ``swarm/<model>`` for the configured models and owns the client
+    (and wallet) lifecycle."""
 
     def __init__(
         self,
@@ -52,23 +54,6 @@ class ServedSwarm(Served):
 
     def supported_models(self) -> list[str]:
         return list(self.listed)
-
-    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
-        if not any(k in params for k in SWARM_PARAMS):
-            return params
-        out = {k: v for k, v in params.items() if k not in SWARM_PARAMS}
-        if params.get("hold") is not None:
-            out["hold"] = params["hold"]
-        quorum = params.get("quorum")
-        bid = params.get("bid_sats")
-        if quorum is not None:
-            out["quorum"] = quorum
-        if bid is not None:
-            out["bid_msats"] = bid * 1000
-            out["max_sats"] = bid * (quorum or self.swarm.quorum)
-        elif quorum is not None and self.swarm.max_bid_msats is not None:
-            out["max_sats"] = -(-self.swarm.max_bid_msats * quorum // 1000)
-        return out
 
     async def refresh_models(self) -> list[str]:
         return self.supported_models()
@@ -139,7 +124,6 @@ def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
         max_quorum=cfg.max_quorum,
         max_bid_msats=cfg.bid_limit_sats * 1000,
         bid_msats=cfg.bid_sats * 1000,
-        # Opt-in pay-before-work, on every request (client_options reach SwarmClient.complete).
-        **({"prepay": PrepayPolicy()} if cfg.prepay else {}),
+        prepay=PrepayPolicy() if cfg.prepay else None,  # opt-in pay-before-work, every job
     )
     return ServedSwarm(backend, client, cfg.models, closers=closers, network=cfg.network)

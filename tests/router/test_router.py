@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from router import LmResponse, LmRouter, ManualClock, RecordingSleeper
+from router import LmRequest, LmResponse, LmRouter, ManualClock, RecordingSleeper, Sampling
 from router.backends import LmBackend, MockBackend
 from router.errors import (
     AllProvidersFailed,
@@ -22,7 +22,6 @@ from router.errors import (
     StreamInterrupted,
 )
 from router.state import BackendState
-from router.types import Prompt
 
 
 def fatal() -> BackendError:
@@ -127,9 +126,10 @@ async def test_chat_messages_pass_through() -> None:
     m = MockBackend().with_response("You said: {prompt}")
     router = LmRouter.builder().add_backend(m).build()
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-    resp = await router.complete("mock-model", msgs, 10, temperature=0.2)
+    resp = await router.complete("mock-model", msgs, 10, sampling=Sampling(temperature=0.2))
     assert resp.text == "You said: be brief\nhi"
-    assert m.last_params == {"temperature": 0.2}
+    assert m.last_request is not None and m.last_request.sampling == Sampling(temperature=0.2)
+    assert m.last_request.prompt == msgs and m.last_request.max_tokens == 10
 
 
 # --- failover and retries -----------------------------------------------------------------------
@@ -574,10 +574,8 @@ async def test_models_are_discovered_lazily() -> None:
             self.models_known = True
             return self.models
 
-        async def complete(
-            self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-        ) -> LmResponse:
-            return LmResponse("found", model=model)
+        async def send(self, request: LmRequest) -> LmResponse:
+            return LmResponse("found", model=request.model)
 
     d = Discovering()
     router = LmRouter.builder().add_backend(d).build()
@@ -619,10 +617,8 @@ def test_threads_with_their_own_loops_share_one_router() -> None:
     class Counting(MockBackend):
         """MockBackend's own counters are not thread-safe; this one only answers."""
 
-        async def complete(
-            self, model: str, prompt: Prompt, max_tokens: int = 256, **params: Any
-        ) -> LmResponse:
-            return LmResponse("ok", model=model)
+        async def send(self, request: LmRequest) -> LmResponse:
+            return LmResponse("ok", model=request.model)
 
     router = (
         LmRouter.builder()

@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from router.backends.llamacpp import DEFAULT_MODEL_NAME, LlamaCppBackend, default_model_path
-from router.errors import BackendError
+from router.errors import BackendError, InvalidRequest
+from router.request import Sampling
+from router.types import TextPrompt
 
 pytestmark = pytest.mark.local_model
 
@@ -48,7 +50,7 @@ async def test_chat_messages_and_text_mode(backend: LlamaCppBackend) -> None:
     )
     assert chat.text.strip()
     raw = "The capital of France is"
-    text = await backend.complete(DEFAULT_MODEL_NAME, raw, max_tokens=4, mode="text")
+    text = await backend.complete(DEFAULT_MODEL_NAME, TextPrompt(raw), max_tokens=4)
     assert text.text.strip()
     llama = backend._load_sync()
     assert text.usage.prompt_tokens == len(llama.tokenize(raw.encode(), add_bos=True))
@@ -56,8 +58,9 @@ async def test_chat_messages_and_text_mode(backend: LlamaCppBackend) -> None:
 
 async def test_seed_and_temperature_are_honoured(backend: LlamaCppBackend) -> None:
     prompt = "Write one random word."
-    a = await backend.complete(DEFAULT_MODEL_NAME, prompt, max_tokens=8, temperature=1.5, seed=7)
-    b = await backend.complete(DEFAULT_MODEL_NAME, prompt, max_tokens=8, temperature=1.5, seed=7)
+    hot = Sampling(temperature=1.5, seed=7)
+    a = await backend.complete(DEFAULT_MODEL_NAME, prompt, max_tokens=8, sampling=hot)
+    b = await backend.complete(DEFAULT_MODEL_NAME, prompt, max_tokens=8, sampling=hot)
     assert a.text == b.text  # same seed, same sample
 
 
@@ -82,3 +85,8 @@ async def test_bounded_queue_answers_busy(backend: LlamaCppBackend) -> None:
     busy = [r for r in results if isinstance(r, BackendError)]
     assert len(busy) == 2 and all(e.retryable and e.status == 503 for e in busy)
     assert sum(1 for r in results if not isinstance(r, BaseException)) == 1
+
+
+async def test_what_the_embedded_model_cannot_honour_is_refused(backend: LlamaCppBackend) -> None:
+    with pytest.raises(InvalidRequest, match="'tools'"):
+        await backend.complete(DEFAULT_MODEL_NAME, QUESTION, 4, passthrough={"tools": []})

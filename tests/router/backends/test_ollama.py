@@ -8,6 +8,7 @@ from router import LmRouter
 from router.backends import MockBackend, OllamaBackend
 from router.backends.ollama_wire import model_matches, parse_stream_line, request_body
 from router.errors import BackendError, RateLimited, StreamInterrupted
+from router.request import Sampling
 from tests.support.upstreams import FakeOllama
 
 
@@ -15,7 +16,11 @@ async def test_plain_prompt_uses_generate_with_options() -> None:
     async with FakeOllama(models=["llama3:latest"], reply="hi there") as up:
         async with OllamaBackend(up.base_url) as b:
             r = await b.complete(
-                "llama3", "hello", 64, temperature=0.1, stop="END", keep_alive="5m"
+                "llama3",
+                "hello",
+                64,
+                sampling=Sampling(temperature=0.1, stop="END"),
+                passthrough={"keep_alive": "5m"},
             )
         assert (r.text, r.backend, r.finish_reason) == ("hi there", "ollama", "stop")
         assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (1, 2)

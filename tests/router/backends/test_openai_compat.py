@@ -9,14 +9,18 @@ import pytest
 from router import LmRouter, RecordingSleeper
 from router.backends import BasicAuth, HeaderAuth, OpenAICompatBackend
 from router.backends.openai_compat import api_root
-from router.errors import BackendError, RateLimited, StreamInterrupted
+from router.errors import BackendError, InvalidRequest, RateLimited, StreamInterrupted
+from router.request import Sampling
 from tests.support.upstreams import FakeOpenAI
 
 
 async def test_complete_with_usage_and_request_shape() -> None:
     async with FakeOpenAI(models=["m1"], reply="hello from upstream") as up:
         async with OpenAICompatBackend(up.base_url + "/v1", name="up") as b:
-            r = await b.complete("m1", "say hi", 50, temperature=0.3, stream=True)
+            r = await b.complete("m1", "say hi", 50, sampling=Sampling(temperature=0.3))
+            with pytest.raises(InvalidRequest, match="'stream'"):
+                # what the backend sets itself cannot come in as a passthrough field
+                await b.complete("m1", "say hi", 50, passthrough={"stream": True})
         assert (r.text, r.backend, r.model, r.finish_reason) == (
             "hello from upstream",
             "up",
@@ -31,7 +35,8 @@ async def test_complete_with_usage_and_request_shape() -> None:
             "messages": [{"role": "user", "content": "say hi"}],
             "max_tokens": 50,
             "temperature": 0.3,
-        }  # the caller's stream=True cannot turn a completion into a stream
+        }
+        assert len(up.requests) == 1
 
 
 async def test_chat_messages_and_length_finish() -> None:

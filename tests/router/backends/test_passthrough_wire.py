@@ -102,7 +102,7 @@ def test_the_gateway_encodes_rich_answers_and_chunks() -> None:
 def test_embedding_requests_and_answers() -> None:
     req = parse_embedding_request({"model": "e", "input": ["a", "b"], "dimensions": 8})
     assert isinstance(req.prompt, EmbeddingInput) and req.prompt.input == ["a", "b"]
-    assert req.params == {"dimensions": 8} and not req.stream
+    assert req.passthrough == {"dimensions": 8} and not req.stream
     resp = LmResponse("", LmUsage.of(4, 0, cost_usd=0.5), "e", extra={"data": [{"index": 0}]})
     assert json.loads(embedding_json(resp, "e")) == {
         "object": "list",

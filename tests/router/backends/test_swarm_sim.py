@@ -19,7 +19,8 @@ from router.backends.swarm_sim import (
     simulate_job,
     sweep,
 )
-from router.errors import QuorumNotReached
+from router.errors import InvalidRequest, QuorumNotReached
+from router.request import SwarmTerms
 
 JOBS = 2000
 
@@ -177,7 +178,10 @@ async def test_simulator_as_a_router_backend_with_failover() -> None:
     r = await router.complete("swarm/llama3", "What is 2+2?", 20)
     assert r.text == "Response: What is 2+2?" and r.backend == "swarm-sim"
     assert r.usage.cost_sats == 42 and r.usage.cost_usd == pytest.approx(0.042)
-    assert r.meta is not None and len(r.meta["agreeing"]) == 2
+    assert r.swarm is not None and len(r.swarm.agreeing) == 2
+    assert r.swarm.msats_paid == 42_000
+    with pytest.raises(InvalidRequest, match="SwarmSimConfig"):  # not silently ignored
+        await router.complete("swarm/llama3", "What is 2+2?", 20, swarm=SwarmTerms(quorum=3))
     rep = router.usage_report()
     assert rep.total_cost_sats == 42 and rep.by_model["swarm/llama3"].call_count == 1
 

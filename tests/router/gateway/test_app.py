@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from router.errors import BackendError
+from router.request import LmRequest, Sampling
 from tests.support.gateway import client, gateway, hold, mock_of, user
 
 MOCKS: dict[str, Any] = {
@@ -76,7 +77,8 @@ async def test_text_completion_and_alias() -> None:
         assert raw.headers["x-swarm-backend"] == "alpha"
         assert raw.headers["x-swarm-cost-sats"] == "0"
         alpha = mock_of(gw, "alpha")
-        assert alpha.last_prompt == "say it" and alpha.last_params == {"temperature": 0.5}
+        assert alpha.last_prompt == "say it" and alpha.last_request is not None
+        assert alpha.last_request.sampling == Sampling(temperature=0.5)
 
 
 async def test_chat_stream_with_usage() -> None:
@@ -353,15 +355,15 @@ async def test_stream_stalling_past_the_request_timeout_ends_with_an_error_event
         held = hold(gw, "solo")
         held.with_stream_failure(None)
         gate_after_first = asyncio.Event()
-        inner_stream = held.stream_chunks
+        inner_stream = held.send_stream
 
-        async def stalls(*a: Any, **k: Any) -> Any:  # first chunk, then nothing
-            async for i, ch in _enumerate(inner_stream(*a, **k)):
+        async def stalls(request: LmRequest) -> Any:  # first chunk, then nothing
+            async for i, ch in _enumerate(inner_stream(request)):
                 yield ch
                 if i == 0:
                     await gate_after_first.wait()
 
-        held.stream_chunks = stalls  # type: ignore[method-assign]
+        held.send_stream = stalls  # type: ignore[method-assign]
         held.gate.set()
         stream = await client(gw).chat.completions.create(
             model="m", messages=user("x"), stream=True

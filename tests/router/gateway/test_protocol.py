@@ -26,6 +26,7 @@ from router.gateway.errors import ApiError
 from router.gateway.errors_map import api_error
 from router.gateway.protocol import completion_body, completion_json, parse_request
 from router.gateway.sse import DONE, ChunkEncoder, error_event
+from router.request import Sampling
 from router.types import LmResponse, LmUsage
 
 
@@ -41,9 +42,19 @@ def test_parse_chat_defaults_and_passthrough() -> None:
     )
     assert req.model == "m" and req.max_tokens == 99 and not req.stream
     assert req.prompt == [{"role": "user", "content": "hi"}]
-    # a parameter the gateway does not know is passed on for the backend to judge
-    assert req.params == {"temperature": 0.2, "stop": ["\n"], "seed": 7, "unknown_field": 1}
+    # sampling options are typed; a parameter the gateway does not know is passed on for the
+    # backend to judge
+    assert req.sampling == Sampling(temperature=0.2, stop=("\n",), seed=7)
+    assert req.passthrough == {"unknown_field": 1}
     assert req.quorum is None and req.bid_sats is None
+    lm = req.lm_request("m")
+    assert lm.upstream_params() == {
+        "temperature": 0.2,
+        "stop": ["\n"],
+        "seed": 7,
+        "unknown_field": 1,
+    }
+    assert lm.swarm is None and lm.max_tokens_field == "max_tokens"
 
 
 def test_parse_content_parts_developer_role_and_max_completion_tokens() -> None:
@@ -67,6 +78,7 @@ def test_parse_content_parts_developer_role_and_max_completion_tokens() -> None:
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
     ]
     assert req.max_tokens == 5 and req.stream and req.include_usage
+    assert req.max_tokens_field == "max_completion_tokens" and req.passthrough == {}
 
 
 def test_parse_text_completion_prompt_forms() -> None:
@@ -105,6 +117,9 @@ def test_swarm_terms_from_body_and_headers() -> None:
         (chat(stream="yes"), "stream"),
         (chat(temperature="hot"), "temperature"),
         (chat(stop=[1]), "stop"),
+        (chat(seed=1.5), "seed"),
+        (chat(top_k=-1), "top_k"),
+        (chat(repetition_penalty="x"), "repetition_penalty"),
         (chat(quorum=0), "quorum"),
         (chat(tools={"type": "function"}), "tools"),
         (chat(tool_choice=3), "tool_choice"),

@@ -119,6 +119,40 @@ async def test_quorum_and_bid_from_headers_reach_the_providers(relay: Relay) -> 
             assert e.value.param == "bid_sats"
 
 
+async def test_an_unknown_field_on_a_swarm_model_is_a_400_naming_it(relay: Relay) -> None:
+    made = [ScriptedProvider([relay.url], "Paris") for _ in range(2)]
+    async with contextlib.AsyncExitStack() as stack:
+        for p in made:
+            await stack.enter_async_context(p)
+        async with gateway(swarm_config(relay)) as gw:
+            c = client(gw)
+            with pytest.raises(openai.BadRequestError) as e:
+                await c.chat.completions.create(
+                    model="swarm/m1", messages=user("x"), extra_body={"quorom": 3}
+                )
+            assert e.value.param == "quorom" and "'quorom'" in e.value.message
+            assert "quorum, bid_sats, comparator" in e.value.message
+            usage = await c.get("/usage", cast_to=object)
+            assert usage["swarm"]["swarm"]["reserved_sats"] == 0  # type: ignore[index]
+            # an OpenAI field the swarm cannot carry is refused by name too
+            with pytest.raises(openai.BadRequestError) as e:
+                await c.chat.completions.create(
+                    model="swarm/m1", messages=user("x"), extra_body={"reasoning_effort": "low"}
+                )
+            assert "'reasoning_effort'" in e.value.message
+            assert not any(p.seen for p in made)  # no job was published
+            # on a plain model a field the gateway does not know is its backend's to judge
+            local = await c.chat.completions.create(
+                model="m1", messages=user("x"), extra_body={"quorom": 3}
+            )
+            assert local.choices[0].message.content == "unverified"
+            # the spelled-right term works
+            ok = await c.chat.completions.create(
+                model="swarm/m1", messages=user("x"), extra_body={"quorum": 2}
+            )
+            assert ok.choices[0].message.content == "Paris"
+
+
 async def test_no_quorum_is_504_and_never_falls_back_to_an_unverified_backend(
     relay: Relay,
 ) -> None:
