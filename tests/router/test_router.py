@@ -427,6 +427,51 @@ async def test_stream_usage_and_early_stop() -> None:
     assert (await router.complete("mock-model", "x", 5)).text == "a b c d"
 
 
+async def test_an_open_stream_names_its_backend_and_decision_before_the_first_chunk() -> None:
+    a = MockBackend("a").with_model("m").fail_next(1, error=fatal)
+    b = MockBackend("b").with_model("m").with_response("hello there")
+    router = two_backends(a, b)
+    stream = await router.open_stream(LmRequest("m", "x", 10))
+    # decided and started (after a's failure), nothing read yet
+    assert stream.backend == "b" and stream.decision.backend == "a"
+    assert router.metrics()["b"].in_flight == 1
+    async with stream:
+        assert [c.text async for c in stream] == ["hello", " there", ""]
+    assert router.metrics()["b"].in_flight == 0
+    assert router.usage_report().by_backend["b"].call_count == 1
+    unread = await router.open_stream(LmRequest("m", "x", 10))
+    await unread.aclose()  # closed before any chunk was read: the slot is freed all the same
+    await unread.aclose()
+    assert router.metrics()["b"].in_flight == 0
+    assert router.usage_report().by_backend["b"].call_count == 1  # no outcome counted
+
+
+async def test_a_response_carries_the_decision_that_routed_it() -> None:
+    a = MockBackend("a").with_model("m").fail_next(1, error=fatal)
+    b = MockBackend("b").with_model("m")
+    router = two_backends(a, b)
+    resp = await router.complete("m", "x", 5)
+    assert resp.backend == "b" and resp.decision is not None
+    assert resp.decision.backend == "a" and [s.name for s in resp.decision.candidates] == ["a", "b"]
+    direct = await b.complete("m", "x", 5)
+    assert direct.decision is None  # a backend asked directly made no routing decision
+
+
+async def test_a_misspelled_option_is_a_type_error_before_anything_is_sent() -> None:
+    m = MockBackend()
+    router = LmRouter.builder().add_backend(m).build()
+    with pytest.raises(TypeError, match="temprature"):
+        await router.complete("mock-model", "x", 5, temprature=0.2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="temprature"):
+        Sampling(temprature=0.2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="temprature"):
+        async for _ in router.stream("mock-model", "x", 5, temprature=0.2):  # type: ignore[call-arg]
+            pass
+    with pytest.raises(InvalidRequest, match="'temperature'"):  # a sampling option as a field
+        await router.complete("mock-model", "x", 5, passthrough={"temperature": 0.2})
+    assert m.calls == 0
+
+
 # --- usage, cost and metrics --------------------------------------------------------------------
 
 
