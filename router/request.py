@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NO_SAMPLING",
+    "RESERVED_FIELDS",
     "SAMPLING_FIELDS",
+    "SWARM_BODY_FIELDS",
     "SWARM_TERM_FIELDS",
     "LmRequest",
     "Sampling",
@@ -191,10 +193,13 @@ class SwarmTerms:
 #: The names of :class:`SwarmTerms`' terms.
 SWARM_TERM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SwarmTerms))
 
-# Body fields a backend sets itself, or that have a typed home of their own: a passthrough
-# mapping must not carry them (a sampling option or a swarm term there would reach an upstream
-# under a second name, or be ignored).
-_OWNED = frozenset(
+#: The swarm's terms as request-body fields (the gateway's spelling): read by the gateway,
+#: never passed on to an upstream.
+SWARM_BODY_FIELDS: tuple[str, ...] = ("quorum", "bid_sats", "comparator")
+#: Body fields an upstream's request gets from the request itself (model, prompt, limit,
+#: streaming) or from a typed field (sampling options, swarm terms): ``passthrough`` must not
+#: hold them, or the same option would reach the upstream twice, or be ignored.
+RESERVED_FIELDS = frozenset(
     {
         "model",
         "messages",
@@ -204,9 +209,8 @@ _OWNED = frozenset(
         "max_completion_tokens",
         "stream",
         "stream_options",
-        "bid_sats",
         *SAMPLING_FIELDS,
-        *SWARM_TERM_FIELDS,
+        *SWARM_BODY_FIELDS,
     }
 )
 
@@ -224,8 +228,8 @@ class LmRequest:
     - ``passthrough``: OpenAI body fields an OpenAI-compatible upstream gets unchanged
       (``tools``, ``response_format``, ``logprobs``, fields of local servers, ...) unless its
       backend drops them (``drop_params``); Ollama maps those it knows and refuses the rest, the
-      swarm refuses them all (``user`` aside, which no backend sends on). A name that has a field
-      of its own here (``temperature``, ``quorum``, ``max_tokens``, ...) is refused.
+      swarm refuses them all (``user`` aside, which no backend sends on). A name in
+      :data:`RESERVED_FIELDS` (``temperature``, ``quorum``, ``max_tokens``, ...) is refused.
     - ``max_tokens_field``: the name the caller gave the limit; ``max_completion_tokens`` is
       sent to chat endpoints under that name (OpenAI's reasoning models refuse ``max_tokens``).
     """
@@ -256,8 +260,8 @@ class LmRequest:
         if extra:
             if not isinstance(extra, Mapping):
                 raise TypeError(f"passthrough must be a mapping, not {type(extra).__name__}")
-            if not _OWNED.isdisjoint(extra):
-                name = sorted(_OWNED.intersection(extra))[0]
+            if not RESERVED_FIELDS.isdisjoint(extra):
+                name = sorted(RESERVED_FIELDS.intersection(extra))[0]
                 raise InvalidRequest(
                     f"passthrough must not hold {name!r}: it has a field of its own "
                     "(LmRequest, Sampling or SwarmTerms)"

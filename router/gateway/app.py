@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, Self
 from urllib.parse import unquote
 
@@ -728,6 +729,7 @@ class Gateway:
                 f"serving {model!r}",
                 "max_tokens",
             )
+        lm_request = req.lm_request(model)  # checked before anything is reserved
         accounts = [key_account(acct.name)] if acct is not None else []
         label = f"{acct.name if acct else '-'} {model}"[:200]
         s = self.swarm
@@ -774,11 +776,11 @@ class Gateway:
                 comparator=req.comparator,
                 hold=hold,
             )
-            return hold, req.lm_request(model, terms), True
+            return hold, replace(lm_request, swarm=terms), True
         if req.comparator:
             raise bad_request("comparator applies to swarm models (swarm/...) only", "comparator")
         if not accounts:
-            return None, req.lm_request(model), False
+            return None, lm_request, False
         prompt_tokens = _prompt_bytes(req.prompt)
         tools = req.passthrough.get("tools")
         if tools:  # the upstream's template puts the tool definitions into the prompt
@@ -792,7 +794,7 @@ class Gateway:
             who=acct.name if acct else "",
             model=model,
         )
-        return hold, req.lm_request(model), False
+        return hold, lm_request, False
 
     def _settle(self, hold: Hold | None, swarm: bool, usage: LmUsage | None) -> None:
         """Charge what the request cost and free the rest of its hold. Swarm payments were

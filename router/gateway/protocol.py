@@ -14,7 +14,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..request import NO_SAMPLING, SAMPLING_FIELDS, LimitName, LmRequest, Sampling, SwarmTerms
+from ..request import (
+    NO_SAMPLING,
+    RESERVED_FIELDS,
+    SAMPLING_FIELDS,
+    SWARM_BODY_FIELDS,
+    LimitName,
+    LmRequest,
+    Sampling,
+)
 from ..types import EmbeddingInput, LmResponse, LmUsage, Message, SwarmOutcome, TextPrompt
 from .errors import ApiError, bad_request
 
@@ -35,7 +43,7 @@ OPENAI_FIELDS = frozenset(
 )  # fmt: skip
 #: The swarm's own request fields (also as headers ``x-swarm-quorum``, ``x-swarm-bid-sats``,
 #: ``x-swarm-comparator``).
-SWARM_FIELDS = ("quorum", "bid_sats", "comparator")
+SWARM_FIELDS = SWARM_BODY_FIELDS
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 
 _ids = itertools.count(1)
@@ -71,14 +79,14 @@ class CompletionRequest:
     #: The swarm's comparator by name (``auto``, ``semantic``, ``claims``, ``exact``, ...).
     comparator: str | None = None
 
-    def lm_request(self, model: str, swarm: SwarmTerms | None = None) -> LmRequest:
-        """What the router is asked for ``model`` (the request's, or one of its fallbacks)."""
+    def lm_request(self, model: str) -> LmRequest:
+        """What the router is asked for ``model`` (the request's, or one of its fallbacks),
+        without swarm terms (the gateway adds them once it has reserved their budget)."""
         return LmRequest(
             model,
             self.prompt,
             self.max_tokens,
             sampling=self.sampling,
-            swarm=swarm,
             passthrough=self.passthrough,
             max_tokens_field=self.max_tokens_field,
         )
@@ -184,8 +192,9 @@ _NUMBERS = frozenset(
 )
 _SAMPLING = frozenset(SAMPLING_FIELDS)
 _OTHER = frozenset({"n", "stream", "stream_options", "tools", "tool_choice", *SWARM_FIELDS})
-# Read by the gateway itself, never passed on as parameters.
-_OWN = frozenset({"model", "messages", "prompt", "max_tokens", "max_completion_tokens"})
+# Read by the gateway itself or set by the backend, never passed on as parameters (``input``
+# is an embedding request's; ``prompt`` and ``messages`` the other endpoint's).
+_OWN = frozenset({"model", "messages", "prompt", "input", "max_tokens", "max_completion_tokens"})
 
 
 def _sampling_value(key: str, value: Any) -> Any:
@@ -414,8 +423,6 @@ def _rich_json(chat: bool, resp: LmResponse, model: str, finish: str) -> bytes:
 
 # --- embeddings ------------------------------------------------------------------------------
 
-_EMBED_OWN = frozenset({"model", "input"})
-
 
 def _embedding_input(value: Any) -> tuple[str, Any]:
     """(text for token estimates, the input as sent): a string, an array of strings, an array
@@ -446,9 +453,24 @@ def parse_embedding_request(body: Any) -> CompletionRequest:
     if len(model) > MAX_MODEL_NAME or len(model.encode()) > MAX_MODEL_NAME:
         raise bad_request(f"model names are at most {MAX_MODEL_NAME} bytes", "model")
     text, value = _embedding_input(body.get("input"))
-    params = {k: v for k, v in body.items() if k not in _EMBED_OWN and v is not None}
+    params: dict[str, Any] = {}
+    sampling: dict[str, Any] = {}
+    for key, v in body.items():
+        if v is None:
+            continue
+        if key in _SAMPLING:
+            sampling[key] = _sampling_value(key, v)
+        elif key not in RESERVED_FIELDS:  # the backend sets those itself
+            params[key] = v
     # max_tokens 1: an embedding generates nothing; the router wants a positive number
-    return CompletionRequest(False, model, EmbeddingInput(text, value), 1, passthrough=params)
+    return CompletionRequest(
+        False,
+        model,
+        EmbeddingInput(text, value),
+        1,
+        sampling=Sampling(**sampling) if sampling else NO_SAMPLING,
+        passthrough=params,
+    )
 
 
 def embedding_json(resp: LmResponse, model: str) -> bytes:

@@ -103,6 +103,9 @@ def test_embedding_requests_and_answers() -> None:
     req = parse_embedding_request({"model": "e", "input": ["a", "b"], "dimensions": 8})
     assert isinstance(req.prompt, EmbeddingInput) and req.prompt.input == ["a", "b"]
     assert req.passthrough == {"dimensions": 8} and not req.stream
+    # what the backend sets itself is not passed on; a sampling option is typed
+    other = parse_embedding_request({"model": "e", "input": "a", "stream": True, "seed": 2})
+    assert other.passthrough == {} and other.sampling.seed == 2
     resp = LmResponse("", LmUsage.of(4, 0, cost_usd=0.5), "e", extra={"data": [{"index": 0}]})
     assert json.loads(embedding_json(resp, "e")) == {
         "object": "list",
