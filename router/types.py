@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
+# The one token estimate (client/dvm/tokens.py), for backends that report no usage.
+from client.dvm.tokens import estimate_tokens as estimate_tokens
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -156,8 +159,3 @@ def message_text(message: Message) -> str:
             if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
         )
     return ""
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough token count for backends that report none (about 4 characters per token)."""
-    return (len(text) + 3) // 4
