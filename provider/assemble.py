@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from client.nostr.errors import NostrSwarmError
 from client.wallet import Wallet
 from router.backends import LmBackend
 from router.backends.config import ModelBackend, with_default_names
@@ -37,6 +38,9 @@ def build_backends(configs: Sequence[ModelBackend]) -> LmBackend:
 
 
 def build_wallet(cfg: PaymentConfig) -> Wallet | None:
+    """The node's wallet: NWC (``nwc``), or a local test ledger (``ledger``: the wallet kind of
+    that name, which relay_mock registers), on ``ledger_account`` or the ledger's "provider"
+    account (opened on first use)."""
     if cfg.policy == "free" and not (cfg.nwc or cfg.ledger):
         return None
     if cfg.nwc:
@@ -44,15 +48,13 @@ def build_wallet(cfg: PaymentConfig) -> Wallet | None:
 
         return NwcWallet(cfg.nwc)
     if cfg.ledger:
-        from relay_mock.lightning.ledger import Ledger
-        from relay_mock.lightning.wallet import LedgerWallet
+        from client.wallet.registry import open_wallet
 
-        ledger = Ledger(cfg.ledger)
-        account = cfg.ledger_account
-        if account is None:  # the ledger's "provider" account, made on first use
-            named = [a for a in ledger.accounts() if a.name == "provider"]
-            account = named[0].id if named else ledger.create_account("provider").id
-        return LedgerWallet(ledger, account)
+        account = cfg.ledger_account if cfg.ledger_account is not None else "provider"
+        try:
+            return open_wallet("ledger", cfg.ledger, account=account)
+        except NostrSwarmError as exc:
+            raise ConfigError(f"payment.ledger: {exc}") from None
     raise ConfigError(f"payment policy {cfg.policy!r} needs payment.nwc or payment.ledger")
 
 
