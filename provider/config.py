@@ -202,8 +202,16 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
 def _errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        # A backend's type is a tagged union: its branch name in the location is not a field.
-        loc = [str(p) for i, p in enumerate(err["loc"]) if not (i == 2 and p in UNION_TAGS)]
+        # A backend and its auth are tagged unions: a branch's name in the location (after the
+        # list index, or after "auth") is not a field.
+        parts = err["loc"]
+        loc = [
+            str(p)
+            for i, p in enumerate(parts)
+            if not (
+                p in UNION_TAGS and i and (isinstance(parts[i - 1], int) or parts[i - 1] == "auth")
+            )
+        ]
         where = ".".join(loc) or "(top)"
         if err["type"] == "backend_type":
             where += ".type"

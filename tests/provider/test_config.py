@@ -93,6 +93,10 @@ def test_secret_key_from_environment_only() -> None:
         ({"backends": [{"type": "ollama", "colour": "red"}]}, "backends.0.colour"),
         ({"backends": [{"type": "openai", "url": "ftp://x"}]}, "backends.0.url"),
         ({"backends": [{"type": "openai", "api_key_env": "UNSET"}]}, "variable UNSET"),
+        (
+            {"backends": [{"type": "ollama", "auth": {"type": "bearer", "token_env": "UNSET"}}]},
+            "backends.0.auth: environment variable UNSET",
+        ),
     ],
 )
 def test_bad_config_names_the_problem(change: dict[str, object], words: str) -> None:
