@@ -121,6 +121,14 @@ class Child:
     process: asyncio.subprocess.Process
     ready_line: str
     log_path: Path
+    terminated: bool = False
+
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM: both children stop cleanly on it), once; do not wait."""
+        if not self.terminated and self.process.returncode is None:
+            self.terminated = True
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
 
 
 @contextlib.asynccontextmanager
@@ -131,8 +139,8 @@ async def child_process(
 
     Its stderr goes to ``log_path`` (quoted when it fails to start). It runs in a session of its
     own, so the terminal's Ctrl-C reaches only the demo, which stops its children itself, in
-    order (the providers say goodbye on a relay that is still up), with SIGTERM, then SIGKILL
-    after ``STOP_TIMEOUT_S``.
+    order (the providers say goodbye on a relay that is still up), with SIGTERM (unless
+    :meth:`Child.terminate` sent it already), then SIGKILL after ``STOP_TIMEOUT_S``.
     """
     with await asyncio.to_thread(log_path.open, "wb") as err:
         proc = await asyncio.create_subprocess_exec(
@@ -145,6 +153,7 @@ async def child_process(
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     drain: asyncio.Task[None] | None = None
+    child: Child | None = None
     try:
         assert proc.stdout is not None
         try:
@@ -159,9 +168,10 @@ async def child_process(
             raise DemoError(f"{name} exited ({code}) before it was ready{_tail(log_path)}")
         # Read whatever else it prints, so that a full pipe never blocks it.
         drain = asyncio.create_task(_discard(proc.stdout), name=f"{name}-stdout")
-        yield Child(name, proc, line, log_path)
+        child = Child(name, proc, line, log_path)
+        yield child
     finally:
-        await _stop(proc)
+        await _stop(proc, signalled=child is not None and child.terminated)
         if drain is not None:
             drain.cancel()
             await asyncio.gather(drain, return_exceptions=True)
@@ -172,12 +182,13 @@ async def _discard(stream: asyncio.StreamReader) -> None:
         pass
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM (both children stop cleanly on it), then SIGKILL if it is still running."""
+async def _stop(proc: asyncio.subprocess.Process, *, signalled: bool = False) -> None:
+    """SIGTERM (unless ``signalled``), then SIGKILL if it is still running."""
     if proc.returncode is not None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
+    if not signalled:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
     except TimeoutError:
@@ -269,6 +280,10 @@ async def demo_swarm(
                 )
             )
             opened = _new_accounts(service.ready_line)
+            # Once the nodes below have closed (the stack unwinds in reverse), both children
+            # are told to stop at the same time; each is then waited for in turn.
+            stack.callback(service.terminate)
+            stack.callback(relay.terminate)
             await loading
             providers: list[DemoProvider] = []
             nodes: list[ProviderNode] = []
