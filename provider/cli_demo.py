@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
+import signal
 import sys
 from typing import Any
 
@@ -146,6 +148,11 @@ def _demo(args: argparse.Namespace) -> int:
     board = _Board()
 
     async def main() -> Any:
+        # SIGTERM stops the demo as Ctrl-C does: the swarm is torn down, children included.
+        task = asyncio.current_task()
+        assert task is not None
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         with Live(board.render(), console=console, refresh_per_second=8, transient=False) as live:
 
             def on_progress(p: Any) -> None:
@@ -192,6 +199,8 @@ def _demo(args: argparse.Namespace) -> int:
         report = asyncio.run(main())
     except KeyboardInterrupt:
         return 0 if args.keep_running else 130
+    except asyncio.CancelledError:  # SIGTERM
+        return 0 if args.keep_running else 143
     except Exception as exc:  # say what failed, not a traceback
         print(f"swarm demo: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

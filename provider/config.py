@@ -27,6 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from client.nostr.errors import InvalidKey
 from client.nostr.keys import Keys
+from router.backends.config import (
+    UNION_TAGS,
+    EmbeddedBackendConfig,
+    ModelBackend,
+    ModelBackendConfig,
+    with_default_names,
+)
 
 from .errors import ConfigError
 from .limits import Limits
@@ -118,27 +125,6 @@ class PaymentConfig(BaseModel):
     settle_check_s: float = Field(60.0, gt=0)
 
 
-class BackendConfig(BaseModel):
-    """One ``[[backends]]`` entry. Several make an LmRouter with failover between them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: BackendType
-    name: str | None = None
-    url: str | None = None
-    models: list[str] = Field(default_factory=list)
-    api_key: str | None = None
-    api_key_env: str | None = Field(None, description="read the API key from this variable")
-    timeout_s: float | None = Field(None, gt=0)
-    path: str | None = Field(None, description="embedded only: a GGUF file (default: bundled)")
-    response: str | None = Field(None, description="mock only: the fixed answer")
-
-    def resolved_api_key(self) -> str | None:
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env) or self.api_key
-        return self.api_key
-
-
 class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -146,8 +132,14 @@ class ProviderConfig(BaseModel):
     pricing: Pricing = Field(default_factory=Pricing)
     payment: PaymentConfig = Field(default_factory=PaymentConfig)
     limits: Limits = Field(default_factory=Limits)
-    backends: list[BackendConfig] = Field(min_length=1)
+    #: The same entries as config.yaml's ``backends`` (router/backends/config.py), less the swarm.
+    backends: list[ModelBackendConfig] = Field(min_length=1)
     state: StateConfig = Field(default_factory=StateConfig)
+
+    @field_validator("backends")
+    @classmethod
+    def _names(cls, value: list[ModelBackend]) -> list[ModelBackend]:
+        return with_default_names(value)
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -210,8 +202,20 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
 def _errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top)"
-        lines.append(f"  {where}: {err['msg']}")
+        # A backend and its auth are tagged unions: a branch's name in the location (after the
+        # list index, or after "auth") is not a field.
+        parts = err["loc"]
+        loc = [
+            str(p)
+            for i, p in enumerate(parts)
+            if not (
+                p in UNION_TAGS and i and (isinstance(parts[i - 1], int) or parts[i - 1] == "auth")
+            )
+        ]
+        where = ".".join(loc) or "(top)"
+        if err["type"] == "backend_type":
+            where += ".type"
+        lines.append(f"  {where}: {str(err['msg']).removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -220,18 +224,23 @@ def parse_config(
 ) -> ProviderConfig:
     """Validate a config mapping (environment applied); relative paths are made relative to
     ``base`` (the config file's folder)."""
-    merged = apply_env(dict(data), os.environ if env is None else env)
+    environ = os.environ if env is None else env
+    merged = apply_env(dict(data), environ)
     try:
-        cfg = ProviderConfig.model_validate(merged)
+        # The backends' *_env fields (api_key_env, token_env, ...) read the same environment.
+        cfg = ProviderConfig.model_validate(merged, context={"env": environ})
     except ValidationError as exc:
         raise ConfigError(f"invalid provider config:\n{_errors(exc)}") from None
     if base is not None:
         cfg.node.store = _relative(cfg.node.store, base)
         if cfg.payment.ledger:
             cfg.payment.ledger = _relative(cfg.payment.ledger, base)
-        for b in cfg.backends:
-            if b.path:
-                b.path = _relative(b.path, base)
+        cfg.backends = [
+            b.model_copy(update={"path": _relative(b.path, base)})
+            if isinstance(b, EmbeddedBackendConfig) and b.path
+            else b
+            for b in cfg.backends
+        ]
     if cfg.payment.policy != "free" and not (cfg.payment.nwc or cfg.payment.ledger):
         raise ConfigError(
             f"payment policy {cfg.payment.policy!r} needs a wallet: set payment.nwc "

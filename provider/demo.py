@@ -1,34 +1,40 @@
 """`swarm demo`: the whole market on one machine, with one quorum-verified, paid completion.
 
-It starts relay_mock, the local NWC wallet service (a SQLite ledger that plays the Lightning
-network) with a funded customer account, three provider nodes running the embedded model at
-temperature 0 (so honest providers agree) and one provider that lies; then asks the swarm one
-question and reports who agreed, who dissented and who was paid what.
+It starts a local relay (`swarm relay`) and the local NWC wallet service (`swarm wallet serve`,
+a SQLite ledger that plays the Lightning network, with a funded customer account and one account
+per provider) as child processes, three provider nodes running the embedded model at temperature
+0 (so honest providers agree) and one provider that lies; then asks the swarm one question and
+reports who agreed, who dissented and who was paid what, reading every balance over NWC.
 
-The demo orchestrates every layer, so it is the one module here that imports ``relay_mock``
-(a test and development relay) besides the provider's own stack.
+The relay and the wallet service are local stand-ins (relay_mock) that this package does not
+import: it runs them as commands, reads their URL and URIs from their first line of output, and
+stops them when it ends, on failure and on Ctrl-C too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from client.customer.swarm import Progress, SwarmClient, SwarmResult
 from client.nostr.errors import QuorumNotReached
 from client.nostr.keys import Keys
-from client.wallet import NwcWallet, Payer, PaymentLedger, SwarmPayHook
-from relay_mock.lightning.ledger import Ledger
-from relay_mock.lightning.service import WalletService
+from client.wallet import NwcWallet, Payer, PaymentLedger, SwarmPayHook, Wallet
 from router.backends.base import LmBackend
 from router.backends.mock import MockBackend
 
+from .errors import ProviderError
 from .node import ProviderNode
 from .pricing import Pricing
 
@@ -44,6 +50,12 @@ HONEST_PRICES = (
 )
 # The liar undercuts everyone: cheap answers are exactly what a quorum must not trust blindly.
 LIAR_PRICE = Pricing(msats_per_1k_prompt=1_000, msats_per_1k_completion=1_000, min_msats=1_000)
+READY_TIMEOUT_S = 60.0  # for a child process's first line (a loaded machine starts slowly)
+STOP_TIMEOUT_S = 10.0  # for a child process to exit after SIGTERM, before it is killed
+
+
+class DemoError(ProviderError):
+    """A part of the demo's swarm (the relay, the wallet service) did not start."""
 
 
 @dataclass
@@ -51,7 +63,7 @@ class DemoProvider:
     name: str
     pubkey: str
     honest: bool
-    account_id: int
+    account_id: int  # its account in the wallet service's ledger
 
 
 @dataclass
@@ -64,6 +76,8 @@ class DemoReport:
     providers: list[DemoProvider]
     paid_msats: dict[str, int]  # provider name -> msats received from the customer
     customer_spent_msats: int
+    # The sum of every account's balance (customer and providers), read over NWC before the
+    # job and after it: payments move money between the accounts, never create or lose any.
     ledger_total_before: int
     ledger_total_after: int
     seconds: float
@@ -90,15 +104,134 @@ def liar_backend(model: str) -> LmBackend:
     return MockBackend("liar").with_model(model).with_response(LIE).with_usage(30, 9)
 
 
+# --- child processes -----------------------------------------------------------------------
+
+
+def swarm_command(*args: str) -> list[str]:
+    """The argv of a `swarm` subcommand run by this interpreter (whether or not `swarm` is on
+    PATH)."""
+    return [sys.executable, "-m", "client.cli", *args]
+
+
+@dataclass
+class Child:
+    """A running child process and its first line of output (how it says it is ready)."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    ready_line: str
+    log_path: Path
+    terminated: bool = False
+
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM: both children stop cleanly on it), once; do not wait."""
+        if not self.terminated and self.process.returncode is None:
+            self.terminated = True
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+
+
+@contextlib.asynccontextmanager
+async def child_process(
+    name: str, argv: list[str], *, log_path: Path, ready_timeout: float = READY_TIMEOUT_S
+) -> AsyncIterator[Child]:
+    """Run ``argv`` until the block ends; yield once it printed its first line on stdout.
+
+    Its stderr goes to ``log_path`` (quoted when it fails to start). It runs in a session of its
+    own, so the terminal's Ctrl-C reaches only the demo, which stops its children itself, in
+    order (the providers say goodbye on a relay that is still up), with SIGTERM (unless
+    :meth:`Child.terminate` sent it already), then SIGKILL after ``STOP_TIMEOUT_S``.
+    """
+    with await asyncio.to_thread(log_path.open, "wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+            # Unbuffered: the ready line must not sit in a pipe buffer.
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    drain: asyncio.Task[None] | None = None
+    child: Child | None = None
+    try:
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(ready_timeout):
+                line = (await proc.stdout.readline()).decode(errors="replace").strip()
+        except TimeoutError:
+            raise DemoError(
+                f"{name} did not start within {ready_timeout:g} s{_tail(log_path)}"
+            ) from None
+        if not line:
+            code = await proc.wait()
+            raise DemoError(f"{name} exited ({code}) before it was ready{_tail(log_path)}")
+        # Read whatever else it prints, so that a full pipe never blocks it.
+        drain = asyncio.create_task(_discard(proc.stdout), name=f"{name}-stdout")
+        child = Child(name, proc, line, log_path)
+        yield child
+    finally:
+        await _stop(proc, signalled=child is not None and child.terminated)
+        if drain is not None:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def _stop(proc: asyncio.subprocess.Process, *, signalled: bool = False) -> None:
+    """SIGTERM (unless ``signalled``), then SIGKILL if it is still running."""
+    if proc.returncode is not None:
+        return
+    if not signalled:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("child %d did not stop within %g s: killed", proc.pid, STOP_TIMEOUT_S)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    except BaseException:  # cancelled again while waiting: it must not outlive us
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return (":\n" + "\n".join(text.splitlines()[-lines:])) if text else ""
+
+
 @dataclass
 class DemoSwarm:
     relay_url: str
-    ledger: Ledger
-    service: WalletService
-    customer_id: int
+    customer_uri: str
     model: str
     providers: list[DemoProvider]
     nodes: list[ProviderNode]
+    wallets: dict[str, Wallet]  # provider name -> its NWC wallet
+    processes: dict[str, int] = field(default_factory=dict)  # "relay", "wallet" -> process id
+
+    async def balances(self) -> dict[str, int]:
+        """Each provider's balance in msats, read over NWC."""
+        names = list(self.wallets)
+        found = await asyncio.gather(*(self.wallets[n].get_balance() for n in names))
+        return dict(zip(names, found, strict=True))
+
+
+async def _load(backends: list[LmBackend]) -> None:
+    for b in backends:  # one at a time: loading is what the CPU does meanwhile
+        load = getattr(b, "load", None)
+        if load is not None:
+            await load()
 
 
 @contextlib.asynccontextmanager
@@ -110,47 +243,94 @@ async def demo_swarm(
     backend_factory: Callable[[int, str | None], LmBackend] = honest_backend,
 ) -> AsyncIterator[DemoSwarm]:
     """Relay, wallet service, funded customer account and the provider nodes, all running."""
-    from relay_mock import Relay
-
-    async with contextlib.AsyncExitStack() as stack:
-        relay = await stack.enter_async_context(Relay(db=None))
-        ledger = stack.enter_context(Ledger(workdir / "lightning.db", clock=time.time))
-        service = await stack.enter_async_context(WalletService(ledger, [relay.url]))
-        customer = ledger.create_account("customer", msats=CUSTOMER_SATS * 1000)
-
-        backends = [backend_factory(i + 1, model_path) for i in range(honest)]
-        model = backends[0].supported_models()[0]
-        for b in backends:  # load the models before the clock starts, one at a time
-            load = getattr(b, "load", None)
-            if load is not None:
-                await load()
-
-        providers: list[DemoProvider] = []
-        nodes: list[ProviderNode] = []
-        specs = [(f"honest-{i + 1}", b, HONEST_PRICES[i % 3], True) for i, b in enumerate(backends)]
-        specs.append(("liar", liar_backend(model), LIAR_PRICE, False))
-        for name, backend, pricing, is_honest in specs:
-            account = ledger.create_account(name)
-            wallet = await stack.enter_async_context(
-                NwcWallet(service.connection_uri(account.id), timeout=10)
-            )
-            keys = Keys.generate()
-            node = await stack.enter_async_context(
-                ProviderNode(
-                    keys,
-                    [relay.url],
-                    backend,
-                    pricing=pricing,
-                    payment="after",
-                    wallet=wallet,
-                    store=workdir / f"{name}.db",
-                    name=name,
-                    about="nostr-swarm demo provider" + ("" if is_honest else " (lies on purpose)"),
+    backends = [backend_factory(i + 1, model_path) for i in range(honest)]
+    model = backends[0].supported_models()[0]
+    specs = [(f"honest-{i + 1}", b, HONEST_PRICES[i % 3], True) for i, b in enumerate(backends)]
+    specs.append(("liar", liar_backend(model), LIAR_PRICE, False))
+    # The models load (in threads) while the relay and the wallet service start: the processes
+    # cost the demo little more than their own start-up.
+    loading = asyncio.create_task(_load(backends), name="load-models")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            relay = await stack.enter_async_context(
+                child_process(
+                    "the relay (swarm relay)",
+                    swarm_command("relay", "--port", "0"),
+                    log_path=workdir / "relay.log",
                 )
             )
-            nodes.append(node)
-            providers.append(DemoProvider(name, keys.public_key, is_honest, account.id))
-        yield DemoSwarm(relay.url, ledger, service, customer.id, model, providers, nodes)
+            relay_url = relay.ready_line
+            if not relay_url.startswith("ws://"):
+                raise DemoError(f"the relay printed {relay_url!r}, not its ws:// URL")
+            accounts = [f"customer={CUSTOMER_SATS}", *(name for name, *_ in specs)]
+            service = await stack.enter_async_context(
+                child_process(
+                    "the wallet service (swarm wallet serve)",
+                    swarm_command(
+                        "wallet",
+                        "serve",
+                        "--db",
+                        str(workdir / "lightning.db"),
+                        "--relay",
+                        relay_url,
+                        "--json",
+                        *(arg for a in accounts for arg in ("--new-account", a)),
+                    ),
+                    log_path=workdir / "wallet.log",
+                )
+            )
+            opened = _new_accounts(service.ready_line)
+            # Once the nodes below have closed (the stack unwinds in reverse), both children
+            # are told to stop at the same time; each is then waited for in turn.
+            stack.callback(service.terminate)
+            stack.callback(relay.terminate)
+            await loading
+            providers: list[DemoProvider] = []
+            nodes: list[ProviderNode] = []
+            wallets: dict[str, Wallet] = {}
+            for name, backend, pricing, is_honest in specs:
+                uri, account_id = opened[name]
+                wallet = await stack.enter_async_context(NwcWallet(uri, timeout=10))
+                keys = Keys.generate()
+                node = await stack.enter_async_context(
+                    ProviderNode(
+                        keys,
+                        [relay_url],
+                        backend,
+                        pricing=pricing,
+                        payment="after",
+                        wallet=wallet,
+                        store=workdir / f"{name}.db",
+                        name=name,
+                        about="nostr-swarm demo provider"
+                        + ("" if is_honest else " (lies on purpose)"),
+                    )
+                )
+                nodes.append(node)
+                wallets[name] = wallet
+                providers.append(DemoProvider(name, keys.public_key, is_honest, account_id))
+            yield DemoSwarm(
+                relay_url,
+                opened["customer"][0],
+                model,
+                providers,
+                nodes,
+                wallets,
+                {"relay": relay.process.pid, "wallet": service.process.pid},
+            )
+    finally:
+        if not loading.done():
+            loading.cancel()  # the thread finishes its model; nothing waits for it
+        await asyncio.gather(loading, return_exceptions=True)
+
+
+def _new_accounts(line: str) -> dict[str, tuple[str, int]]:
+    """name -> (NWC URI, account id), from `swarm wallet serve --json`'s ready line."""
+    try:
+        ready: Any = json.loads(line)
+        return {a["name"]: (a["uri"], int(a["account"])) for a in ready["new_accounts"]}
+    except (ValueError, KeyError, TypeError):
+        raise DemoError(f"the wallet service printed {line[:200]!r}, not its accounts") from None
 
 
 async def run_demo(
@@ -175,17 +355,16 @@ async def run_demo(
         async with demo_swarm(
             workdir=workdir, model_path=model_path, backend_factory=backend_factory
         ) as swarm_:
-            relay_url, ledger, customer_id = swarm_.relay_url, swarm_.ledger, swarm_.customer_id
             providers = swarm_.providers
             names = {p.pubkey: p.name for p in providers}
-            total_before = ledger.check_conservation()
-            customer_uri = swarm_.service.connection_uri(customer_id)
             result: SwarmResult | None = None
             error: str | None = None
-            async with NwcWallet(customer_uri, timeout=10) as wallet:
+            async with NwcWallet(swarm_.customer_uri, timeout=10) as wallet:
+                before = await swarm_.balances()
+                customer_before = await wallet.get_balance()
                 payer = Payer(wallet, PaymentLedger(workdir / "payments.db"))
                 async with SwarmClient(
-                    Keys.generate(), [relay_url], pay=SwarmPayHook(payer)
+                    Keys.generate(), [swarm_.relay_url], pay=SwarmPayHook(payer)
                 ) as swarm:
                     try:
                         result = await swarm.complete(
@@ -203,19 +382,20 @@ async def run_demo(
                     except QuorumNotReached as exc:
                         error = str(exc)
                         result = exc.received if isinstance(exc.received, SwarmResult) else None
-            paid = {p.name: ledger.balance(p.account_id) for p in providers}
+                after = await swarm_.balances()
+                customer_after = await wallet.get_balance()
             report = DemoReport(
                 prompt=prompt,
                 result=result,
                 error=error,
                 providers=providers,
-                paid_msats=paid,
-                customer_spent_msats=CUSTOMER_SATS * 1000 - ledger.balance(customer_id),
-                ledger_total_before=total_before,
-                ledger_total_after=ledger.check_conservation(),
+                paid_msats={p.name: after[p.name] - before[p.name] for p in providers},
+                customer_spent_msats=customer_before - customer_after,
+                ledger_total_before=customer_before + sum(before.values()),
+                ledger_total_after=customer_after + sum(after.values()),
                 seconds=time.perf_counter() - started,
-                relay_url=relay_url,
-                customer_uri=customer_uri,
+                relay_url=swarm_.relay_url,
+                customer_uri=swarm_.customer_uri,
                 names=names,
             )
             if keep_running is not None:

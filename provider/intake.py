@@ -12,13 +12,14 @@ from typing import Any
 
 from client.dvm.nip90 import KIND_TEXT_GENERATION, JobRequest, parse_request
 from client.dvm.sealing import COMMIT_SHA256, PARAM_COMMIT, PARAM_SEALED
+from client.dvm.tokens import estimate_tokens
 from client.nostr.errors import JobRejected
 from client.nostr.event import Event
 from client.nostr.keys import Keys
 
 from .announce import PaymentPolicy
 from .limits import Limits
-from .pricing import Pricing, bid_refusal, estimate_prompt_tokens
+from .pricing import Pricing, bid_refusal
 
 # parse_request reasons that get silence, not feedback: not addressed to us, or nobody waits.
 SILENT = frozenset(("not_for_us", "expired", "forged", "wrong_kind"))
@@ -185,7 +186,7 @@ def evaluate(req: JobRequest, policy: IntakePolicy, *, check_bid: bool = True) -
             "commit",
             f"commitments use {', '.join(sorted(COMMIT_SCHEMES))}, not {commit.strip()[:16]}",
         )
-    prompt_tokens = estimate_prompt_tokens(req.prompt)
+    prompt_tokens = estimate_tokens(req.prompt)
     quote = 0
     if policy.payment != "free":
         quote = policy.pricing.quote(model, prompt_tokens, max_tokens)

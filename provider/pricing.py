@@ -3,7 +3,9 @@ a minimum per job, with optional per-model prices. Pure: no I/O.
 
 A provider quotes before it works, from the prompt's estimated size and the request's
 ``max_tokens`` (the most it could cost); it charges after, from the tokens actually used, never
-more than the quote. The customer's ``bid`` is compared with the quote.
+more than the quote. The customer's ``bid`` is compared with the quote. Both the quote and a
+charge without reported usage count tokens with :func:`client.dvm.tokens.estimate_tokens`, the
+one estimate the customer's bid uses too.
 """
 
 from __future__ import annotations
@@ -67,12 +69,6 @@ class Pricing(BaseModel):
         """What to bill after the work: the tokens used, capped at ``quote`` (a tokenizer that
         counts the prompt higher than our estimate must not make the customer pay more)."""
         return min(quote, self.for_model(model).cost(prompt_tokens, completion_tokens))
-
-
-def estimate_prompt_tokens(prompt: str) -> int:
-    """A conservative token count for quoting before the model has seen the prompt: about four
-    characters per token (the usual figure for English with BPE tokenizers)."""
-    return (len(prompt) + 3) // 4
 
 
 def bid_refusal(bid_msats: int | None, quote_msats: int, model: str, max_tokens: int) -> str | None:

@@ -26,10 +26,10 @@ from client.nostr.messages import (
     eose_message,
     notice_message,
 )
+from client.token_bucket import TokenBucket
 
 from .config import Faults, Limits
 from .kinds import AUTH
-from .ratelimit import TokenBucket
 from .record import Record, event_id_of, parse_record, signature_key
 from .store import EventStore, Outcome
 from .subscriptions import LiveIndex, Subscription, filter_values
@@ -126,7 +126,7 @@ class RelayCore:
         lim = self.limits
         bucket = None
         if lim.event_rate is not None:
-            bucket = TokenBucket(lim.event_rate, lim.event_burst or max(1.0, lim.event_rate), now)
+            bucket = TokenBucket(lim.event_rate, lim.event_burst)
         peer = Peer(send, challenge if self.auth_required else None, bucket, buffered)
         self.peers.add(peer)
         if peer.challenge is not None:
@@ -221,7 +221,7 @@ class RelayCore:
         if self.auth_required and not peer.authed:
             self._no(peer, eid, "auth-required: authenticate (NIP-42) to publish")
             return
-        if peer.bucket is not None and not peer.bucket.take(now):
+        if peer.bucket is not None and not peer.bucket.try_acquire(now):
             self._no(peer, eid, f"rate-limited: at most {self.limits.event_rate:g} events/s")
             return
         if eid in self.store:  # stored means verified already: skip the costly checks

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .backends.base import LmBackend
 from .circuit_breaker import BreakerConfig, CircuitBreaker, CircuitState
 from .options import BackendOptions
-from .rate_limit import RateLimitConfig, TokenBucket
+from .rate_limit import RateLimitConfig, bucket_for
 from .retry import RetryPolicy
 
 _SAMPLES = 1024  # latency samples kept per backend for the p95 (a ring buffer)
@@ -205,7 +205,7 @@ class BackendState:
         breaker = CircuitBreaker.from_config(options.circuit_breaker or default_breaker)
         self.breaker: CircuitBreaker | _NoBreaker = breaker if breaker is not None else _NoBreaker()
         limits = options.rate_limit or default_rate_limit
-        self.bucket = TokenBucket.from_config(limits)
+        self.bucket = bucket_for(limits)
         self.max_concurrent = limits.max_concurrent or 0
         self.in_flight = 0
         self.requests = 0

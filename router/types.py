@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 if TYPE_CHECKING:
     from .strategy import RoutingDecision
 
+# The one token estimate (client/dvm/tokens.py), for backends that report no usage.
+from client.dvm.tokens import estimate_tokens as estimate_tokens
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -177,8 +180,3 @@ def message_text(message: Message) -> str:
             if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
         )
     return ""
-
-
-def estimate_tokens(text: str) -> int:
-    """A rough token count for backends that report none (about 4 characters per token)."""
-    return (len(text) + 3) // 4

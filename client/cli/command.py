@@ -53,19 +53,20 @@ def reinstall_hint() -> str:
     return f"{sys.executable} -m pip install --force-reinstall nostr-swarm"
 
 
-def load_command(ep: EntryPoint) -> Register:
+def load_command(ep: EntryPoint, parent: str = "swarm") -> Register:
     """The subcommand's ``register`` function, or, when its module cannot be imported (a missing
-    or broken dependency), a stand-in that says why: a subcommand must never just vanish."""
+    or broken dependency), a stand-in that says why: a subcommand must never just vanish.
+    ``parent``: the command it belongs to (``swarm wallet`` for the wallet's actions)."""
     try:
         register: Register = ep.load()
     except ImportError as exc:
         log.debug("subcommand %s unavailable", ep.name, exc_info=True)
-        return _unavailable(ep.name, exc)
+        return _unavailable(ep.name, exc, parent)
     return register
 
 
-def _unavailable(name: str, exc: ImportError) -> Register:
-    message = f"swarm {name} is unavailable: {exc} — reinstall with: {reinstall_hint()}"
+def _unavailable(name: str, exc: ImportError, parent: str = "swarm") -> Register:
+    message = f"{parent} {name} is unavailable: {exc} — reinstall with: {reinstall_hint()}"
 
     def handler(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)

@@ -71,6 +71,7 @@ from client.dvm.nip90 import (
     parse_result,
 )
 from client.dvm.sealing import build_reveal_call
+from client.dvm.tokens import estimate_tokens
 from client.net.pool import RelayPool, Subscription
 from client.nostr.errors import JobRejected, NoProvidersAvailable, QuorumNotReached
 from client.nostr.event import Event
@@ -867,7 +868,7 @@ class SwarmClient:
                 )
             return Selection(targets, members, False, "explicit")
         return sel.select(
-            quorum, model=model, prompt_tokens=(len(prompt) + 3) // 4, max_tokens=max_tokens
+            quorum, model=model, prompt_tokens=estimate_tokens(prompt), max_tokens=max_tokens
         )
 
     def _remember(self, result: SwarmResult, targets: Sequence[str], comp: Comparator) -> None:

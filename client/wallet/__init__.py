@@ -8,8 +8,10 @@
   disk), :class:`Payer` (``pay``, ``pay_quorum``, ``resolve_open``), :class:`SwarmPayHook`
   (SwarmClient's ``pay`` hook).
 - Provider side: :func:`wait_until_paid`.
-- The local stand-in for the Lightning network (a ledger, a wallet on it, the NWC service behind
-  ``swarm wallet serve``) is :mod:`relay_mock.lightning`, beside the local relay.
+- Wallets other packages offer, by name: :func:`open_wallet` (:mod:`.registry`). The local
+  stand-in for the Lightning network (a ledger, a wallet on it, the NWC service behind
+  ``swarm wallet serve``) is :mod:`relay_mock.lightning`, beside the local relay; it registers
+  the ``ledger`` kind.
 
 Errors are the typed ones in :mod:`client.nostr.errors` (``InvoiceError``, ``WrongNetwork``,
 ``InvoiceExpired``, ``BudgetExceeded``, ``WalletError``, ``PaymentFailed``, ``InsufficientBalance``,
@@ -40,6 +42,7 @@ from .nwc import NwcWallet
 from .payment_ledger import PaymentLedger, PaymentRecord
 from .payments import Payer, PaymentOutcome, QuorumPayment
 from .receiving import wait_until_paid
+from .registry import open_wallet, wallet_kinds
 from .swarm_payment import SwarmPayHook
 
 __all__ = [
@@ -71,5 +74,7 @@ __all__ = [
     "check_invoice",
     "decode_invoice",
     "make_invoice",
+    "open_wallet",
     "wait_until_paid",
+    "wallet_kinds",
 ]

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from client.nostr.errors import WalletError
+
 TxState = Literal["pending", "settled", "accepted", "expired", "failed"]
 TxType = Literal["incoming", "outgoing"]
 
@@ -66,6 +68,15 @@ class Wallet(abc.ABC):
     @abc.abstractmethod
     async def get_balance(self) -> int:
         """Spendable balance in msats."""
+
+    async def list_transactions(
+        self, *, limit: int | None = None, unpaid: bool = False, type: TxType | None = None
+    ) -> list[Transaction]:
+        """Payments and invoices, newest first (NIP-47 ``list_transactions``); ``unpaid``
+        includes invoices not paid yet. Optional: a wallet without a history raises."""
+        raise WalletError(
+            f"{self.__class__.__name__} keeps no transaction history", code="NOT_IMPLEMENTED"
+        )
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most wallets hold nothing
         """Release connections (no-op by default)."""

@@ -1,12 +1,14 @@
-"""How an HTTP backend authenticates: bearer token, HTTP basic, or a custom header.
+"""How an HTTP backend authenticates upstream: bearer token, HTTP basic, or a custom header. The
+one set of auth models: ``config.yaml``'s and ``provider.toml``'s backend ``auth`` entries are
+these, and so is what ``OpenAICompatBackend(auth=...)`` takes::
 
-These are also the ``auth`` entries of a ``config.yaml`` backend::
+    auth: {type: bearer, token: "sk-..."}          # or token_env: VAR
+    auth: {type: basic, username: "u", password: "p"}   # or password_env: VAR
+    auth: {type: header, name: "X-API-Key", value: "k"} # or value_env: VAR
 
-    auth: {type: bearer, token: "sk-..."}
-    auth: {type: basic, username: "u", password: "p"}
-    auth: {type: header, name: "X-API-Key", value: "k"}
-
-Secrets are ``SecretStr`` so they never show in reprs or logs.
+A secret comes from its field or from the environment variable its ``*_env`` twin names (read at
+validation: :mod:`router.config_env`). Secrets are ``SecretStr``: they never show in reprs, logs
+or dumps.
 """
 
 from __future__ import annotations
@@ -14,36 +16,86 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationInfo,
+    model_validator,
+)
+
+from ..config_env import resolve_secret
 
 
-class BearerAuth(BaseModel):
+class _Auth(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _resolved(model: BaseModel, field: str, info: ValidationInfo) -> None:
+    """Set ``field`` from itself or from the variable ``field_env`` names (required)."""
+    current: SecretStr | None = getattr(model, field)
+    value = resolve_secret(
+        current.get_secret_value() if current is not None else None,
+        getattr(model, f"{field}_env"),
+        field,
+        info,
+    )
+    object.__setattr__(model, field, SecretStr(value or ""))
+
+
+class BearerAuth(_Auth):
+    """``Authorization: Bearer <token>``."""
+
     type: Literal["bearer"] = "bearer"
-    token: SecretStr
+    token: SecretStr | None = None
+    token_env: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> BearerAuth:
+        _resolved(self, "token", info)
+        return self
 
     def headers(self) -> dict[str, str]:
+        assert self.token is not None  # set by the validator
         return {"Authorization": f"Bearer {self.token.get_secret_value()}"}
 
 
-class BasicAuth(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class BasicAuth(_Auth):
+    """HTTP Basic authentication."""
+
     type: Literal["basic"] = "basic"
     username: str
-    password: SecretStr
+    password: SecretStr | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> BasicAuth:
+        _resolved(self, "password", info)
+        return self
 
     def headers(self) -> dict[str, str]:
+        assert self.password is not None  # set by the validator
         raw = f"{self.username}:{self.password.get_secret_value()}".encode()
         return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
 
 
-class HeaderAuth(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class HeaderAuth(_Auth):
+    """A custom header, e.g. ``X-API-Key: <value>``."""
+
     type: Literal["header"] = "header"
     name: str = Field(min_length=1)
-    value: SecretStr
+    value: SecretStr | None = None
+    value_env: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> HeaderAuth:
+        _resolved(self, "value", info)
+        return self
 
     def headers(self) -> dict[str, str]:
+        assert self.value is not None  # set by the validator
         return {self.name: self.value.get_secret_value()}
 
 

@@ -11,8 +11,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from client.dvm.tokens import estimate_tokens, tokens_for_chars
+
 from ..errors import BackendError
-from ..types import LmUsage, Message, StreamChunk, estimate_tokens
+from ..types import LmUsage, Message, StreamChunk
 
 # Parameters the caller cannot override: the backend sets them itself.
 _RESERVED = frozenset(
@@ -126,7 +128,7 @@ def parse_chat_completion(
     finish = choice.get("finish_reason") or "stop"
     usage = _usage(obj.get("usage"))
     if usage is None:
-        p = (prompt_chars + 3) // 4
+        p = tokens_for_chars(prompt_chars)
         c = estimate_tokens(text)
         usage = LmUsage(p, c, p + c)
     model = obj.get("model")
@@ -160,7 +162,7 @@ def parse_embeddings(obj: Any, backend: str, prompt_chars: int) -> tuple[list[An
     u = obj.get("usage")
     p = u.get("prompt_tokens") if isinstance(u, dict) else None
     if not isinstance(p, int):
-        p = (prompt_chars + 3) // 4
+        p = tokens_for_chars(prompt_chars)
     return data, LmUsage(p, 0, p)
 
 

@@ -1,4 +1,5 @@
-"""Turn a :class:`GatewayConfig` into backends and a router.
+"""Turn a :class:`GatewayConfig` into backends and a router (each backend by the one factory,
+:func:`router.backends.factory.build_backend`, that provider nodes use too).
 
 Backends are wrapped in :class:`~router.gateway.adapters.Served` and the router is a
 :class:`~router.gateway.adapters.GatewayRouter`, so the gateway can name the serving backend and
@@ -9,101 +10,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends.base import LmBackend
-from ..backends.mock import MockBackend
+from ..backends.config import SwarmBackendConfig
+from ..backends.factory import build_backend as build_configured
 from ..options import BackendOptions
 from .adapters import GatewayRouter, Served
-from .config import (
-    GatewayConfig,
-    MockBackendConfig,
-    OllamaBackendConfig,
-    OpenAIBackendConfig,
-    SwarmBackendConfig,
-)
+from .config import GatewayConfig
 from .errors import ConfigError
 
 
-def _upstream_headers(b: OpenAIBackendConfig | OllamaBackendConfig) -> dict[str, str]:
-    headers = dict(b.headers)
-    if b.auth is not None:
-        headers.update(b.auth.headers())
-    return headers
-
-
-def _openai(b: OpenAIBackendConfig, timeout_s: float | None) -> LmBackend:
-    from ..backends.openai_compat import OpenAICompatBackend
-
-    return OpenAICompatBackend(
-        b.url,
-        name=b.name,
-        models=b.models,
-        headers=_upstream_headers(b),
-        timeout_s=timeout_s,
-        drop_params=b.drop_params,
-    )
-
-
-def _ollama(b: OllamaBackendConfig, timeout_s: float | None) -> LmBackend:
-    from ..backends.ollama import OllamaBackend
-
-    return OllamaBackend(
-        b.url,
-        name=b.name,
-        models=b.models,
-        headers=_upstream_headers(b),
-        timeout_s=timeout_s,
-    )
-
-
-def _mock(b: MockBackendConfig) -> LmBackend:
-    m = MockBackend(b.name).with_response(b.response)
-    m.with_models(*(b.models or ["mock-model"]))
-    if b.usage is not None:
-        m.with_usage(*b.usage)
-    if b.cost_sats is not None:
-        m.with_cost(sats=b.cost_sats)
-    if b.latency_ms:
-        m.with_latency(b.latency_ms)
-    return m
-
-
-def _swarm(b: SwarmBackendConfig) -> Served:
-    from .swarm import make_swarm_backend
-
-    return make_swarm_backend(b)
-
-
 def build_backend(b: Any, default_timeout_s: float | None) -> tuple[Served, BackendOptions]:
-    """One configured backend, wrapped, with its router options."""
-    timeout_s = b.timeout_s if b.timeout_s is not None else default_timeout_s
+    """One configured backend, wrapped, with its router options: the swarm here (its client,
+    wallet and spend account are the gateway's), every other type by the backends' factory."""
+    if isinstance(b, SwarmBackendConfig):
+        from .swarm import make_swarm_backend
+
+        # The swarm owns its deadline (job_timeout_s, then the payment runs to its outcome):
+        # a router timer would cancel a job mid-payment and publish another.
+        return make_swarm_backend(b), b.options().model_copy(update={"timeout_s": None})
     try:
-        served: Served
-        if isinstance(b, OpenAIBackendConfig):
-            served = Served(_openai(b, timeout_s))
-        elif isinstance(b, OllamaBackendConfig):
-            served = Served(_ollama(b, timeout_s))
-        elif isinstance(b, SwarmBackendConfig):
-            served = _swarm(b)
-        elif isinstance(b, MockBackendConfig):
-            served = Served(_mock(b))
-        else:  # pragma: no cover - the config's union has no other members
-            raise ConfigError(f"backends.{b.name}.type", f"unknown type {b.type!r}")
+        backend, options = build_configured(b, default_timeout_s=default_timeout_s)
     except ImportError as exc:
         raise ConfigError(
             f"backends.{b.name}.type", f"backend type {b.type!r} is not available: {exc}"
         ) from None
-    options = b.options()
-    if isinstance(b, (OpenAIBackendConfig, OllamaBackendConfig)):
-        # HTTP backends enforce the timeout on their own requests; a router timer on top
-        # would only cost time per request.
-        options = options.model_copy(update={"timeout_s": None})
-    elif isinstance(b, SwarmBackendConfig):
-        # The swarm owns its deadline (job_timeout_s, then the payment runs to its outcome):
-        # a router timer would cancel a job mid-payment and publish another.
-        options = options.model_copy(update={"timeout_s": None})
-    elif options.timeout_s is None and default_timeout_s is not None:
-        options = options.model_copy(update={"timeout_s": default_timeout_s})
-    return served, options
+    return Served(backend), options
 
 
 def build_router(cfg: GatewayConfig) -> GatewayRouter:

@@ -2,15 +2,17 @@
 
 The format is a superset of the LLM Router Service's: a file with only ``refresh_interval`` and
 ``backends`` (``name``, ``url``, optional ``auth`` of type ``bearer``/``basic``/``header``) works
-unchanged. On top of that a backend may have a ``type`` (``openai``, the default, ``ollama``,
-``swarm`` or ``mock``), static ``models``, and the router's per-backend settings (priority,
-prices, timeout, rate limit, circuit breaker, retry); the file may add ``routes``, ``aliases``,
+unchanged. The ``backends`` entries are :mod:`router.backends.config`'s schema, the one a provider
+node's ``provider.toml`` uses too: a ``type`` (``openai``, the default, ``ollama``, ``embedded``,
+``mock`` or ``swarm``), static ``models``, and the router's per-backend settings (priority,
+prices, timeout, rate limit, circuit breaker, retry). The file may add ``routes``, ``aliases``,
 ``default_backend``, ``fallbacks``, ``strategy``, ``resilience``, ``swarm``, ``server`` and the
 gateway's API ``keys``.
 
 Secrets stay out of the file: any string may contain ``${VAR}`` (or ``${VAR:-default}``; ``$${``
 is a literal ``${``), and secret fields have a ``*_env`` twin naming the variable to read
-(``token_env``, ``password_env``, ``value_env``, ``key_env``, ``secret_key_env``, ``nwc_uri_env``).
+(``token_env``, ``password_env``, ``value_env``, ``api_key_env``, ``key_env``, ``secret_key_env``,
+``nwc_uri_env``).
 
 :func:`load_config` raises :class:`~router.gateway.errors.ConfigError` naming the bad field, e.g.
 ``backends[1] (local).auth.token: Field required``.
@@ -22,23 +24,31 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from ..backends.config import (
+    UNION_TAGS,
+    BackendConfig,
+    OllamaBackendConfig,
+    OpenAIBackendConfig,
+    SwarmBackendConfig,
+    SwarmSettings,
+    with_default_names,
+)
 from ..circuit_breaker import BreakerConfig
-from ..options import BackendOptions
+from ..config_env import resolve_secret
 from ..rate_limit import RateLimitConfig
 from ..retry import RetryPolicy
 from ..strategy import RoutingStrategy, strategy_from_name
@@ -50,300 +60,6 @@ SWARM_PREFIX = "swarm/"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _environ(info: ValidationInfo) -> Mapping[str, str]:
-    """The environment to read: the one passed to parse_config, else the process's."""
-    ctx = info.context
-    if isinstance(ctx, dict) and isinstance(ctx.get("env"), Mapping):
-        return ctx["env"]  # type: ignore[no-any-return]
-    return os.environ
-
-
-def _secret(
-    value: str | None,
-    env: str | None,
-    field: str,
-    info: ValidationInfo,
-    *,
-    required: bool = True,
-) -> str | None:
-    if value is not None and env is not None:
-        raise ValueError(f"give {field} or {field}_env, not both")
-    if env is not None:
-        found = _environ(info).get(env)
-        if found is None:
-            raise ValueError(f"environment variable {env} ({field}_env) is not set")
-        return found
-    if value is None and required:
-        raise ValueError(f"{field} (or {field}_env) is required")
-    return value
-
-
-# --- upstream auth (the seed's three types) ------------------------------------------------------
-
-
-class BearerAuth(_Model):
-    """``Authorization: Bearer <token>``."""
-
-    type: Literal["bearer"]
-    token: str | None = Field(None, repr=False)
-    token_env: str | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> BearerAuth:
-        object.__setattr__(self, "token", _secret(self.token, self.token_env, "token", info))
-        return self
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-class BasicAuth(_Model):
-    """HTTP Basic authentication."""
-
-    type: Literal["basic"]
-    username: str
-    password: str | None = Field(None, repr=False)
-    password_env: str | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> BasicAuth:
-        object.__setattr__(
-            self, "password", _secret(self.password, self.password_env, "password", info)
-        )
-        return self
-
-    def headers(self) -> dict[str, str]:
-        import base64
-
-        cred = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        return {"Authorization": f"Basic {cred}"}
-
-
-class HeaderAuth(_Model):
-    """A custom header, e.g. ``X-API-Key: <value>``."""
-
-    type: Literal["header"]
-    name: str = Field(min_length=1)
-    value: str | None = Field(None, repr=False)
-    value_env: str | None = None
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> HeaderAuth:
-        object.__setattr__(self, "value", _secret(self.value, self.value_env, "value", info))
-        return self
-
-    def headers(self) -> dict[str, str]:
-        return {self.name: self.value or ""}
-
-
-UpstreamAuth = Annotated[BearerAuth | BasicAuth | HeaderAuth, Field(discriminator="type")]
-
-
-# --- backends ------------------------------------------------------------------------------------
-
-
-def _check_http_url(url: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", url):
-        raise ValueError(f"must be an http:// or https:// URL, not {url!r}")
-    return url.rstrip("/")
-
-
-class ModelEntry(_Model):
-    """One model of a backend, with its own prices and limit (the TS seed's ``models``)."""
-
-    name: str = Field(min_length=1, max_length=256)
-    input_per_1k_usd: float | None = Field(None, ge=0)
-    output_per_1k_usd: float | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=1, description="the most a request may ask for")
-
-
-class _BackendBase(BackendOptions):
-    """Fields every backend entry has: its name, static models, and the router's options
-    (priority, prices, ``timeout_s``, ``rate_limit``, ``circuit_breaker``, ``retry``).
-
-    ``models`` lists names, or entries ``{name, input_per_1k_usd, output_per_1k_usd,
-    max_tokens}`` (mixed freely); the entries' settings land in ``model_settings``."""
-
-    name: str = Field(min_length=1)
-    models: list[str] | None = Field(
-        None, description="models it serves; omitted: discovered from the upstream"
-    )
-    model_settings: dict[str, ModelEntry] = Field(
-        default_factory=dict, description="set from the entries of models"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _model_entries(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
-            return data
-        names: list[Any] = []
-        settings: dict[str, Any] = {}
-        for i, m in enumerate(data["models"]):
-            if isinstance(m, dict):
-                entry = ModelEntry.model_validate(m)
-                if entry.name in settings:
-                    raise ValueError(f"models[{i}]: {entry.name!r} is listed twice")
-                settings[entry.name] = entry
-                names.append(entry.name)
-            else:
-                names.append(m)
-        return {**data, "models": names, "model_settings": settings}
-
-    def options(self) -> BackendOptions:
-        fields = {k: getattr(self, k) for k in BackendOptions.model_fields}
-        prices = {
-            n: (e.input_per_1k_usd, e.output_per_1k_usd)
-            for n, e in self.model_settings.items()
-            if e.input_per_1k_usd is not None or e.output_per_1k_usd is not None
-        }
-        limits = {n: e.max_tokens for n, e in self.model_settings.items() if e.max_tokens}
-        fields["model_prices"] = {**self.model_prices, **prices}
-        fields["model_max_tokens"] = {**self.model_max_tokens, **limits}
-        return BackendOptions(**fields)
-
-
-class OpenAIBackendConfig(_BackendBase):
-    """An OpenAI-compatible server (OpenAI, vLLM, llama.cpp, LM Studio, another gateway).
-    Models it names no price for are priced from the bundled table of well-known models
-    (``price_table: false`` turns that off)."""
-
-    type: Literal["openai"] = "openai"
-    price_table: bool = True
-    url: str
-    auth: UpstreamAuth | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    drop_params: list[str] = Field(
-        default_factory=list, description="request parameters never sent to this upstream"
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_http_url(v)
-
-
-class OllamaBackendConfig(_BackendBase):
-    """An Ollama server (its native API)."""
-
-    type: Literal["ollama"]
-    url: str
-    auth: UpstreamAuth | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_http_url(v)
-
-
-class SwarmSettings(_Model):
-    """The Nostr swarm: where to publish jobs and what to pay."""
-
-    relays: list[str] = Field(min_length=1)
-    quorum: int = Field(2, ge=1, description="providers that must agree (default per request)")
-    max_quorum: int = Field(5, ge=1, description="the most a request may ask for")
-    bid_sats: int = Field(10, ge=0, description="default bid per provider, in sats")
-    max_bid_sats: int | None = Field(
-        None, ge=0, description="the most a request may bid per provider (default: bid_sats)"
-    )
-    budget_sats: int | None = Field(None, ge=0, description="total the gateway may spend")
-    job_timeout_s: float = Field(
-        60.0, gt=0, description="how long to wait for a quorum (the payment after it runs on)"
-    )
-    resolve_interval_s: float = Field(
-        30.0, gt=0, description="how often payments of unknown outcome are looked up"
-    )
-    wallet_timeout_s: float = Field(
-        30.0, gt=0, description="how long the wallet may take to answer one NWC request"
-    )
-    network: Literal["auto", "bitcoin", "testnet", "signet", "regtest"] = Field(
-        "auto",
-        description="the Lightning network of the invoices paid; auto: what the wallet's "
-        "get_info says (else regtest, with a warning)",
-    )
-    secret_key: str | None = Field(
-        None, repr=False, description="hex or nsec; omitted: a fresh key per run"
-    )
-    secret_key_env: str | None = None
-    nwc_uri: str | None = Field(
-        None, repr=False, description="NIP-47 wallet connection for paying providers"
-    )
-    nwc_uri_env: str | None = None
-    payment_ledger: str | None = Field(
-        None,
-        description="where payments are recorded (with nwc_uri), so none is made twice; "
-        "default: the client's payments database",
-    )
-    models: list[str] = Field(default_factory=list, description="models asked of the swarm")
-    prepay: bool = Field(
-        False,
-        description="pay providers that ask to be paid before they work (payment-required), "
-        "within the bid: at most the quorum, once each (client/customer/prepay.py)",
-    )
-
-    @field_validator("relays")
-    @classmethod
-    def _relay_urls(cls, v: list[str]) -> list[str]:
-        for url in v:
-            if not re.match(r"^wss?://[^\s/]+", url):
-                raise ValueError(f"relay must be a ws:// or wss:// URL, not {url!r}")
-        return v
-
-    @model_validator(mode="after")
-    def _resolve(self, info: ValidationInfo) -> SwarmSettings:
-        key = _secret(self.secret_key, self.secret_key_env, "secret_key", info, required=False)
-        nwc = _secret(self.nwc_uri, self.nwc_uri_env, "nwc_uri", info, required=False)
-        object.__setattr__(self, "secret_key", key)
-        object.__setattr__(self, "nwc_uri", nwc)
-        if self.quorum > self.max_quorum:
-            raise ValueError(f"quorum {self.quorum} is above max_quorum {self.max_quorum}")
-        if self.max_bid_sats is not None and self.bid_sats > self.max_bid_sats:
-            raise ValueError(f"bid_sats {self.bid_sats} is above max_bid_sats {self.max_bid_sats}")
-        return self
-
-    @property
-    def bid_limit_sats(self) -> int:
-        """The most a request may bid per provider: ``max_bid_sats``, else ``bid_sats``."""
-        return self.max_bid_sats if self.max_bid_sats is not None else self.bid_sats
-
-
-class SwarmBackendConfig(SwarmSettings, _BackendBase):
-    """The swarm as a backend; its models are served as ``swarm/<model>``."""
-
-    type: Literal["swarm"]
-
-
-class MockBackendConfig(_BackendBase):
-    """A canned backend, for demos and tests."""
-
-    type: Literal["mock"]
-    response: str = "Mock response"
-    usage: tuple[int, int] | None = Field(None, description="[prompt_tokens, completion_tokens]")
-    latency_ms: float = Field(0.0, ge=0)
-    cost_sats: int | None = Field(None, ge=0)
-
-
-def _backend_kind(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return str(value.get("type", "openai"))
-    return str(getattr(value, "type", "openai"))
-
-
-BackendConfig = Annotated[
-    Annotated[OpenAIBackendConfig, Tag("openai")]
-    | Annotated[OllamaBackendConfig, Tag("ollama")]
-    | Annotated[SwarmBackendConfig, Tag("swarm")]
-    | Annotated[MockBackendConfig, Tag("mock")],
-    Discriminator(
-        _backend_kind,
-        custom_error_type="backend_type",
-        custom_error_message="type must be one of openai, ollama, swarm, mock",
-    ),
-]
-_UNION_TAGS = {"openai", "ollama", "swarm", "mock", "bearer", "basic", "header"}
 
 
 # --- routing, resilience, server, keys -----------------------------------------------------------
@@ -503,7 +219,7 @@ class ApiKeyConfig(_Model):
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> ApiKeyConfig:
-        key = _secret(self.key, self.key_env, "key", info)
+        key = resolve_secret(self.key, self.key_env, "key", info)
         if not key:
             raise ValueError("key must not be empty")
         object.__setattr__(self, "key", key)
@@ -525,7 +241,7 @@ class AdminConfig(_Model):
 
     @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> AdminConfig:
-        key = _secret(self.key, self.key_env, "key", info)
+        key = resolve_secret(self.key, self.key_env, "key", info)
         if not key or len(key) < 16:
             raise ValueError("the admin key must be at least 16 characters")
         object.__setattr__(self, "key", key)
@@ -533,7 +249,8 @@ class AdminConfig(_Model):
 
 
 class GatewayConfig(_Model):
-    """The whole file."""
+    """The whole file. ``backends`` entries are :mod:`router.backends.config`'s schema, the one
+    ``provider.toml`` uses too."""
 
     refresh_interval: float = Field(
         300.0, ge=0, description="seconds between model discovery rounds; 0 turns it off"
@@ -565,6 +282,11 @@ class GatewayConfig(_Model):
     @classmethod
     def _strategy_name(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("backends")
+    @classmethod
+    def _names(cls, v: list[Any]) -> list[Any]:
+        return with_default_names(v)
 
     def all_backends(self) -> list[Any]:
         """The backends, with the ``swarm:`` shorthand added as a backend named ``swarm``."""
@@ -620,11 +342,30 @@ def _check_references(cfg: GatewayConfig) -> None:
             raise ConfigError(f"aliases.{alias}", "alias and model must be non-empty")
         if target in cfg.aliases:
             raise ConfigError(f"aliases.{alias}", f"points at another alias {target!r}")
+    for i, b in enumerate(cfg.backends):
+        if isinstance(b, OpenAIBackendConfig | OllamaBackendConfig) and _is_self(b.url, cfg.server):
+            raise ConfigError(
+                f"backends[{i}] ({b.name}).url",
+                f"{b.url} is this gateway's own address (server.port {cfg.server.port}): "
+                "give the upstream's url",
+            )
     seen: set[str] = set()
     for i, k in enumerate(cfg.keys):
         if k.name in seen:
             raise ConfigError(f"keys[{i}].name", f"two keys are named {k.name!r}")
         seen.add(k.name)
+
+
+_LOOPBACK = frozenset(("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"))
+
+
+def _is_self(url: str, server: ServerConfig) -> bool:
+    """Whether ``url`` is where this gateway listens (a request to it would come back here)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = (parts.hostname or "").lower()
+    hosts = _LOOPBACK if server.host in _LOOPBACK else _LOOPBACK | {server.host.lower()}
+    return server.port != 0 and port == server.port and host in hosts
 
 
 # --- environment substitution --------------------------------------------------------------------
@@ -678,7 +419,7 @@ def _field_path(loc: tuple[int | str, ...], raw: Any) -> str:
             else:
                 node = None
         else:
-            if part in _UNION_TAGS and not (isinstance(node, dict) and part in node):
+            if part in UNION_TAGS and not (isinstance(node, dict) and part in node):
                 continue  # a tagged union's branch name, not a field
             out = _join(out, part)
             node = node.get(part) if isinstance(node, dict) else None

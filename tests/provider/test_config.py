@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 
 from client.nostr.keys import Keys
-from provider.assemble import build_backend, build_backends, build_node, build_wallet
-from provider.config import BackendConfig, PaymentConfig, load_config, parse_config, render_template
+from provider.assemble import build_backends, build_node, build_wallet
+from provider.config import PaymentConfig, load_config, parse_config, render_template
 from provider.errors import ConfigError
 from router.backends import MockBackend, OllamaBackend, OpenAICompatBackend
+from router.backends.auth import BearerAuth
+from router.backends.config import (
+    MockBackendConfig,
+    OllamaBackendConfig,
+    OpenAIBackendConfig,
+)
+from router.backends.factory import build_backend
+from router.errors import RateLimited
 from router.router import LmRouter
 
 
@@ -33,7 +41,7 @@ def test_template_is_valid_commented_toml(tmp_path: Path) -> None:
     assert cfg.node.store == str(tmp_path / "provider.sqlite")  # relative to the file
     assert cfg.payment.policy == "free"
     assert cfg.backends == [
-        BackendConfig(type="openai", url="http://127.0.0.1:8080/v1", models=["m"])
+        OpenAIBackendConfig(name="openai", url="http://127.0.0.1:8080/v1", models=["m"])
     ]
     assert cfg.limits.max_concurrent == 2 and cfg.pricing.min_msats == 1000
 
@@ -81,12 +89,23 @@ def test_secret_key_from_environment_only() -> None:
         ({"payment": {"policy": "later"}}, "payment.policy"),
         ({"payment": {"policy": "before"}}, "needs a wallet"),
         ({"bogus": {}}, "bogus"),
+        ({"backends": [{"type": "swarm", "relays": ["ws://r"]}]}, "backends.0.type: type must"),
+        ({"backends": [{"type": "ollama", "colour": "red"}]}, "backends.0.colour"),
+        ({"backends": [{"type": "openai", "url": "ftp://x"}]}, "backends.0.url"),
+        ({"backends": [{"type": "openai", "api_key_env": "UNSET"}]}, "variable UNSET"),
+        (
+            {"backends": [{"type": "ollama", "auth": {"type": "bearer", "token_env": "UNSET"}}]},
+            "backends.0.auth: environment variable UNSET",
+        ),
     ],
 )
-def test_bad_config_names_the_problem(change: dict[str, dict[str, object]], words: str) -> None:
+def test_bad_config_names_the_problem(change: dict[str, object], words: str) -> None:
     data = tomllib.loads(template())
     for section, values in change.items():
-        data.setdefault(section, {}).update(values)
+        if isinstance(values, list):
+            data[section] = values
+        else:
+            data.setdefault(section, {}).update(values)
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
         parse_config(data, env={})
 
@@ -106,19 +125,55 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
 
 def test_backends_are_built_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_KEY", "sk-test")
-    openai = build_backend(
-        BackendConfig(type="openai", url="http://h:1/v1", api_key_env="MY_KEY", models=["m"])
+    openai, _ = build_backend(
+        OpenAIBackendConfig(url="http://h:1/v1", api_key_env="MY_KEY", models=["m"])
     )
     assert isinstance(openai, OpenAICompatBackend) and openai.supported_models() == ["m"]
-    assert isinstance(build_backend(BackendConfig(type="ollama")), OllamaBackend)
-    mock = build_backend(BackendConfig(type="mock", models=["x"], response="hi"))
+    assert openai.auth == BearerAuth(token="sk-test")
+    ollama, _ = build_backend(OllamaBackendConfig(api_key="k"))  # bearer auth for both types
+    assert isinstance(ollama, OllamaBackend) and ollama.root == "http://127.0.0.1:11434"
+    mock, _ = build_backend(MockBackendConfig(models=["x"], response="hi"))
     assert isinstance(mock, MockBackend) and mock.supported_models() == ["x"]
-    both = build_backends([BackendConfig(type="mock", name="a"), BackendConfig(type="ollama")])
+    both = build_backends([MockBackendConfig(name="a"), OllamaBackendConfig()])
     assert isinstance(both, LmRouter) and set(both.backends) == {"a", "ollama1"}
     with pytest.raises(ConfigError, match="names must differ"):
-        build_backends([BackendConfig(type="mock", name="a"), BackendConfig(type="mock", name="a")])
-    with pytest.raises(ConfigError, match="openai only"):
-        build_backend(BackendConfig(type="ollama", api_key="k"))
+        build_backends([MockBackendConfig(name="a"), MockBackendConfig(name="a")])
+
+
+async def test_router_options_of_one_backend_are_honoured() -> None:
+    """The router's per-backend options mean the same in provider.toml as in config.yaml: one
+    backend with a rate limit runs behind an LmRouter that enforces it."""
+    plain = build_backends([MockBackendConfig(timeout_s=5)])
+    assert isinstance(plain, MockBackend)
+    limited = build_backends([MockBackendConfig(rate_limit={"requests_per_second": 1})])
+    assert isinstance(limited, LmRouter)
+    await limited.complete("mock-model", "hi")
+    with pytest.raises(RateLimited):
+        await limited.complete("mock-model", "hi")
+
+
+def test_provider_toml_and_config_yaml_load_the_same_backend_entry(tmp_path: Path) -> None:
+    """One schema: the same entry in both files gives equal configs and equal backends."""
+    from router.gateway.config import parse_config as parse_gateway
+
+    entry = {
+        "type": "openai",
+        "name": "gpu",
+        "url": "http://10.0.0.2:8000/v1",
+        "auth": {"type": "header", "name": "X-Key", "value_env": "GPU_KEY"},
+        "models": ["llama3"],
+        "priority": 2,
+        "drop_params": ["logit_bias"],
+    }
+    env = {"GPU_KEY": "k1"}
+    data = tomllib.loads(template())
+    data["backends"] = [entry]
+    provider = parse_config(data, env=env).backends[0]
+    gateway = parse_gateway({"backends": [entry]}, env=env).backends[0]
+    assert provider == gateway
+    built = [build_backend(b)[0] for b in (provider, gateway)]
+    assert all(isinstance(b, OpenAICompatBackend) for b in built)
+    assert [b.auth for b in built] == [provider.auth, provider.auth]  # type: ignore[attr-defined]
 
 
 def test_wallet_and_node_from_config(tmp_path: Path) -> None:

@@ -1,11 +1,15 @@
 """`swarm demo` end to end with the embedded model: three honest providers reach exact quorum,
-the liar dissents and is not paid, the ledger balances."""
+the liar dissents and is not paid, the ledger balances; SIGTERM stops it and its children."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+import signal
+import sys
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -29,3 +33,34 @@ def test_swarm_demo_reaches_quorum_and_pays_only_the_agreeing() -> None:
     assert all(paid[name] > 0 for name in ("honest-1", "honest-2", "honest-3"))
     assert summary["customer_spent_sats"] == sum(paid.values())
     assert summary["ledger_conserved"] is True
+
+
+async def test_sigterm_stops_a_kept_running_demo_and_its_relay() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "client.cli",
+        "demo",
+        "--keep-running",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(240):
+            while not lines or "Ctrl-C stops the swarm." not in lines[-1]:
+                line = await proc.stdout.readline()
+                assert line, "the demo ended early:\n" + "".join(lines)
+                lines.append(line.decode())
+        relay = urlsplit(next(ln for ln in lines if ln.startswith("relay:")).split()[-1])
+        _, writer = await asyncio.open_connection(relay.hostname, relay.port)
+        writer.close()  # the relay is up while the demo runs
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    with pytest.raises(OSError):  # and stopped with it
+        await asyncio.open_connection(relay.hostname, relay.port)

@@ -7,8 +7,8 @@ import socket
 
 from client.dvm.nip90 import JobSpec
 from provider.assemble import build_backends
-from provider.config import BackendConfig
 from router.backends import OllamaBackend, OpenAICompatBackend
+from router.backends.config import OllamaBackendConfig, OpenAIBackendConfig
 from tests.support.customer import Customer
 from tests.support.nodes import NodeFactory
 from tests.support.upstreams import FakeOllama, FakeOpenAI
@@ -89,8 +89,8 @@ async def test_router_fails_over_from_dead_openai_to_ollama(
     async with FakeOllama(models=["m"], reply="from ollama") as up:
         backend = build_backends(
             [
-                BackendConfig(type="openai", url=f"http://127.0.0.1:{closed_port()}", models=["m"]),
-                BackendConfig(type="ollama", url=up.base_url, models=["m"]),
+                OpenAIBackendConfig(url=f"http://127.0.0.1:{closed_port()}", models=["m"]),
+                OllamaBackendConfig(url=up.base_url, models=["m"]),
             ]
         )
         async with start_node(backend) as node:

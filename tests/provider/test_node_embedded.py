@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from client.dvm.nip90 import JobSpec
-from provider.assemble import build_backend
-from provider.config import BackendConfig
+from router.backends.config import EmbeddedBackendConfig
+from router.backends.factory import build_backend
 from tests.support.customer import Customer
 from tests.support.nodes import NodeFactory
 
 
 @pytest.mark.local_model
 async def test_embedded_model_answers_a_job(start_node: NodeFactory, customer: Customer) -> None:
-    backend = build_backend(BackendConfig(type="embedded"))
+    backend, _ = build_backend(EmbeddedBackendConfig())
     async with start_node(backend) as node:
         assert node.models == ("smollm2-135m-instruct",)
         job = await customer.submit(JobSpec(prompt="Say hello.", max_tokens=8))

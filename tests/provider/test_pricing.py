@@ -1,11 +1,19 @@
-"""Pricing: quotes from max_tokens, charges from usage capped at the quote, bid comparison."""
+"""Pricing: quotes from max_tokens, charges from usage capped at the quote, bid comparison; the
+quote and a charge without reported usage count tokens with the same estimate."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from provider.pricing import Price, Pricing, bid_refusal, estimate_prompt_tokens, sats
+from client.dvm.nip90 import JobSpec
+from client.dvm.tokens import estimate_tokens
+from provider.pricing import Price, Pricing, bid_refusal, sats
+from relay_mock.lightning.ledger import Ledger
+from relay_mock.lightning.wallet import LedgerWallet
+from router.backends import MockBackend
+from tests.support.customer import Customer
+from tests.support.nodes import NodeFactory
 
 
 def test_cost_rounds_up_and_respects_minimum() -> None:
@@ -55,7 +63,31 @@ def test_negative_prices_are_rejected() -> None:
 
 
 def test_helpers() -> None:
-    assert estimate_prompt_tokens("") == 0
-    assert estimate_prompt_tokens("abcd") == 1
-    assert estimate_prompt_tokens("abcde") == 2
     assert sats(1999) == 1
+
+
+async def test_quote_and_charge_count_the_prompt_with_the_same_estimate(
+    start_node: NodeFactory, customer: Customer
+) -> None:
+    """The backend reports no usage, so the node estimates it. A prompt token costs 1,000 msats
+    and a completion token 1 msat: had the charge counted the prompt even one token differently
+    from the quote, the two would differ by at least 1,000 msats more than the completion does."""
+    pricing = Pricing(msats_per_1k_prompt=1_000_000, msats_per_1k_completion=1_000)
+    answer = "Paris."  # 2 tokens, fewer than max_tokens: the charge stays below the quote
+    backend = MockBackend("silent").with_model("m1").with_response(answer).with_usage(0, 0)
+    prompt = "Which city is the capital of France? " * 100 + "x"  # 3701 characters
+    max_tokens = 40
+    quote = pricing.quote("m1", estimate_tokens(prompt), max_tokens)
+    ledger = Ledger(":memory:")
+    wallet = LedgerWallet(ledger, ledger.create_account("node").id)
+    async with start_node(backend, pricing=pricing, payment="after", wallet=wallet):
+        low = await customer.submit(JobSpec(prompt=prompt, max_tokens=max_tokens, bid_msats=1))
+        refused = await customer.error(low)
+        job = await customer.submit(JobSpec(prompt=prompt, max_tokens=max_tokens, bid_msats=quote))
+        result = await customer.result(job)
+    assert refused.amount is not None and refused.amount.msats == quote  # the node's quote
+    assert result.amount is not None
+    charge = result.amount.msats
+    assert charge == pricing.charge("m1", estimate_tokens(prompt), estimate_tokens(answer), quote)
+    # Same prompt count on both sides: what is left is the completion tokens not used.
+    assert quote - charge == (max_tokens - estimate_tokens(answer)) * 1

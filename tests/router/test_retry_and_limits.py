@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.errors import BackendError, RateLimited
-from router.rate_limit import RateLimitConfig, TokenBucket
+from router.rate_limit import RateLimitConfig, TokenBucket, bucket_for
 from router.retry import RetryPolicy, is_retryable, parse_retry_after, retry_after_of
 
 
@@ -76,8 +76,9 @@ def test_token_bucket_defaults_and_config() -> None:
     b = TokenBucket(rate=0.5)
     assert b.capacity == 1.0
     assert b.try_acquire(0.0) and not b.try_acquire(1.9) and b.try_acquire(2.0)
-    assert TokenBucket.from_config(RateLimitConfig()) is None
-    assert TokenBucket.from_config(RateLimitConfig(requests_per_second=5, burst=10)).capacity == 10
+    assert bucket_for(RateLimitConfig()) is None
+    bucket = bucket_for(RateLimitConfig(requests_per_second=5, burst=10))
+    assert bucket is not None and bucket.capacity == 10
     with pytest.raises(ValueError):
         TokenBucket(rate=0)
     with pytest.raises(ValueError):

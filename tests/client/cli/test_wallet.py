@@ -1,17 +1,22 @@
 """`swarm wallet`: new-account, accounts, balance, history in process; `serve` as a real process
-answering NWC over relay_mock."""
+answering NWC over relay_mock. The ledger's actions and `--db` come from entry points that
+relay_mock registers: client/ imports none of relay_mock."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import signal
+import subprocess
 import sys
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
 from client.cli import main
+from client.cli import wallet as wallet_cli
 from client.cli.wallet import sats
 from client.wallet import nip47
 from client.wallet.invoices import decode_invoice
@@ -169,3 +174,115 @@ async def test_history_shows_an_unknown_payment_and_how_it_was_resolved(
         [row] = json.loads(capsys.readouterr().out)
         assert row["state"] == "paid"
         assert row["error"].startswith("resolved by lookup_invoice: paid; outcome was unknown")
+
+
+async def test_serve_opens_accounts_and_prints_one_json_ready_line(
+    relay: Relay, tmp_path: Path
+) -> None:
+    """What `swarm demo` reads: the service key, and each new account with its URI, in the
+    first line it prints, once it answers."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "client.cli",
+        "wallet",
+        "serve",
+        "--relay",
+        relay.url,
+        "--db",
+        str(tmp_path / "w.db"),
+        "--json",
+        "--new-account",
+        "customer=21",
+        "--new-account",
+        "shop",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
+        ready = json.loads(line)
+        assert ready["relays"] == [relay.url] and ready["network"] == "regtest"
+        customer, shop = ready["new_accounts"]
+        assert (customer["name"], customer["balance_msats"], shop["name"]) == (
+            "customer",
+            21_000,
+            "shop",
+        )
+        async with (
+            NwcWallet(customer["uri"], timeout=5) as a,
+            NwcWallet(shop["uri"], timeout=5) as b,
+        ):
+            assert a.wallet_pubkey == ready["service_pubkey"]
+            await a.pay_invoice(await b.make_invoice(1_000, "tea"))
+            assert (await a.get_balance(), await b.get_balance()) == (20_000, 1_000)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == 0
+
+
+def test_new_account_spec_must_be_a_name_and_whole_sats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bad in ("x=1.5", "=3", "x=-1"):
+        with pytest.raises(SystemExit) as e:
+            main(
+                [
+                    "wallet",
+                    "serve",
+                    "--db",
+                    str(tmp_path / "w.db"),
+                    "--relay",
+                    RELAY,
+                    "--new-account",
+                    bad,
+                ]
+            )
+        assert e.value.code == 2
+        assert "NAME" in capsys.readouterr().err
+
+
+def test_an_action_whose_package_is_broken_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "broken_wallet_cmd.py").write_text(
+        "import ledger_dependency_not_installed  # noqa: F401\n\ndef register(ws): ...\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint("serve", "broken_wallet_cmd:register", wallet_cli.ACTIONS_GROUP)
+    monkeypatch.setattr(wallet_cli, "entry_points", lambda group: [ep])
+    assert main(["wallet", "serve", "--db", "x.db", "--relay", RELAY]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "swarm wallet serve is unavailable: No module named 'ledger_dependency_not_installed'"
+        in err
+    )
+    # balance and history are client's own: still there.
+    assert main(["wallet", "balance", "--uri", "not-a-uri"]) == 1
+
+
+def test_client_imports_no_stand_in() -> None:
+    """relay_mock -> client only: no module of client/ imports relay_mock; importing `swarm
+    wallet` and the wallet registry loads none of it (the entry points do, when run)."""
+    root = Path(__file__).resolve().parents[3]
+    found = [
+        f"{path.relative_to(root)}: {alias}"
+        for path in sorted((root / "client").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        for alias in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+            else []
+        )
+        if alias.split(".")[0] == "relay_mock"
+    ]
+    assert found == []
+    code = (
+        "import sys, client.cli.wallet, client.wallet, client.wallet.registry; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'relay_mock'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -46,8 +46,7 @@ def scripted_liar(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def ask(swarm_: demo.DemoSwarm, workdir: Path, comparator_name: str) -> object:
-    uri = swarm_.service.connection_uri(swarm_.customer_id)
-    async with NwcWallet(uri, timeout=10) as wallet:
+    async with NwcWallet(swarm_.customer_uri, timeout=10) as wallet:
         payer = Payer(wallet, PaymentLedger(workdir / f"payments-{comparator_name}.db"))
         async with SwarmClient(Keys.generate(), [swarm_.relay_url], pay=SwarmPayHook(payer)) as c:
             return await c.complete(
@@ -69,7 +68,7 @@ async def test_auto_reaches_a_paragraph_quorum_and_the_liar_is_not_paid(
     async with demo.demo_swarm(workdir=tmp_path, backend_factory=seeded_backend) as swarm_:
         liar = next(p for p in swarm_.providers if not p.honest)
         honest = {p.pubkey for p in swarm_.providers if p.honest}
-        before = {p.name: swarm_.ledger.balance(p.account_id) for p in swarm_.providers}
+        before = await swarm_.balances()
         result = await ask(swarm_, tmp_path, "auto")
         assert result.reached  # type: ignore[attr-defined]
         decision = result.decision  # type: ignore[attr-defined]
@@ -81,9 +80,8 @@ async def test_auto_reaches_a_paragraph_quorum_and_the_liar_is_not_paid(
         if decision.vote_of(liar.pubkey) is not None:  # it answered before the quorum
             assert liar.pubkey in decision.dissenting
             assert dict(decision.dissent_scores)[liar.pubkey] < 1.0
-        paid = {
-            p.name: swarm_.ledger.balance(p.account_id) - before[p.name] for p in swarm_.providers
-        }
+        after = await swarm_.balances()
+        paid = {p.name: after[p.name] - before[p.name] for p in swarm_.providers}
         assert paid[liar.name] == 0
         assert sum(paid.values()) > 0
         assert all(paid[p.name] > 0 for p in swarm_.providers if p.pubkey in decision.agreeing)

@@ -8,18 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from router.gateway.config import (
-    BasicAuth,
-    BearerAuth,
-    HeaderAuth,
+from router.backends.auth import BasicAuth, BearerAuth, HeaderAuth
+from router.backends.config import (
+    EmbeddedBackendConfig,
     MockBackendConfig,
     OllamaBackendConfig,
     OpenAIBackendConfig,
     SwarmBackendConfig,
-    load_config,
-    parse_config,
-    substitute_env,
 )
+from router.gateway.config import load_config, parse_config, substitute_env
 from router.gateway.errors import ConfigError
 from router.strategy import Hybrid
 
@@ -180,11 +177,13 @@ def test_env_substitution_and_env_fields() -> None:
     )
     a, b, c = cfg.backends
     assert isinstance(a, OpenAIBackendConfig) and a.url == "http://127.0.0.1:9/v1"
-    assert isinstance(a.auth, BearerAuth) and a.auth.token == "s3cret"
+    assert isinstance(a.auth, BearerAuth) and a.auth.headers() == {"Authorization": "Bearer s3cret"}
+    assert "s3cret" not in repr(cfg) and "s3cret" not in cfg.model_dump_json()
     assert isinstance(b, OpenAIBackendConfig) and b.url == "http://localhost:1"
-    assert isinstance(b.auth, BasicAuth) and b.auth.password == "pw"
+    assert isinstance(b.auth, BasicAuth) and b.auth.password is not None
+    assert b.auth.password.get_secret_value() == "pw"
     assert isinstance(c, OpenAIBackendConfig) and isinstance(c.auth, HeaderAuth)
-    assert c.auth.value == "literal ${NOT_A_VAR}"
+    assert c.auth.headers() == {"K": "literal ${NOT_A_VAR}"}
     assert cfg.keys[0].key == "sk-env"
 
 
@@ -197,7 +196,38 @@ def test_substitute_env_names_the_field() -> None:
 
 BAD = [
     ({"backends": [{"name": "a", "url": "ftp://x"}]}, "backends[0] (a).url", "http://"),
-    ({"backends": [{"name": "a"}]}, "backends[0] (a).url", "Field required"),
+    (
+        {"backends": [{"name": "a"}]},  # the default url, where the gateway itself listens
+        "backends[0] (a).url",
+        "this gateway's own address (server.port 8080)",
+    ),
+    (
+        {
+            "backends": [{"name": "a", "type": "ollama", "url": "http://localhost:9"}],
+            "server": {"port": 9},
+        },
+        "backends[0] (a).url",
+        "own address",
+    ),
+    (
+        {
+            "backends": [
+                {
+                    "name": "a",
+                    "url": "http://x",
+                    "auth": {"type": "bearer", "token": "t"},
+                    "api_key": "k",
+                }
+            ]
+        },
+        "backends[0] (a)",
+        "give auth or api_key, not both",
+    ),
+    (
+        {"backends": [{"name": "e", "type": "embedded", "models": ["a", "b"]}]},
+        "backends[0] (e).models",
+        "one model",
+    ),
     (
         {"backends": [{"name": "a", "url": "http://x", "auth": {"type": "bearer"}}]},
         "backends[0] (a).auth",
@@ -211,7 +241,7 @@ BAD = [
     (
         {"backends": [{"name": "a", "type": "grpc"}]},
         "backends[0] (a).type",
-        "openai, ollama, swarm, mock",
+        "type must be one of openai, ollama, swarm, mock, embedded",
     ),
     (
         {
@@ -299,3 +329,31 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert "mapping" in str(e.value)
+
+
+def test_backends_are_the_shared_schema_with_default_names_and_urls() -> None:
+    """config.yaml's entries are router/backends/config.py's, as in provider.toml: names and URLs
+    default the same way, ``api_key`` is bearer auth's shorthand, an empty model list means
+    "ask the server"."""
+    cfg = parse_config(
+        {
+            "backends": [
+                {"type": "ollama"},
+                {"url": "http://127.0.0.1:9000/v1", "api_key_env": "UP_KEY", "models": []},
+                {"type": "embedded", "models": ["smol"]},
+                {"type": "mock", "name": "canned"},
+            ]
+        },
+        env={"UP_KEY": "sk-up"},
+    )
+    ollama, openai, embedded, mock = cfg.backends
+    assert isinstance(ollama, OllamaBackendConfig)
+    assert (ollama.name, ollama.url) == ("ollama", "http://127.0.0.1:11434")
+    assert isinstance(openai, OpenAIBackendConfig) and openai.name == "openai1"
+    assert isinstance(openai.auth, BearerAuth)
+    assert openai.auth.headers() == {"Authorization": "Bearer sk-up"}
+    assert isinstance(embedded, EmbeddedBackendConfig) and embedded.name == "embedded2"
+    assert isinstance(mock, MockBackendConfig) and mock.name == "canned"
+    with pytest.raises(ConfigError) as e:
+        parse_config({"backends": [{"url": "http://x", "api_key_env": "UNSET"}]}, env={})
+    assert e.value.field == "backends[0]" and "UNSET (api_key_env) is not set" in e.value.message
