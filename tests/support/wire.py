@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from client.nostr.event import Event
 
@@ -24,7 +25,11 @@ class Wire:
         return cls(await connect(url, compression=None, max_size=None))
 
     async def close(self) -> None:
-        await self.ws.close()
+        # Closing a connection the relay already closed can raise AttributeError from inside
+        # asyncio when a large frame was still being written (a race in CPython's selector
+        # transport, which then calls abort() on a fully closed transport): skip it.
+        if self.ws.state is not State.CLOSED:
+            await self.ws.close()
 
     async def __aenter__(self) -> Wire:
         return self
