@@ -4,6 +4,7 @@ packages, and the unmodified copy to pass."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -237,3 +238,104 @@ def test_standard_library_bans_need_the_external_packages_in_the_graph(tree: Pat
     result = lint(tree)
     assert result.returncode != 0
     assert "include_external_packages=True" in result.stdout + result.stderr
+
+
+# --- which third-party packages each package imports, against the extras that install them ---
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# Imports that run only when their feature is used, and need an extra the package does not
+# require: the `semantic` comparator's model, and `--loop auto` taking uvloop when it is there.
+OPTIONAL_IMPORTS = {
+    "client.customer.agreement.embedding": ("semantic", {"numpy", "onnxruntime", "tokenizers"}),
+    "relay_mock.cli": ("gateway", {"uvloop"}),
+}
+# The extras a package needs besides the core dependencies (what its subcommands' entry points
+# name in pyproject.toml).
+PACKAGE_EXTRAS = {
+    "client": (),
+    "relay_mock": ("relay",),
+    "router": ("router", "gateway", "state", "local"),
+    "provider": ("provider",),
+}
+
+
+def requirement_names(extras: tuple[str, ...] = ()) -> set[str]:
+    """The distributions the core (no extras) or the extras name, self-references expanded."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    names: set[str] = set()
+    todo = [(None, PYPROJECT["dependencies"])] if not extras else []
+    todo += [(e, PYPROJECT["optional-dependencies"][e]) for e in extras]
+    seen: set[str | None] = set()
+    while todo:
+        extra, requirements = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for text in requirements:
+            req = Requirement(text)
+            if canonicalize_name(req.name) == "nostr-swarm":
+                todo += [(e, PYPROJECT["optional-dependencies"][e]) for e in req.extras]
+            else:
+                names.add(canonicalize_name(req.name))
+    return names
+
+
+@functools.cache
+def distribution_of(module: str) -> str:
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    found = packages_distributions().get(module)
+    # A package of an extra that is not installed here is named as it is imported.
+    return canonicalize_name(found[0] if found else module)
+
+
+@functools.cache
+def third_party_imports() -> dict[str, set[str]]:
+    """module of ours -> the top-level third-party packages it imports (at any depth, lazily
+    too; not under TYPE_CHECKING), as grimp sees them."""
+    import grimp
+
+    graph = grimp.build_graph(
+        *PACKAGES,
+        include_external_packages=True,
+        exclude_type_checking_imports=True,
+        cache_dir=None,
+    )
+    ours = {m for m in graph.modules if m.split(".")[0] in PACKAGES}
+    return {
+        module: {
+            imported
+            for imported in graph.find_modules_directly_imported_by(module)
+            if imported.split(".")[0] not in PACKAGES and imported not in sys.stdlib_module_names
+        }
+        for module in ours
+    }
+
+
+def test_every_third_party_import_is_installed_by_the_package_extras() -> None:
+    core = requirement_names()
+    wrong = []
+    for module, imported in sorted(third_party_imports().items()):
+        allowed = core | requirement_names(PACKAGE_EXTRAS[module.split(".")[0]])
+        optional_extra, optional = OPTIONAL_IMPORTS.get(module, ("", set()))
+        for name in sorted(imported):
+            if name in optional:
+                assert distribution_of(name) in requirement_names((optional_extra,)), name
+            elif distribution_of(name) not in allowed:
+                wrong.append(f"{module} imports {name} ({distribution_of(name)})")
+    assert wrong == []
+
+
+def test_every_core_dependency_is_used_by_client() -> None:
+    """The bare install carries nothing `client` does not import."""
+    imported = {
+        distribution_of(name)
+        for module, names in third_party_imports().items()
+        if module.split(".")[0] == "client"
+        for name in names
+    }
+    assert requirement_names() <= imported
