@@ -339,3 +339,10 @@ def test_every_core_dependency_is_used_by_client() -> None:
         for name in names
     }
     assert requirement_names() <= imported
+
+
+def test_mypy_is_strict_for_exactly_the_pure_modules() -> None:
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    pure = next(c for c in tool["importlinter"]["contracts"] if c["id"] == "pure")
+    strict = next(o for o in tool["mypy"]["overrides"] if o.get("warn_return_any"))
+    assert {m.removesuffix(".*") for m in strict["module"]} == set(pure["source_modules"])
