@@ -1,8 +1,8 @@
 """Wallet benchmark, side by side with the named peers, in one run:
 
-- BOLT11: invoices decoded and made per second by `client.wallet.invoices` (decode = the `bolt11`
-  package plus our reader checks; make = encode, sign, then decode to check) against the bare
-  `bolt11` package (peer).
+- BOLT11: invoices decoded and made per second by `client.wallet.invoices` (its own codec on
+  whole integers; decode = checksum, fields, signature recovery and our reader checks; make =
+  encode and sign) against the `bolt11` package (peer), which reads and writes bit by bit.
 - NWC round trips against `swarm wallet serve` (its own process) over `swarm relay` (its own
   process): `get_balance` latency and a make-invoice + pay-invoice pair, from our `NwcWallet`
   against rust-nostr's NWC client (`nostr-sdk`, peer), same service, same relay.

@@ -15,7 +15,7 @@ from .errors import RelayMockError
 from .server import Relay
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "relay",
         help="run a local Nostr relay (relay_mock)",
@@ -62,7 +62,7 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
         if choice == "uvloop":
             raise SystemExit("swarm relay: error: uvloop is not installed") from None
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def _run(args: argparse.Namespace) -> int:

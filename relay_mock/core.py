@@ -13,6 +13,7 @@ import json
 import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -197,7 +198,7 @@ class RelayCore:
         else:
             self._notice(peer, f"invalid: unknown message type {verb[:32]!r}")
 
-    def _refuse_too_big(self, peer: Peer, msg: list, n: int) -> None:  # type: ignore[type-arg]
+    def _refuse_too_big(self, peer: Peer, msg: list[Any], n: int) -> None:
         text = f"invalid: message too large (max {self.limits.max_message_length} bytes)"
         if msg[0] == "EVENT" and len(msg) > 1 and (eid := event_id_of(msg[1])):
             self._no(peer, eid, text)
@@ -208,7 +209,7 @@ class RelayCore:
 
     # --- EVENT ----------------------------------------------------------------------------
 
-    def _on_event(self, peer: Peer, msg: list, text: str, now: float) -> None:  # type: ignore[type-arg]
+    def _on_event(self, peer: Peer, msg: list[Any], text: str, now: float) -> None:
         self.events_received += 1
         obj = msg[1] if len(msg) > 1 else None
         eid = event_id_of(obj)
@@ -234,14 +235,15 @@ class RelayCore:
         except InvalidEvent as exc:
             self._no(peer, eid, f"invalid: {exc}")
             return
-        refusal = self._refusal(rec, obj, now)
+        event = cast("dict[str, Any]", obj)  # parse_record takes nothing but a dict
+        refusal = self._refusal(rec, event, now)
         if refusal:
-            self._remember_verified(obj)
+            self._remember_verified(event)
             self._no(peer, eid, refusal)
             return
         outcome = self.store_event(rec, now)
         if outcome.stored is None:  # stored ones are recognised by id, before any check
-            self._remember_verified(obj)
+            self._remember_verified(event)
         if not outcome.accepted:
             self._count(outcome.message)
         # OK first: the publisher's wait should not grow with the number of subscribers.
@@ -249,7 +251,7 @@ class RelayCore:
         if outcome.broadcast:
             self.deliver(rec)
 
-    def _remember_verified(self, obj: dict) -> None:  # type: ignore[type-arg]
+    def _remember_verified(self, obj: dict[str, Any]) -> None:
         """An event that passed the signature check but is not stored (ephemeral, refused,
         superseded, deleted) may come again, e.g. from a client retrying: skip the check then."""
         cache = self._verified
@@ -257,7 +259,7 @@ class RelayCore:
         if len(cache) > VERIFIED_CACHE:
             cache.popitem(last=False)
 
-    def _refusal(self, rec: Record, obj: dict, now: float) -> str:  # type: ignore[type-arg]
+    def _refusal(self, rec: Record, obj: dict[str, Any], now: float) -> str:
         lim = self.limits
         if len(rec.tags) > lim.max_event_tags:
             return f"invalid: too many tags (max {lim.max_event_tags})"
@@ -373,7 +375,7 @@ class RelayCore:
 
     # --- REQ / COUNT / CLOSE ----------------------------------------------------------------
 
-    def _on_req(self, peer: Peer, msg: list, now: float, *, count: bool) -> None:  # type: ignore[type-arg]
+    def _on_req(self, peer: Peer, msg: list[Any], now: float, *, count: bool) -> None:
         verb = msg[0]
         lim = self.limits
         if len(msg) < 2 or type(msg[1]) is not str:
@@ -436,7 +438,7 @@ class RelayCore:
         # Usually all of it goes now; what does not fit goes as the reader drains.
         self.pump(peer, now)
 
-    def _on_negentropy(self, peer: Peer, msg: list) -> None:  # type: ignore[type-arg]
+    def _on_negentropy(self, peer: Peer, msg: list[Any]) -> None:
         # NIP-77 says to refuse with NEG-ERR: clients (rust-nostr) then fall back to REQ at once,
         # where a NOTICE leaves them waiting for a reply that never comes.
         if len(msg) < 2 or not _is_sub_id(msg[1], 64):
@@ -445,7 +447,7 @@ class RelayCore:
         self._count(NEGENTROPY_REFUSAL)
         peer.send(_dumps(["NEG-ERR", msg[1], NEGENTROPY_REFUSAL]))
 
-    def _on_close(self, peer: Peer, msg: list) -> None:  # type: ignore[type-arg]
+    def _on_close(self, peer: Peer, msg: list[Any]) -> None:
         if len(msg) != 2 or type(msg[1]) is not str:
             self._notice(peer, "invalid: CLOSE takes exactly one subscription id string")
             return
@@ -473,7 +475,7 @@ class RelayCore:
 
     # --- AUTH -----------------------------------------------------------------------------
 
-    def _on_auth(self, peer: Peer, msg: list, text: str, now: float) -> None:  # type: ignore[type-arg]
+    def _on_auth(self, peer: Peer, msg: list[Any], text: str, now: float) -> None:
         obj = msg[1] if len(msg) == 2 else None
         eid = event_id_of(obj)
         if eid is None:

@@ -20,14 +20,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
-from websockets.speedups import apply_mask  # type: ignore[import-not-found]
+from websockets.speedups import apply_mask
 
 from client.nostr.event import Event
 from client.nostr.filter import Filter
@@ -663,7 +663,8 @@ class Relay:
             )
         return ""
 
-    async def _serve_connection(self, ws: _Connection) -> None:  # type: ignore[override]
+    async def _serve_connection(self, connection: ServerConnection) -> None:
+        ws = cast(_Connection, connection)  # serve() makes each one with create_connection
         ip = _address(ws)
         # Checked again here (the HTTP check refuses most): handshakes can overlap.
         refusal = self._connection_refusal(ip)

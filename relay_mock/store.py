@@ -22,6 +22,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import Any
 
 from client.nostr.filter import Filter
 
@@ -320,7 +321,7 @@ def _discard(lst: list[Record], rec: Record) -> None:
         del lst[i]
 
 
-def _discard_in(index: dict, name: object, rec: Record) -> None:  # type: ignore[type-arg]
+def _discard_in(index: dict[Any, list[Record]], name: object, rec: Record) -> None:
     lst = index.get(name)
     if lst is not None:
         _discard(lst, rec)

@@ -81,7 +81,13 @@ class LiveIndex:
 
     def buckets(self) -> int:
         """Index entries held (0 once every subscription is gone: nothing leaks)."""
-        return sum(map(len, (self._ids, self._authors, self._kinds, self._tags, self._residue)))
+        return (
+            len(self._ids)
+            + len(self._authors)
+            + len(self._kinds)
+            + len(self._tags)
+            + len(self._residue)
+        )
 
     def add(self, sub: Subscription) -> None:
         self._count += 1

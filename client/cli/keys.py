@@ -10,7 +10,7 @@ from client.nostr.errors import InvalidKey
 from client.nostr.keys import Keys, parse_pubkey
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "keys", help="make and inspect Nostr keys", description="Make and inspect Nostr keys."
     )

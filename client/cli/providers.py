@@ -38,7 +38,7 @@ example:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "providers",
         help="list the providers announced on the relays (NIP-89) as a table",

@@ -133,8 +133,12 @@ class Comparator(Protocol):
     """Decides whether two answers agree. ``hashable`` comparators use ``==`` on canonical values
     (and let the engine group in O(1))."""
 
-    name: str
-    hashable: bool
+    # Read-only: the comparators are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def hashable(self) -> bool: ...
 
     def canonical(self, text: str) -> Any | None: ...
 
@@ -566,7 +570,7 @@ class Quorum:
     def decision(self) -> Decision:
         groups = [g for g in self._groups if g.members]
         if self._winner is not None:
-            lead = self._groups[self._winner]
+            lead: _Group | None = self._groups[self._winner]
             reached = True
         else:
             # Leading group: the largest; on a tie the one that started first.

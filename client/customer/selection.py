@@ -502,7 +502,7 @@ class Selector:
                 + f"; {why} (policy {policy.name})"
             )
         explored: tuple[str, ...] = ()
-        chosen = []
+        chosen: list[Candidate] = []
         # Record-less foreign DVMs rank below everyone else: the policy fills from them only
         # the places the others leave open.
         for tier in (

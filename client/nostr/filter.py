@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from client.nostr.errors import InvalidFilter
-from client.nostr.event import Event, is_hex
+from client.nostr.event import is_hex
 
 # Tags whose values are event ids or public keys: NIP-01 wants exact lowercase hex for them.
 _HEX_TAGS = frozenset("ep")
 _KNOWN = frozenset(("ids", "authors", "kinds", "since", "until", "limit", "search"))
+
+
+class Matchable(Protocol):
+    """What a filter reads of an event: an :class:`~client.nostr.event.Event`, or anything with
+    the same fields (relay_mock's stored records)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def pubkey(self) -> str: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def created_at(self) -> int: ...
+    @property
+    def tags(self) -> Sequence[Sequence[str]]: ...
 
 
 class Filter:
@@ -37,7 +53,7 @@ class Filter:
         self.until = until
         self.limit = limit
 
-    def matches(self, event: Event) -> bool:
+    def matches(self, event: Matchable) -> bool:
         if self.ids is not None and event.id not in self.ids:
             return False
         if self.kinds is not None and event.kind not in self.kinds:

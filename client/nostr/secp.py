@@ -76,7 +76,8 @@ def verify(pubkey: bytes, msg: bytes, sig: bytes) -> bool:
     xonly = _xonly(pubkey)
     if xonly is None:
         return False
-    return lib.secp256k1_schnorrsig_verify(_CTX, sig, msg, len(msg), xonly) == 1
+    valid: int = lib.secp256k1_schnorrsig_verify(_CTX, sig, msg, len(msg), xonly)
+    return valid == 1
 
 
 def is_valid_pubkey(pubkey: bytes) -> bool:

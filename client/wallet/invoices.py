@@ -1,9 +1,13 @@
 """BOLT11 invoices: make signed ones, decode and check any. No I/O.
 
-Decoding goes through the ``bolt11`` package and then adds the reader rules it skips (BOLT #11
-"Requirements" for readers): no mixed case, ``p`` amounts ending in 0, no unknown even feature
-bits. Every failure is an :class:`~client.nostr.errors.InvoiceError`; amounts are exact integer
-msats, computed from the human-readable part with integer arithmetic (never through floats).
+The codec is our own, on whole integers (a bech32 data part is a base-32 number): the ``bolt11``
+package reads and writes bit by bit through ``bitstring`` and spends milliseconds per invoice,
+which bounds a paid swarm (bench/wallet.py shows both). It reads what the package reads, field by
+field and refusal by refusal (tests/client/wallet/test_fast_bits.py decodes and encodes both ways
+and compares), then adds the reader rules the package skips (BOLT #11 "Requirements" for
+readers): no mixed case, ``p`` amounts ending in 0, no unknown even feature bits. Every failure is
+an :class:`~client.nostr.errors.InvoiceError`; amounts are exact integer msats, computed from the
+human-readable part with integer arithmetic (never through floats).
 """
 
 from __future__ import annotations
@@ -12,47 +16,15 @@ import functools
 import hashlib
 import os
 import re
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import bolt11 as _bolt11
-from bitstring import BitArray
-from bolt11.models.features import Feature, Features, FeatureState
-from bolt11.models.tags import TagChar, Tags
-from coincurve import PrivateKey
+from bech32 import CHARSET, bech32_decode, bech32_encode
+from coincurve import PrivateKey, PublicKey, verify_signature
+from coincurve.ecdsa import cdata_to_der, deserialize_recoverable, recoverable_convert
 
 from client.nostr.errors import InvoiceError, InvoiceExpired, WrongNetwork
-
-
-def _u5_to_bits(groups: list[int]) -> BitArray:
-    """Same result as ``bolt11.bit_utils.u5_to_bitarray``, in one call instead of appending
-    five bits at a time (which made every decode cost 6-9 ms: the bound on a paid swarm)."""
-    value = 0
-    for g in groups:
-        value = (value << 5) | g
-    return BitArray(uint=value, length=5 * len(groups)) if groups else BitArray()
-
-
-def _bits_to_u5(bits: BitArray) -> list[int]:
-    """Same result as ``bolt11.bit_utils.bitarray_to_u5`` without reading five bits at a time."""
-    n, rest = divmod(len(bits), 5)
-    if rest:
-        raise ValueError("bit length is not a multiple of 5")
-    value = bits.uint if n else 0
-    return [(value >> (5 * (n - 1 - i))) & 31 for i in range(n)]
-
-
-# The bolt11 package imports these helpers by name: swap in the fast versions where it looks
-# them up (outputs are identical; tests/client/wallet checks every BOLT #11 example both ways).
-for _module, _name, _fast in (
-    ("bolt11.decode", "u5_to_bitarray", _u5_to_bits),
-    ("bolt11.encode", "bitarray_to_u5", _bits_to_u5),
-    ("bolt11.models.fallback", "u5_to_bitarray", _u5_to_bits),
-    ("bolt11.models.fallback", "bitarray_to_u5", _bits_to_u5),
-):
-    if hasattr(sys.modules.get(_module), _name):
-        setattr(sys.modules[_module], _name, _fast)
 
 # Network name -> BOLT11 currency prefix.
 NETWORKS: Final[dict[str, str]] = {
@@ -72,6 +44,10 @@ _MSAT_PER_UNIT: Final[dict[str, int]] = {"": 10**11, "m": 10**8, "u": 10**5, "n"
 # var_onion_optin 8, payment_secret 14, basic_mpp 16, option_route_blinding 24,
 # option_payment_metadata 48. Any other even bit set means "fail the payment".
 _KNOWN_EVEN_FEATURES: Final = frozenset({8, 14, 16, 24, 48})
+# What make_invoice writes: min_final_cltv_expiry (c) and the features it requires (9):
+# var_onion_optin (bit 8) and payment_secret (bit 14).
+_MIN_FINAL_CLTV_EXPIRY: Final = 18
+_MADE_FEATURES: Final = 1 << 8 | 1 << 14
 _HRP_RE = re.compile(r"^ln(bcrt|bc|tbs|tb)(?:(\d+)([munp]?))?$")
 
 
@@ -196,35 +172,155 @@ def decode_invoice(text: object) -> Invoice:
     return _decode_lower(raw.lower())
 
 
-# Decoding costs milliseconds (the package works bit by bit); the same invoice is read several
-# times on its way (guard, payer, wallet service), and an Invoice is immutable, so keep recent
-# ones. Failures are not cached: they raise.
+# The same invoice is read several times on its way (guard, payer, wallet service) and an Invoice
+# is immutable, so recent ones are kept: the checksum and the signature recovery are done once.
+# Failures are not cached: they raise.
 @functools.lru_cache(maxsize=4096)
 def _decode_lower(lower: str) -> Invoice:
     sep = lower.rfind("1")
     if sep < 1:
         raise InvoiceError("invoice has no bech32 separator '1'")
     network, amount = amount_from_hrp(lower[:sep])
-    try:
-        decoded = _bolt11.decode(lower)
-    except Exception as exc:  # the package raises many unrelated types (ValueError, bitstring...)
-        raise InvoiceError(f"invalid invoice: {_reason(exc)}") from None
-    _check_features(decoded.features)
-    payee = decoded.payee
-    if not payee:
-        raise InvoiceError("invoice payee could not be recovered from the signature")
+    hrp, groups = bech32_decode(lower)
+    if hrp is None or groups is None:
+        raise InvoiceError("invalid invoice: bad bech32 (characters, length or checksum)")
+    if len(groups) < _TIMESTAMP_GROUPS + _SIGNATURE_GROUPS:
+        raise InvoiceError("invalid invoice: too short for a timestamp and a signature")
+    data, signature = groups[:-_SIGNATURE_GROUPS], _bytes_of(groups[-_SIGNATURE_GROUPS:])
+    fields = _read_fields(data)
+    for char in "ps":
+        if char not in fields:
+            raise InvoiceError(f"invalid invoice: no {_FIELD_NAMES[char]} field ({char})")
+    if ("d" in fields) == ("h" in fields):
+        raise InvoiceError("invalid invoice: needs exactly one of description and its hash")
+    features = _int_of(fields["9"]) if "9" in fields else 0
+    unknown = [bit for bit in range(0, features.bit_length(), 2) if features >> bit & 1]
+    unknown = [bit for bit in unknown if bit not in _KNOWN_EVEN_FEATURES]
+    if unknown:
+        raise InvoiceError(f"invoice requires unknown feature bit {unknown[0]}")
+    description = None
+    if "d" in fields:
+        try:
+            description = _bytes_of(fields["d"]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvoiceError("invalid invoice: description is not UTF-8") from None
+    for char in "xc":  # integers: an empty one is no number
+        if char in fields and not fields[char]:
+            raise InvoiceError(f"invalid invoice: empty {_FIELD_NAMES[char]} field ({char})")
+    expiry = _int_of(fields["x"]) if "x" in fields else DEFAULT_EXPIRY
+    message = hrp.encode("ascii") + _padded_bytes_of(data)
     return Invoice(
         bolt11=lower,
         network=network,
         amount_msats=amount,
-        payment_hash=decoded.payment_hash,
-        payment_secret=decoded.payment_secret or "",
-        description=decoded.description,
-        description_hash=decoded.description_hash,
-        created_at=int(decoded.date),
-        expiry=int(decoded.expiry),
-        payee=payee,
+        payment_hash=_bytes_of(fields["p"]).hex(),
+        payment_secret=_bytes_of(fields["s"]).hex(),
+        description=description,
+        description_hash=_bytes_of(fields["h"]).hex() if "h" in fields else None,
+        created_at=_int_of(data[:_TIMESTAMP_GROUPS]),
+        expiry=expiry,
+        payee=_payee(signature, message, fields.get("n")),
     )
+
+
+# BOLT #11 tagged fields that we read: tag character -> the only length (in five-bit groups) a
+# reader accepts, or None for any length. Of each, the first acceptable one counts; a field of
+# another length, a second one, and every other tag are skipped, as readers MUST (`d` and `h`
+# exclude each other: whichever comes first).
+_FIELD_LENGTHS: Final[dict[str, int | None]] = {
+    "p": 52,
+    "s": 52,
+    "h": 52,
+    "n": 53,
+    "d": None,
+    "x": None,
+    "c": None,
+    "9": None,
+}
+_FIELD_NAMES: Final = {
+    "p": "payment hash",
+    "s": "payment secret",
+    "x": "expiry",
+    "c": "min_final_cltv_expiry",
+}
+_TAGS: Final[dict[int, str]] = {CHARSET.index(char): char for char in _FIELD_LENGTHS}
+_TIMESTAMP_GROUPS: Final = 7  # 35 bits
+_SIGNATURE_GROUPS: Final = 104  # 65 bytes: r, s and the recovery id
+# A five-bit group is one base-32 digit, so int(..., 32) turns a run of groups into its number.
+_DIGITS: Final = "0123456789abcdefghijklmnopqrstuv"
+
+
+def _read_fields(data: Sequence[int]) -> dict[str, Sequence[int]]:
+    """The tagged fields after the timestamp, by tag character."""
+    fields: dict[str, Sequence[int]] = {}
+    i, end = _TIMESTAMP_GROUPS, len(data)
+    while i < end:
+        if i + 3 > end:
+            raise InvoiceError("invalid invoice: a tagged field is cut short")
+        tag, length = data[i], data[i + 1] * 32 + data[i + 2]
+        i += 3
+        if i + length > end:
+            raise InvoiceError("invalid invoice: a tagged field runs past the signature")
+        char = _TAGS.get(tag)
+        if (
+            char is not None
+            and char not in fields
+            and _FIELD_LENGTHS[char] in (None, length)
+            and not (char in "dh" and ("d" in fields or "h" in fields))
+        ):
+            fields[char] = data[i : i + length]
+        i += length
+    return fields
+
+
+def _int_of(groups: Sequence[int]) -> int:
+    return int("".join([_DIGITS[g] for g in groups]), 32) if groups else 0
+
+
+def _bytes_of(groups: Sequence[int]) -> bytes:
+    """The whole bytes in the groups' bits; the last few bits (less than a byte) are padding."""
+    bits = 5 * len(groups)
+    return (_int_of(groups) >> (bits % 8)).to_bytes(bits // 8, "big")
+
+
+def _padded_bytes_of(groups: Sequence[int]) -> bytes:
+    """The groups' bits, zero-padded at the end to whole bytes (what the signature covers)."""
+    bits = 5 * len(groups)
+    size = -(-bits // 8)
+    return (_int_of(groups) << (8 * size - bits)).to_bytes(size, "big")
+
+
+def _groups_of_bytes(data: bytes) -> list[int]:
+    """Bytes as five-bit groups, zero-padded at the end to whole groups."""
+    bits = 8 * len(data)
+    count = -(-bits // 5)
+    return _groups_of_int(int.from_bytes(data, "big") << (5 * count - bits), count)
+
+
+def _groups_of_int(value: int, count: int | None = None) -> list[int]:
+    """``value`` in ``count`` five-bit groups; by default the fewest that hold it (none for 0)."""
+    if count is None:
+        count = -(-value.bit_length() // 5)
+    return [(value >> (5 * (count - 1 - i))) & 31 for i in range(count)]
+
+
+def _payee(signature: bytes, message: bytes, n_field: Sequence[int] | None) -> str:
+    """The node key that signed: the `n` field's, checked against the signature, or else the
+    one recovered from it (BOLT #11: with a valid `n` field, readers verify and do not recover;
+    verification refuses a high-S signature, recovery does not)."""
+    try:
+        if n_field is not None:
+            payee = _bytes_of(n_field)
+            der = cdata_to_der(recoverable_convert(deserialize_recoverable(signature)))
+            if not verify_signature(der, message, payee):
+                raise InvoiceError("invalid invoice: the signature is not the n field's key")
+            return payee.hex()
+        key = PublicKey.from_signature_and_message(signature, message)
+        return key.format(compressed=True).hex()
+    except InvoiceError:
+        raise
+    except Exception as exc:  # coincurve raises ValueError or its own errors on bad input
+        raise InvoiceError(f"invalid invoice: bad signature ({_reason(exc)})") from None
 
 
 def check_invoice(
@@ -273,40 +369,37 @@ def make_invoice(
         raise InvoiceError("expiry must be a whole number of seconds, at least 1")
     if len(description.encode("utf-8")) > MAX_DESCRIPTION_BYTES:
         raise InvoiceError(f"description longer than {MAX_DESCRIPTION_BYTES} bytes")
+    if isinstance(created_at, bool) or not isinstance(created_at, int):
+        raise InvoiceError("created_at must be a whole number of unix seconds")
+    if not 0 <= created_at < 2 ** (5 * _TIMESTAMP_GROUPS):
+        raise InvoiceError("created_at does not fit the 35-bit BOLT11 timestamp")
     secret = preimage if preimage is not None else os.urandom(32).hex()
     payment_hash = payment_hash_of(secret)
-    tags = Tags()
-    tags.add(TagChar.payment_hash, payment_hash)
     payment_secret = os.urandom(32).hex()
-    tags.add(TagChar.payment_secret, payment_secret)
+    fields: list[tuple[str, list[int]]] = [
+        ("p", _groups_of_bytes(bytes.fromhex(payment_hash))),
+        ("s", _groups_of_bytes(bytes.fromhex(payment_secret))),
+    ]
     if description_hash is not None:
         if not re.fullmatch(r"[0-9a-f]{64}", description_hash):
             raise InvoiceError("description_hash must be 64 lower-case hex characters")
-        tags.add(TagChar.description_hash, description_hash)
+        fields.append(("h", _groups_of_bytes(bytes.fromhex(description_hash))))
     else:
-        tags.add(TagChar.description, description)
-    tags.add(TagChar.expire_time, expiry)
-    tags.add(TagChar.min_final_cltv_expiry, 18)
-    tags.add(
-        TagChar.features,
-        Features.from_feature_list(
-            {
-                Feature.var_onion_optin: FeatureState.required,
-                Feature.payment_secret: FeatureState.required,
-            }
-        ),
-    )
-    draft = _bolt11.Bolt11(
-        currency=network_prefix(network),
-        date=created_at,
-        tags=tags,
-        amount_msat=_bolt11.MilliSatoshi(amount_msats),
-    )
+        fields.append(("d", _groups_of_bytes(description.encode("utf-8"))))
+    fields.append(("x", _groups_of_int(expiry)))
+    fields.append(("c", _groups_of_int(_MIN_FINAL_CLTV_EXPIRY)))
+    fields.append(("9", _groups_of_int(_MADE_FEATURES)))
+    data = _groups_of_int(created_at, _TIMESTAMP_GROUPS)
+    for char, groups in fields:
+        data += [CHARSET.index(char), len(groups) >> 5, len(groups) & 31, *groups]
+    hrp = "ln" + network_prefix(network) + msats_to_hrp_amount(amount_msats)
     try:
-        encoded = _bolt11.encode(draft, private_key=node_secret_hex)
-        payee = PrivateKey.from_hex(node_secret_hex).public_key.format(compressed=True).hex()
-    except Exception as exc:
-        raise InvoiceError(f"cannot encode invoice: {_reason(exc)}") from None
+        key = PrivateKey.from_hex(node_secret_hex)
+    except Exception as exc:  # coincurve: ValueError for bad hex, its own error for a bad key
+        raise InvoiceError(f"cannot encode invoice: bad node key ({_reason(exc)})") from None
+    signature = key.sign_recoverable(hrp.encode("ascii") + _padded_bytes_of(data))
+    encoded = bech32_encode(hrp, data + _groups_of_bytes(signature))
+    payee = key.public_key.format(compressed=True).hex()
     invoice = Invoice(
         bolt11=encoded,
         network=network_name(network),
@@ -325,15 +418,6 @@ def make_invoice(
 def _check_msats(msats: object) -> None:
     if isinstance(msats, bool) or not isinstance(msats, int) or msats <= 0:
         raise InvoiceError(f"amount must be a positive whole number of msats, got {msats!r}")
-
-
-def _check_features(features: Features | None) -> None:
-    if features is None:
-        return
-    for feature, state in features.feature_list.items():
-        bit = feature.value * 2 + (0 if state is FeatureState.required else 1)
-        if bit % 2 == 0 and bit not in _KNOWN_EVEN_FEATURES:
-            raise InvoiceError(f"invoice requires unknown feature bit {bit}")
 
 
 def _reason(exc: Exception) -> str:

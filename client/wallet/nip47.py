@@ -103,7 +103,7 @@ class NwcUri:
             Keys.from_secret(secrets[0].lower())
         except InvalidKey as exc:
             raise WalletError(f"connection URI: bad secret ({exc})", code="INVALID_URI") from None
-        lud16 = (query.get("lud16") or [None])[0] or None
+        lud16 = (query.get("lud16") or [""])[0] or None
         return cls(pubkey, relays, secrets[0].lower(), lud16)
 
     def to_string(self) -> str:
@@ -334,7 +334,7 @@ def error_from_code(code: str, message: str) -> WalletError:
     """The typed error for a NIP-47 error code (unknown codes keep their code on WalletError)."""
     text = f"{code}: {message}" if message else code
     if code in _TYPED:
-        return _TYPED[code](text)  # type: ignore[call-arg]
+        return _TYPED[code](text)
     if code in ("UNAUTHORIZED", "RESTRICTED"):
         return WalletUnauthorized(text, code=code)
     return WalletError(text, code=code)

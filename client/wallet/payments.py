@@ -227,7 +227,7 @@ class Payer:
             )
         except Exception as exc:  # a broken wallet must not crash the customer; outcome unknown
             log.exception("wallet raised while paying %s", h[:16])
-            err = WalletUnavailable(f"wallet raised {type(exc).__name__}: {exc}")
+            err: WalletError = WalletUnavailable(f"wallet raised {type(exc).__name__}: {exc}")
             self.ledger.mark_unknown(h, str(err), self._now())
             return PaymentOutcome(
                 provider, job_id, "unknown", inv.amount_msats or 0, payment_hash=h, error=err

@@ -21,8 +21,10 @@ KEEP = 1_000  # recent jobs' per-provider outcomes kept for reporting
 
 
 class _AmountTag(Protocol):
-    msats: int
-    bolt11: str | None
+    @property
+    def msats(self) -> int: ...
+    @property
+    def bolt11(self) -> str | None: ...
 
 
 class _SwarmResult(Protocol):

@@ -106,7 +106,7 @@ def yes_no(text: str) -> bool | None:
     """True for yes, False for no: a stated "the answer is yes/no" wins, else the first
     yes/no word (or correct/true/false...)."""
     clean = _clean(text)
-    stated = _STATED_YN.findall(clean)
+    stated: list[str] = _STATED_YN.findall(clean)
     if stated:
         return stated[-1].lower() == "yes"
     m = _YN.search(clean)
@@ -142,10 +142,10 @@ def option_letter(text: str, options: dict[str, str] | None = None) -> str | Non
     """The chosen option: a stated "answer/option X", else a marked letter ("B)", "B.", "(B)",
     a bare "B"), else the one option whose words appear in the text."""
     clean = _clean(text)
-    stated = _STATED_LETTER.findall(clean)
+    stated: list[str] = _STATED_LETTER.findall(clean)
     if stated:
         return stated[-1].upper()
-    marks = {m.upper() for m in _LETTER_MARK.findall(clean)}
+    marks: set[str] = {m.upper() for m in _LETTER_MARK.findall(clean)}
     if options:
         marks &= set(options)
     if len(marks) == 1:
