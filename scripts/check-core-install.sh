@@ -44,7 +44,8 @@ if failed:
 print("check-core-install: every module of client imports without the extras")
 PYEOF
 swarm="$dir/venv/bin/swarm"
-"$swarm" keys new --json | grep -q '"npub": "npub1'
+keys=$("$swarm" keys new --json)
+grep -q '"npub": "npub1' <<<"$keys"
 help=$("$swarm" --help)
 grep -Eq 'serve +\(unavailable: No module named' <<<"$help"
 rc=0
