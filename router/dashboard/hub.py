@@ -417,7 +417,7 @@ class DashboardHub:
         if kind == "points":
             new = self._seq - viewer.seen_points
             viewer.seen_points = self._seq
-            if new >= len(self._points):
+            if new > len(self._points):  # some fell out of the series before it saw them
                 return {"type": "series", "points": list(self._points)}
             return {"type": "points", "points": list(self._points)[len(self._points) - new :]}
         rows: Any
@@ -451,8 +451,9 @@ class DashboardHub:
 
     def _traffic_rows(self) -> list[dict[str, Any]]:
         rows = sorted(self._traffic.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        per_row = self._traffic_source != "totals"  # totals count errors by class only
         return [
-            {"backend": b, "model": m, "requests": r, "errors": e, "msats": s}
+            {"backend": b, "model": m, "requests": r, "errors": e if per_row else None, "msats": s}
             for (b, m), (r, e, s) in rows
         ]
 

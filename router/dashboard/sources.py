@@ -31,7 +31,6 @@ from .events import (
     SpendSnapshot,
     TrafficTotals,
 )
-from .hub import DashboardHub
 
 if TYPE_CHECKING:
     from client.customer.reputation import ReputationLedger
@@ -42,6 +41,15 @@ if TYPE_CHECKING:
 #: Feedback statuses (NIP-90 kind 7000, and the copy guard's ``committed``) a provider is
 #: working under; ``error`` is its own state; ``success`` is followed by the result.
 _WORKING = frozenset({"processing", "payment-required", "partial", "committed"})
+
+
+class Publisher(Protocol):
+    """Where a tap publishes: a :class:`DashboardHub`, or anything that looks like one."""
+
+    @property
+    def live(self) -> bool: ...
+
+    def publish(self, event: DashboardEvent) -> None: ...
 
 
 class ProgressTap:
@@ -62,7 +70,7 @@ class ProgressTap:
 
     def __init__(
         self,
-        hub: DashboardHub,
+        hub: Publisher,
         *,
         model: str | None,
         quorum: int,
@@ -102,7 +110,7 @@ class ProgressTap:
                     job,
                     d.reached,
                     tuple(d.agreeing) if d.reached else (),
-                    tuple(d.dissenting),
+                    tuple(d.dissenting) if d.reached else (),  # no quorum: nobody dissented
                     d.text or "",
                     max(0.0, p.elapsed_ms),
                 )
@@ -122,8 +130,8 @@ class ProgressTap:
                 QuorumOutcome(
                     job,
                     reached,
-                    tuple(getattr(result, "agreeing", ())),
-                    tuple(getattr(result, "dissenting", ())),
+                    tuple(getattr(result, "agreeing", ())) if reached else (),
+                    tuple(getattr(result, "dissenting", ())) if reached else (),
                     (getattr(result, "text", None) or "") if reached else "",
                 )
             )
@@ -240,6 +248,7 @@ def reputation_probe(ledger: ReputationLedger) -> Callable[[], list[DashboardEve
 
 __all__ = [
     "ProgressTap",
+    "Publisher",
     "earnings_probe",
     "gateway_probe",
     "reputation_probe",

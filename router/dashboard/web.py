@@ -171,6 +171,11 @@ class DashboardApp:
         self._failing: set[int] = set()
         self.closing = False
 
+    @property
+    def streams(self) -> list[asyncio.Task[Any]]:
+        """The tasks serving event streams now (each ends when its viewer leaves)."""
+        return list(self._streams)
+
     def owns(self, path: str) -> bool:
         p = self.path
         return path == p or (path.startswith(p) and path[len(p)] == "/")

@@ -133,6 +133,7 @@
         document.title = session.title + " \u2013 dashboard";
       }
       $("logout").hidden = session.via !== "session";
+      $("login-open").hidden = !(session.read && !session.act && session.login);
       if (!session.read) {
         stop();
         if (session.login) {
@@ -149,6 +150,7 @@
         return;
       }
       showOnly("dash");
+      $("login").hidden = true;
       var canAsk = session.act && session.actions.some(function (a) { return a.name === "ask"; });
       $("ask").hidden = !canAsk;
       connect();
@@ -198,6 +200,11 @@
       button.disabled = false;
       err.textContent = "The dashboard did not answer.";
     });
+  });
+
+  $("login-open").addEventListener("click", function () {
+    $("login").hidden = false;
+    $("login-key").focus();
   });
 
   $("logout").addEventListener("click", function () {
@@ -272,13 +279,22 @@
   }
 
   function balance() {
-    // Half-width panels go in pairs; one left alone takes the whole row.
-    var halves = [];
+    // Half-width panels go in pairs; one left alone in its run takes the whole row.
+    var run = [];
+    function close() {
+      if (run.length % 2 === 1) { run[run.length - 1].classList.add("alone"); }
+      run = [];
+    }
     document.querySelectorAll("#dash > section.panel").forEach(function (sec) {
       sec.classList.remove("alone");
-      if (!sec.hidden && !sec.classList.contains("wide") && sec.id !== "ask") { halves.push(sec); }
+      if (sec.hidden || sec.id === "ask") { return; }
+      if (sec.classList.contains("wide")) { close(); } else { run.push(sec); }
     });
-    if (halves.length % 2 === 1) { halves[halves.length - 1].classList.add("alone"); }
+    close();
+    // The summary shows the cards of the panels shown, or nothing.
+    var cards = document.querySelectorAll(".summary .card");
+    var shown = Array.prototype.some.call(cards, function (c) { return !c.hidden; });
+    document.querySelector(".summary").hidden = !shown;
   }
 
   function buildNav() {
@@ -325,7 +341,6 @@
   function outcomeText(job) {
     if (job.outcome === "reached") {
       var t = "\u2713 Quorum reached";
-      if (job.quorum) { t += " (" + job.agreeing + " of " + job.quorum + ")"; }
       if (job.elapsed_ms !== null) { t += " in " + duration(job.elapsed_ms); }
       return t;
     }
@@ -437,7 +452,7 @@
       cell(tr, r.backend);
       cell(tr, r.model || "\u2013");
       cell(tr, fmtInt(r.requests), "num");
-      cell(tr, fmtInt(r.errors), "num");
+      cell(tr, r.errors === null ? "\u2013" : fmtInt(r.errors), "num");
       cell(tr, sats(r.msats), "num");
       body.appendChild(tr);
     });
@@ -564,6 +579,13 @@
     return spec.series.filter(function (s) { return !s.group || panels.indexOf(s.group) >= 0; });
   }
 
+  function timeRange(u, min, max) {
+    // At least twenty buckets wide, so a few first points do not stretch over the whole chart.
+    if (min === null || max === null) { var now = Date.now() / 1000; return [now - 20 * bucketS, now]; }
+    var span = Math.max(20 * bucketS, max - min);
+    return [max - span, max + bucketS / 2];
+  }
+
   function ensureCharts() {
     if (typeof uPlot === "undefined") { return; }
     Object.keys(CHARTS).forEach(function (panel) {
@@ -588,8 +610,8 @@
       var plot = new uPlot({
         width: chartWidth(node),
         height: chartHeight(),
-        scales: { x: { time: true } },
-        axes: [axis, yAxis],
+        scales: { x: { time: true, range: timeRange } },
+        axes: [Object.assign({}, axis, { space: 90 }), yAxis],
         series: series,
         cursor: { drag: { x: false, y: false } },
         legend: { live: true }
@@ -614,9 +636,11 @@
   function drawCharts() {
     Object.keys(charts).forEach(function (panel) {
       var c = charts[panel];
-      var data = [points.map(function (p) { return p.t; })];
+      // One point alone would stretch the time axis over years: an empty one goes before it.
+      var shown = points.length === 1 ? [{ t: points[0].t - bucketS }].concat(points) : points;
+      var data = [shown.map(function (p) { return p.t; })];
       c.series.forEach(function (s) {
-        data.push(points.map(function (p) {
+        data.push(shown.map(function (p) {
           var v = p[s.key];
           if (v === undefined || v === null) { return null; }
           return s.negate ? -v : v;
