@@ -72,9 +72,12 @@ def _names(values: object, field: str) -> None:
 
 
 # --- happenings -------------------------------------------------------------------------------
+# Not frozen: a frozen dataclass takes about a microsecond longer to build, and these are built
+# where jobs and requests are handled. The hub copies what it keeps, so one changed after it was
+# published changes nothing there.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobAsked:
     """A swarm job was published. ``providers``: the providers it was addressed to (empty when
     it went to anyone listening; they show up as they answer)."""
@@ -93,7 +96,7 @@ class JobAsked:
         _text(self.prompt, "prompt")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProviderStateChanged:
     """One provider's state in one job."""
 
@@ -112,7 +115,7 @@ class ProviderStateChanged:
         _text(self.detail, "detail")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QuorumOutcome:
     """A job's quorum was reached (``text`` is the agreed answer) or can no longer be."""
 
@@ -133,7 +136,7 @@ class QuorumOutcome:
         _amount(self.elapsed_ms, "elapsed_ms")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Payment:
     """Millisats that came in (a provider's invoice was paid) or went out (we paid one)."""
 
@@ -150,7 +153,7 @@ class Payment:
         _name(self.peer, "peer", empty=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestServed:
     """One request answered by a backend: how long it took, its HTTP status, and its error
     class (``""`` when it succeeded)."""
