@@ -185,10 +185,15 @@ class DashboardAccess:
                 raise AccessDenied(403, "missing or wrong CSRF token", "csrf")
 
     def same_origin(self, headers: Mapping[str, str]) -> None:
-        """Refuse a browser request that another site made (login CSRF, forged actions)."""
+        """Refuse a browser request that another site made (login CSRF, forged actions). A
+        browser that sends ``Sec-Fetch-Site`` (all current ones) is taken at its word, which
+        holds behind a proxy that rewrites ``Host``; an older one's ``Origin`` must name the
+        ``Host`` it asked."""
         site = headers.get("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            raise AccessDenied(403, "cross-site requests are refused", "cross_site")
+        if site is not None:
+            if site not in ("same-origin", "none"):
+                raise AccessDenied(403, "cross-site requests are refused", "cross_site")
+            return
         origin = headers.get("origin")
         if origin is not None and urlsplit(origin).netloc != headers.get("host", ""):
             raise AccessDenied(403, "cross-origin requests are refused", "cross_site")

@@ -202,8 +202,10 @@ class DashboardApp:
                 return self._session(request) if get else self._not_allowed("GET")
             if rest == "/snapshot":
                 return self._snapshot(request) if get else self._not_allowed("GET")
-            if rest == "/events":
-                return await self._events(request) if get else self._not_allowed("GET")
+            if rest == "/events":  # GET only: a HEAD would hold a stream open for nothing
+                if method != "GET":
+                    return self._not_allowed("GET")
+                return await self._events(request)
             if rest == "/login":
                 return self._login(request) if method == "POST" else self._not_allowed("POST")
             if rest == "/logout":

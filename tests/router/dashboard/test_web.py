@@ -95,6 +95,8 @@ async def test_page_and_files_are_served_from_the_package() -> None:
                 assert r.status == 404, path
         async with s.post(base + "/dashboard/") as r:
             assert r.status == 405 and r.headers["Allow"] == "GET"
+        async with s.head(base + "/dashboard/events") as r:
+            assert r.status == 405
 
 
 async def test_the_event_stream_starts_with_a_snapshot_then_sends_changes() -> None:
