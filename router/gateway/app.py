@@ -2,7 +2,8 @@
 
 Endpoints: ``GET /healthz``, ``GET /v1/models`` (and ``/v1/models/{id}``),
 ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
-``GET /v1/usage``, ``GET /metrics``.
+``GET /v1/usage``, ``GET /metrics``; the live dashboard under ``/dashboard/``
+(router/dashboard, docs/dashboard.md).
 
 The request path is kept short: a lean HTTP/1.1 server (:mod:`.http_server`, on httptools),
 hand-written parsing, one ``json.dumps`` per answer, the model list pre-serialized after each
@@ -27,6 +28,8 @@ from urllib.parse import unquote
 
 from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
+from ..dashboard import DashboardAccess, DashboardApp, DashboardHub
+from ..dashboard.sources import gateway_probe
 from ..errors import (
     BackendError,
     BackendNotFound,
@@ -201,6 +204,21 @@ class Gateway:
             "/metrics": ("GET", self._metrics),
         }
         self._rebuild_models()
+        #: The live dashboard at /dashboard (docs/dashboard.md): admin only once keys exist.
+        self.dashboard_hub = DashboardHub(
+            title="swarm serve",
+            panels=("jobs", "money", "latency", "traffic", "breakers", "keys")
+            if self.swarm is not None
+            else ("latency", "traffic", "breakers", "keys"),
+        )
+        self.dashboard = DashboardApp(
+            self.dashboard_hub,
+            DashboardAccess(
+                lambda: self.config.admin.key if self.config.admin is not None else None,
+                require_key=lambda: self.keys.enabled,
+            ),
+            probes=[gateway_probe(self)],
+        )
 
     # --- application -----------------------------------------------------------------------
 
@@ -220,6 +238,8 @@ class Gateway:
             return await self._get_model(request)
         if self.admin is not None and path.startswith("/admin/"):
             return await self.admin.handle(request)
+        if path.startswith("/dashboard") and self.dashboard.owns(path):
+            return await self.dashboard.handle(request)
         return self._unknown(request)
 
     # --- CORS ----------------------------------------------------------------------------------
@@ -400,6 +420,7 @@ class Gateway:
         server = self._server
         if server is not None:
             await server.close()
+        await self.dashboard.close()  # its event streams end; they hold no request in flight
         self.draining.set()
         finished = True
         if self._in_flight:
