@@ -91,3 +91,37 @@ async def test_back_to_back_streams_use_one_connection() -> None:
         for _ in range(3):
             assert "".join([c.text async for c in backend.stream_chunks("m", "x", 10)]) == "a b c"
         assert up.stream_calls == 3 and len(up.peers) == 1
+
+
+CHAT_ANSWER = (
+    b'{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+)
+
+
+async def test_a_completion_is_not_sent_twice_when_a_reused_connection_drops() -> None:
+    """The upstream takes the second completion on the kept-alive connection and hangs up
+    without answering: a paid upstream may have billed it, so it is not sent again."""
+    from router.errors import BackendError
+    from tests.support.raw_server import RawServer as Raw
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await srv.read(r, i)
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(CHAT_ANSWER), CHAT_ANSWER)
+        )
+        await w.drain()
+        await srv.read(r, i)  # and hang up
+
+    async with Raw(script) as srv, OpenAICompatBackend(srv.url, models=["m"]) as backend:
+        assert (await backend.complete("m", "x", 5)).text == "hi"
+        try:
+            await asyncio.wait_for(backend.complete("m", "x", 5), 5)
+        except BackendError as exc:
+            assert "not sent again" in str(exc)
+        else:
+            raise AssertionError("the dropped completion did not fail")
+        assert [h[:5] for _, h in srv.heads] == [b"POST ", b"POST "]
+        assert srv.accepted == 1
