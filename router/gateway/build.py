@@ -40,6 +40,7 @@ def _openai(b: OpenAIBackendConfig, timeout_s: float | None) -> LmBackend:
         headers=_upstream_headers(b),
         timeout_s=timeout_s,
         drop_params=b.drop_params,
+        transport=b.transport,
     )
 
 
@@ -92,6 +93,10 @@ def build_backend(b: Any, default_timeout_s: float | None) -> tuple[Served, Back
         raise ConfigError(
             f"backends.{b.name}.type", f"backend type {b.type!r} is not available: {exc}"
         ) from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # what the backend itself refuses (a header it sets, ...)
+        raise ConfigError(f"backends.{b.name}", str(exc)) from None
     options = b.options()
     if isinstance(b, (OpenAIBackendConfig, OllamaBackendConfig)):
         # HTTP backends enforce the timeout on their own requests; a router timer on top

@@ -106,7 +106,7 @@ def answer_headers(headers: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, 
     return out, close
 
 
-def _error_body(status: int, message: str, code: str) -> bytes:
+def error_body(status: int, message: str, code: str) -> bytes:
     kind = "invalid_request_error" if status < 500 else "server_error"
     err = {"message": message, "type": kind, "param": None, "code": code}
     return json.dumps({"error": err}).encode()
@@ -114,7 +114,7 @@ def _error_body(status: int, message: str, code: str) -> bytes:
 
 def _error_answer(status: int, message: str, code: str) -> bytes:
     """A whole error answer that closes the connection."""
-    body = _error_body(status, message, code)
+    body = error_body(status, message, code)
     extra = f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     return _head(status, [("Content-Type", "application/json")], extra) + body
 
@@ -537,7 +537,7 @@ class HttpConnection(asyncio.Protocol):
                     self._streaming = None
                     self._reset()  # the client must see a cut answer, not a complete one
                     break
-                response = _internal_error()
+                response = internal_error()
             keep = request.keep_alive and not self.closing and not self._server.closing
             stream = self._streaming
             self._streaming = None
@@ -548,7 +548,7 @@ class HttpConnection(asyncio.Protocol):
                 keep = self._write(request, response, keep)
             else:
                 log.error("%s %s: the app gave no answer", request.method, request.path)
-                keep = self._write(request, _internal_error(), keep)
+                keep = self._write(request, internal_error(), keep)
             transport = self.transport
             if transport is None or transport.is_closing():
                 break
@@ -573,7 +573,7 @@ class HttpConnection(asyncio.Protocol):
             )
         except HeaderError as exc:
             log.error("%s %s: answer refused: %s", request.method, request.path, exc)
-            response = _internal_error()
+            response = internal_error()
             body = response.body
             items, close = [("Content-Type", "application/json")], False
         keep = keep and not close
@@ -709,9 +709,9 @@ class _HeadTooLarge(Exception):
     """Raised in a parser callback: the request head passed the limit."""
 
 
-def _internal_error() -> HttpResponse:
+def internal_error() -> HttpResponse:
     return HttpResponse(
-        _error_body(500, "Internal error in the gateway", "internal_error"),
+        error_body(500, "Internal error in the gateway", "internal_error"),
         500,
         {"Content-Type": "application/json"},
     )
@@ -821,4 +821,6 @@ __all__ = [
     "ResponseStream",
     "StreamStarter",
     "answer_headers",
+    "error_body",
+    "internal_error",
 ]
