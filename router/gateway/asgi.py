@@ -305,21 +305,24 @@ class AsgiApp:
 
 
 class GatewayAsgi(AsgiApp):
-    """A :class:`~.app.Gateway` for ``config`` as an ASGI application. The gateway is built
-    and opened at lifespan startup (in the ASGI server's event loop) and stopped at shutdown."""
+    """A :class:`~.app.Gateway` for ``config`` as an ASGI application. The gateway (``gateway``
+    when given, else one built from ``config`` in the ASGI server's event loop) is opened at
+    lifespan startup and stopped at shutdown."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, gateway: Gateway | None = None) -> None:
         srv = config.server
         super().__init__(
             None, max_body_bytes=srv.max_body_bytes, max_head_bytes=srv.max_header_bytes
         )
         self.config = config
+        self._built = gateway
         self.gateway: Gateway | None = None
 
     async def startup(self) -> None:
         from .app import Gateway
 
-        gw = Gateway(self.config)
+        gw = self._built or Gateway(self.config)
+        self._built = None
         try:
             await gw.open()
         except BaseException:

@@ -161,3 +161,31 @@ async def test_a_failing_startup_is_reported_to_the_server() -> None:
 
     await Failing(None)({"type": "lifespan"}, receive, send)
     assert sent == [{"type": "lifespan.startup.failed", "message": "no backends"}]
+
+
+async def test_swarm_serve_on_uvicorn_answers_and_stops_cleanly(tmp_path: Any) -> None:
+    import signal
+    import sys
+
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(
+        "refresh_interval: 0\nbackends:\n  - name: alpha\n    type: mock\n    models: [m1]\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "client.cli", "serve", "--config", str(cfg), "--port", "0"),
+        *("--server", "uvicorn"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        url = line.split("listening on ")[1].split()[0]
+        async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
