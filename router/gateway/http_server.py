@@ -9,9 +9,10 @@ ways, and a graceful close.
 Limits (each answered with a JSON error and the connection closed, never with a crash):
 the request head (line and headers) over ``max_head_bytes`` -> 431; a body over ``max_body_bytes``
 -> 413 (as soon as Content-Length says so, or while reading a chunked body); bytes that are not
-HTTP -> 400. A request asking to ``Upgrade`` (or ``CONNECT``) gets an ordinary answer (the
-gateway's is an error), then the connection closes. Idle keep-alive connections close after
-``keepalive_s``; a request head must arrive within that time too (slow-loris).
+HTTP -> 400. A WebSocket upgrade or a ``CONNECT`` is refused (501) without the app seeing it; a
+request asking to ``Upgrade`` to anything else (h2c) gets an ordinary HTTP/1.1 answer, then the
+connection closes. HTTP/1.0 connections close after their answer. Idle keep-alive connections
+close after ``keepalive_s``; a request head must arrive within that time too (slow-loris).
 
 The application is one coroutine ``app(request) -> HttpResponse | None``. To stream, it calls
 ``await request.stream(status, headers)`` and writes to the :class:`ResponseStream` it gets, then
@@ -454,7 +455,14 @@ class HttpConnection(asyncio.Protocol):
         parser = self._parser
         self._method = parser.get_method().decode("ascii", "replace")
         self._version = parser.get_http_version()
-        self._keep_alive = parser.should_keep_alive()
+        self._keep_alive = parser.should_keep_alive() and self._version == "1.1"
+        if parser.should_upgrade():
+            if self._method == "CONNECT":
+                self._refuse(501, "CONNECT is not supported", "not_implemented")
+                return
+            if "websocket" in self._headers.get("upgrade", "").lower():
+                self._refuse(501, "WebSocket is not supported", "not_implemented")
+                return
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._limits.max_body:
             self._refuse_body(int(length))
@@ -483,8 +491,9 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_head = True  # what follows is the next request's head
         self._continue = False
-        if self._refusal is not None:  # refused while earlier requests are being answered
-            return
+        transport = self.transport
+        if self._refusal is not None or transport is None or transport.is_closing():
+            return  # refused (now, or after the answers in progress)
         if self._discard:
             self._close()
             return
@@ -580,8 +589,6 @@ class HttpConnection(asyncio.Protocol):
         extra = f"Content-Length: {len(body)}\r\n"
         if not keep:
             extra += "Connection: close\r\n"
-        elif request.version == "1.0":
-            extra += "Connection: keep-alive\r\n"
         head = _head(response.status, items, extra + "\r\n")
         if request.method == "HEAD" or not body:
             transport.write(head)

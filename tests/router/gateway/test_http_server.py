@@ -183,19 +183,22 @@ async def test_head_over_the_limit_is_431_and_malformed_is_400() -> None:
         assert await closed(reader)
 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-        )
+        writer.write(b"GET /h2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
         status, headers, body = await read_answer(reader)  # answered as plain HTTP, then closed
-        assert status == 200 and json.loads(body)["path"] == "/ws"
+        assert status == 200 and json.loads(body)["path"] == "/h2"
         assert headers["connection"] == "close"
         assert await closed(reader)
 
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        _, headers, body = await read_answer(reader)
-        assert json.loads(body)["method"] == "CONNECT" and headers["connection"] == "close"
-        assert await closed(reader)
+        for refused in (  # protocols we never speak: refused before the app sees them
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(refused)
+            status, headers, body = await read_answer(reader)
+            assert status == 501 and json.loads(body)["error"]["code"] == "not_implemented"
+            assert headers["connection"] == "close"
+            assert await closed(reader)
 
         # none of that hurt the server
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
