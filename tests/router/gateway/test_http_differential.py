@@ -152,7 +152,10 @@ class Outcome:
 class Conn:
     """One client connection to one server, as a case drives it."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, app: Echo
+    ) -> None:
+        self.app = app
         self.r = reader
         self.w = writer
         self.parsed = _Reader()
@@ -246,13 +249,13 @@ async def run(case: Case, serve: Callable[[Echo], AsyncIterator[int]]) -> Outcom
     app = Echo()
     async with serve(app) as port:  # type: ignore[attr-defined]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        conn = Conn(reader, writer)
+        conn = Conn(reader, writer, app)
         await case(conn)
         state = await conn.state()
         writer.close()
         # the server is still fine for a new client
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        check = Conn(reader, writer)
+        check = Conn(reader, writer, app)
         await check.send(b"GET /alive HTTP/1.1\r\nHost: x\r\n\r\n")
         await check.answers(1)
         assert [a.status for a in check.parsed.done] == [200], "the server is hurt"
@@ -461,7 +464,13 @@ async def idle_past_keepalive(c: Conn) -> None:
         c.eof = True
 
 
+async def head_never_ends(c: Conn) -> None:
+    await c.send(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and nothing more (slow-loris)
+    await c.answers(1)
+
+
 KEEP_ALIVE = {
+    "a head that never ends": head_never_ends,
     "HTTP/1.1 stays open": sends(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n"),
     "Connection: close": sends(b"GET /k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
     "HTTP/1.0": sends(b"GET /k HTTP/1.0\r\n\r\n"),
@@ -491,6 +500,7 @@ async def aborts_mid_stream(c: Conn) -> None:
     await c.send(b"GET /stream-forever HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.wait_for(c.r.readuntil(b"\r\n\r\n"), ANSWER_WAIT_S)
     await c.close(abort=True)
+    await asyncio.wait_for(c.app.left.wait(), ANSWER_WAIT_S)  # the app learns of it
 
 
 EARLY_CLOSE = {
