@@ -204,7 +204,11 @@ class AiohttpPool:
                 limit=self.max_connections, limit_per_host=self.max_connections
             )
             session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, headers=self._fixed
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._fixed,
+                # as Http1Pool: answers arrive uncompressed (and are read as they are)
+                skip_auto_headers=("Accept-Encoding",),
             )
             self._sessions[loop] = session
         return session

@@ -150,3 +150,25 @@ async def test_both_transports_complete_and_stream(transport: Literal["http1", "
 def test_an_unknown_transport_is_refused() -> None:
     with pytest.raises(ValueError, match="transport"):
         OpenAICompatBackend("http://127.0.0.1:1", transport="curl")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transport", ["http1", "aiohttp"])
+async def test_no_transport_asks_for_compression(transport: Literal["http1", "aiohttp"]) -> None:
+    """Answers are read as they arrive: neither client may invite a gzip body it would not
+    undo."""
+    from tests.support.raw_server import RawServer as Raw
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await srv.read(r, i)
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(CHAT_ANSWER), CHAT_ANSWER)
+        )
+        await w.drain()
+
+    async with (
+        Raw(script) as srv,
+        OpenAICompatBackend(srv.url, models=["m"], transport=transport) as backend,
+    ):
+        assert (await backend.complete("m", "x", 5)).text == "hi"
+        assert b"accept-encoding" not in srv.heads[0][1].lower()
