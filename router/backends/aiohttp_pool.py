@@ -64,6 +64,8 @@ class AiohttpStreamAnswer:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
         except aiohttp.ClientError as exc:
+            if isinstance(exc, TimeoutError):  # aiohttp's read timeout is both
+                raise
             raise UpstreamClosed(f"{self._origin}: {exc}") from exc
 
     async def read(self) -> bytes:
@@ -128,6 +130,8 @@ class _StreamContext:
                 auto_decompress=False,
             )
         except aiohttp.ClientError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
             raise Http1Error(f"{pool.root}: {exc}") from exc
         return AiohttpStreamAnswer(
             self._resp, pool.root, pool.max_line_bytes, pool.max_response_bytes
@@ -257,6 +261,8 @@ class AiohttpPool:
                 data = parts[0] if len(parts) == 1 else b"".join(parts)
                 return AiohttpAnswer(resp.status, resp.headers, data)
         except aiohttp.ClientError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
             raise Http1Error(f"{self.root}: {exc}") from exc
 
     def stream(

@@ -68,10 +68,9 @@ class _Exchange:
     """One request's way back to the ASGI server: starts its stream, watches for the client
     leaving once it streams."""
 
-    __slots__ = ("gone", "method", "receive", "send", "started", "stream", "watch")
+    __slots__ = ("gone", "receive", "send", "started", "stream", "watch")
 
-    def __init__(self, method: str, receive: Receive, send: Send) -> None:
-        self.method = method
+    def __init__(self, receive: Receive, send: Send) -> None:
         self.receive = receive
         self.send = send
         self.started = False
@@ -206,7 +205,8 @@ class AsgiApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self.app
         if app is None:
-            await self._send_error(send, *_error(503, "The gateway is starting", "starting"))
+            message = "The gateway is starting or stopping"
+            await self._send_error(send, *_error(503, message, "unavailable"))
             return
         headers: dict[str, str] = {}
         head = 0
@@ -255,7 +255,7 @@ class AsgiApp:
         version = scope.get("http_version", "1.1")
         keep_alive = "close" not in headers.get("connection", "").lower() and version != "1.0"
         method = scope["method"]
-        exchange = _Exchange(method, receive, send)
+        exchange = _Exchange(receive, send)
         request = HttpRequest(method, target, headers, body, version, keep_alive, exchange)
         try:
             try:

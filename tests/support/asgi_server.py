@@ -37,3 +37,42 @@ async def uvicorn_serving(app: Any, http: str = "httptools", **options: Any) -> 
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()
+
+
+@asynccontextmanager
+async def granian_serving(app: Any) -> AsyncIterator[int]:
+    """Serve ``app`` on granian's embedded server (lifespan on); yields the port once the
+    app's startup is done."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.embed import Server
+
+    with socket.socket() as probe:  # granian binds by number
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = asyncio.Event()
+    startup = app.startup
+
+    async def announced() -> None:
+        await startup()
+        started.set()
+
+    app.startup = announced
+    server = Server(
+        app,
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_level="error",  # type: ignore[arg-type]
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        yield port
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 10)
+
+
+SERVERS = {"uvicorn": uvicorn_serving, "granian": granian_serving}

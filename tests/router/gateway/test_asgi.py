@@ -1,6 +1,7 @@
-"""The ASGI adapter (router/gateway/asgi.py) on uvicorn: the whole gateway (completions, a
-stream, errors, lifespan), and the HTTP rules it shares with the built-in server (limits,
-refused answer headers, a client leaving mid-stream, a failure after the stream started)."""
+"""The ASGI adapter (router/gateway/asgi.py) on uvicorn and granian: the whole gateway
+(completions, a stream, errors, lifespan, `swarm serve --server`), and the HTTP rules it shares
+with the built-in server (limits, refused answer headers, a client leaving mid-stream, a failure
+after the stream started)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from router.gateway.asgi import AsgiApp, GatewayAsgi, app_from_env
 from router.gateway.config import parse_config
 from router.gateway.http_server import HttpRequest, HttpResponse
-from tests.support.asgi_server import uvicorn_serving
+from tests.support.asgi_server import SERVERS, uvicorn_serving
 from tests.support.gateway import config
 
 from .test_http_server import closed, read_answer
@@ -29,9 +30,10 @@ SETUP: dict[str, Any] = {
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
 
-async def test_the_gateway_on_uvicorn_answers_and_streams() -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_the_gateway_on_an_asgi_server_answers_and_streams(server: str) -> None:
     app = GatewayAsgi(parse_config(config(SETUP), env={}))
-    async with uvicorn_serving(app) as port, aiohttp.ClientSession() as http:
+    async with SERVERS[server](app) as port, aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{port}"
         async with http.get(base + "/healthz") as r:
             assert r.status == 200
@@ -92,9 +94,10 @@ class Probe:
         return HttpResponse(body, 200, {"Content-Type": "application/json"})
 
 
-async def test_a_client_leaving_mid_stream_is_seen_by_the_app() -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_a_client_leaving_mid_stream_is_seen_by_the_app(server: str) -> None:
     probe = Probe()
-    async with uvicorn_serving(AsgiApp(probe)) as port:
+    async with SERVERS[server](AsgiApp(probe)) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /stream-forever HTTP/1.1\r\nHost: x\r\n\r\n")
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), T)
@@ -102,8 +105,9 @@ async def test_a_client_leaving_mid_stream_is_seen_by_the_app() -> None:
         assert isinstance(await asyncio.wait_for(probe.left, T), ConnectionResetError)
 
 
-async def test_a_failure_after_the_stream_started_truncates_the_body() -> None:
-    async with uvicorn_serving(AsgiApp(Probe())) as port:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_a_failure_after_the_stream_started_truncates_the_body(server: str) -> None:
+    async with SERVERS[server](AsgiApp(Probe())) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /stream-fails HTTP/1.1\r\nHost: x\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), T)
@@ -163,7 +167,10 @@ async def test_a_failing_startup_is_reported_to_the_server() -> None:
     assert sent == [{"type": "lifespan.startup.failed", "message": "no backends"}]
 
 
-async def test_swarm_serve_on_uvicorn_answers_and_stops_cleanly(tmp_path: Any) -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_swarm_serve_on_an_asgi_server_answers_and_stops_cleanly(
+    server: str, tmp_path: Any
+) -> None:
     import signal
     import sys
 
@@ -174,12 +181,13 @@ async def test_swarm_serve_on_uvicorn_answers_and_stops_cleanly(tmp_path: Any) -
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "client.cli", "serve", "--config", str(cfg), "--port", "0"),
-        *("--server", "uvicorn"),
+        *("--server", server),
         stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert "listening on" in line, line
         url = line.split("listening on ")[1].split()[0]
         async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as r:
             assert r.status == 200
