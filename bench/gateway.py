@@ -1,14 +1,21 @@
-"""What the gateway adds: the same chat completion requests sent to a fake OpenAI-compatible
-upstream directly and through `swarm serve`, in one run, at concurrency 1 and 64.
+"""What the gateway adds, and which HTTP layers it should run on: the same chat completion
+requests sent to a fake OpenAI-compatible upstream directly and through the full gateway on each
+HTTP stack, in one run, at concurrency 1 and 64.
 
     python bench/gateway.py [--requests 2000] [--loop auto|asyncio|uvloop]
 
-Three processes: the upstream (a minimal aiohttp server answering a fixed completion), the gateway
-(`swarm serve` pointed at it), and this client (aiohttp). Direct and gateway rounds alternate so
-machine load affects both alike. Prints per-request latency p50/p99 both ways, the latency the
-gateway adds, and throughput both ways. Targets: <= 0.5 ms added at p50 (concurrency 1);
-gateway throughput >= 50% of direct (concurrency 64); /healthz within 100 ms while 2,000 slow
-clients hold connections.
+Processes: the upstream (a minimal aiohttp server answering a fixed completion); the gateway on
+our own HTTP layers (`swarm serve --server builtin`: router/gateway/http_server.py, and
+router/backends/http1.py to the upstream); the same gateway through the ASGI adapter
+(router/gateway/asgi.py) on uvicorn (uvloop, httptools) and on granian, both with the aiohttp
+client to the upstream (`transport: aiohttp`); optionally a minimal aiohttp pass-through proxy
+(reference) and LiteLLM's proxy; and this client (aiohttp). Rounds alternate between them so
+machine load affects all alike. Prints per-request latency p50/p99, the latency each adds,
+throughput and CPU per request; then the ratio of our stack's throughput to the best library
+stack's at concurrency 64 against the rule of issue 18: our own layers stay only where they are
+at least 1.5x the best library stack. Targets: <= 0.5 ms added at p50 (concurrency 1); gateway
+throughput >= 50% of direct (concurrency 64); /healthz within 100 ms while 2,000 slow clients
+hold connections.
 """
 
 from __future__ import annotations
@@ -203,6 +210,72 @@ def _start_litellm(upstream: str) -> tuple[subprocess.Popen[str], str] | None:
     return proc, f"http://127.0.0.1:{port}"
 
 
+#: The rule of issue 18: our own HTTP layers stay only where they beat the best library stack
+#: by this much at concurrency 64.
+KEEP_OURS_RATIO = 1.5
+
+
+def _start_asgi(server: str, config: str, loop: str) -> tuple[subprocess.Popen[str], str] | None:
+    """The gateway for ``config`` through the ASGI adapter on ``server`` (uvicorn or granian),
+    or None when that server is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(server) is None:
+        print(f"{server}: not installed (pip install -e '.[dev]' adds it)")
+        return None
+    port = _free_port()
+    target = "router.gateway.asgi:app_from_env"
+    use_uvloop = loop != "asyncio" and importlib.util.find_spec("uvloop") is not None
+    if server == "uvicorn":
+        cmd = [
+            *("-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port)),
+            *("--loop", "uvloop" if use_uvloop else "asyncio", "--http", "httptools"),
+            *("--lifespan", "on", "--no-access-log", "--log-level", "warning"),
+            *("--timeout-keep-alive", "75"),
+        ]
+    else:
+        cmd = [
+            *("-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1"),
+            *("--port", str(port), "--workers", "1", "--http", "1", "--no-ws"),
+            *("--loop", "uvloop" if use_uvloop else "asyncio", "--log-level", "warning"),
+            target,
+        ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SWARM_GATEWAY_CONFIG": config}
+    log_path = Path(tempfile.gettempdir()) / f"bench-{server}-{port}.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, *cmd],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    if not _wait_healthy(proc, url, 60):
+        proc.kill()
+        print(f"{server}: did not start (see {log_path})")
+        return None
+    return proc, url
+
+
+def _wait_healthy(proc: subprocess.Popen[str], url: str, within_s: float) -> bool:
+    """Poll ``url``/healthz until it answers 200 (another process's start-up: nothing here
+    to await)."""
+    import urllib.request
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def _free_port() -> int:
     import socket
 
@@ -238,18 +311,35 @@ async def _run(
     return latencies, n / (perf() - start)
 
 
-def _cpu_s(pid: int) -> float:
-    """User+system CPU seconds a process has used so far (Linux /proc)."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
+        return None
+
+
+def _cpu_s(pid: int) -> float:
+    """User+system CPU seconds a process and its live children (granian's worker) have used
+    so far (Linux /proc)."""
+    fields = _stat(pid)
+    if fields is None:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = int(fields[11]) + int(fields[12])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != pid:
+            child = _stat(int(entry.name))
+            if child is not None and int(child[1]) == pid:
+                total += int(child[11]) + int(child[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+GATEWAYS = ("gateway", "gw-uvicorn", "gw-granian")
+LIBRARY_STACKS = ("gw-uvicorn", "gw-granian")
 
 
 async def _bench(urls: dict[str, str], requests: int, rounds: int, pids: dict[str, int]) -> None:
@@ -280,7 +370,7 @@ async def _bench(urls: dict[str, str], requests: int, rounds: int, pids: dict[st
         thr = {k: statistics.median(v) for k, v in rps.items()}
         print(f"concurrency {concurrency}")
         print(
-            f"  {'':10}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}"
+            f"  {'':12}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}"
             f"{'+p50 ms':>9}{'+p99 ms':>9}{'vs direct':>10}{'CPU us/req':>11}"
         )
         for name in targets:
@@ -290,17 +380,52 @@ async def _bench(urls: dict[str, str], requests: int, rounds: int, pids: dict[st
             ratio = f"{thr[name] / thr['direct']:10.0%}"
             cpu_txt = f"{per_req:11.0f}" if name in pids else f"{'':11}"
             print(
-                f"  {name:10}{p50[name]:9.3f}{p99[name]:9.3f}{thr[name]:8.0f}"
+                f"  {name:12}{p50[name]:9.3f}{p99[name]:9.3f}{thr[name]:8.0f}"
                 f"{added:>9}{added99:>9}{ratio}{cpu_txt}"
             )
-        added50 = p50["gateway"] - p50["direct"]
-        ratio = thr["gateway"] / thr["direct"]
-        if concurrency == 1:
-            verdict = "meets" if added50 <= 0.5 else "MISSES"
-            print(f"  gateway adds {added50:.3f} ms at p50: target <= 0.5 ms -> {verdict}\n")
-        else:
-            verdict = "meets" if ratio >= 0.5 else "MISSES"
-            print(f"  gateway throughput {ratio:.0%} of direct: target >= 50% -> {verdict}\n")
+        for gw in (g for g in GATEWAYS if g in targets):
+            added50 = p50[gw] - p50["direct"]
+            ratio = thr[gw] / thr["direct"]
+            if concurrency == 1:
+                verdict = "meets" if added50 <= 0.5 else "MISSES"
+                print(f"  {gw} adds {added50:.3f} ms at p50: target <= 0.5 ms -> {verdict}")
+            else:
+                verdict = "meets" if ratio >= 0.5 else "MISSES"
+                print(f"  {gw} throughput {ratio:.0%} of direct: target >= 50% -> {verdict}")
+        print()
+        if concurrency == 64:
+            per_req = {k: cpu[k] / max(1, sent[k]) * 1e6 for k in targets if k in pids}
+            _decide(thr, per_req, rps)
+
+
+def _decide(
+    thr: dict[str, float], cpu_us: dict[str, float], rounds: dict[str, list[float]]
+) -> None:
+    """The HTTP decision of issue 18, from this run's concurrency-64 throughput."""
+    stacks = {k: v for k, v in thr.items() if k in LIBRARY_STACKS}
+    if "gateway" not in thr or not stacks:
+        print("HTTP decision: needs the gateway and at least one library stack in the run")
+        return
+    best = max(stacks, key=lambda k: stacks[k])
+    ratio = thr["gateway"] / stacks[best]
+    verdict = (
+        "keep our HTTP layers"
+        if ratio >= KEEP_OURS_RATIO
+        else "serve the gateway on the library stack"
+    )
+    wins = sum(
+        o / b >= KEEP_OURS_RATIO for o, b in zip(rounds["gateway"], rounds[best], strict=True)
+    )
+    print(
+        f"HTTP decision at concurrency 64: ours {thr['gateway']:.0f} req/s, best library stack "
+        f"{best} {stacks[best]:.0f} req/s (medians of the rounds): ours / best = {ratio:.2f}x; "
+        f"rule >= {KEEP_OURS_RATIO}x -> {verdict}"
+    )
+    print(
+        f"  round by round, ours / {best} >= {KEEP_OURS_RATIO}x in {wins} of "
+        f"{len(rounds['gateway'])}; CPU per request: ours {cpu_us.get('gateway', 0):.0f} us, "
+        f"{best} {cpu_us.get(best, 0):.0f} us\n"
+    )
 
 
 async def _flood(url: str, slow: int = 2000, probes: int = 50) -> None:
@@ -345,6 +470,11 @@ def main() -> int:
     ap.add_argument(
         "--no-litellm", action="store_true", help="leave out LiteLLM's proxy even if installed"
     )
+    ap.add_argument(
+        "--no-library",
+        action="store_true",
+        help="leave out the gateway on uvicorn and granian (and so the HTTP decision)",
+    )
     ap.add_argument("--upstream-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--proxy-only", metavar="UPSTREAM", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -369,13 +499,18 @@ def main() -> int:
             procs.append(ref)
             urls["reference"] = line.strip()
             pids["reference"] = ref.pid
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            f.write(
-                "refresh_interval: 0\n"
-                f"backends:\n  - name: upstream\n    url: {urls['direct']}\n"
-                "    rate_limit: {max_concurrent: 1000}\n"
-            )
-            cfg = f.name
+
+        def write_config(transport: str) -> str:
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                f.write(
+                    "refresh_interval: 0\n"
+                    f"backends:\n  - name: upstream\n    url: {urls['direct']}\n"
+                    f"    transport: {transport}\n"
+                    "    rate_limit: {max_concurrent: 1000}\n"
+                )
+                return f.name
+
+        cfg = write_config("http1")
         if not args.no_litellm:
             started = _start_litellm(urls["direct"])
             if started is not None:
@@ -383,17 +518,29 @@ def main() -> int:
                 urls["litellm"] = started[1]
                 pids["litellm"] = started[0].pid
         serve = [sys.executable, "-m", "client.cli", "serve", "--config", cfg, "--port", "0"]
-        gw, line = _start([*serve, "--loop", args.loop], "listening on")
+        gw, line = _start([*serve, "--loop", args.loop, "--server", "builtin"], "listening on")
         procs.append(gw)
         urls["gateway"] = line.split("listening on ")[1].split()[0]
         pids["gateway"] = gw.pid
+        if not args.no_library:
+            library_cfg = write_config("aiohttp")
+            for server in ("uvicorn", "granian"):
+                started = _start_asgi(server, library_cfg, args.loop)
+                if started is not None:
+                    procs.append(started[0])
+                    urls[f"gw-{server}"] = started[1]
+                    pids[f"gw-{server}"] = started[0].pid
         loop_name = "uvloop" if factory is not None else "asyncio"
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"event loop: {loop_name}; {os.cpu_count()} cores; load average before: {load}")
         print("direct: the fake upstream; reference: a minimal aiohttp pass-through proxy;")
         if "litellm" in urls:
             print("litellm: LiteLLM's proxy (bench/requirements-litellm.txt), one worker;")
-        print("gateway: swarm serve (parsing, routing, accounting, metrics)\n")
+        print("gateway: swarm serve on our HTTP layers (parsing, routing, accounting, metrics)")
+        if "gw-uvicorn" in urls or "gw-granian" in urls:
+            print("gw-uvicorn, gw-granian: the same gateway through the ASGI adapter on uvicorn")
+            print("  (uvloop, httptools) and on granian, aiohttp client to the upstream")
+        print()
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(_bench(urls, args.requests, args.rounds, pids))
             if not args.no_flood:

@@ -151,6 +151,9 @@ class OpenAIBackendConfig(_HttpBackendConfig):
     drop_params: list[str] = Field(
         default_factory=list, description="request parameters never sent to this upstream"
     )
+    transport: Literal["http1", "aiohttp"] = Field(
+        "http1", description="the HTTP client for this upstream: our own (http1) or aiohttp"
+    )
 
 
 class OllamaBackendConfig(_HttpBackendConfig):

@@ -41,6 +41,7 @@ def build_backend(
                 models=models,
                 headers=dict(cfg.headers),
                 drop_params=cfg.drop_params,
+                transport=cfg.transport,
                 **http_timeout,
             )
         else:

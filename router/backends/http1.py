@@ -5,6 +5,17 @@ cost more CPU per upstream call than the rest of the gateway's request path. It 
 send a request with a ready body to one origin and read the answer, reusing connections.
 It sends no ``Accept-Encoding`` (answers arrive uncompressed) and follows no redirects.
 
+Nothing is sent twice unless that is safe: a reused connection that the upstream closed before
+answering is retried once on a new connection only when no byte of the request went out, or the
+method is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE). A POST that may have reached the
+upstream fails with :class:`NotResent` instead (a paid upstream must not bill twice; the caller
+decides about asking again).
+
+Headers: the client owns Host, Content-Length and the connection's framing. Configured
+``headers`` may replace Host (a virtual host reached by address) and the default Content-Type;
+Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer and Expect are
+refused with a ValueError, as is any name that is not a token or a value with CR, LF or NUL.
+
 Timeouts: ``timeout_s`` bounds a whole non-streamed call (waiting for a free connection,
 connecting, sending, and reading the complete body). For streamed calls it bounds the time until
 the response headers, then separately each wait for more body bytes (a slow but live stream is
@@ -47,6 +58,8 @@ from urllib.parse import unquote, urlsplit
 import httptools
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# A streamed line (``iter_lines``) longer than this fails with LineTooLong.
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 # A streamed answer stops reading from the socket when this much is waiting for the consumer.
 STREAM_HIGH_WATER = 256 * 1024
 # A stream left before its end lingers (reads and drops the rest, then goes back to the pool) for
@@ -62,6 +75,21 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 _BAD_TARGET = re.compile(r"[^\x21-\x7e]")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# RFC 9110 9.2.2: sending one of these twice has the effect of sending it once.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Headers only the client sets: they frame the request or manage the connection.
+_CLIENT_OWNED = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+    }
+)
 
 
 class Http1Error(ConnectionError):
@@ -75,11 +103,25 @@ class ConnectFailed(Http1Error):
 
 class UpstreamClosed(Http1Error):
     """The connection ended before the answer was complete. ``before_answer`` says that not a
-    single response byte had arrived."""
+    single response byte had arrived; ``request_sent`` that the request (some of it at least)
+    went out."""
 
-    def __init__(self, message: str, *, before_answer: bool = False) -> None:
+    def __init__(
+        self, message: str, *, before_answer: bool = False, request_sent: bool = True
+    ) -> None:
         super().__init__(message)
         self.before_answer = before_answer
+        self.request_sent = request_sent
+
+
+class NotResent(UpstreamClosed):
+    """A request that is not idempotent (POST, PATCH) went out on a reused connection, and the
+    upstream closed it without answering: it may have been processed, so it is not sent
+    again."""
+
+
+class LineTooLong(Http1Error):
+    """A streamed line (``iter_lines``) is longer than ``max_line_bytes``."""
 
 
 class BadResponse(Http1Error):
@@ -258,6 +300,7 @@ class _Conn(asyncio.Protocol):
             self.error = UpstreamClosed(
                 f"{self.state.pool.origin}: connection closed before the request went out",
                 before_answer=True,
+                request_sent=False,
             )
             self.finished = True
             return
@@ -691,13 +734,17 @@ class StreamAnswer:
     """A streamed answer: ``status`` and ``headers`` are known, the body arrives as it comes.
     Read it with one of ``read()``, ``iter_chunks()`` or ``iter_lines()``."""
 
-    __slots__ = ("_conn", "_timeout", "headers", "status")
+    __slots__ = ("_conn", "_max_body", "_max_line", "_timeout", "headers", "status")
 
-    def __init__(self, conn: _Conn, timeout_s: float | None) -> None:
+    def __init__(
+        self, conn: _Conn, timeout_s: float | None, max_line_bytes: int, max_body_bytes: int
+    ) -> None:
         self.status = conn.status
         self.headers = Headers(conn.raw)
         self._conn = conn
         self._timeout = timeout_s
+        self._max_line = max_line_bytes
+        self._max_body = max_body_bytes
 
     async def _take(self) -> list[bytes] | None:
         """The body bytes that arrived since the last call (waiting for some), None at the end."""
@@ -725,9 +772,17 @@ class StreamAnswer:
                 conn.deadline = None  # the consumer's own time between reads does not count
 
     async def read(self) -> bytes:
-        """The rest of the body (no size cap: the caller chose to stream)."""
+        """The rest of the body, at most the pool's ``max_response_bytes`` (else
+        :class:`ResponseTooLarge`)."""
         parts: list[bytes] = []
+        size = 0
         while (chunks := await self._take()) is not None:
+            for chunk in chunks:
+                size += len(chunk)
+            if size > self._max_body:
+                raise ResponseTooLarge(
+                    f"{self._conn.state.pool.origin}: answer larger than {self._max_body} bytes"
+                )
             parts.extend(chunks)
         return b"".join(parts)
 
@@ -739,18 +794,31 @@ class StreamAnswer:
 
     async def iter_lines(self) -> AsyncIterator[bytes]:
         """Body lines without their ``\\n`` (or ``\\r\\n``), partial lines kept across chunks;
-        a last line without a newline comes at the end."""
+        a last line without a newline comes at the end. A line longer than the pool's
+        ``max_line_bytes`` raises :class:`LineTooLong`."""
         rest = b""
+        limit = self._max_line
         while (chunks := await self._take()) is not None:
             data = b"".join(chunks)
             if rest:
                 data = rest + data
             lines = data.split(b"\n")
             rest = lines.pop()
+            if len(rest) > limit:
+                self._too_long()
             for line in lines:
-                yield line[:-1] if line.endswith(b"\r") else line
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > limit:
+                    self._too_long()
+                yield line
         if rest:
             yield rest
+
+    def _too_long(self) -> None:
+        raise LineTooLong(
+            f"{self._conn.state.pool.origin}: a streamed line is longer than {self._max_line} bytes"
+        )
 
 
 class _StreamContext:
@@ -806,7 +874,8 @@ class Http1Pool:
     served, within their timeout. ``headers`` go out with every request (auth, user agent...);
     ``content_type`` with every request that has a body unless the call names its own.
     A reused connection that the upstream closed before sending any byte of the answer (the
-    keep-alive race) is retried once on a new connection; nothing else is retried.
+    keep-alive race) is retried once on a new connection when that is safe (see the module
+    docstring); nothing else is retried. ``max_line_bytes`` caps a line of ``iter_lines()``.
     ``linger_s`` bounds how long a stream left before its end may read the rest in the
     background (0: such a stream's connection is closed at once); see the module docstring.
     Each event loop gets its own connections; ``close()`` closes the current loop's.
@@ -824,6 +893,7 @@ class Http1Pool:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ssl_context: ssl.SSLContext | None = None,
         linger_s: float = LINGER_S,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -833,6 +903,8 @@ class Http1Pool:
             raise ValueError("timeout_s must be positive (or None for no limit)")
         if linger_s < 0:
             raise ValueError("linger_s must not be negative (0: streams left early are closed)")
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
         parts = urlsplit(root)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {root!r}")
@@ -861,15 +933,30 @@ class Http1Pool:
         self.connect_timeout_s = connect_timeout_s
         self.max_connections = max_connections
         self.max_response_bytes = max_response_bytes
-        all_headers = dict(headers or {})
-        lower = {k.lower() for k in all_headers}
-        if parts.username is not None and "authorization" not in lower:
+        self.max_line_bytes = max_line_bytes
+        all_headers: dict[str, str] = {}
+        host = authority
+        for name, value in (headers or {}).items():
+            lower = name.lower()
+            if lower in _CLIENT_OWNED:
+                raise ValueError(
+                    f"header {name!r} cannot be configured: the HTTP client sets it itself"
+                )
+            if lower == "host":  # a virtual host reached by address
+                _header_block({name: value})
+                host = value
+            elif lower == "content-type":  # the default for requests with a body
+                content_type = value
+            else:
+                all_headers[name] = value
+        lower_names = {k.lower() for k in all_headers}
+        if parts.username is not None and "authorization" not in lower_names:
             cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             all_headers["Authorization"] = "Basic " + base64.b64encode(cred.encode()).decode()
-        if "user-agent" not in lower:
+        if "user-agent" not in lower_names:
             all_headers["User-Agent"] = "nostr-swarm"
         # the constant part of every request head, built once
-        self._fixed = f"Host: {authority}\r\n".encode() + _header_block(all_headers)
+        self._fixed = _header_block({"Host": host}) + _header_block(all_headers)
         self._content_type = (
             _header_block({"Content-Type": content_type}) if content_type is not None else b""
         )
@@ -915,7 +1002,7 @@ class Http1Pool:
             err = conn.error
             if err is None:
                 break
-            conn = await self._after_failure(state, conn, err, fresh, deadline)
+            conn = await self._after_failure(state, conn, err, fresh, deadline, method)
             fresh = True
         chunks = conn.chunks
         answer = HttpAnswer(
@@ -967,14 +1054,25 @@ class Http1Pool:
         err: Exception,
         fresh: bool,
         deadline: float | None,
+        method: str,
     ) -> _Conn:
         """A new connection for the one retry of a reused connection that the upstream closed
-        before answering (it saw nothing, or dropped it unanswered); otherwise raise ``err``."""
-        retry = (
+        before answering, when sending again is safe (nothing went out, or the method is
+        idempotent); otherwise raise ``err`` (:class:`NotResent` for a request that may have
+        been processed)."""
+        unanswered = (
             not fresh and not state.closed and isinstance(err, UpstreamClosed) and err.before_answer
         )
+        retry = unanswered and (method in _IDEMPOTENT or not getattr(err, "request_sent", True))
         state.discard(conn, wake=not retry)
         if not retry:
+            if unanswered:
+                raise NotResent(
+                    f"{self.origin}: the upstream closed a reused connection after the {method} "
+                    "request went out, without answering; not sent again (it may have been "
+                    "processed)",
+                    before_answer=True,
+                ) from err
             raise err
         return await state.connect(deadline)
 
@@ -1005,10 +1103,10 @@ class Http1Pool:
             if conn.headers_done:
                 break
             assert conn.error is not None
-            conn = await self._after_failure(state, conn, conn.error, fresh, deadline)
+            conn = await self._after_failure(state, conn, conn.error, fresh, deadline, method)
             fresh = True
         conn.deadline = None  # from here the timeout bounds each wait for body bytes
-        return StreamAnswer(conn, self.timeout_s)
+        return StreamAnswer(conn, self.timeout_s, self.max_line_bytes, self.max_response_bytes)
 
     def _build(
         self,
@@ -1024,8 +1122,12 @@ class Http1Pool:
         extra = b""
         typed = False
         if headers:
+            for name in headers:
+                lower = name.lower()
+                if lower in _CLIENT_OWNED or lower == "host":
+                    raise ValueError(f"header {name!r} is set by the HTTP client itself")
+                typed = typed or lower == "content-type"
             extra = _header_block(headers)
-            typed = any(k.lower() == "content-type" for k in headers)
         if body:
             head = heads[0] if typed else heads[1]
             length = b"Content-Length: %d\r\n\r\n" % len(body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..errors import BackendError
@@ -19,6 +19,7 @@ from ..types import (
     prompt_text,
     to_messages,
 )
+from .aiohttp_pool import AiohttpPool, AiohttpStreamAnswer
 from .auth import BackendAuth, BasicAuth, BearerAuth, HeaderAuth, parse_auth
 from .base import LmBackend
 from .http1 import Http1Pool, StreamAnswer
@@ -72,6 +73,9 @@ class OpenAICompatBackend(LmBackend):
     Models come from ``models`` and/or are discovered from ``/v1/models`` (the router does this
     before its first request and when a model is not found; ``refresh_models()`` on demand).
     Connections are pooled (``max_connections``) per event loop; ``close()`` releases them.
+    ``transport`` picks the HTTP client: ``"http1"`` (:class:`~.http1.Http1Pool`, the default)
+    or ``"aiohttp"`` (:class:`~.aiohttp_pool.AiohttpPool`); both keep the same contract (a POST
+    is never sent twice, answers and streamed lines are capped).
 
     Every sampling option and passthrough field of the request is passed on unchanged (tools,
     logprobs, response_format, top_k, ...) except those named in ``drop_params``, for servers
@@ -101,6 +105,7 @@ class OpenAICompatBackend(LmBackend):
         expected_latency_ms: float = 1000.0,
         cost_per_1k_tokens_usd: float = 0.0,
         drop_params: list[str] | tuple[str, ...] = (),
+        transport: Literal["http1", "aiohttp"] = "http1",
     ) -> None:
         self.root = api_root(base_url)
         self.drop_params = frozenset(drop_params)
@@ -115,13 +120,17 @@ class OpenAICompatBackend(LmBackend):
         all_headers = dict(headers or {})
         if self.auth is not None:
             all_headers.update(self.auth.headers())
-        self._pool = Http1Pool(
+        if transport not in ("http1", "aiohttp"):
+            raise ValueError(f"transport must be 'http1' or 'aiohttp', not {transport!r}")
+        pool_type = Http1Pool if transport == "http1" else AiohttpPool
+        self._pool: Http1Pool | AiohttpPool = pool_type(
             self.root,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
             max_connections=max_connections,
             headers=all_headers,
         )
+        self.transport = transport
         self._configured = list(models or [])
         self._discovered: list[str] = []
         self._models = set(self._configured)
@@ -284,7 +293,9 @@ class OpenAICompatBackend(LmBackend):
         except _TRANSPORT_ERRORS as exc:
             raise transport_error(self.name, exc) from exc
 
-    async def _read_sse(self, answer: StreamAnswer) -> AsyncIterator[StreamChunk]:
+    async def _read_sse(
+        self, answer: StreamAnswer | AiohttpStreamAnswer
+    ) -> AsyncIterator[StreamChunk]:
         decoder = SseDecoder()
         saw_done = False
         async for line in answer.iter_lines():

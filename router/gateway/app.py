@@ -377,16 +377,7 @@ class Gateway:
     async def start(self, host: str | None = None, port: int | None = None) -> str:
         """Discover models, start serving and the discovery loop; returns the base URL."""
         srv = self.config.server
-        recovered = self.book.recover(self._stale_hold_s() if self.book.shared else None)
-        if recovered:
-            log.info("released %d reservation(s) left by an earlier run", recovered)
-        for backend in self.router.backends.values():
-            if isinstance(backend, Served):
-                await backend.open()
-        await self.resolve_pending()
-        if self.book.pending() and self.swarm is not None:
-            self._resolve_task = asyncio.create_task(self._resolve_loop())
-        await self.refresh_models()
+        await self.open()
         self._server = HttpServer(
             self.app,
             max_body_bytes=self._max_body,
@@ -398,11 +389,25 @@ class Gateway:
             host or srv.host, srv.port if port is None else port
         )
         self.url = f"http://{'[' + h + ']' if ':' in h else h}:{bound_port}"
+        log.info("gateway listening on %s", self.url)
+        return self.url
+
+    async def open(self) -> None:
+        """Everything :meth:`start` does but listening (an ASGI server listens instead):
+        recover reservations, open backends, discover models, start the background loops."""
+        recovered = self.book.recover(self._stale_hold_s() if self.book.shared else None)
+        if recovered:
+            log.info("released %d reservation(s) left by an earlier run", recovered)
+        for backend in self.router.backends.values():
+            if isinstance(backend, Served):
+                await backend.open()
+        await self.resolve_pending()
+        if self.book.pending() and self.swarm is not None:
+            self._resolve_task = asyncio.create_task(self._resolve_loop())
+        await self.refresh_models()
         if self.config.refresh_interval > 0:
             self._refresh_task = asyncio.create_task(self._refresh_loop())
         self._deadlines.start()
-        log.info("gateway listening on %s", self.url)
-        return self.url
 
     async def stop(self, grace_s: float | None = None) -> bool:
         """Stop gracefully: no new connections, in-flight requests finish (up to ``grace_s``,

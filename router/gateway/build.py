@@ -33,6 +33,10 @@ def build_backend(b: Any, default_timeout_s: float | None) -> tuple[Served, Back
         raise ConfigError(
             f"backends.{b.name}.type", f"backend type {b.type!r} is not available: {exc}"
         ) from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # what the backend itself refuses (a header it sets, ...)
+        raise ConfigError(f"backends.{b.name}", str(exc)) from None
     return Served(backend), options
 
 

@@ -16,10 +16,13 @@ import pytest
 from aiohttp import web
 
 from router.backends.http1 import (
+    DEFAULT_MAX_LINE_BYTES,
     LINGER_MAX_BYTES,
     STREAM_HIGH_WATER,
     BadResponse,
     Http1Pool,
+    LineTooLong,
+    NotResent,
     RequestTimeout,
     ResponseTooLarge,
     UpstreamClosed,
@@ -836,3 +839,147 @@ async def test_https_with_a_verified_certificate(tmp_path: Path) -> None:
         await pool.close()
         await default.close()
         server.close()
+
+
+# --- defects found by probing (#18): each test failed on the earlier client --------------------
+
+
+async def test_configured_host_replaces_ours_and_content_type_the_default() -> None:
+    async with EchoApp() as app:
+        pool = Http1Pool(app.url, headers={"host": "api.example", "Content-Type": "text/x-a"})
+        try:
+            got = json.loads((await pool.request("POST", "/", b"{}")).body)
+            assert got["headers"]["Host"] == "api.example"
+            assert got["headers"]["Content-Type"] == "text/x-a"
+        finally:
+            await pool.close()
+
+
+async def test_configured_headers_go_out_once() -> None:
+    seen: list[bytes] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        got = await read_request(r)
+        assert got is not None
+        seen.append(got[0].lower())
+        w.write(ok())
+        await client_gone(r)
+
+    async with RawServer(script) as srv:
+        pool = Http1Pool(srv.url, headers={"HOST": "api.example", "content-type": "text/x-a"})
+        try:
+            await pool.request("POST", "/", b"{}")
+        finally:
+            await pool.close()
+    assert seen[0].count(b"\r\nhost:") == 1 and b"host: api.example" in seen[0]
+    assert seen[0].count(b"\r\ncontent-type:") == 1 and b"content-type: text/x-a" in seen[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Content-Length", "transfer-encoding", "Connection", "Keep-Alive", "Upgrade", "TE", "Expect"],
+)
+def test_configured_framing_headers_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="sets it itself"):
+        Http1Pool("http://127.0.0.1:1", headers={name: "5"})
+
+
+async def test_per_request_framing_or_host_headers_are_refused_before_sending() -> None:
+    async with RawServer(answering(ok())) as srv:
+        pool = Http1Pool(srv.url)
+        try:
+            for name in ("Content-Length", "Host", "Transfer-Encoding"):
+                with pytest.raises(ValueError):
+                    await pool.request("POST", "/", b"{}", headers={name: "1"})
+            assert srv.accepted == 0
+        finally:
+            await pool.close()
+
+
+async def test_a_post_on_a_reused_connection_is_never_sent_twice() -> None:
+    """The upstream took the POST on a kept-alive connection and hung up before answering: it
+    may have run (and billed) it, so it fails instead of going out again."""
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await srv.read(r, i)
+        w.write(ok(b"first"))
+        await w.drain()
+        await srv.read(r, i)  # the POST arrives; the server hangs up without a word
+
+    async with RawServer(script) as srv:
+        pool = Http1Pool(srv.url)
+        try:
+            assert (await pool.request("GET", "/1")).body == b"first"
+            with pytest.raises(NotResent, match="not sent again") as err:
+                await asyncio.wait_for(pool.request("POST", "/pay", b"{}"), 5)
+            assert isinstance(err.value, UpstreamClosed) and err.value.before_answer
+            posts = [h for _, h in srv.heads if h.startswith(b"POST")]
+            assert len(posts) == 1 and srv.accepted == 1
+        finally:
+            await pool.close()
+
+
+async def test_a_streamed_post_on_a_reused_connection_is_never_sent_twice() -> None:
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await srv.read(r, i)
+        w.write(ok(b"first"))
+        await w.drain()
+        await srv.read(r, i)
+
+    async with RawServer(script) as srv:
+        pool = Http1Pool(srv.url)
+        try:
+            assert (await pool.request("GET", "/1")).body == b"first"
+            with pytest.raises(NotResent):
+                async with pool.stream("POST", "/v1/chat/completions", b"{}"):
+                    pass
+            assert [h[:4] for _, h in srv.heads] == [b"GET ", b"POST"]
+        finally:
+            await pool.close()
+
+
+async def test_streamed_lines_have_a_size_cap() -> None:
+    line = b"data: " + b"x" * 5000
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for k in range(0, len(line), 1000):  # no newline ever comes
+            piece = line[k : k + 1000]
+            w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await w.drain()
+        await client_gone(r)
+
+    async with RawServer(script) as srv:
+        pool = Http1Pool(srv.url, max_line_bytes=4096)
+        try:
+            with pytest.raises(LineTooLong, match="4096"):
+                async with pool.stream("GET", "/") as ans:
+                    async for _ in ans.iter_lines():
+                        pass
+        finally:
+            await pool.close()
+
+
+async def test_default_line_cap_refuses_a_line_without_end() -> None:
+    big = b"y" * (DEFAULT_MAX_LINE_BYTES + 10)
+    async with RawServer(answering(ok(big))) as srv:
+        pool = Http1Pool(srv.url)
+        try:
+            with pytest.raises(LineTooLong):
+                async with pool.stream("GET", "/") as ans:
+                    async for _ in ans.iter_lines():
+                        pass
+        finally:
+            await pool.close()
+
+
+async def test_reading_a_stream_whole_has_the_response_cap() -> None:
+    async with RawServer(answering(ok(b"z" * 3000))) as srv:
+        pool = Http1Pool(srv.url, max_response_bytes=1000)
+        try:
+            with pytest.raises(ResponseTooLarge):
+                async with pool.stream("GET", "/") as ans:
+                    await ans.read()
+        finally:
+            await pool.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import pytest
 from aiohttp import web
 
 from router.backends import OpenAICompatBackend
@@ -91,3 +92,83 @@ async def test_back_to_back_streams_use_one_connection() -> None:
         for _ in range(3):
             assert "".join([c.text async for c in backend.stream_chunks("m", "x", 10)]) == "a b c"
         assert up.stream_calls == 3 and len(up.peers) == 1
+
+
+CHAT_ANSWER = (
+    b'{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+)
+
+
+@pytest.mark.parametrize("transport", ["http1", "aiohttp"])
+async def test_a_completion_is_not_sent_twice_when_a_reused_connection_drops(
+    transport: Literal["http1", "aiohttp"],
+) -> None:
+    """The upstream takes the second completion on the kept-alive connection and hangs up
+    without answering: a paid upstream may have billed it, so it is not sent again."""
+    from router.errors import BackendError
+    from tests.support.raw_server import RawServer as Raw
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await srv.read(r, i)
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(CHAT_ANSWER), CHAT_ANSWER)
+        )
+        await w.drain()
+        await srv.read(r, i)  # and hang up
+
+    async with (
+        Raw(script) as srv,
+        OpenAICompatBackend(srv.url, models=["m"], transport=transport) as backend,
+    ):
+        assert (await backend.complete("m", "x", 5)).text == "hi"
+        try:
+            await asyncio.wait_for(backend.complete("m", "x", 5), 5)
+        except BackendError as exc:
+            assert exc.retryable  # the router decides whether to ask again
+            assert transport == "aiohttp" or "not sent again" in str(exc)
+        else:
+            raise AssertionError("the dropped completion did not fail")
+        assert [h[:5] for _, h in srv.heads] == [b"POST ", b"POST "]
+        assert srv.accepted == 1
+
+
+@pytest.mark.parametrize("transport", ["http1", "aiohttp"])
+async def test_both_transports_complete_and_stream(transport: Literal["http1", "aiohttp"]) -> None:
+    async with (
+        CountingOpenAI(reply="a b c") as up,
+        OpenAICompatBackend(up.base_url, transport=transport) as backend,
+    ):
+        assert backend.transport == transport
+        assert (await backend.complete("m", "x", 10)).text == "a b c"
+        assert "".join([c.text async for c in backend.stream_chunks("m", "x", 10)]) == "a b c"
+        assert await backend.refresh_models()
+
+
+def test_an_unknown_transport_is_refused() -> None:
+    with pytest.raises(ValueError, match="transport"):
+        OpenAICompatBackend("http://127.0.0.1:1", transport="curl")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transport", ["http1", "aiohttp"])
+async def test_no_transport_asks_for_compression(transport: Literal["http1", "aiohttp"]) -> None:
+    """Answers are read as they arrive: neither client may invite a gzip body it would not
+    undo."""
+    from tests.support.raw_server import RawServer as Raw
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int) -> None:
+        await srv.read(r, i)
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(CHAT_ANSWER), CHAT_ANSWER)
+        )
+        await w.drain()
+
+    async with (
+        Raw(script) as srv,
+        OpenAICompatBackend(srv.url, models=["m"], transport=transport) as backend,
+    ):
+        assert (await backend.complete("m", "x", 5)).text == "hi"
+        assert b"accept-encoding" not in srv.heads[0][1].lower()

@@ -183,19 +183,22 @@ async def test_head_over_the_limit_is_431_and_malformed_is_400() -> None:
         assert await closed(reader)
 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-        )
+        writer.write(b"GET /h2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
         status, headers, body = await read_answer(reader)  # answered as plain HTTP, then closed
-        assert status == 200 and json.loads(body)["path"] == "/ws"
+        assert status == 200 and json.loads(body)["path"] == "/h2"
         assert headers["connection"] == "close"
         assert await closed(reader)
 
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        _, headers, body = await read_answer(reader)
-        assert json.loads(body)["method"] == "CONNECT" and headers["connection"] == "close"
-        assert await closed(reader)
+        for refused in (  # protocols we never speak: refused before the app sees them
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(refused)
+            status, headers, body = await read_answer(reader)
+            assert status == 501 and json.loads(body)["error"]["code"] == "not_implemented"
+            assert headers["connection"] == "close"
+            assert await closed(reader)
 
         # none of that hurt the server
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -329,3 +332,209 @@ async def test_a_bad_request_behind_one_in_progress_waits_for_its_answer() -> No
         assert first[0] == 200 and json.loads(first[2])["path"] == "/hold"
         assert second[0] == 400 and second[1]["connection"] == "close"
         assert await closed(reader)
+
+
+# --- defects found by probing (#18): each test failed on the earlier server --------------------
+
+
+class Misbehaving:
+    """An app that does what the server must not pass on: framing or hop-by-hop headers, CR/LF
+    in header names and values, a failure after its stream started, a stream held open."""
+
+    def __init__(self) -> None:
+        self.refused: asyncio.Future[BaseException] = asyncio.Future()
+        self.streaming = asyncio.Event()
+        self.finish = asyncio.Event()
+
+    async def __call__(self, req: HttpRequest) -> HttpResponse | None:
+        kind = req.path.strip("/")
+        if kind == "length":
+            return HttpResponse(b"abc", 200, {"Content-Length": "999"})
+        if kind == "te":
+            return HttpResponse(b"abc", 200, {"Transfer-Encoding": "chunked"})
+        if kind == "crlf-value":
+            return HttpResponse(b"abc", 200, {"X-A": "v\r\nX-Injected: 1"})
+        if kind == "crlf-name":
+            return HttpResponse(b"abc", 200, {"X-A\r\nX-Injected": "1"})
+        if kind == "close":
+            return HttpResponse(b"bye", 200, {"Connection": "close"})
+        if kind == "stream-framing":
+            try:
+                await req.stream(200, {"Content-Length": "5"})
+            except ValueError as exc:
+                self.refused.set_result(exc)
+                raise
+            return None
+        if kind == "stream-fails":
+            out = await req.stream(200, {"Content-Type": "text/plain"})
+            await out.write(b"partial answer")
+            raise RuntimeError("the upstream died mid-answer")
+        if kind == "stream-held":
+            out = await req.stream(200, {"Content-Type": "text/plain"})
+            await out.write(b"first")
+            self.streaming.set()
+            await self.finish.wait()
+            await out.write(b" last")
+            await out.write_eof()
+            return None
+        return HttpResponse(
+            json.dumps({"path": req.path, "body": req.body.decode()}).encode(),
+            200,
+            {"Content-Type": "application/json"},
+        )
+
+
+async def raw_head(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), T)
+
+
+async def test_app_framing_headers_are_never_sent() -> None:
+    """An app's Content-Length or Transfer-Encoding would give the answer two framings: the
+    answer becomes a 500 (logged as the app's bug) and the connection stays usable."""
+    async with serve(Misbehaving()) as (_, port):  # type: ignore[arg-type]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for path in ("/length", "/te"):
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = await raw_head(reader)
+            assert head.lower().count(b"content-length") == 1, head
+            assert b"transfer-encoding" not in head.lower() and b"999" not in head
+            assert head.startswith(b"HTTP/1.1 500")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert json.loads(await reader.readexactly(length))["error"]["type"] == "server_error"
+        writer.write(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_answer(reader))[0] == 200
+        writer.close()
+
+
+async def test_crlf_in_app_header_names_and_values_is_never_sent() -> None:
+    async with serve(Misbehaving()) as (_, port):  # type: ignore[arg-type]
+        for path in ("/crlf-value", "/crlf-name"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status, headers, _ = await read_answer(reader)
+            assert status == 500 and "x-injected" not in headers and "x-a" not in headers
+            writer.close()
+
+
+async def test_a_stream_with_framing_headers_is_refused_to_the_app() -> None:
+    app = Misbehaving()
+    async with serve(app) as (_, port):  # type: ignore[arg-type]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream-framing HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert isinstance(await asyncio.wait_for(app.refused, T), ValueError)
+        status, headers, _ = await read_answer(reader)
+        assert status == 500 and headers.get("content-length") != "5"
+        writer.close()
+
+
+async def test_a_failure_after_the_stream_started_truncates_the_body() -> None:
+    """The client must be able to tell a cut answer from a complete one: no terminating
+    zero-length chunk, the connection is cut."""
+    async with serve(Misbehaving()) as (_, port):  # type: ignore[arg-type]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream-fails HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await raw_head(reader)
+        assert b"Transfer-Encoding: chunked" in head
+        try:
+            rest = await asyncio.wait_for(reader.read(), T)
+        except ConnectionResetError:
+            rest = b""
+        assert not rest.endswith(b"0\r\n\r\n"), rest
+
+        # HTTP/1.0: the body ends with the connection, so only a reset can say "cut"
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream-fails HTTP/1.0\r\n\r\n")
+        await raw_head(reader)
+        got = b""
+        reset = False
+        try:
+            while chunk := await asyncio.wait_for(reader.read(65536), T):
+                got += chunk
+        except ConnectionResetError:
+            reset = True
+        assert reset, got
+
+
+async def test_connection_close_from_the_app_closes_the_socket() -> None:
+    async with serve(Misbehaving()) as (_, port):  # type: ignore[arg-type]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = await read_answer(reader)
+        assert status == 200 and body == b"bye" and headers["connection"] == "close"
+        assert await closed(reader)
+
+
+async def test_a_client_connection_close_on_a_stream_is_announced_and_kept() -> None:
+    async with serve(App()) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, headers, body = await read_answer(reader)
+        assert status == 200 and body == b"one two three" and headers["connection"] == "close"
+        assert await closed(reader)
+
+
+async def test_pipelined_expect_100_continue_waits_for_the_streamed_answer() -> None:
+    """A 100 Continue for a request pipelined behind a streamed answer goes out after that
+    answer, never inside its chunked body."""
+    app = Misbehaving()
+    async with serve(app) as (_, port):  # type: ignore[arg-type]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /stream-held HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /next HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        await asyncio.wait_for(app.streaming.wait(), T)
+        await raw_head(reader)
+        first = await asyncio.wait_for(reader.readuntil(b"first\r\n"), T)
+        assert b"100 Continue" not in first
+        app.finish.set()
+        rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), T)
+        assert b"100 Continue" not in rest and rest.endswith(b" last\r\n0\r\n\r\n")
+        interim = await raw_head(reader)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"body")
+        status, _, body = await read_answer(reader)
+        assert status == 200 and json.loads(body) == {"path": "/next", "body": "body"}
+        writer.close()
+
+
+async def test_the_head_limit_counts_each_request_on_its_own() -> None:
+    """Many small pipelined requests in one packet are each far below the head limit."""
+    async with serve(App(), max_head_bytes=2048) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        one = b"GET /p HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 100 + b"\r\n\r\n"
+        writer.write(one * 40)  # about 5 KB, each head about 140 bytes
+        for _ in range(40):
+            status, _, body = await read_answer(reader)
+            assert status == 200 and json.loads(body)["path"] == "/p"
+        # a head over the limit is still refused, behind a small request in the same packet
+        big = b"GET /big HTTP/1.1\r\nX-Big: " + b"b" * 4096 + b"\r\n\r\n"
+        writer.write(post("/small", b"s") + big)
+        assert (await read_answer(reader))[0] == 200
+        status, _, body = await read_answer(reader)
+        assert status == 431 and json.loads(body)["error"]["code"] == "headers_too_large"
+        assert await closed(reader)
+
+
+async def test_a_head_trickling_in_over_the_limit_is_refused() -> None:
+    async with serve(App(), max_head_bytes=2048) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/first", b"1") + b"GET /big HTTP/1.1\r\nX-Big: ")
+        assert (await read_answer(reader))[0] == 200
+        for _ in range(5):
+            writer.write(b"b" * 1000)
+        status, _, _ = await read_answer(reader)
+        assert status == 431
+        assert await closed(reader)
+
+
+async def test_an_app_that_answers_nothing_gets_a_500() -> None:
+    async def silent(req: HttpRequest) -> HttpResponse | None:
+        return None
+
+    async with serve(silent) as (_, port):  # type: ignore[arg-type]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_answer(reader))[0] == 500
+        writer.close()

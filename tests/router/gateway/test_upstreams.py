@@ -216,3 +216,18 @@ async def test_upstream_stream_breaking_mid_way(up: FakeOpenAI) -> None:
                 if ch.choices:
                     got.append(ch.choices[0].delta.content or "")
         assert "".join(got) == "fake"
+
+
+@pytest.mark.parametrize("transport", ["http1", "aiohttp"])
+def test_upstream_headers_that_frame_the_request_are_a_config_error(transport: str) -> None:
+    from router.gateway.build import build_router
+    from router.gateway.config import parse_config
+    from router.gateway.errors import ConfigError
+    from tests.support.gateway import config
+
+    backend = {"name": "up", "url": "http://127.0.0.1:1", "transport": transport}
+    cfg = parse_config(config({"backends": [{**backend, "headers": {"Content-Length": "5"}}]}))
+    with pytest.raises(ConfigError, match=r"backends\.up: .*Content-Length.*sets it itself"):
+        build_router(cfg)
+    # Host is one the config may set (a virtual host reached by address)
+    build_router(parse_config(config({"backends": [{**backend, "headers": {"Host": "h"}}]})))
