@@ -244,10 +244,12 @@ def test_standard_library_bans_need_the_external_packages_in_the_graph(tree: Pat
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # Imports that run only when their feature is used, and need an extra the package does not
-# require: the `semantic` comparator's model, and `--loop auto` taking uvloop when it is there.
+# require: the `semantic` comparator's model, `--loop auto` taking uvloop when it is there, and
+# `swarm serve --server uvicorn|granian`.
 OPTIONAL_IMPORTS = {
     "client.customer.agreement.embedding": ("semantic", {"numpy", "onnxruntime", "tokenizers"}),
     "relay_mock.cli": ("gateway", {"uvloop"}),
+    "router.cli_serve": ("asgi", {"uvicorn", "granian"}),
 }
 # The extras a package needs besides the core dependencies (what its subcommands' entry points
 # name in pyproject.toml).
