@@ -48,6 +48,7 @@ from client.dvm.nip90 import (
     PROCESSING,
     SUCCESS,
     JobRequest,
+    build_result,
     parse_request,
 )
 from client.dvm.nip90 import build_feedback as nip90_feedback
@@ -82,7 +83,6 @@ from .errors import ConfigError
 from .intake import Accept, IntakePolicy, ModelCatalog, Refuse, evaluate, screen
 from .limits import AdmissionQueue, CustomerRateLimiter, Limits
 from .pricing import Pricing
-from .replies import build_result
 from .store import Earnings, JobStore
 
 log = logging.getLogger("provider.node")
