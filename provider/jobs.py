@@ -515,6 +515,13 @@ class ProviderStats:
         return sum(self.refused.values()) + sum(self.failed.values())
 
 
+def resumable(paid: bool, payment_hash: str | None, request: str | None) -> bool:
+    """Whether a job the last run left open is taken up after a restart: paid ones are served,
+    ones awaiting payment go on waiting; the rest are closed (their customers have moved on).
+    It needs its request, kept in the store."""
+    return request is not None and (paid or payment_hash is not None)
+
+
 def backend_failure(exc: BaseException, model: str, job_timeout: float) -> BackendFailed:
     """What a backend call's exception tells the customer (no upstream addresses)."""
     if isinstance(exc, TimeoutError):
@@ -968,7 +975,7 @@ class JobBook:
             seal=accept.seal,
             salt=event.salt if accept.commit else None,
         )
-        if self.payment == "after" and accept.quote_msats > 0:
+        if self.payment == "after" and accept.quote_msats > 0 and not job.paid:
             amount = self.pricing.charge(
                 accept.model, usage.prompt_tokens, usage.completion_tokens, accept.quote_msats
             )
@@ -1229,12 +1236,13 @@ class JobBook:
             )
         if job.state == "publishing" and not job.slot:
             return []  # a revealed result on its way: the node waits for it
+        then = "it runs when the provider is back" if job.paid else "ask another provider"
         return self._fail(
             job,
             event,
             now,
             "shutdown",
-            "provider stopped before the job finished; ask another provider",
+            f"provider stopped before the job finished; {then}",
             keep_open=job.paid,
             cancel_work=True,
         )
@@ -1286,4 +1294,5 @@ __all__ = [
     "WatchPayment",
     "backend_failure",
     "clean_error",
+    "resumable",
 ]

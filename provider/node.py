@@ -923,10 +923,10 @@ class ProviderNode:
         """Jobs left open by the last run: paid ones are served, ones awaiting payment go on
         waiting, the rest are closed (their customers have moved on)."""
         for row in self.store.open_jobs():
-            if row.request is None or not (row.paid or row.payment_hash is not None):
+            if jobs.resumable(row.paid, row.payment_hash, row.request):
+                self._take_up(row, "resuming job %s")
+            else:
                 self.store.update(row.id, "failed", reason="interrupted")
-                continue
-            self._take_up(row, "resuming job %s")
 
     def _take_up(self, row: JobRow, message: str) -> None:
         """Hand a job the store kept to the book (the price the customer was asked stands)."""
@@ -935,8 +935,11 @@ class ProviderNode:
             if row.request is None:
                 raise JobRejected("no request kept")
             event = Event.from_json(row.request, verify=False)
+            # A price already asked for stands (it was within the bid); a new quote must be.
             decision = evaluate(
-                parse_request(event, keys=self.keys, verify=False), self._policy, check_bid=False
+                parse_request(event, keys=self.keys, verify=False),
+                self._policy,
+                check_bid=row.quote_msats is None,
             )
         except NostrSwarmError as exc:
             log.warning("cannot take up job %s: %s", row.id[:12], exc)
