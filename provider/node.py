@@ -726,11 +726,14 @@ class ProviderNode:
             case jobs.StorePaid(job_id):
                 self.store.mark_paid(job_id)
             case jobs.SendFeedback(_, request, status, extra, amount, bolt11):
-                self._publish_soon(
-                    build_feedback(
+                try:
+                    event = build_feedback(
                         self.keys, request, status, extra=extra, amount_msats=amount, bolt11=bolt11
                     )
-                )
+                except NostrSwarmError as exc:  # e.g. a customer key we cannot encrypt to
+                    log.warning("cannot build feedback for %s: %s", request.id[:12], exc)
+                else:
+                    self._publish_soon(event)
             case jobs.RunBackend():
                 model, timeout = effect.accept.model, self.limits.job_timeout
                 self._start_work(
