@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -596,9 +596,6 @@ class JobBook:
     def open_jobs(self) -> list[Job]:
         return list(self._open.values())
 
-    def __iter__(self) -> Iterator[Job]:
-        return iter(list(self._open.values()))
-
     @property
     def slots_in_use(self) -> int:
         return self._slots
@@ -633,6 +630,8 @@ class JobBook:
             if isinstance(event, Offered):
                 return self._offered(job, now)
             return self._resumed(job, event, now)
+        if isinstance(event, SlotFree):
+            raise JobBookError("a slot is the book's to give (SlotFree is its own event)")
         if job is None:
             ended = self._ended.get(job_id)
             if ended is None:
@@ -717,8 +716,6 @@ class JobBook:
                     "unpaid",
                     "no payment arrived before the invoice expired; job dropped",
                 )
-            case SlotFree():
-                return self._start(job, event, now)
             case Completed():
                 return self._completed(job, event, now)
             case BackendFailed():

@@ -124,6 +124,8 @@ def test_an_event_a_state_does_not_list_is_an_error_and_changes_nothing() -> Non
         b.on("00" * 32, jobs.Paid(), START)
     with pytest.raises(jobs.JobBookError, match="sent as"):
         b.on("00" * 32, jobs.Offered(accept(req)), START)
+    with pytest.raises(jobs.JobBookError, match="book's to give"):
+        b.on(req.id, jobs.SlotFree(), START)
 
 
 def test_terminal_states_absorb_and_duplicates_are_ignored() -> None:
@@ -561,7 +563,6 @@ def stray_events(accept_: Accept) -> list[jobs.Event]:
         jobs.LeaseLost(),
         jobs.Shutdown(),
         jobs.GraceOver(),
-        jobs.SlotFree(),
     ]
 
 
