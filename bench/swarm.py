@@ -36,7 +36,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from client.customer.swarm import SwarmClient  # noqa: E402
-from client.dvm.nip90 import parse_request  # noqa: E402
+from client.dvm.nip90 import build_result, parse_request  # noqa: E402
 from client.dvm.sealing import (  # noqa: E402
     KIND_REVEAL_CALL,
     PARAM_COMMIT,
@@ -50,7 +50,6 @@ from client.net.pool import RelayPool  # noqa: E402
 from client.nostr.event import Event  # noqa: E402
 from client.nostr.filter import Filter  # noqa: E402
 from client.nostr.keys import Keys  # noqa: E402
-from provider.replies import build_result  # noqa: E402
 from router.types import LmUsage  # noqa: E402
 
 MAX_SUBS = 5000

@@ -1,8 +1,10 @@
 """nostr-swarm provider: sell completions from local models on Nostr (NIP-90 kind 5050).
 
+``ProviderNode(config, backend, wallet)`` (a validated ``ProviderConfig``) or
 ``ProviderNode(keys, relays, backend, *, pricing=None, payment="free", wallet=None, ...)`` is an
 async context manager that serves until closed; ``backend`` is any ``router.backends.LmBackend``
-or an ``router.LmRouter``. See docs/provider-guide.md.
+or an ``router.LmRouter``. Its decisions about each job are the job book's
+(:mod:`provider.jobs`). See docs/provider-guide.md.
 """
 
 from .announce import Offer, build_announcement, is_alive

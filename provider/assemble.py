@@ -61,30 +61,9 @@ def build_wallet(cfg: PaymentConfig) -> Wallet | None:
 def build_node(
     cfg: ProviderConfig, *, backend: LmBackend | None = None, wallet: Wallet | None = None
 ) -> ProviderNode:
-    node = cfg.node
-    pay = cfg.payment
+    """The node ``cfg`` describes, with its backends and wallet built unless given."""
     return ProviderNode(
-        node.keys,
-        node.relays,
+        cfg,
         backend if backend is not None else build_backends(cfg.backends),
-        pricing=cfg.pricing,
-        payment=pay.policy,
-        wallet=wallet if wallet is not None else build_wallet(pay),
-        limits=cfg.limits,
-        models=node.models,
-        kinds=node.kinds,
-        default_model=node.default_model,
-        store=cfg.state.url or node.store,
-        name=node.name,
-        about=node.about,
-        picture=node.picture,
-        lud16=node.lud16,
-        announce=node.announce,
-        heartbeat_s=node.heartbeat_s,
-        clock_skew_s=node.clock_skew_s,
-        invoice_expiry_s=pay.invoice_expiry_s,
-        payment_poll_s=pay.poll_s,
-        payment_poll_max_s=pay.poll_max_s,
-        settle_check_s=pay.settle_check_s,
-        retention_days=node.retention_days,
+        wallet if wallet is not None else build_wallet(cfg.payment),
     )

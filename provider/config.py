@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, TypedDict, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -60,10 +60,17 @@ class NodeConfig(BaseModel):
     #: NIP-90 kinds served: 5050 text generation; 5000 extraction, 5001 summarization and 5002
     #: translation through a prompt template (provider/kinds.py); announced as `k` tags.
     kinds: list[int] = Field(default_factory=lambda: [5050])
+    #: The announcement's ``d`` tag (default: one derived from the key, stable across restarts).
+    d_tag: str = ""
     announce: bool = True
     heartbeat_s: int = Field(120, ge=1)
     clock_skew_s: int = Field(10, ge=0)
     retention_days: float = Field(30.0, gt=0)
+    #: Commit-reveal: seconds a committed result waits for the customer's reveal call.
+    reveal_timeout_s: float = Field(300.0, gt=0)
+    #: Seconds to wait for the relays at start, and for a relay's OK to a publish.
+    connect_timeout: float = Field(5.0, gt=0)
+    publish_timeout: float = Field(5.0, gt=0)
 
     @field_validator("kinds")
     @classmethod
@@ -126,6 +133,10 @@ class PaymentConfig(BaseModel):
 
 
 class ProviderConfig(BaseModel):
+    """A node's whole configuration. ``backends`` describes the backends to build; a node given
+    a backend object (``ProviderNode(config, backend)``) needs none, a provider.toml at least
+    one (:func:`parse_config`)."""
+
     model_config = ConfigDict(extra="forbid")
 
     node: NodeConfig
@@ -133,13 +144,112 @@ class ProviderConfig(BaseModel):
     payment: PaymentConfig = Field(default_factory=PaymentConfig)
     limits: Limits = Field(default_factory=Limits)
     #: The same entries as config.yaml's ``backends`` (router/backends/config.py), less the swarm.
-    backends: list[ModelBackendConfig] = Field(min_length=1)
+    backends: list[ModelBackendConfig] = Field(default_factory=list)
     state: StateConfig = Field(default_factory=StateConfig)
 
     @field_validator("backends")
     @classmethod
     def _names(cls, value: list[ModelBackend]) -> list[ModelBackend]:
         return with_default_names(value)
+
+    @property
+    def store_target(self) -> str:
+        """Where the job store lives: ``state.url`` (PostgreSQL) or ``node.store`` (SQLite)."""
+        return self.state.url or self.node.store
+
+
+class NodeOptions(TypedDict, total=False):
+    """The keyword options of ``ProviderNode(keys, relays, backend, **options)``, each one field
+    of :class:`ProviderConfig` (:data:`NODE_OPTIONS` says which)."""
+
+    pricing: Pricing
+    payment: Literal["free", "after", "before"]
+    limits: Limits
+    models: Sequence[str] | None
+    kinds: Sequence[int]
+    default_model: str | None
+    name: str
+    about: str
+    picture: str
+    lud16: str
+    d_tag: str
+    announce: bool
+    heartbeat_s: int
+    clock_skew_s: int
+    retention_days: float
+    reveal_timeout_s: float
+    connect_timeout: float
+    publish_timeout: float
+    invoice_expiry_s: int
+    payment_poll_s: float
+    payment_poll_max_s: float
+    settle_check_s: float
+
+
+#: option -> (table, field) of provider.toml; ``pricing`` and ``limits`` are whole tables.
+NODE_OPTIONS: dict[str, tuple[str, str | None]] = {
+    "pricing": ("pricing", None),
+    "limits": ("limits", None),
+    "payment": ("payment", "policy"),
+    "invoice_expiry_s": ("payment", "invoice_expiry_s"),
+    "payment_poll_s": ("payment", "poll_s"),
+    "payment_poll_max_s": ("payment", "poll_max_s"),
+    "settle_check_s": ("payment", "settle_check_s"),
+    **{
+        name: ("node", name)
+        for name in (
+            "models",
+            "kinds",
+            "default_model",
+            "name",
+            "about",
+            "picture",
+            "lud16",
+            "d_tag",
+            "announce",
+            "heartbeat_s",
+            "clock_skew_s",
+            "retention_days",
+            "reveal_timeout_s",
+            "connect_timeout",
+            "publish_timeout",
+        )
+    },
+}
+
+
+def node_config(
+    keys: Keys, relays: Sequence[str], *, store: str | Path = ":memory:", **options: Any
+) -> ProviderConfig:
+    """The :class:`ProviderConfig` of ``ProviderNode(keys, relays, backend, **options)``: the
+    key, the relays, ``store`` (a SQLite path, ``":memory:"``, or a ``postgresql://`` URL) and
+    the :class:`NodeOptions`. An unknown option is a :class:`TypeError`; a bad value a
+    :class:`ConfigError` naming it."""
+    unknown = sorted(set(options) - set(NODE_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown ProviderNode option(s): {', '.join(unknown)}")
+    data: dict[str, Any] = {
+        "node": {"secret_key": keys.secret_hex, "relays": list(relays)},
+        "payment": {},
+    }
+    target = str(store)
+    if target.startswith(("postgresql://", "postgres://")):
+        data["state"] = {"url": target}
+    else:
+        data["node"]["store"] = target
+    for option, value in options.items():
+        table, name = NODE_OPTIONS[option]
+        if name is None:
+            data[table] = value
+        else:
+            data.setdefault(table, {})[name] = list(value) if option in _LISTS and value else value
+    try:
+        return ProviderConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid provider options:\n{_errors(exc)}") from None
+
+
+_LISTS = ("models", "kinds")
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -241,6 +351,8 @@ def parse_config(
             else b
             for b in cfg.backends
         ]
+    if not cfg.backends:
+        raise ConfigError("invalid provider config:\n  backends: at least one [[backends]] entry")
     if cfg.payment.policy != "free" and not (cfg.payment.nwc or cfg.payment.ledger):
         raise ConfigError(
             f"payment policy {cfg.payment.policy!r} needs a wallet: set payment.nwc "

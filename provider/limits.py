@@ -1,20 +1,16 @@
 """What one node takes on: concurrency, a bounded queue, a per-customer rate limit and size caps.
-Pure: the rate limiter takes ``now``; the admission queue only counts.
+Pure: the rate limiter takes ``now``. The slots and the queue themselves are the job book's
+(:mod:`provider.jobs`).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from router.rate_limit import TokenBucket
-
-T = TypeVar("T")
-
-Admission = Literal["run", "queued", "busy"]
 
 
 class Limits(BaseModel):
@@ -94,54 +90,3 @@ class CustomerRateLimiter:
         if notify:
             self._noticed[customer] = now
         return RateDecision(False, wait, notify)
-
-
-class AdmissionQueue(Generic[T]):
-    """Slots for ``max_concurrent`` running jobs and a FIFO of at most ``queue_size`` waiting.
-
-    ``submit`` answers ``run`` (start it now), ``queued`` or ``busy`` (refuse at once);
-    ``force=True`` never answers busy (a job the customer has already paid for). ``release``
-    frees a slot and returns the next job to start, if any."""
-
-    def __init__(self, max_concurrent: int, queue_size: int) -> None:
-        self.max_concurrent = max_concurrent
-        self.queue_size = queue_size
-        self.running = 0
-        self._waiting: deque[T] = deque()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-    def has_room(self) -> bool:
-        return self.running < self.max_concurrent or len(self._waiting) < self.queue_size
-
-    def submit(self, item: T, *, force: bool = False) -> Admission:
-        if self.running < self.max_concurrent:
-            self.running += 1
-            return "run"
-        if force or len(self._waiting) < self.queue_size:
-            self._waiting.append(item)
-            return "queued"
-        return "busy"
-
-    def release(self, *, start_next: bool = True) -> T | None:
-        """A running job ended: the next waiting job takes the slot (returned), else it frees.
-        ``start_next=False`` frees the slot and leaves the waiting jobs where they are."""
-        if self._waiting and start_next:
-            return self._waiting.popleft()
-        self.running = max(0, self.running - 1)
-        return None
-
-    def drain(self) -> list[T]:
-        """Remove and return every waiting job (shutdown)."""
-        items = list(self._waiting)
-        self._waiting.clear()
-        return items
-
-    def remove(self, item: T) -> bool:
-        try:
-            self._waiting.remove(item)
-        except ValueError:
-            return False
-        return True

@@ -2,27 +2,29 @@
 
 ::
 
-    async with ProviderNode(keys, ["ws://127.0.0.1:7777"], backend, pricing=prices,
-                            payment="after", wallet=wallet) as node:
+    async with ProviderNode(load_config("provider.toml"), backend, wallet) as node:
         await node.serve_forever()          # or do other things; leaving the block shuts down
 
+    # or, without a file:
+    async with ProviderNode(keys, ["ws://127.0.0.1:7777"], backend, pricing=prices,
+                            payment="after", wallet=wallet) as node:
+        ...
+
 Per job request (kind 5050) seen on any relay: screen it (:mod:`provider.intake`: addressed to us,
-fresh, parseable, decryptable, known model, within the caps, bid high enough), dedupe it (SQLite,
-so a job seen on another relay or after a restart is never worked twice), check the customer's
-rate and the queue, then either run it now, queue it, or answer ``error`` "busy". Payment
-``before`` asks with ``payment-required`` and an invoice first and starts once the wallet shows it
-paid. A run publishes ``processing``, calls the backend, publishes the result (kind 6050, with an
-invoice when payment is ``after``) and ``success``. Every failure ends in ``error`` feedback that
-says why; nothing a customer sends can stop the node.
+fresh, parseable, decryptable, known model, within the caps, bid high enough), dedupe it (the
+store's claim, so a job seen on another relay, after a restart or by another node of the fleet
+is never worked twice), check the customer's rate, and hand it to the job book
+(:mod:`provider.jobs`), which decides everything after that: run it now, queue it, refuse it as
+busy, ask for payment first, publish its result or commitment, end it. This module is the I/O
+around those decisions: it carries out the book's effects (the relay pool, the backend, the
+wallet, the store, the timers) and reports each outcome back to the book as an event. Nothing a
+customer sends can stop the node.
 
 Copy resistance (``docs/security.md``): a job asking ``["param", "sealed", "nip44"]`` gets its
 result sealed to the customer; one asking ``["param", "commit", "sha256"]`` gets a commitment
 (``processing`` feedback with ``["commitment", <hex>]``) and its result is held, off the wire and
 off the backend's slots, until the customer's reveal call (kind 7001) names this node, or
 ``reveal_timeout_s`` / the job's expiration passes.
-
-The decisions are pure (intake, pricing, limits, announce); this module is the I/O around them:
-the relay pool, the backend, the wallet, the store and the timers.
 """
 
 from __future__ import annotations
@@ -30,35 +32,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sqlite3
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Unpack, overload
 
 from client.dvm.nip90 import (
-    ERROR,
     KIND_DELETION,
     KIND_TEXT_GENERATION,
-    PAYMENT_REQUIRED,
-    PROCESSING,
-    SUCCESS,
-    JobRequest,
+    build_feedback,
+    build_result,
     parse_request,
 )
-from client.dvm.nip90 import build_feedback as nip90_feedback
-from client.dvm.sealing import (
-    KIND_REVEAL_CALL,
-    RevealCall,
-    build_commitment,
-    commit,
-    new_salt,
-    parse_reveal_call,
-)
+from client.dvm.sealing import KIND_REVEAL_CALL, build_commitment, new_salt, parse_reveal_call
 from client.net.pool import RelayPool, Subscription
 from client.nostr.errors import (
     InvoiceError,
@@ -74,26 +64,21 @@ from client.nostr.keys import Keys
 from client.wallet import Wallet, decode_invoice
 from provider.kinds import check_kinds, prompt_for
 from router.backends.base import LmBackend
-from router.errors import BackendError, BackendNotFound, CircuitBreakerOpen, RouterError
 from router.request import Sampling
-from router.types import LmResponse, LmUsage, estimate_tokens
 
+from . import jobs
 from .announce import Announcer, Offer, PaymentPolicy
+from .config import NodeOptions, ProviderConfig, node_config
 from .errors import ConfigError
 from .intake import Accept, IntakePolicy, ModelCatalog, Refuse, evaluate, screen
-from .limits import AdmissionQueue, CustomerRateLimiter, Limits
+from .jobs import JobBook, JobBookError, ProviderStats
+from .limits import CustomerRateLimiter, Limits
 from .pricing import Pricing
-from .replies import build_result
-from .store import Earnings, JobStore
+from .store import Earnings, JobRow, JobStore
 
 log = logging.getLogger("provider.node")
 
 Clock = Callable[[], float]
-_perf = time.perf_counter
-# Upstream addresses are the operator's business, not the customer's.
-_ADDRESS = re.compile(
-    r"\b(?:https?|wss?)://\S+|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\blocalhost(?::\d+)?\b"
-)
 PAYMENT_POLICIES = ("free", "after", "before")
 PRUNE_INTERVAL_S = 3600.0
 ANNOUNCE_RETRY_S = 15.0
@@ -102,90 +87,6 @@ BACKEND_RETRY_S = 1.0
 BACKEND_RETRY_MAX_S = 60.0
 # Long enough for the embedded model to load on a slow machine; a dead server fails at once.
 BACKEND_CHECK_TIMEOUT_S = 30.0
-# "held": commit-reveal, the result is ready and committed, waiting for the customer's call.
-JobState = Literal["awaiting_payment", "queued", "running", "held", "finished"]
-
-
-@dataclass
-class ProviderStats:
-    """Counters since the node started. ``refused``: answered ``error`` before any work (bad
-    input, busy, rate limit, low bid); ``failed``: accepted, then failed (backend, timeout,
-    unpaid, shutdown); ``ignored``: dropped silently (not for us, stale, expired)."""
-
-    received: int = 0
-    duplicates: int = 0
-    ignored: Counter[str] = field(default_factory=Counter)
-    refused: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    accepted: int = 0
-    completed: int = 0
-    cancelled: int = 0
-    committed: int = 0  # commit-reveal jobs whose commitment went out
-    revealed: int = 0  # ... and whose result the customer's reveal call released
-    paid_before: int = 0
-    billed_msats: int = 0
-    tokens: int = 0
-    publish_failures: int = 0
-    # Milliseconds the node itself spent per completed job: from receipt until the result is
-    # handed to the relays, minus the backend call (bench/provider.py reports it).
-    overhead_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
-
-    @property
-    def errors(self) -> int:
-        return sum(self.refused.values()) + sum(self.failed.values())
-
-
-@dataclass(eq=False)
-class _Job:
-    accept: Accept
-    received: float  # perf_counter at receipt
-    state: JobState = "queued"
-    task: asyncio.Task[None] | None = None
-    payment_hash: str | None = None
-    paid: bool = False  # payment "before" settled: never dropped, resumed after a restart
-    backend_ms: float = 0.0
-    reveal_call: RevealCall | None = None  # the customer's call, if it came before we held
-
-    @property
-    def id(self) -> str:
-        return self.accept.request.id
-
-
-@dataclass(eq=False)
-class _Delivery:
-    """A finished job's result, ready to publish (at once, or when the reveal call comes)."""
-
-    result: Event
-    usage: LmUsage
-    amount: int | None
-    bolt11: str | None
-    handed_over: float = 0.0  # perf_counter when the first reply left the node's hands
-
-
-@dataclass(eq=False)
-class _Held:
-    job: _Job
-    delivery: _Delivery
-    timer: asyncio.TimerHandle | _NoTimer
-
-
-class _NoTimer:
-    def cancel(self) -> None:
-        pass
-
-
-_NO_TIMER = _NoTimer()
-
-
-def _clean(exc: BaseException) -> str:
-    """An error as a customer may read it: no upstream addresses or names, one line, short."""
-    text = str(exc)
-    name = getattr(exc, "backend", None)
-    if isinstance(name, str) and name and text.startswith(f"{name}: "):
-        text = text[len(name) + 2 :]
-    text = _ADDRESS.sub("<upstream>", text).replace("\n", " ").strip()
-    return (text or type(exc).__name__)[:200]
-
 
 # Waits below use asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for swallows a
 # cancellation that arrives as the awaited thing completes, and a loop that misses its
@@ -194,85 +95,88 @@ def _clean(exc: BaseException) -> str:
 
 class ProviderNode:
     """A provider on the swarm. An async context manager: entering connects, subscribes and
-    announces; leaving shuts down gracefully (see :meth:`close`)."""
+    announces; leaving shuts down gracefully (see :meth:`close`).
 
+    ``ProviderNode(config, backend, wallet=None)`` runs a validated
+    :class:`~provider.config.ProviderConfig` (its ``backends`` are not used: ``backend`` is the
+    model); ``ProviderNode(keys, relays, backend, *, wallet=None, **options)`` builds that config
+    from the key, the relays and :class:`~provider.config.NodeOptions` (``pricing``,
+    ``payment``, ``limits``, ``store``, ...); an unknown option is a ``TypeError``. Test hooks,
+    in both forms: ``clock`` (unix seconds) and ``store`` (an open :class:`JobStore`)."""
+
+    @overload
     def __init__(
         self,
-        keys: Keys,
+        config: ProviderConfig,
+        backend: LmBackend,
+        wallet: Wallet | None = None,
+        *,
+        clock: Clock = time.time,
+        store: JobStore | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        config: Keys,
         relays: Sequence[str],
         backend: LmBackend,
         *,
-        pricing: Pricing | None = None,
-        payment: PaymentPolicy = "free",
         wallet: Wallet | None = None,
-        limits: Limits | None = None,
-        models: Sequence[str] | None = None,
-        kinds: Sequence[int] = (KIND_TEXT_GENERATION,),
-        default_model: str | None = None,
-        store: JobStore | str | Path = ":memory:",
-        name: str = "",
-        about: str = "",
-        picture: str = "",
-        lud16: str = "",
-        d_tag: str = "",
-        announce: bool = True,
-        heartbeat_s: int = 120,
-        clock_skew_s: int = 10,
-        invoice_expiry_s: int = 600,
-        payment_poll_s: float = 1.0,
-        payment_poll_max_s: float = 15.0,
-        settle_check_s: float = 60.0,
-        retention_days: float = 30.0,
-        reveal_timeout_s: float = 300.0,
-        connect_timeout: float = 5.0,
-        publish_timeout: float = 5.0,
         clock: Clock = time.time,
+        store: JobStore | str | Path = ":memory:",
+        **options: Unpack[NodeOptions],
+    ) -> None: ...
+
+    def __init__(self, config: ProviderConfig | Keys, *args: Any, **kwargs: Any) -> None:
+        if isinstance(config, ProviderConfig):
+            self._setup(*_config_form(config, *args, **kwargs))
+        elif isinstance(config, Keys):
+            self._setup(*_keys_form(config, *args, **kwargs))
+        else:
+            raise TypeError(
+                "ProviderNode(config, backend, wallet) or ProviderNode(keys, relays, backend, "
+                f"**options), not a {type(config).__name__} first"
+            )
+
+    def _setup(
+        self,
+        config: ProviderConfig,
+        keys: Keys,
+        backend: LmBackend,
+        wallet: Wallet | None,
+        clock: Clock,
+        store: JobStore | None,
     ) -> None:
-        if payment not in PAYMENT_POLICIES:
-            raise ConfigError(f"payment must be one of {', '.join(PAYMENT_POLICIES)}")
+        payment = config.payment.policy
         if payment != "free" and wallet is None:
             raise ConfigError(f"payment {payment!r} needs a wallet to issue invoices")
-        if heartbeat_s < 1:
-            raise ConfigError("heartbeat_s must be at least 1")
+        self.config = config
         self.keys = keys
-        self.relays = list(relays)
-        if not self.relays:
-            raise ConfigError("a provider needs at least one relay")
+        self.relays = list(config.node.relays)
         self.backend = backend
-        self.pricing = pricing or Pricing()
-        self.payment: PaymentPolicy = payment
         self.wallet = wallet
-        self.limits = limits or Limits()
-        self._fixed_models = tuple(models) if models is not None else None
-        self.default_model = default_model
-        self._store_arg = store
-        self.name, self.about, self.picture, self.lud16 = name, about, picture, lud16
-        self.d_tag = d_tag
-        #: The NIP-90 kinds served (provider/kinds.py): 5050, and 5000-5002 through templates.
-        self.kinds = check_kinds(list(kinds))
-        self.announce = announce
-        self.heartbeat_s = heartbeat_s
-        self.clock_skew_s = clock_skew_s
-        self.invoice_expiry_s = invoice_expiry_s
-        self.payment_poll_s = payment_poll_s
-        self.payment_poll_max_s = payment_poll_max_s
-        self.settle_check_s = settle_check_s
-        self.retention_days = retention_days
-        self.reveal_timeout_s = reveal_timeout_s
-        self.connect_timeout = connect_timeout
-        self.publish_timeout = publish_timeout
         self.clock = clock
-
-        self.stats = ProviderStats()
+        self.pricing: Pricing = config.pricing
+        node = config.node
+        self._fixed_models = tuple(node.models) if node.models is not None else None
+        #: The NIP-90 kinds served (provider/kinds.py): 5050, and 5000-5002 through templates.
+        self.kinds = check_kinds(list(node.kinds))
         self.models: tuple[str, ...] = ()
-        self._queue: AdmissionQueue[_Job] = AdmissionQueue(
-            self.limits.max_concurrent, self.limits.queue_size
+        self.book = JobBook(
+            provider=keys.public_key,
+            payment=payment,
+            limits=config.limits,
+            pricing=self.pricing,
+            wallet=wallet is not None,
+            invoice_expiry_s=config.payment.invoice_expiry_s,
+            reveal_timeout_s=node.reveal_timeout_s,
         )
-        self._rate = CustomerRateLimiter(self.limits.rate_per_minute, self.limits.rate_burst)
-        self._announcer = Announcer(heartbeat_s)
-        self._jobs: dict[str, _Job] = {}
-        self._unpaid: set[str] = set()
-        self._held: dict[str, _Held] = {}
+        self._rate = CustomerRateLimiter(config.limits.rate_per_minute, config.limits.rate_burst)
+        self._announcer = Announcer(node.heartbeat_s)
+        self._work: dict[str, asyncio.Task[None]] = {}  # what is under way for each job
+        self._stopped: set[asyncio.Task[None]] = set()  # cancelled, not finished yet
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._paid_signals: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._publishes: set[asyncio.Task[Any]] = set()
@@ -283,14 +187,32 @@ class ProviderNode:
         #: Set once the backend has answered a health check; nothing is announced before.
         self.backend_ready = asyncio.Event()
         self._closing = False
-        self._grace_over = False
         self._commit_pending = False
         self._started = False
         self._pool: RelayPool | None = None
         self._sub: Subscription | None = None
+        self._store_given = store
         self._store: JobStore | None = None
         self._policy: IntakePolicy | None = None
         self.started_at = 0.0
+
+    # --- configuration, as read while serving ------------------------------------------------
+
+    @property
+    def payment(self) -> PaymentPolicy:
+        return self.config.payment.policy
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    @property
+    def default_model(self) -> str | None:
+        return self.config.node.default_model
+
+    @property
+    def stats(self) -> ProviderStats:
+        return self.book.stats
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -314,14 +236,17 @@ class ProviderNode:
         if self._started:
             return
         self._started = True
+        node = self.config.node
         self.started_at = self.clock()
-        store = self._store_arg
-        self._store = store if isinstance(store, JobStore) else JobStore(store, clock=self.clock)
+        store = self._store_given
+        self._store = (
+            store if store is not None else JobStore(self.config.store_target, clock=self.clock)
+        )
         # One commit per event-loop turn, however many jobs the turn touched.
         self._store.on_write = self._schedule_commit
-        pruned = self._store.prune(self.retention_days * 86400)
+        pruned = self._store.prune(node.retention_days * 86400)
         if pruned:
-            log.info("forgot %d jobs older than %g days", pruned, self.retention_days)
+            log.info("forgot %d jobs older than %g days", pruned, node.retention_days)
         await self._load_models()
         if await self._backend_answers() and self._has_models():
             self.backend_ready.set()
@@ -343,15 +268,15 @@ class ProviderNode:
         self._pool = RelayPool(
             self.relays,
             keys=self.keys,
-            connect_timeout=self.connect_timeout,
-            publish_timeout=self.publish_timeout,
+            connect_timeout=node.connect_timeout,
+            publish_timeout=node.publish_timeout,
         )
         await self._pool.start()
         self._subscribe()
         self._spawn(self._intake_loop(), "intake")
         if not self.backend_ready.is_set():
             self._spawn(self._watch_backend(), "backend")
-        if self.announce:
+        if node.announce:
             self._spawn(self._announce_when_ready(), "announce")
         if self.wallet is not None and self.payment != "free":
             self._spawn(self._settle_loop(), "settle")
@@ -409,86 +334,42 @@ class ProviderNode:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Paid jobs stay in the queue and share the grace period with the running ones.
-        for job in self._queue.drain():
-            if job.paid:
-                if self._queue.submit(job, force=True) == "run":
-                    self._start(job)
-            else:
-                self._fail(job, "shutdown", "provider is shutting down; ask another provider")
-        unpaid = [self._jobs[i] for i in list(self._unpaid) if i in self._jobs]
-        for job in unpaid:
-            if job.task is not None:
-                job.task.cancel()
-        await asyncio.gather(*(j.task for j in unpaid if j.task), return_exceptions=True)
-        for job in unpaid:
-            self._fail(job, "shutdown", "provider is shutting down; do not pay its invoice")
-        await self._finish_running(self.limits.shutdown_grace)
-        self._release_held_at_shutdown()
-        for job in self._queue.drain():  # paid, never started: served after a restart
-            self._fail(
-                job,
-                "shutdown",
-                "provider stopped before your paid job ran; it runs when the provider is back",
-                keep_open=True,
-            )
-        if self._pool is not None and self.announce and self._announcer.last_created_at:
+        if self._store is not None:
+            self._apply(self.book.close(self.clock()))
+            await self._finish_running(self.limits.shutdown_grace)
+            self._apply(self.book.end_grace(self.clock()))
+            await asyncio.gather(*self._stopped, return_exceptions=True)
+        node = self.config.node
+        if self._pool is not None and node.announce and self._announcer.last_created_at:
             offline = self._announcer.next(self.keys, self._offer(), self.clock(), online=False)
             self._publish_soon(offline)
-        if self._publishes:
-            await asyncio.wait(list(self._publishes), timeout=self.publish_timeout)
+        pending = [*self._publishes, *self._work.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=node.publish_timeout)
+        for task in list(self._work.values()):  # results that never got out: given up
+            task.cancel()
+        await asyncio.gather(*self._work.values(), return_exceptions=True)
+        for timer in self._timers.values():
+            timer.cancel()
         if self._pool is not None:
             await self._pool.close()
         if self._store is not None:
             self._store.on_write = None
             self._commit()
-            if not isinstance(self._store_arg, JobStore):
+            if self._store_given is None:
                 self._store.close()
 
     async def _finish_running(self, grace: float) -> None:
-        """Wait up to ``grace`` seconds for running jobs (and paid ones taking freed slots);
-        cancel and fail whatever is still running then."""
+        """Wait up to ``grace`` seconds for the jobs holding the backend's slots (and paid ones
+        taking the slots they free)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while True:
-            # Held jobs still publishing their commitment count as running here.
-            tasks = [
-                j.task
-                for j in self._jobs.values()
-                if j.task and (j.state == "running" or (j.state == "held" and not j.task.done()))
-            ]
+            tasks = [self._work[i] for i in self.book.slot_holders() if i in self._work]
             remaining = deadline - loop.time()
             if not tasks or remaining <= 0:
-                break
+                return
             await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        self._grace_over = True  # cancelled jobs must not hand their slot to a waiting one
-        running = [j for j in self._jobs.values() if j.state == "running" and j.task]
-        for job in running:
-            assert job.task is not None
-            job.task.cancel()
-        await asyncio.gather(*(j.task for j in running if j.task), return_exceptions=True)
-        for job in running:
-            self._fail(
-                job,
-                "shutdown",
-                "provider stopped before the job finished; ask another provider",
-                keep_open=job.paid,
-            )
-
-    def _release_held_at_shutdown(self) -> None:
-        """No reveal call can reach us any more: a paid job's result goes out now (the customer
-        paid for it), the others end with ``error``."""
-        for job_id in list(self._held):
-            held = self._held.pop(job_id)
-            held.timer.cancel()
-            if held.job.paid:
-                self._reveal_soon(held)
-            else:
-                self._fail(
-                    held.job,
-                    "shutdown",
-                    "provider is shutting down before your reveal call; result withheld",
-                )
 
     def _schedule_commit(self) -> None:
         if not self._commit_pending:
@@ -509,6 +390,7 @@ class ProviderNode:
     def set_pricing(self, pricing: Pricing) -> None:
         """New prices for jobs from now on; the announcement is re-published."""
         self.pricing = pricing
+        self.book.set_pricing(pricing)
         self._rebuild_policy()
         self._offer_changed.set()
 
@@ -534,14 +416,14 @@ class ProviderNode:
                 # A backend that can tell which configured models it really has (Ollama)
                 # is asked, so a model that was never pulled is not offered.
                 try:
-                    async with asyncio.timeout(self.connect_timeout):
+                    async with asyncio.timeout(self.config.node.connect_timeout):
                         await self.backend.refresh_models()
                 except (TimeoutError, NostrSwarmError, OSError):
                     return
                 self.models = tuple(self._usable(self._fixed_models))
             return
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(self.config.node.connect_timeout):
                 found = await self.backend.refresh_models()
         except (TimeoutError, NostrSwarmError, OSError) as exc:
             log.warning("could not list the backend's models (%s); using its configured list", exc)
@@ -579,24 +461,25 @@ class ProviderNode:
             pricing=self.pricing,
             payment=self.payment,
             catalog=catalog,
-            not_before=int(self.started_at) - self.clock_skew_s,
+            not_before=int(self.started_at) - self.config.node.clock_skew_s,
             kinds=self.kinds,
         )
 
     def _offer(self) -> Offer:
+        node = self.config.node
         return Offer(
             models=self.models,
             pricing=self.pricing,
             payment=self.payment,
             max_tokens=self.limits.max_tokens,
             max_prompt_chars=self.limits.max_prompt_chars,
-            heartbeat_s=self.heartbeat_s,
-            name=self.name,
-            about=self.about,
-            picture=self.picture,
-            lud16=self.lud16,
+            heartbeat_s=node.heartbeat_s,
+            name=node.name,
+            about=node.about,
+            picture=node.picture,
+            lud16=node.lud16,
             default_model=self.default_model or (self.models[0] if self.models else None),
-            d_tag=self.d_tag,
+            d_tag=node.d_tag,
             weights=self._weights(),
             kinds=self.kinds,
         )
@@ -612,8 +495,6 @@ class ProviderNode:
             log.debug("no weights claim: %s", exc)
             return ()
         return tuple(c for c in claims if c[0] in self.models)
-
-    # --- background tasks -------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"provider {name}")
@@ -688,7 +569,7 @@ class ProviderNode:
     async def _announce_loop(self) -> None:
         while True:
             offer = self._offer()
-            wait = self.heartbeat_s
+            wait = self.config.node.heartbeat_s
             if self._announcer.due(offer, self.clock()):
                 event = self._announcer.next(self.keys, offer, self.clock())
                 if not await self._publish(event):
@@ -701,7 +582,7 @@ class ProviderNode:
             if self._fixed_models is None and not self._offer_changed.is_set():
                 # A heartbeat: pick up models added to or removed from the backend.
                 with contextlib.suppress(TimeoutError, NostrSwarmError, OSError):
-                    async with asyncio.timeout(self.connect_timeout):
+                    async with asyncio.timeout(self.config.node.connect_timeout):
                         found = await self.backend.refresh_models()
                     usable = self._usable(found) if found else []
                     if usable:
@@ -710,16 +591,18 @@ class ProviderNode:
     async def _settle_loop(self) -> None:
         """Watch issued invoices until they are paid or expire (earnings, payment ``after``)."""
         while True:
-            await asyncio.sleep(self.settle_check_s)
+            await asyncio.sleep(self.config.payment.settle_check_s)
             await self.check_invoices()
 
     async def _prune_loop(self) -> None:
         """Forget old finished jobs now and then, so weeks of service keep the store small."""
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
-            pruned = self.store.prune(self.retention_days * 86400)
+            pruned = self.store.prune(self.config.node.retention_days * 86400)
             if pruned:
-                log.info("forgot %d jobs older than %g days", pruned, self.retention_days)
+                log.info(
+                    "forgot %d jobs older than %g days", pruned, self.config.node.retention_days
+                )
 
     async def check_invoices(self, limit: int = 200) -> int:
         """Ask the wallet about unpaid invoices; returns how many were found paid."""
@@ -755,14 +638,6 @@ class ProviderNode:
         self._publishes.add(task)
         task.add_done_callback(self._publishes.discard)
 
-    def _feedback(self, request: JobRequest, status: str, extra: str = "", **kw: Any) -> None:
-        try:
-            event = nip90_feedback(self.keys, request, status, extra=extra, **kw)
-        except NostrSwarmError as exc:  # e.g. a customer key we cannot encrypt to
-            log.warning("cannot build feedback for %s: %s", request.id[:12], exc)
-            return
-        self._publish_soon(event)
-
     # --- intake -----------------------------------------------------------------------------
 
     def _handle(self, event: Event) -> None:
@@ -781,27 +656,22 @@ class ProviderNode:
             self.stats.refused["internal"] += 1
 
     def _cancel(self, deletion: Event) -> None:
-        """A customer withdrew jobs: drop those not paid for, queued or running (their work is
-        wasted now). Paid jobs run on: the customer has paid for the answer."""
-        for tag in deletion.tags:
-            if tag[0] != "e" or len(tag) < 2:
-                continue
-            job = self._jobs.get(tag[1])
-            if job is None or job.paid or job.accept.request.customer != deletion.pubkey:
-                continue
-            held = self._held.pop(job.id, None)
-            if held is not None:
-                held.timer.cancel()
-            if job.state == "queued":
-                self._queue.remove(job)
-            elif job.task is not None:
-                job.task.cancel()  # running, or waiting for its invoice to be paid
-            self._unpaid.discard(job.id)
-            job.state = "finished"
-            self._jobs.pop(job.id, None)
-            self.stats.cancelled += 1
-            self.store.update(job.id, "failed", reason="cancelled")
-            log.info("job %s cancelled by its customer", job.id[:12])
+        """A customer withdrew jobs (the book drops those not paid for)."""
+        named = [t[1] for t in deletion.tags if t[0] == "e" and len(t) > 1]
+        self._apply(self.book.cancel(named, deletion.pubkey, self.clock()))
+
+    def _on_reveal_call(self, event: Event) -> None:
+        """The customer closed a commitment window: the book reveals or gives up."""
+        try:
+            call = parse_reveal_call(event)
+        except JobRejected as exc:
+            self.stats.ignored["reveal_call"] += 1
+            log.debug("ignored reveal call %s: %s", event.id[:12], exc)
+            return
+        for request_id in call.request_ids:
+            if self.book.knows(request_id):
+                named = call.names(self.public_key)
+                self._event(request_id, jobs.RevealCalled(call.customer, named))
 
     def _screen(self, event: Event) -> None:
         assert self._policy is not None
@@ -818,147 +688,198 @@ class ProviderNode:
             return
         rate = self._rate.check(event.pubkey, now)
         if not rate.allowed:
-            self.stats.refused["rate_limited"] += 1
-            self.store.update(event.id, "refused", reason="rate_limited")
-            if rate.notify:  # logged like the feedback: once per customer per window
-                log.info(
-                    "job %s customer %s refused (rate_limited): over %g jobs per minute",
-                    event.id[:12],
-                    event.pubkey[:12],
-                    self.limits.rate_per_minute,
-                )
-                self._feedback(
-                    decision.request,
-                    ERROR,
-                    f"rate limited: at most {self.limits.rate_per_minute:g} jobs per minute per "
-                    f"customer; retry in {rate.retry_after:.0f} s",
-                )
-            return
-        if isinstance(decision, Refuse):
-            self._refuse(decision)
-            return
-        self._accept(decision)
-
-    def _refuse(self, refusal: Refuse) -> None:
-        self.stats.refused[refusal.reason] += 1
-        self.store.update(refusal.request.id, "refused", reason=refusal.reason)
-        self._feedback(refusal.request, ERROR, refusal.message, amount_msats=refusal.amount_msats)
-        log.info(
-            "job %s customer %s refused (%s): %s",
-            refusal.request.id[:12],
-            refusal.request.customer[:12],
-            refusal.reason,
-            refusal.message,
-        )
-
-    def _busy(self, accept: Accept) -> None:
-        self._refuse(
-            Refuse(
-                accept.request,
-                "busy",
-                f"busy: {self._queue.running} jobs running and {self._queue.waiting} waiting "
-                "(queue full); try again shortly or ask another provider",
+            limit = self.limits.rate_per_minute
+            refusal = Refuse(
+                decision.request,
+                "rate_limited",
+                f"rate limited: at most {limit:g} jobs per minute per customer; retry in "
+                f"{rate.retry_after:.0f} s",
             )
-        )
-
-    def _accept(self, accept: Accept) -> None:
-        if self._closing:
-            return
-        job = _Job(accept, _perf())
-        if self.payment == "before" and accept.quote_msats > 0:
-            if len(self._unpaid) >= self.limits.max_unpaid or not self._queue.has_room():
-                self._busy(accept)
-                return
-            self.stats.accepted += 1
-            self._jobs[job.id] = job
-            self._unpaid.add(job.id)
-            job.state = "awaiting_payment"
-            self.store.update(
-                job.id,
-                "awaiting_payment",
-                model=accept.model,
-                quote_msats=accept.quote_msats,
-                request=accept.request.event.to_json(),
-            )
-            job.task = self._spawn_job(self._collect_payment(job), job)
-            return
-        admission = self._queue.submit(job)
-        if admission == "busy":
-            self._busy(accept)
-            return
-        self.stats.accepted += 1
-        self._jobs[job.id] = job
-        if admission == "run":
-            self._start(job)
+            # Told (and logged) once per customer per window.
+            self._event(event.id, jobs.Refused(refusal, notify=rate.notify))
+        elif isinstance(decision, Refuse):
+            self._event(event.id, jobs.Refused(decision))
         else:
-            self.store.update(job.id, "queued", model=accept.model, quote_msats=accept.quote_msats)
+            self._event(event.id, jobs.Offered(decision))
 
-    def _spawn_job(self, coro: Coroutine[Any, Any, None], job: _Job) -> asyncio.Task[None]:
-        return asyncio.create_task(coro, name=f"job {job.id[:12]}")
+    # --- carrying out the job book's effects -------------------------------------------------
 
-    def _start(self, job: _Job) -> None:
-        job.state = "running"
-        job.task = self._spawn_job(self._run(job), job)
+    def _event(self, job_id: str, event: jobs.Event) -> None:
+        """Tell the book what happened to a job and carry out what it says."""
+        try:
+            effects = self.book.on(job_id, event, self.clock())
+        except JobBookError:  # a bug must cost one job, not the node
+            log.exception("job %s: %s", job_id[:12], type(event).__name__)
+            return
+        self._apply(effects)
 
-    # --- payment before work ------------------------------------------------------------------
+    def _apply(self, effects: list[jobs.Effect]) -> None:
+        for effect in effects:
+            try:
+                self._carry_out(effect)
+            except Exception:  # a full disk, a bug: it costs this effect, not the node
+                log.exception("job %s: %s failed", effect.job_id[:12], type(effect).__name__)
 
-    async def _collect_payment(self, job: _Job) -> None:
-        accept = job.accept
-        assert self.wallet is not None
+    def _carry_out(self, effect: jobs.Effect) -> None:
+        match effect:
+            case jobs.StoreUpdate(job_id, state, fields):
+                self.store.update(job_id, state, **fields)
+            case jobs.StorePaid(job_id):
+                self.store.mark_paid(job_id)
+            case jobs.SendFeedback(_, request, status, extra, amount, bolt11):
+                try:
+                    event = build_feedback(
+                        self.keys, request, status, extra=extra, amount_msats=amount, bolt11=bolt11
+                    )
+                except NostrSwarmError as exc:  # e.g. a customer key we cannot encrypt to
+                    log.warning("cannot build feedback for %s: %s", request.id[:12], exc)
+                else:
+                    self._publish_soon(event)
+            case jobs.RunBackend():
+                model, timeout = effect.accept.model, self.limits.job_timeout
+                self._start_work(
+                    effect.job_id,
+                    partial(self._complete, effect),
+                    lambda exc: jobs.backend_failure(exc, model, timeout),
+                )
+            case jobs.MakeInvoice():
+                self._start_work(
+                    effect.job_id,
+                    partial(self._make_invoice, effect),
+                    lambda exc: jobs.InvoiceFailed(type(exc).__name__),
+                )
+            case jobs.WatchPayment():
+                self._start_work(
+                    effect.job_id,
+                    partial(self._watch_payment, effect),
+                    lambda exc: jobs.PaymentLapsed(),
+                )
+            case jobs.PublishResult():
+                self._start_work(
+                    effect.job_id,
+                    partial(self._publish_result, effect),
+                    lambda exc: jobs.PublishFailed(),
+                )
+            case jobs.PublishCommitment(job_id, request, commitment):
+                event = build_commitment(self.keys, request, commitment)
+                self._start_work(
+                    job_id,
+                    partial(self._publish_job_event, event),
+                    lambda exc: jobs.PublishFailed(),
+                )
+            case jobs.CancelWork(job_id):
+                task = self._work.pop(job_id, None)
+                if task is not None:
+                    task.cancel()
+                    self._stopped.add(task)
+                    task.add_done_callback(self._stopped.discard)
+            case jobs.StartTimer(job_id, delay):
+                loop = asyncio.get_running_loop()
+                self._timers[job_id] = loop.call_later(delay, self._timer_fired, job_id)
+            case jobs.StopTimer(job_id):
+                timer = self._timers.pop(job_id, None)
+                if timer is not None:
+                    timer.cancel()
+            case jobs.Log(_, message, warning):
+                log.log(logging.WARNING if warning else logging.INFO, "%s", message)
+
+    def _start_work(
+        self,
+        job_id: str,
+        work: Callable[[], Awaitable[jobs.Event]],
+        crashed: Callable[[Exception], jobs.Event],
+    ) -> None:
+        """Run the next piece of a job's work in its own task (one per job at a time)."""
+        task = asyncio.create_task(self._report(job_id, work, crashed), name=f"job {job_id[:12]}")
+        self._work[job_id] = task
+        task.add_done_callback(partial(self._work_done, job_id))
+
+    def _work_done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self._work.get(job_id) is task:
+            del self._work[job_id]
+
+    async def _report(
+        self,
+        job_id: str,
+        work: Callable[[], Awaitable[jobs.Event]],
+        crashed: Callable[[Exception], jobs.Event],
+    ) -> None:
+        """Do one piece of a job's work and report its outcome to the book."""
+        try:
+            outcome = await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must cost one job, not the node
+            log.exception("job %s crashed", job_id[:12])
+            outcome = crashed(exc)
+        self._event(job_id, outcome)
+
+    def _timer_fired(self, job_id: str) -> None:
+        if self._timers.pop(job_id, None) is not None:
+            self._event(job_id, jobs.RevealTimedOut())
+
+    async def _complete(self, run: jobs.RunBackend) -> jobs.Event:
+        """The backend call (the node's only one)."""
+        accept = run.accept
+        req = accept.request
+        # Let the processing feedback's publish queue its message before the result's can (an
+        # instant backend would otherwise put the result on the wire first).
+        await asyncio.sleep(0)
+        timeout = self.limits.job_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                resp = await self.backend.complete(
+                    accept.model,
+                    prompt_for(req.kind, req.prompt, req.params),
+                    accept.max_tokens,
+                    sampling=Sampling(**accept.params),
+                )
+        except (TimeoutError, NostrSwarmError) as exc:
+            return jobs.backend_failure(exc, accept.model, timeout)
+        salt = new_salt() if run.salt else None
+        return jobs.Completed(resp.text, resp.model, resp.usage, salt)
+
+    async def _make_invoice(self, make: jobs.MakeInvoice) -> jobs.Event:
+        if self.wallet is None:
+            return jobs.InvoiceFailed("no wallet")
         try:
             bolt11 = await self.wallet.make_invoice(
-                accept.quote_msats, f"nostr-swarm job {job.id}", self.invoice_expiry_s
+                make.amount_msats, make.memo, self.config.payment.invoice_expiry_s
             )
-            payment_hash = decode_invoice(bolt11).payment_hash
+            return jobs.Invoiced(bolt11, decode_invoice(bolt11).payment_hash)
         except (WalletError, InvoiceError) as exc:
-            log.warning("wallet could not issue an invoice for %s: %s", job.id[:12], exc)
-            self._unpaid.discard(job.id)
-            self._fail(job, "wallet", "this node cannot issue an invoice right now; try another")
-            return
-        job.payment_hash = payment_hash
-        self.store.update(
-            job.id, "awaiting_payment", payment_hash=payment_hash, amount_msats=accept.quote_msats
-        )
-        self._feedback(
-            accept.request,
-            PAYMENT_REQUIRED,
-            f"pay {accept.quote_msats / 1000:g} sats to start; the invoice expires in "
-            f"{self.invoice_expiry_s} s",
-            amount_msats=accept.quote_msats,
-            bolt11=bolt11,
-        )
-        await self._wait_and_run(job)
+            log.warning("wallet could not issue an invoice for %s: %s", make.job_id[:12], exc)
+            return jobs.InvoiceFailed(str(exc))
 
-    async def _wait_and_run(self, job: _Job) -> None:
-        assert job.payment_hash is not None
-        deadline = self.clock() + self.invoice_expiry_s
-        expiration = job.accept.request.expiration
-        if expiration is not None:
-            deadline = min(deadline, expiration)
-        paid = await self._await_payment(job.payment_hash, deadline)
-        self._unpaid.discard(job.id)
-        if not paid:
-            self._fail(job, "unpaid", "no payment arrived before the invoice expired; job dropped")
-            return
-        self.stats.paid_before += 1
-        job.paid = True
-        self.store.mark_paid(job.id)
-        # Paid work is never refused as busy: it waits for a slot.
-        if self._queue.submit(job, force=True) == "run":
-            job.state = "running"
-            await self._run(job)
-        else:
-            job.state = "queued"
-            self.store.update(job.id, "queued")
-            self._feedback(
-                job.accept.request, PROCESSING, "payment received; waiting for a free slot"
-            )
+    async def _watch_payment(self, watch: jobs.WatchPayment) -> jobs.Event:
+        paid = await self._await_payment(watch.payment_hash, watch.deadline)
+        return jobs.Paid() if paid else jobs.PaymentLapsed()
+
+    async def _publish_result(self, publish: jobs.PublishResult) -> jobs.Event:
+        r = publish.result
+        event = build_result(
+            self.keys,
+            r.request,
+            r.text,
+            model=r.model,
+            usage=r.usage,
+            amount_msats=r.amount_msats,
+            bolt11=r.bolt11,
+            seal=r.seal,
+            salt=r.salt,
+        )
+        return await self._publish_job_event(event)
+
+    async def _publish_job_event(self, event: Event) -> jobs.Event:
+        return jobs.Published() if await self._publish(event) else jobs.PublishFailed()
+
+    # --- payment before work: waiting for the wallet -----------------------------------------
 
     async def _await_payment(self, payment_hash: str, deadline: float) -> bool:
         """Poll the wallet with growing intervals (woken early by :meth:`notify_paid`)."""
         assert self.wallet is not None
         signal = self._paid_signals.setdefault(payment_hash, asyncio.Event())
-        delay = self.payment_poll_s
+        delay = self.config.payment.poll_s
         try:
             while True:
                 try:
@@ -976,344 +897,91 @@ class ProviderNode:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await signal.wait()
-                delay = min(delay * 2, self.payment_poll_max_s)
+                delay = min(delay * 2, self.config.payment.poll_max_s)
         finally:
             self._paid_signals.pop(payment_hash, None)
-
-    # --- the work ---------------------------------------------------------------------------
-
-    async def _run(self, job: _Job) -> None:
-        try:
-            await self._work(job)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug must cost one job, not the node
-            log.exception("job %s crashed", job.id[:12])
-            self._fail(job, "internal", f"internal error in the provider ({type(exc).__name__})")
-        finally:
-            nxt = self._queue.release(start_next=not self._grace_over)
-            if nxt is not None:
-                if self._closing and not nxt.paid:
-                    self._fail(nxt, "shutdown", "provider is shutting down; ask another provider")
-                else:
-                    self._start(nxt)
-
-    async def _work(self, job: _Job) -> None:
-        accept = job.accept
-        req = accept.request
-        if req.expiration is not None and req.expiration <= self.clock():
-            self.stats.failed["expired"] += 1
-            self.store.update(job.id, "failed", reason="expired")
-            job.state = "finished"
-            self._jobs.pop(job.id, None)
-            return
-        # No store write here: "received"/"queued" are open states too, and the final update
-        # records the rest (one SQLite write fewer per job).
-        self._feedback(req, PROCESSING)
-        # Let the feedback's publish queue its message before the result's can (an instant
-        # backend would otherwise put the result on the wire first).
-        await asyncio.sleep(0)
-        t0 = _perf()
-        try:
-            async with asyncio.timeout(self.limits.job_timeout):
-                resp = await self.backend.complete(
-                    accept.model,
-                    prompt_for(req.kind, req.prompt, req.params),
-                    accept.max_tokens,
-                    sampling=Sampling(**accept.params),
-                )
-        except TimeoutError:
-            self._fail(
-                job,
-                "timeout",
-                f"the model did not answer within {self.limits.job_timeout:g} s; "
-                "ask for fewer tokens or another provider",
-            )
-            return
-        except BackendNotFound:
-            self._fail(job, "unknown_model", f"model {accept.model} is not available here now")
-            return
-        except CircuitBreakerOpen:
-            self._fail(job, "backend", "the model backend is down; try another provider")
-            return
-        except (BackendError, RouterError) as exc:
-            self._fail(
-                job, "backend", f"the model backend failed: {_clean(exc)}; try another provider"
-            )
-            return
-        job.backend_ms = (_perf() - t0) * 1000
-        await self._deliver(job, resp)
-
-    async def _deliver(self, job: _Job, resp: LmResponse) -> None:
-        accept = job.accept
-        req = accept.request
-        usage = resp.usage
-        if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
-            p, c = estimate_tokens(req.prompt), estimate_tokens(resp.text)
-            usage = LmUsage(p, c, p + c)
-        amount: int | None = None
-        bolt11: str | None = None
-        if self.payment == "after" and accept.quote_msats > 0:
-            amount = self.pricing.charge(
-                accept.model, usage.prompt_tokens, usage.completion_tokens, accept.quote_msats
-            )
-            if req.bid_msats is not None:
-                amount = min(amount, req.bid_msats)
-            bolt11 = await self._invoice(job, amount)
-        salt = new_salt() if accept.commit else None
-        result = build_result(
-            self.keys,
-            req,
-            resp.text,
-            model=resp.model or accept.model,
-            usage=usage,
-            amount_msats=amount,
-            bolt11=bolt11,
-            seal=accept.seal,
-            salt=salt,
-        )
-        delivery = _Delivery(result, usage, amount, bolt11, _perf())
-        if salt is not None:
-            await self._hold(job, delivery, commit(req.id, self.public_key, resp.text, salt))
-            return
-        await self._finish(job, delivery)
-
-    # --- commit-reveal ----------------------------------------------------------------------
-
-    async def _hold(self, job: _Job, delivery: _Delivery, commitment: str) -> None:
-        """Publish the commitment and keep the result until the customer's reveal call. The
-        backend slot is freed: holding costs memory, not capacity."""
-        req = job.accept.request
-        if job.reveal_call is not None:  # the window closed while we were working
-            self._settle_held(_Held(job, delivery, _NO_TIMER), job.reveal_call)
-            return
-        job.state = "held"
-        if not await self._publish(build_commitment(self.keys, req, commitment)):
-            self._fail(job, "publish", "could not publish the commitment; ask another provider")
-            return
-        if job.state != "held":  # cancelled while the commitment was being published
-            return
-        self.stats.committed += 1
-        hold = self.reveal_timeout_s
-        if req.expiration is not None:
-            hold = min(hold, max(req.expiration - self.clock(), 0.0))
-        timer = asyncio.get_running_loop().call_later(hold, self._hold_expired, job.id, hold)
-        held = self._held[job.id] = _Held(job, delivery, timer)
-        if job.reveal_call is not None:  # it came while the commitment was on its way
-            del self._held[job.id]
-            timer.cancel()
-            self._settle_held(held, job.reveal_call)
-
-    def _on_reveal_call(self, event: Event) -> None:
-        """The customer closed a commitment window: reveal if it names us, else give up."""
-        try:
-            call = parse_reveal_call(event)
-        except JobRejected as exc:
-            self.stats.ignored["reveal_call"] += 1
-            log.debug("ignored reveal call %s: %s", event.id[:12], exc)
-            return
-        for request_id in call.request_ids:
-            job = self._jobs.get(request_id)
-            if job is None or job.accept.request.customer != call.customer:
-                continue  # not ours, or not from the job's customer
-            held = self._held.pop(request_id, None)
-            if held is None:
-                if job.reveal_call is None:
-                    job.reveal_call = call  # still working: settled when the result is ready
-                continue
-            held.timer.cancel()
-            self._settle_held(held, call)
-
-    def _settle_held(self, held: _Held, call: RevealCall) -> None:
-        if call.names(self.public_key):
-            self.stats.revealed += 1
-            self._reveal_soon(held)
-        else:
-            self._fail(
-                held.job,
-                "commit_late",
-                "the customer closed the commitment window without our commitment; result withheld",
-            )
-
-    def _reveal_soon(self, held: _Held) -> None:
-        task = asyncio.create_task(
-            self._finish(held.job, held.delivery), name=f"reveal {held.job.id[:12]}"
-        )
-        self._publishes.add(task)
-        task.add_done_callback(self._publishes.discard)
-
-    def _hold_expired(self, job_id: str, hold: float) -> None:
-        held = self._held.pop(job_id, None)
-        if held is not None:
-            self._fail(
-                held.job,
-                "reveal_timeout",
-                f"no reveal call from the customer within {hold:g} s; result withheld",
-            )
-
-    # --- results ----------------------------------------------------------------------------
-
-    async def _finish(self, job: _Job, delivery: _Delivery) -> None:
-        """Publish the result, then ``success`` and the bookkeeping."""
-        accept = job.accept
-        req = accept.request
-        usage, amount, bolt11 = delivery.usage, delivery.amount, delivery.bolt11
-        published = await self._publish(delivery.result)
-        latency_ms = (_perf() - job.received) * 1000
-        job.state = "finished"
-        self._jobs.pop(job.id, None)
-        if not published:
-            self.stats.failed["publish"] += 1
-            self.store.update(job.id, "failed", reason="publish", latency_ms=latency_ms)
-            return
-        self._feedback(req, SUCCESS, amount_msats=amount, bolt11=bolt11)
-        billed = amount if bolt11 else (accept.quote_msats if self.payment == "before" else 0)
-        self.stats.completed += 1
-        self.stats.tokens += usage.prompt_tokens + usage.completion_tokens
-        self.stats.billed_msats += billed or 0
-        self.stats.overhead_ms.append((delivery.handed_over - job.received) * 1000 - job.backend_ms)
-        fields: dict[str, object] = {
-            "model": accept.model,
-            "quote_msats": accept.quote_msats,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "latency_ms": round(latency_ms, 3),
-        }
-        if self.payment == "after" and amount is not None:
-            fields["amount_msats"] = amount
-            fields["payment_hash"] = job.payment_hash
-        if self.payment == "before":
-            fields["request"] = None
-        self.store.update(job.id, "done", **fields)
-        log.info(
-            "job %s customer %s model %s tokens %d+%d sats %g latency %.1f ms: done",
-            job.id[:12],
-            req.customer[:12],
-            accept.model,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            (billed or 0) / 1000,
-            latency_ms,
-        )
-
-    async def _invoice(self, job: _Job, amount: int) -> str | None:
-        """An invoice for a finished job (payment ``after``); None if the wallet fails (the
-        result still goes out, with the amount alone)."""
-        if amount <= 0 or self.wallet is None:
-            return None
-        try:
-            bolt11 = await self.wallet.make_invoice(
-                amount, f"nostr-swarm job {job.id}", self.invoice_expiry_s
-            )
-            job.payment_hash = decode_invoice(bolt11).payment_hash
-            return bolt11
-        except (WalletError, InvoiceError) as exc:
-            log.warning("wallet could not issue an invoice for %s: %s", job.id[:12], exc)
-            return None
-
-    def _fail(self, job: _Job, reason: str, message: str, *, keep_open: bool = False) -> None:
-        """End an accepted job with ``error`` feedback (once). ``keep_open``: a paid job the
-        store keeps open, so the next run serves it."""
-        if job.state == "finished":
-            return
-        job.state = "finished"
-        self._jobs.pop(job.id, None)
-        self._unpaid.discard(job.id)
-        self.stats.failed[reason] += 1
-        latency_ms = (_perf() - job.received) * 1000
-        if keep_open:
-            self.store.update(job.id, "queued", reason=reason)
-        else:
-            self.store.update(job.id, "failed", reason=reason, latency_ms=round(latency_ms, 3))
-        self._feedback(job.accept.request, ERROR, message)
-        log.info(
-            "job %s customer %s model %s tokens 0+0 sats 0 latency %.1f ms: failed (%s) %s",
-            job.id[:12],
-            job.accept.request.customer[:12],
-            job.accept.model,
-            latency_ms,
-            reason,
-            message,
-        )
 
     # --- a fleet sharing one store -------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        """Renew the leases of the jobs we hold; take over jobs whose node stopped renewing."""
+        """Renew the leases of the jobs we hold (giving up those another node took over); take
+        over jobs whose node stopped renewing."""
         while True:
             try:
-                self.store.renew(list(self._jobs))
+                held = [job.id for job in self.book.open_jobs()]
+                ours = self.store.renew(held)
+                for job_id in held:
+                    if job_id not in ours:
+                        self._event(job_id, jobs.LeaseLost())
                 if not self._closing:
                     for row in self.store.orphans():
                         if self.store.take_over(row.id):
-                            self._adopt(row)
+                            self._take_up(row, "taking over job %s from a node that stopped")
             except Exception as exc:  # PostgreSQL away: our leases may lapse, we go on
                 log.warning("job store lease round failed: %s", exc)
             await asyncio.sleep(self.store.lease_s / 3)
-
-    def _adopt(self, row: Any) -> None:
-        """Run a job another node of the fleet claimed and did not finish."""
-        assert self._policy is not None
-        try:
-            if row.request is None:
-                raise JobRejected("no request kept")
-            event = Event.from_json(row.request, verify=False)
-            decision = evaluate(
-                parse_request(event, keys=self.keys, verify=False), self._policy, check_bid=False
-            )
-        except NostrSwarmError as exc:
-            log.warning("cannot take over job %s: %s", row.id[:12], exc)
-            self.store.update(row.id, "failed", reason="interrupted")
-            return
-        if not isinstance(decision, Accept):
-            self.store.update(row.id, "failed", reason="interrupted")
-            return
-        log.info("taking over job %s from a node that stopped", row.id[:12])
-        job = _Job(decision, _perf(), payment_hash=row.payment_hash, paid=row.paid)
-        self._jobs[job.id] = job
-        if self._queue.submit(job, force=True) == "run":
-            self._start(job)
-        else:
-            job.state = "queued"
 
     # --- restart ------------------------------------------------------------------------------
 
     def _resume(self) -> None:
         """Jobs left open by the last run: paid ones are served, ones awaiting payment go on
         waiting, the rest are closed (their customers have moved on)."""
-        assert self._policy is not None
         for row in self.store.open_jobs():
-            if row.request is None or not (row.paid or row.payment_hash is not None):
-                self.store.update(row.id, "failed", reason="interrupted")
-                continue
-            try:
-                event = Event.from_json(row.request, verify=False)
-                decision = evaluate(
-                    parse_request(event, keys=self.keys, verify=False),
-                    self._policy,
-                    check_bid=False,
-                )
-            except NostrSwarmError as exc:
-                decision = None
-                log.warning("cannot resume job %s: %s", row.id[:12], exc)
-            if not isinstance(decision, Accept):
-                self.store.update(row.id, "failed", reason="interrupted")
-                continue
-            if row.quote_msats is not None:  # the price the customer was asked for stands
-                decision = replace(decision, quote_msats=row.quote_msats)
-            job = _Job(decision, _perf(), payment_hash=row.payment_hash, paid=row.paid)
-            self._jobs[job.id] = job
-            if row.paid:
-                log.info("resuming paid job %s", job.id[:12])
-                if self._queue.submit(job, force=True) == "run":
-                    self._start(job)
-                else:
-                    job.state = "queued"
+            if jobs.resumable(row.paid, row.payment_hash, row.request):
+                self._take_up(row, "resuming job %s")
             else:
-                log.info("still waiting for payment of job %s", job.id[:12])
-                job.state = "awaiting_payment"
-                self._unpaid.add(job.id)
-                job.task = self._spawn_job(self._wait_and_run(job), job)
+                self.store.update(row.id, "failed", reason="interrupted")
+
+    def _take_up(self, row: JobRow, message: str) -> None:
+        """Hand a job the store kept to the book (the price the customer was asked stands)."""
+        assert self._policy is not None
+        try:
+            if row.request is None:
+                raise JobRejected("no request kept")
+            event = Event.from_json(row.request, verify=False)
+            # A price already asked for stands (it was within the bid); a new quote must be.
+            decision = evaluate(
+                parse_request(event, keys=self.keys, verify=False),
+                self._policy,
+                check_bid=row.quote_msats is None,
+            )
+        except NostrSwarmError as exc:
+            log.warning("cannot take up job %s: %s", row.id[:12], exc)
+            decision = None
+        if not isinstance(decision, Accept):
+            self.store.update(row.id, "failed", reason="interrupted")
+            return
+        if row.quote_msats is not None:
+            decision = replace(decision, quote_msats=row.quote_msats)
+        log.info(message, row.id[:12])
+        self._event(row.id, jobs.Resumed(decision, row.paid, row.payment_hash))
+
+
+def _config_form(
+    config: ProviderConfig,
+    backend: LmBackend,
+    wallet: Wallet | None = None,
+    *,
+    clock: Clock = time.time,
+    store: JobStore | None = None,
+) -> tuple[ProviderConfig, Keys, LmBackend, Wallet | None, Clock, JobStore | None]:
+    return config, config.node.keys, backend, wallet, clock, store
+
+
+def _keys_form(
+    keys: Keys,
+    relays: Sequence[str],
+    backend: LmBackend,
+    *,
+    wallet: Wallet | None = None,
+    clock: Clock = time.time,
+    store: JobStore | str | Path = ":memory:",
+    **options: Any,
+) -> tuple[ProviderConfig, Keys, LmBackend, Wallet | None, Clock, JobStore | None]:
+    if isinstance(store, JobStore):
+        config = node_config(keys, relays, **options)
+        return config, keys, backend, wallet, clock, store
+    return node_config(keys, relays, store=store, **options), keys, backend, wallet, clock, None
 
 
 __all__ = ["PAYMENT_POLICIES", "ProviderNode", "ProviderStats"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from client.dvm.nip89 import PriceList
+
 
 class Price(BaseModel):
     """One price list: millisats per 1,000 tokens of each side, and the least a job costs."""
@@ -26,13 +28,15 @@ class Price(BaseModel):
     def is_free(self) -> bool:
         return self.msats_per_1k_prompt == self.msats_per_1k_completion == self.min_msats == 0
 
+    @property
+    def announced(self) -> PriceList:
+        """This price as the NIP-89 announcement states it (and customers compute quotes)."""
+        return PriceList(self.msats_per_1k_prompt, self.msats_per_1k_completion, self.min_msats)
+
     def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Millisats for these token counts, rounded up; never below the minimum."""
-        per_token_milli = (
-            max(0, prompt_tokens) * self.msats_per_1k_prompt
-            + max(0, completion_tokens) * self.msats_per_1k_completion
-        )
-        return max(self.min_msats, -(-per_token_milli // 1000))
+        """Millisats for these token counts, rounded up; never below the minimum (the formula
+        customers use on the announced price, so quotes agree)."""
+        return self.announced.cost(prompt_tokens, completion_tokens)
 
 
 class Pricing(BaseModel):

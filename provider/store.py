@@ -194,17 +194,17 @@ class JobStore:
         )
         return cur.rowcount == 1
 
-    def renew(self, job_ids: Sequence[str]) -> int:
-        """Extend this node's leases on ``job_ids`` (the jobs it is working); returns how many
-        it still owns."""
+    def renew(self, job_ids: Sequence[str]) -> set[str]:
+        """Extend this node's leases on ``job_ids`` (the jobs it is working); returns the ones
+        it still owns (a job another node took over is not among them)."""
         if not job_ids:
-            return 0
+            return set()
         marks = ",".join("?" * len(job_ids))
         cur = self._write(
-            f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND id IN ({marks})",
+            f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND id IN ({marks}) RETURNING id",
             (self._clock() + self.lease_s, self.owner, *job_ids),
         )
-        return int(cur.rowcount)
+        return {row["id"] for row in cur.fetchall()}
 
     def orphans(self, limit: int = 50) -> list[JobRow]:
         """Open jobs of other nodes whose lease ran out (their node died), oldest first."""

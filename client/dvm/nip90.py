@@ -15,7 +15,8 @@ Provider side::
 
     req = parse_request(event, keys=provider_keys, now=int(time.time()))   # lenient names
     build_feedback(provider_keys, req, "processing")
-    build_result(provider_keys, req, "4", amount_msats=5000, bolt11="lnbc...")
+    build_result(provider_keys, req, "4", amount_msats=5000, bolt11=invoice_for_5000_msats,
+                 usage=usage, model="llama3")        # amount rules: client.dvm.amounts
 
 Where the ecosystem disagrees we are lenient on what we accept (input type ``prompt``,
 ``top-k``/``top_k`` and other old parameter spellings, ``payment_required``/``payment-required``,
@@ -30,10 +31,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
+from client.dvm.amounts import Amount, amount_tags, check_amount, parse_amount
 from client.nostr import nip04, nip44
 from client.nostr.errors import (
     DecryptionError,
@@ -56,6 +58,8 @@ WIRE_PROFILE = "nostr-swarm/1"
 # Sealed results (wire profile §8): ["param", "sealed", "nip44"] asks, ["sealed", "nip44"] marks.
 TAG_SEALED = "sealed"
 SEAL_NIP44 = "nip44"
+# Commit-reveal (wire profile §8.2): a revealed result's salt.
+TAG_SALT = "salt"
 
 # Caps: a provider's answer and a customer's prompt are text, not archives.
 MAX_PROMPT_CHARS = 200_000
@@ -110,18 +114,6 @@ def normalize_status(status: str) -> str:
 
 
 # --- values ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Amount:
-    """An ``amount`` tag: millisats and an optional BOLT11 invoice (not decoded here)."""
-
-    msats: int
-    bolt11: str | None = None
-
-    @property
-    def sats(self) -> int:
-        return self.msats // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,16 +359,6 @@ def _float_param(params: Mapping[str, str], name: str, lo: float, hi: float) -> 
     if not math.isfinite(value) or not lo <= value <= hi:
         raise JobRejected(f"param {name} must be between {lo} and {hi}", "malformed")
     return value
-
-
-def parse_amount(tag: Sequence[str]) -> Amount:
-    """``["amount", "<msats>", "<bolt11>"?]``; strict: digits only, bolt11 starts with ``ln``."""
-    if len(tag) < 2 or not tag[1].isascii() or not tag[1].isdigit() or len(tag[1]) > 18:
-        raise JobRejected("amount must be a whole number of millisats", "malformed")
-    bolt11 = tag[2].strip() if len(tag) > 2 and tag[2].strip() else None
-    if bolt11 is not None and (not bolt11.lower().startswith("ln") or len(bolt11) > 4096):
-        raise JobRejected("amount invoice is not a BOLT11 string", "malformed")
-    return Amount(int(tag[1]), bolt11)
 
 
 def _amount_of(event: Event) -> Amount | None:
@@ -802,12 +784,23 @@ def _reply_tags(request: JobRequest, relay_hint: str) -> Tags:
     return [e, ["p", request.customer]]
 
 
-def _amount_tag(amount_msats: int | None, bolt11: str | None) -> Tags:
-    if amount_msats is None:
-        return []
-    if type(amount_msats) is not int or amount_msats < 0:
-        raise JobRejected("amount must be a non-negative integer of millisats", "malformed")
-    return [["amount", str(amount_msats), bolt11] if bolt11 else ["amount", str(amount_msats)]]
+class Usage(Protocol):
+    """Token counts of one completion (``router.types.LmUsage`` is one)."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def total_tokens(self) -> int: ...
+
+
+def _usage_tag(usage: Usage) -> Tags:
+    counts = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    if not all(type(n) is int and n >= 0 for n in counts):
+        raise JobRejected("usage must be non-negative integer token counts", "malformed")
+    total = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+    return [["usage", str(usage.prompt_tokens), str(usage.completion_tokens), str(total)]]
 
 
 def build_result(
@@ -817,18 +810,41 @@ def build_result(
     *,
     amount_msats: int | None = None,
     bolt11: str | None = None,
+    usage: Usage | None = None,
+    model: str | None = None,
+    seal: str | None = None,
+    salt: str | None = None,
     relay_hint: str = "",
     created_at: int | None = None,
 ) -> Event:
-    """Kind request+1000 result: ``request`` (full JSON), ``e``, ``i`` (omitted when encrypted),
-    ``p``, ``amount``; content encrypted back with the request's scheme when it was encrypted."""
+    """Kind request+1000 result. Tags, in this order: ``request`` (the request's JSON), ``e``,
+    ``p``; ``encrypted`` (the content encrypted back with the request's scheme) or the ``i``
+    inputs, then ``["sealed", "nip44"]`` when ``seal`` asks for a cleartext job's answer to be
+    encrypted to the customer (an encrypted job's answer is encrypted anyway); ``amount``
+    (:func:`client.dvm.amounts.check_amount`: at most the bid, the invoice's amount equal to
+    it); ``["usage", <prompt>, <completion>, <total>]``; ``["model", <name>]``; ``["salt",
+    <64 hex>]`` when the result reveals a commitment (wire profile §3, §8)."""
+    amount = check_amount(amount_msats, bolt11, bid_msats=request.bid_msats)
+    if seal is not None and seal != SEAL_NIP44:
+        raise JobRejected(f"unknown seal scheme {seal[:16]!r}", "malformed")
+    if salt is not None and not is_hex(salt, 64):
+        raise JobRejected("salt must be 64 hex characters", "malformed")
     tags: Tags = [["request", request.event.to_json()], *_reply_tags(request, relay_hint)]
     if request.encryption is not None:
         content = _encrypt(content, keys, request.customer, request.encryption)
         tags.append(["encrypted"])
     else:
         tags.extend(["i", i.data] for i in request.inputs)
-    tags.extend(_amount_tag(amount_msats, bolt11))
+        if seal is not None:
+            content = _encrypt(content, keys, request.customer, SEAL_NIP44)
+            tags.append([TAG_SEALED, SEAL_NIP44])
+    tags.extend(amount_tags(amount))
+    if usage is not None:
+        tags.extend(_usage_tag(usage))
+    if model is not None:
+        tags.append(["model", model])
+    if salt is not None:
+        tags.append([TAG_SALT, salt])
     return Event.create(keys, request.kind + RESULT_OFFSET, content, tags, created_at=created_at)
 
 
@@ -844,7 +860,8 @@ def build_feedback(
     relay_hint: str = "",
     created_at: int | None = None,
 ) -> Event:
-    """Kind-7000 feedback: ``status`` (normalized spelling), ``amount``, ``e``, ``p``.
+    """Kind-7000 feedback: ``status`` (normalized spelling), ``amount`` (checked as a result's,
+    except that an ``error`` may quote a price above the bid), ``e``, ``p``.
 
     To an encrypted request, ``content`` is the encrypted JSON tag list ``["content", <partial
     result or "">]``, ``status``, ``amount``: the form NDK and nostrdvm read (NDK throws on an
@@ -854,9 +871,13 @@ def build_feedback(
     status_tag = ["status", normalize_status(status)]
     if extra:
         status_tag.append(extra)
-    tags: Tags = [status_tag, *_amount_tag(amount_msats, bolt11), *_reply_tags(request, relay_hint)]
+    # An error may quote a price above the bid (the bid was too low); any other status asks
+    # for at most the bid.
+    bid = None if status_tag[1] == ERROR else request.bid_msats
+    amount = amount_tags(check_amount(amount_msats, bolt11, bid_msats=bid))
+    tags: Tags = [status_tag, *amount, *_reply_tags(request, relay_hint)]
     if request.encryption is not None:
-        sealed = [["content", content], status_tag, *_amount_tag(amount_msats, bolt11)]
+        sealed = [["content", content], status_tag, *amount]
         tags.append(["encrypted"])
         content = _encrypt(
             json.dumps(sealed, ensure_ascii=False), keys, request.customer, request.encryption

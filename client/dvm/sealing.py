@@ -35,6 +35,7 @@ from client.dvm.nip90 import (
     KIND_FEEDBACK,
     KIND_TEXT_GENERATION,
     PROCESSING,
+    TAG_SALT,
     Job,
     JobRequest,
 )
@@ -51,7 +52,6 @@ PARAM_SEALED = "sealed"
 PARAM_COMMIT = "commit"
 COMMIT_SHA256 = "sha256"
 TAG_COMMITMENT = "commitment"
-TAG_SALT = "salt"
 #: Domain separation: a commitment of this profile cannot be mistaken for any other sha256.
 COMMIT_DOMAIN = "nostr-swarm/commit/1"
 SALT_BYTES = 32

@@ -24,6 +24,7 @@ from bech32 import CHARSET, bech32_decode, bech32_encode
 from coincurve import PrivateKey, PublicKey, verify_signature
 from coincurve.ecdsa import cdata_to_der, deserialize_recoverable, recoverable_convert
 
+from client.dvm.amounts import MSAT_PER_UNIT, hrp_amount
 from client.nostr.errors import InvoiceError, InvoiceExpired, WrongNetwork
 
 # Network name -> BOLT11 currency prefix.
@@ -38,8 +39,6 @@ DEFAULT_NETWORK: Final = "regtest"
 DEFAULT_EXPIRY: Final = 3600  # BOLT11's default when the x field is absent
 MAX_INVOICE_CHARS: Final = 8192  # far above any real invoice; stops absurd input early
 MAX_DESCRIPTION_BYTES: Final = 639  # 1023 five-bit groups, the most a tagged field holds
-# 1 BTC = 10^11 msat; msat per unit of each multiplier ('p' is 1/10 msat: handled apart).
-_MSAT_PER_UNIT: Final[dict[str, int]] = {"": 10**11, "m": 10**8, "u": 10**5, "n": 10**2}
 # Even feature bits an invoice may require that we understand (BOLT #9, context "9"):
 # var_onion_optin 8, payment_secret 14, basic_mpp 16, option_route_blinding 24,
 # option_payment_metadata 48. Any other even bit set means "fail the payment".
@@ -48,7 +47,6 @@ _KNOWN_EVEN_FEATURES: Final = frozenset({8, 14, 16, 24, 48})
 # var_onion_optin (bit 8) and payment_secret (bit 14).
 _MIN_FINAL_CLTV_EXPIRY: Final = 18
 _MADE_FEATURES: Final = 1 << 8 | 1 << 14
-_HRP_RE = re.compile(r"^ln(bcrt|bc|tbs|tb)(?:(\d+)([munp]?))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,30 +102,17 @@ def network_name(network: str) -> str:
 
 
 def amount_from_hrp(hrp: str) -> tuple[str, int | None]:
-    """(network name, exact msats or None) from a lower-case human-readable part."""
-    m = _HRP_RE.match(hrp)
-    if m is None:
-        raise InvoiceError(f"human-readable part {hrp!r} is not ln + bc/tb/tbs/bcrt + amount")
-    prefix, digits, multiplier = m.groups()
-    network = _PREFIX_TO_NETWORK[prefix]
-    if digits is None:
-        return network, None
-    value = int(digits)
-    if value == 0:
-        raise InvoiceError("invoice amount is zero")
-    if multiplier == "p":
-        # 1p = 0.1 msat: BOLT11 readers MUST fail unless the last decimal is 0.
-        if value % 10:
-            raise InvoiceError("amount has sub-millisatoshi precision")
-        return network, value // 10
-    return network, value * _MSAT_PER_UNIT[multiplier]
+    """(network name, exact msats or None) from a lower-case human-readable part (the amount
+    rule is client.dvm.amounts', which DVM events are checked against too)."""
+    prefix, msats = hrp_amount(hrp)
+    return _PREFIX_TO_NETWORK[prefix], msats
 
 
 def msats_to_hrp_amount(msats: int) -> str:
     """The shortest exact BOLT11 amount string for ``msats`` (e.g. 2_500_000 -> '25u')."""
     _check_msats(msats)
     for mult in ("", "m", "u", "n"):
-        unit = _MSAT_PER_UNIT[mult]
+        unit = MSAT_PER_UNIT[mult]
         if msats % unit == 0:
             return f"{msats // unit}{mult}"
     return f"{msats * 10}p"

@@ -127,7 +127,7 @@ VIOLATIONS = [
         "from client.wallet import guard",
         {"client-layers"},
         "client.dvm.nip90 -> client.wallet.guard",
-        id="client-dvm-to-its-sibling-wallet",
+        id="client-dvm-up-to-wallet",
     ),
     pytest.param(
         "client.dvm.sealing",

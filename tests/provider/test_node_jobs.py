@@ -100,7 +100,7 @@ async def test_expiration_honoured_at_intake_and_in_queue(
         await customer.feedback(first, "processing")
         queued = await customer.submit(JobSpec(prompt="queued", expiration=now + 50))
         await customer.sync()
-        assert node._queue.waiting == 1
+        assert node.book.waiting == 1
         clock.offset = 100  # the node now lives 100 s later: both jobs below are expired
         late = await customer.submit(JobSpec(prompt="late", expiration=now + 50))
         barrier = await customer.submit(JobSpec(prompt="barrier"))

@@ -93,7 +93,7 @@ async def test_shutdown_fails_queued_and_unfinished_jobs_with_feedback(
         await customer.feedback(running, "processing")
         queued = await customer.submit(JobSpec(prompt="queued"))
         await customer.sync()
-        assert node._queue.waiting == 1
+        assert node.book.waiting == 1
         await node.close()
         err_running = await customer.error(running)
         err_queued = await customer.error(queued)

@@ -26,7 +26,7 @@ async def test_full_queue_answers_busy_at_once(start_node: NodeFactory, customer
         waiting = await customer.submit(JobSpec(prompt="2"))
         refused = await customer.submit(JobSpec(prompt="3"))
         err = await customer.error(refused)  # while the first is still held
-        assert backend.calls == 1 and node._queue.waiting == 1
+        assert backend.calls == 1 and node.book.waiting == 1
         gate.set()
         assert (await customer.result(running)).content == "Echo: 1"
         assert (await customer.result(waiting)).content == "Echo: 2"

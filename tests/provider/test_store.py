@@ -83,3 +83,12 @@ def test_deferred_commits_batch_writes(tmp_path: Path) -> None:
     store.close()  # commits what is pending
     assert reader.seen("c")
     reader.close()
+
+
+def test_renew_returns_the_jobs_still_owned() -> None:
+    clock = ManualClock(1000.0)
+    with JobStore(":memory:", owner="a", clock=clock, lease_s=10) as store:
+        store.claim("j1", "cust", 1)
+        store.claim("j2", "cust", 1)
+        assert store.renew(["j1", "j2", "unknown"]) == {"j1", "j2"}
+        assert store.renew([]) == set()

@@ -39,14 +39,14 @@ def test_expired_lease_is_taken_over_by_one_node(pg_url: str) -> None:
     a, b, c = (JobStore(pg_url, owner=o, clock=clock, lease_s=10) for o in "abc")
     assert a.claim("j1", "cust", 1, request='{"id": "j1"}')
     clock.advance(8)
-    assert a.renew(["j1"]) == 1
+    assert a.renew(["j1"]) == {"j1"}
     clock.advance(8)  # 16 s after the claim, but renewed at 8: still a's
     assert b.orphans() == [] and not b.take_over("j1")
     clock.advance(5)  # a stopped renewing (died)
     assert [r.id for r in b.orphans()] == ["j1"]
     assert b.orphans()[0].request == '{"id": "j1"}'
     assert [b.take_over("j1"), c.take_over("j1")] == [True, False]
-    assert a.renew(["j1"]) == 0  # a, back from the dead, knows the job is no longer its own
+    assert a.renew(["j1"]) == set()  # a, back from the dead: the job is no longer its own
     b.update("j1", "done", amount_msats=5000, payment_hash="h")
     clock.advance(60)
     assert c.orphans() == [] and not c.take_over("j1")  # finished jobs are never taken over

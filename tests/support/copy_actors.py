@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Literal
 
-from client.dvm.nip90 import JobRequest, parse_request
+from client.dvm.nip90 import JobRequest, build_result, parse_request
 from client.dvm.sealing import (
     KIND_REVEAL_CALL,
     build_commitment,
@@ -34,7 +34,6 @@ from client.nostr.event import Event
 from client.nostr.filter import Filter
 from client.nostr.keys import Keys
 from provider.node import ProviderNode
-from provider.replies import build_result
 from router.backends import MockBackend
 from router.types import LmUsage
 

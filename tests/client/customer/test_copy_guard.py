@@ -5,11 +5,10 @@ from __future__ import annotations
 from client.customer.copy_guard import CopyGuard, CopyPolicy
 from client.customer.quorum import Quorum, normalized
 from client.customer.swarm import JobCollector
-from client.dvm.nip90 import JobSpec, build_feedback, build_job, parse_request
+from client.dvm.nip90 import JobSpec, build_feedback, build_job, build_result, parse_request
 from client.dvm.sealing import build_commitment, commit, new_salt
 from client.nostr.event import Event
 from client.nostr.keys import Keys
-from provider.replies import build_result
 from router.types import LmUsage
 
 CUSTOMER = Keys.generate()

@@ -14,6 +14,7 @@ from client.dvm.nip90 import (
     JobSpec,
     build_feedback,
     build_job,
+    build_result,
     parse_feedback,
     parse_request,
     parse_result,
@@ -34,7 +35,6 @@ from client.nostr import nip44
 from client.nostr.errors import JobRejected
 from client.nostr.event import Event
 from client.nostr.keys import Keys
-from provider.replies import build_result
 from router.types import LmUsage
 
 CUSTOMER = Keys.generate()
