@@ -5,14 +5,17 @@ twins to a sentence-embedding model, and so is a paragraph with one claim negate
 align each sentence of one answer with its most similar sentence in the other (by shared
 content words) and call a *conflict* when an aligned pair differs in a claim: its polarity (one
 negates), its numbers, its names, or one swapped key term in an otherwise identical sentence.
-Sentences with no counterpart (an honest answer that says more, or less) never conflict.
+Sentences with no counterpart (an honest answer that says more, or less) never conflict, except
+one that denies what the question is about.
 """
 
 from __future__ import annotations
 
-from client.customer.agreement.extract import ParagraphClaims, Sentence
+from difflib import SequenceMatcher
 
-__all__ = ["paragraph_conflict"]
+from client.customer.agreement.extract import TOPIC, ParagraphClaims, Sentence
+
+__all__ = ["edited_copy", "paragraph_conflict"]
 
 ALIGN_MIN_SHARED = 3  # content words two sentences must share to be about the same thing
 ALIGN_MIN_JACCARD = 0.4
@@ -63,9 +66,47 @@ def _denies(s: Sentence, other: ParagraphClaims) -> bool:
     return any(not o.negations and s.denied <= o.words for o in other.sentences)
 
 
-def paragraph_conflict(a: ParagraphClaims, b: ParagraphClaims) -> str | None:
+def _topic_denials(p: ParagraphClaims, topic: frozenset[str]) -> frozenset[str]:
+    out: set[str] = set()
+    for s in p.sentences:
+        out |= topic if TOPIC in s.negated_heads else s.negated_heads & topic
+    return frozenset(out)
+
+
+EDIT_MIN_WORDS = 6  # a clause shared after a difference must be this long to count
+
+
+def edited_copy(a: ParagraphClaims, b: ParagraphClaims) -> bool:
+    """``a`` and ``b`` are one text with an edit in it: they differ in some clause and then
+    share a later clause word for word. Two samplings (another seed, engine or model) may
+    start alike and part, but once parted they do not meet again on a whole clause; an
+    answer copied and then changed (a claim negated, a term swapped, a sentence inserted)
+    does. Identical texts are not an edit."""
+    matcher = SequenceMatcher(None, a.verbatim, b.verbatim, autojunk=False)
+    parted = False
+    for tag, i1, i2, _j1, _j2 in matcher.get_opcodes():
+        if tag != "equal":
+            parted = True
+        elif parted and any(len(c) >= EDIT_MIN_WORDS for c in a.verbatim[i1:i2]):
+            return True
+    return False
+
+
+def paragraph_conflict(
+    a: ParagraphClaims, b: ParagraphClaims, topic: frozenset[str] = frozenset()
+) -> str | None:
     """Why ``a`` and ``b`` make conflicting claims (``"negation"``, ``"number"``,
-    ``"entity"``, ``"swapped term"``, ``"denial"``), or ``None``."""
+    ``"entity"``, ``"swapped term"``, ``"denial"``, ``"topic denied"``, ``"edited copy"``), or
+    ``None``.
+
+    ``topic`` holds what the question is about (:func:`~client.customer.agreement.extract.
+    topic_words`): a negation attached to one of these words in ``a`` ("The sky is *not*
+    blue ...", asked why the sky is blue; or "It is not ..." of the subject) that ``b`` does
+    not make likewise denies the question's subject, however the rest of ``a`` is worded."""
+    if topic and _topic_denials(a, topic) - _topic_denials(b, topic):
+        return "topic denied"
+    if edited_copy(a, b):
+        return "edited copy"
     for s in a.sentences:
         other, j = _best(s, b.sentences)
         if other is not None:

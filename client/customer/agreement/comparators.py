@@ -37,6 +37,7 @@ from client.customer.agreement.extract import (
     option_letter,
     paragraph_claims,
     parse_options,
+    topic_words,
     yes_no,
 )
 
@@ -131,12 +132,16 @@ class SemanticComparator:
     threshold: float = SEMANTIC_THRESHOLD
     name: str = "semantic"
     hashable: bool = False
+    prompt: str = ""  # what was asked: its topic words may not be denied by one side only
+    topic: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError("threshold must be between 0 and 1")
         if self.embed is None and self.name == "semantic":
             object.__setattr__(self, "name", "claims")
+        if self.prompt and not self.topic:
+            object.__setattr__(self, "topic", topic_words(self.prompt))
 
     def canonical(self, text: str) -> Any | None:
         if not text.strip():
@@ -158,7 +163,9 @@ class SemanticComparator:
         return _cosine_bags(va, b.vector)
 
     def conflict(self, a: _Para, b: _Para) -> str | None:
-        return paragraph_conflict(a.claims, b.claims) or paragraph_conflict(b.claims, a.claims)
+        return paragraph_conflict(a.claims, b.claims, self.topic) or paragraph_conflict(
+            b.claims, a.claims, self.topic
+        )
 
     def same(self, a: Any, b: Any) -> bool:
         return self.closeness(a, b) >= self.threshold and self.conflict(a, b) is None
@@ -191,7 +198,7 @@ class AutoComparator:
             threshold = self.threshold
             if threshold is None:
                 threshold = SEMANTIC_THRESHOLD if self.embed else LEXICAL_CLAIMS_THRESHOLD
-            inner = SemanticComparator(embed=self.embed, threshold=threshold)
+            inner = SemanticComparator(embed=self.embed, threshold=threshold, prompt=self.prompt)
         else:
             inner = AnswerComparator(kind=kind, prompt=self.prompt)
         object.__setattr__(self, "inner", inner)
