@@ -76,17 +76,31 @@ def _topic_denials(p: ParagraphClaims, topic: frozenset[str]) -> frozenset[str]:
 EDIT_MIN_WORDS = 6  # a clause shared after a difference must be this long to count
 
 
+EDIT_MAX_OVERLAP = 0.5  # replaced clauses sharing more words than this are a rewording
+
+
+def _inserted(a: tuple[tuple[str, ...], ...], b: tuple[tuple[str, ...], ...]) -> bool:
+    """Clauses ``a`` stand where ``b`` has others (or none) that say something else: not the
+    same clause with a word or two changed, as greedy decoding on another quantization may
+    give before it falls back in step."""
+    wa = frozenset(w for c in a for w in c)
+    wb = frozenset(w for c in b for w in c)
+    if not wa or not wb:
+        return any(len(c) >= EDIT_MIN_WORDS for c in a + b)
+    return len(wa & wb) / len(wa | wb) < EDIT_MAX_OVERLAP
+
+
 def edited_copy(a: ParagraphClaims, b: ParagraphClaims) -> bool:
-    """``a`` and ``b`` are one text with an edit in it: they differ in some clause and then
-    share a later clause word for word. Two samplings (another seed, engine or model) may
-    start alike and part, but once parted they do not meet again on a whole clause; an
-    answer copied and then changed (a claim negated, a term swapped, a sentence inserted)
-    does. Identical texts are not an edit."""
+    """``a`` and ``b`` are one text with a clause put in or replaced, then the same text
+    again: they part on a clause that says something else and later share a whole clause
+    word for word. Two samplings (another seed, engine or model) may start alike and part,
+    but once parted they do not meet again; an answer copied and changed (a false claim
+    slipped in) does. Identical texts are not an edit."""
     matcher = SequenceMatcher(None, a.verbatim, b.verbatim, autojunk=False)
     parted = False
-    for tag, i1, i2, _j1, _j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag != "equal":
-            parted = True
+            parted = parted or _inserted(a.verbatim[i1:i2], b.verbatim[j1:j2])
         elif parted and any(len(c) >= EDIT_MIN_WORDS for c in a.verbatim[i1:i2]):
             return True
     return False

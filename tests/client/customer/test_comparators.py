@@ -330,3 +330,7 @@ def test_an_edited_copy_conflicts_a_shared_start_does_not() -> None:
     )
     assert comp.conflict(a, parted) is None and comp.same(a, parted)
     assert comp.conflict(a, comp.canonical(original)) is None
+    # A word changed and then the same text again (greedy decoding on another quantization)
+    # rewords a clause; it puts nothing new in.
+    reworded = comp.canonical(original.replace("an open lattice", "a open lattice"))
+    assert comp.conflict(a, reworded) is None and comp.same(a, reworded)
