@@ -132,7 +132,7 @@ class SemanticComparator:
     threshold: float = SEMANTIC_THRESHOLD
     name: str = "semantic"
     hashable: bool = False
-    prompt: str = ""  # what was asked: its topic words may not be denied by one side only
+    prompt: str = ""  # what was asked: an explanation's subject may not be denied by one side
     topic: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
@@ -140,7 +140,8 @@ class SemanticComparator:
             raise ValueError("threshold must be between 0 and 1")
         if self.embed is None and self.name == "semantic":
             object.__setattr__(self, "name", "claims")
-        if self.prompt and not self.topic:
+        # An explanation does not deny its subject; a yes/no answer may ("No, it is not").
+        if self.prompt and not self.topic and classify(self.prompt)[0] == "paragraph":
             object.__setattr__(self, "topic", topic_words(self.prompt))
 
     def canonical(self, text: str) -> Any | None:

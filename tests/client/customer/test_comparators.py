@@ -306,6 +306,9 @@ def test_denying_the_question_s_subject_conflicts_however_it_is_worded() -> None
     assert comp.conflict(also, night) != "topic denied"
     blind = SemanticComparator(embed=None, threshold=0.0)
     assert blind.conflict(honest, blind.canonical("The sky is not blue at all.")) is None
+    # Asked a yes/no question, "no, it is not" is an answer, not a denial of the subject.
+    yesno = SemanticComparator(embed=None, threshold=0.0, prompt="Is the sky green?")
+    assert yesno.topic == frozenset()
 
 
 def test_an_edited_copy_conflicts_a_shared_start_does_not() -> None:
