@@ -189,7 +189,11 @@ def split_table(results: dict[str, dict[str, dict[str, Tally]]]) -> None:
         print()
 
 
-def calibrate(items: list[dict[str, Any]], embedder: MiniLmEmbedder | None) -> None:
+def calibrate(
+    items: list[dict[str, Any]],
+    embedder: MiniLmEmbedder | None,
+    clear: Callable[[], None] | None = None,
+) -> None:
     halves = {
         half: [i for i in items if i["kind"] == "explain" and split_of(i) == half]
         for half in SPLITS
@@ -206,7 +210,7 @@ def calibrate(items: list[dict[str, Any]], embedder: MiniLmEmbedder | None) -> N
                 def make(item: dict[str, Any], t: float = threshold, e: Any = embed) -> Comparator:
                     return SemanticComparator(embed=e, threshold=t, prompt=item["prompt"])
 
-                row += f"  {measure(make, halves[half])['explain'].row()}"
+                row += f"  {measure(make, halves[half], clear=clear)['explain'].row()}"
             print(row)
 
 
@@ -249,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     split_table(by_half)
     if args.calibrate:
-        calibrate(items, embedder)
+        calibrate(items, embedder, clear)
     return 0
 
 
