@@ -5,8 +5,10 @@ twins to a sentence-embedding model, and so is a paragraph with one claim negate
 align each sentence of one answer with its most similar sentence in the other (by shared
 content words) and call a *conflict* when an aligned pair differs in a claim: its polarity (one
 negates), its numbers, its names, or one swapped key term in an otherwise identical sentence.
-Sentences with no counterpart (an honest answer that says more, or less) never conflict, except
-one that denies what the question is about.
+Two checks read the whole answer instead: a negation of what the question is about that only
+one answer makes (:func:`paragraph_conflict`'s ``topic``), and an edited copy
+(:func:`edited_copy`). Other sentences with no counterpart (an honest answer that says more, or
+less) never conflict.
 """
 
 from __future__ import annotations
@@ -74,8 +76,6 @@ def _topic_denials(p: ParagraphClaims, topic: frozenset[str]) -> frozenset[str]:
 
 
 EDIT_MIN_WORDS = 6  # a clause shared after a difference must be this long to count
-
-
 EDIT_MAX_OVERLAP = 0.5  # replaced clauses sharing more words than this are a rewording
 
 

@@ -4,11 +4,11 @@ one).
 
 - :class:`AnswerComparator` ``(kind, prompt="")``: extracts the claim first (final number,
   yes/no, option letter, JSON value, a short fact's head entity) and compares claims.
-- :class:`SemanticComparator` ``(embed, threshold)``: cosine of sentence embeddings at least
-  ``threshold`` *and* no claim conflict
+- :class:`SemanticComparator` ``(embed, threshold, prompt)``: cosine of sentence embeddings at
+  least ``threshold`` *and* no claim conflict
   (:func:`client.customer.agreement.claims.paragraph_conflict`: negation, numbers, names, a swapped
-  key term); with ``embed=None`` the lexical cosine of
-  :func:`client.customer.quorum.lexical_similarity` stands in (name ``claims``).
+  key term, the question's subject denied, an edited copy); with ``embed=None`` the lexical
+  cosine of :func:`client.customer.quorum.lexical_similarity` stands in (name ``claims``).
 - :class:`AutoComparator` ``(prompt, response_format, embed)``: picks one of the above by the
   request's shape (:func:`client.customer.agreement.extract.classify`) and says which in ``note``.
 
