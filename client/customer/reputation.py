@@ -33,11 +33,13 @@ What counts (from one job's outcome, per provider):
 Independence is by key only: the ledger cannot tell that two keys belong to one operator (see
 docs/discovery.md).
 
-Deterministic claims (:func:`determinism_flags`, :meth:`ReputationLedger.record_flags`): providers
-that announce the same weights (``["model", name, "sha256:<hex>", engine]``, docs/wire-profile.md
-§10) and answer a request at temperature 0 or with a seed must return the same text; those that
-do not are flagged (kept in a ``flags`` table, read with :meth:`ReputationLedger.flags`), since
-at least one of them is not running what it claims.
+Deterministic claims (:func:`determinism_flags`, :func:`flags_from_result`,
+:meth:`ReputationLedger.record_flags`): providers that announce the same weights (``["model",
+name, "sha256:<hex>", engine]``, docs/wire-profile.md §10) and answer a request at temperature 0
+or with a seed must return the same text; those that do not are flagged (kept in a ``flags``
+table, read with :meth:`ReputationLedger.flags`), since at least one of them is not running what
+it claims. ``SwarmClient`` records these flags after every job whose providers its selector's
+directory knows.
 """
 
 from __future__ import annotations
@@ -412,6 +414,27 @@ def determinism_flags(
                 peers = tuple(q for q in sorted(members) if q != p)
                 flags.append(DeterminismFlag(p, model, weights, engine, peers))
     return flags
+
+
+def flags_from_result(
+    result: Any,
+    infos: Iterable[Any],
+    *,
+    model: str | None,
+    temperature: float | None,
+    seed: int | None,
+) -> list[DeterminismFlag]:
+    """:func:`determinism_flags` for a :class:`client.customer.swarm.SwarmResult` (reached or
+    not): each provider's first answer, against the claims its directory entry (``infos``, the
+    providers' :class:`client.customer.directory.ProviderInfo`) makes for ``model``. A job that
+    named no model matches no claim. Pure."""
+    if not model:
+        return []
+    answers: dict[str, str] = {}
+    for r in result.results:
+        answers.setdefault(r.provider, r.content)
+    claims = model_claims(infos, model)
+    return determinism_flags(answers, claims, model=model, temperature=temperature, seed=seed)
 
 
 def default_ledger_path() -> Path:

@@ -792,7 +792,7 @@ class SwarmClient:
                     msats_unknown=sum(book.unknown.values()),
                 )
         if not result.reached:
-            self._remember(result, target_list, comp)
+            self._remember(result, target_list, comp, spec)
             d = result.decision
             why = "no agreement possible" if d.exhausted else f"timed out after {timeout:g} s"
             raise QuorumNotReached(
@@ -814,7 +814,7 @@ class SwarmClient:
             result = collector.outcome(
                 loop.time(), msats_paid=paid, msats_unknown=unknown, payment=payment
             )
-        self._remember(result, target_list, comp)
+        self._remember(result, target_list, comp, spec)
         return result
 
     async def _settle_shielded(
@@ -871,12 +871,28 @@ class SwarmClient:
             quorum, model=model, prompt_tokens=estimate_tokens(prompt), max_tokens=max_tokens
         )
 
-    def _remember(self, result: SwarmResult, targets: Sequence[str], comp: Comparator) -> None:
-        """Write the outcome to the reputation ledger (a ledger failure never costs the answer)."""
+    def _remember(
+        self, result: SwarmResult, targets: Sequence[str], comp: Comparator, spec: JobSpec
+    ) -> None:
+        """Write the outcome to the reputation ledger, with determinism flags for providers
+        whose announced weights claim the same output (a ledger failure never costs the
+        answer)."""
         if self.reputation is None:
             return
+        directory = self.selector.directory if self.selector is not None else None
         try:
             self.reputation.record_result(result, targets, comparator=comp)
+            if directory is not None:
+                from client.customer.reputation import flags_from_result
+
+                flags = flags_from_result(
+                    result,
+                    directory.all(),
+                    model=spec.model,
+                    temperature=spec.temperature,
+                    seed=spec.seed,
+                )
+                self.reputation.record_flags(flags)
         except Exception as exc:
             log.warning("job %s: reputation not recorded: %s", result.job_id[:12], exc)
 

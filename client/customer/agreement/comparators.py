@@ -4,11 +4,11 @@ one).
 
 - :class:`AnswerComparator` ``(kind, prompt="")``: extracts the claim first (final number,
   yes/no, option letter, JSON value, a short fact's head entity) and compares claims.
-- :class:`SemanticComparator` ``(embed, threshold)``: cosine of sentence embeddings at least
-  ``threshold`` *and* no claim conflict
+- :class:`SemanticComparator` ``(embed, threshold, prompt)``: cosine of sentence embeddings at
+  least ``threshold`` *and* no claim conflict
   (:func:`client.customer.agreement.claims.paragraph_conflict`: negation, numbers, names, a swapped
-  key term); with ``embed=None`` the lexical cosine of
-  :func:`client.customer.quorum.lexical_similarity` stands in (name ``claims``).
+  key term, the question's subject denied, an edited copy); with ``embed=None`` the lexical
+  cosine of :func:`client.customer.quorum.lexical_similarity` stands in (name ``claims``).
 - :class:`AutoComparator` ``(prompt, response_format, embed)``: picks one of the above by the
   request's shape (:func:`client.customer.agreement.extract.classify`) and says which in ``note``.
 
@@ -37,6 +37,7 @@ from client.customer.agreement.extract import (
     option_letter,
     paragraph_claims,
     parse_options,
+    topic_words,
     yes_no,
 )
 
@@ -131,12 +132,17 @@ class SemanticComparator:
     threshold: float = SEMANTIC_THRESHOLD
     name: str = "semantic"
     hashable: bool = False
+    prompt: str = ""  # what was asked: an explanation's subject may not be denied by one side
+    topic: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError("threshold must be between 0 and 1")
         if self.embed is None and self.name == "semantic":
             object.__setattr__(self, "name", "claims")
+        # An explanation does not deny its subject; a yes/no answer may ("No, it is not").
+        if self.prompt and not self.topic and classify(self.prompt)[0] == "paragraph":
+            object.__setattr__(self, "topic", topic_words(self.prompt))
 
     def canonical(self, text: str) -> Any | None:
         if not text.strip():
@@ -158,7 +164,9 @@ class SemanticComparator:
         return _cosine_bags(va, b.vector)
 
     def conflict(self, a: _Para, b: _Para) -> str | None:
-        return paragraph_conflict(a.claims, b.claims) or paragraph_conflict(b.claims, a.claims)
+        return paragraph_conflict(a.claims, b.claims, self.topic) or paragraph_conflict(
+            b.claims, a.claims, self.topic
+        )
 
     def same(self, a: Any, b: Any) -> bool:
         return self.closeness(a, b) >= self.threshold and self.conflict(a, b) is None
@@ -191,7 +199,7 @@ class AutoComparator:
             threshold = self.threshold
             if threshold is None:
                 threshold = SEMANTIC_THRESHOLD if self.embed else LEXICAL_CLAIMS_THRESHOLD
-            inner = SemanticComparator(embed=self.embed, threshold=threshold)
+            inner = SemanticComparator(embed=self.embed, threshold=threshold, prompt=self.prompt)
         else:
             inner = AnswerComparator(kind=kind, prompt=self.prompt)
         object.__setattr__(self, "inner", inner)

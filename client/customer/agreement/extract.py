@@ -28,6 +28,7 @@ __all__ = [
     "option_letter",
     "paragraph_claims",
     "parse_options",
+    "topic_words",
     "yes_no",
 ]
 
@@ -306,6 +307,9 @@ class Sentence:
     # For a negated clause: its first content word and the first one after the negation
     # ("The sky is not blue because ..." -> {sky, blue}): what the clause denies.
     denied: frozenset[str] = frozenset()
+    # The content words the negation attaches to: the last one before it (the head of what is
+    # denied, "the Moon's phases are not ..." -> phas) and the first one after it.
+    negated_heads: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,33 +317,50 @@ class ParagraphClaims:
     sentences: tuple[Sentence, ...]
     words: frozenset[str]
     negations: int
+    # Each clause's words as written (case-folded, punctuation dropped), in order: what an
+    # edit of a copied answer keeps verbatim.
+    verbatim: tuple[tuple[str, ...], ...] = ()
 
 
-def _denied(clause: str) -> frozenset[str]:
+# A clause opening with one of these ("It is not ...", "This process does not ...") speaks of
+# what the answer is about: in an explanation, the question's subject.
+_BACK_REFERENCE = frozenset({"it", "this", "they", "these", "that"})
+TOPIC = "<topic>"  # in ``Sentence.negated_heads``: the negation denies the question's subject
+
+
+def _denied(clause: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(what the first negation of ``clause`` denies, the words it attaches to)."""
     tokens = _TOKEN.findall(clause.casefold().replace("n't", " not"))
     for i, t in enumerate(tokens):
         if t in _NEG_WORDS:
-            before = _content(" ".join(tokens[:i]), frozenset())[:1]
+            before = _content(" ".join(tokens[:i]), frozenset())
             after = _content(" ".join(tokens[i + 1 :]), frozenset())[:1]
-            return frozenset(before + after)
-    return frozenset()
+            heads = before[-1:] + after
+            if tokens[0] in _BACK_REFERENCE and len(before) <= 1:
+                heads.append(TOPIC)
+            return frozenset(before[:1] + after), frozenset(heads)
+    return frozenset(), frozenset()
 
 
 def paragraph_claims(text: str) -> ParagraphClaims:
     clean = _clean(text)
     sentences = []
+    verbatim = []
     for raw in _SENTENCE.split(clean):
         if not raw.strip():
             continue
+        verbatim.append(tuple(_TOKEN.findall(raw.casefold())))
         words = frozenset(_content(raw, frozenset()))
         names = frozenset(n.casefold() for n in _NAME.findall(raw))
+        denied, heads = _denied(raw)
         sentences.append(
             Sentence(
                 words=words,
                 negations=len(_NEGATION.findall(raw)),
                 numbers=numbers(raw),
                 names=names,
-                denied=_denied(raw),
+                denied=denied,
+                negated_heads=heads,
             )
         )
     all_words = frozenset().union(*(s.words for s in sentences)) if sentences else frozenset()
@@ -347,7 +368,24 @@ def paragraph_claims(text: str) -> ParagraphClaims:
         sentences=tuple(sentences),
         words=all_words,
         negations=sum(s.negations for s in sentences),
+        verbatim=tuple(verbatim),
     )
+
+
+# Words of a request that say how to answer, not what about.
+_INSTRUCTION = frozenset(
+    """explain describe discuss summarize summarise tell write answer reply respond short long
+    brief briefly paragraph sentence sentences word words one two three simple simply detail
+    please give list works work""".split()
+)
+
+
+def topic_words(prompt: str) -> frozenset[str]:
+    """What a request is about: the content words (stemmed) of its first sentence, less the
+    words that say how to answer ("Explain why the sky is blue. Answer in one short paragraph."
+    -> ``{sky, blue}``). An honest explanation does not deny these; a liar often does."""
+    first = re.split(r"(?<=[.?!])\s", _clean(prompt), maxsplit=1)[0]
+    return frozenset(w for w in _content(first, frozenset()) if w not in _INSTRUCTION)
 
 
 # --- what kind of answer a prompt asks for ---------------------------------------------------

@@ -16,6 +16,7 @@ from client.customer.agreement.extract import (
     json_value,
     option_letter,
     parse_options,
+    topic_words,
     yes_no,
 )
 from client.customer.quorum import COMPARATOR_NAMES, Quorum, Vote, comparator_by_name
@@ -287,3 +288,52 @@ def test_a_denial_conflicts_even_without_a_matching_sentence() -> None:
     # An honest answer that negates something the other does not assert is no conflict.
     other = comp.canonical("Blue light is scattered more than red light; it is not absorbed.")
     assert comp.conflict(honest, other) is None
+
+
+def test_denying_the_question_s_subject_conflicts_however_it_is_worded() -> None:
+    prompt = "Explain why the sky is blue. Answer in one short paragraph."
+    assert topic_words(prompt) == {"sky", "blue"}
+    comp = SemanticComparator(embed=None, threshold=0.0, prompt=prompt)
+    honest = comp.canonical("Sunlight scatters off air molecules, and blue light scatters most.")
+    for liar in (
+        "The sky is not blue because of scattering; molecules in the air absorb sunlight.",
+        "It is not blue at all: the air takes on the colour of what lies below it.",
+    ):
+        assert comp.conflict(honest, comp.canonical(liar)) == "topic denied"
+    # Both deny it alike: no conflict on that ground. Without the prompt, nothing to deny.
+    also = comp.canonical("The sky is not blue at night; by day sunlight scatters off the air.")
+    night = comp.canonical("At night the sky is not blue, and by day air scatters blue light.")
+    assert comp.conflict(also, night) != "topic denied"
+    blind = SemanticComparator(embed=None, threshold=0.0)
+    assert blind.conflict(honest, blind.canonical("The sky is not blue at all.")) is None
+    # Asked a yes/no question, "no, it is not" is an answer, not a denial of the subject.
+    yesno = SemanticComparator(embed=None, threshold=0.0, prompt="Is the sky green?")
+    assert yesno.topic == frozenset()
+
+
+def test_an_edited_copy_conflicts_a_shared_start_does_not() -> None:
+    comp = SemanticComparator(embed=None, threshold=0.0)
+    original = (
+        "Ice floats because it is less dense than liquid water. When water freezes its "
+        "molecules lock into an open lattice with more space between them. That lattice "
+        "holds the molecules further apart than in the liquid."
+    )
+    inserted = (
+        "Ice floats because it is less dense than liquid water. When water freezes its "
+        "molecules lock into an open lattice with more space between them. Ice floats because "
+        "it is heavier than the water around it. That lattice holds the molecules further "
+        "apart than in the liquid."
+    )
+    a, b = comp.canonical(original), comp.canonical(inserted)
+    assert comp.conflict(a, b) == "edited copy" and not comp.same(a, b)
+    # Two samplings that start alike and part never meet again: no edit.
+    parted = comp.canonical(
+        "Ice floats because it is less dense than liquid water. Water expands as it freezes, "
+        "so a litre of ice weighs less than a litre of water."
+    )
+    assert comp.conflict(a, parted) is None and comp.same(a, parted)
+    assert comp.conflict(a, comp.canonical(original)) is None
+    # A word changed and then the same text again (greedy decoding on another quantization)
+    # rewords a clause; it puts nothing new in.
+    reworded = comp.canonical(original.replace("an open lattice", "a open lattice"))
+    assert comp.conflict(a, reworded) is None and comp.same(a, reworded)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 
+from client.customer.directory import ProviderDirectory
 from client.customer.reputation import (
     DeterminismFlag,
     ModelClaim,
     ReputationLedger,
     determinism_flags,
 )
+from client.customer.selection import Broadcast, Selector
+from client.customer.swarm import SwarmClient
+from client.nostr.keys import Keys
+from relay_mock import Relay
+from tests.support.announcements import announcement
+from tests.support.scripted import ScriptedProvider
 
 HASH = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
+CUSTOMER = Keys.generate()
 
 
 def claims(
@@ -71,3 +81,47 @@ def test_ledger_keeps_flags(tmp_path: Path) -> None:
         assert again.flags("a") == []
     with ReputationLedger(path, customer="someone else") as other:
         assert other.flags() == []
+
+
+# --- SwarmClient records the flags by itself -------------------------------------------------
+
+
+async def test_swarm_client_flags_same_claims_that_disagree(relay: Relay) -> None:
+    """Three providers announce the same GGUF hash and engine; asked with a seed, one answers
+    differently. The client's ledger holds the flag after the job, without the caller asking;
+    asked without a seed (sampling), the same disagreement is expected and not flagged."""
+    model = "smollm2-135m-instruct"
+    weights = ((model, HASH, "llama.cpp"),)
+    liar = ScriptedProvider([relay.url], "Lyon")
+    honest = [ScriptedProvider([relay.url], "Paris", gate=liar.answered) for _ in range(2)]
+    async with contextlib.AsyncExitStack() as stack:
+        for p in (liar, *honest):
+            await stack.enter_async_context(p)
+            await p.send(
+                announcement(
+                    p.keys, int(time.time()), models=(model,), weights=weights, payment="free"
+                )
+            )
+        ledger = ReputationLedger(customer=CUSTOMER.public_key)
+        selector = Selector(directory=ProviderDirectory(), ledger=ledger, policy=Broadcast())
+        targets = [liar.pubkey, *(h.pubkey for h in honest)]
+        async with SwarmClient(CUSTOMER, [relay.url], selector=selector) as swarm:
+            unseeded = await swarm.complete(
+                "Capital of France?", model=model, temperature=0.7, targets=targets, timeout=10
+            )
+            assert unseeded.dissenting == (liar.pubkey,)
+            assert ledger.flags() == []
+            liar.answered.clear()
+            seeded = await swarm.complete(
+                "Capital of France?",
+                model=model,
+                temperature=0.7,
+                seed=7,
+                targets=targets,
+                timeout=10,
+            )
+            assert seeded.dissenting == (liar.pubkey,)
+        flags = ledger.flags()
+        assert [f.provider for f in flags] == [liar.pubkey]
+        assert flags[0].weights == HASH and flags[0].engine == "llama.cpp"
+        assert set(flags[0].peers) == {h.pubkey for h in honest}
