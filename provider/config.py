@@ -5,9 +5,11 @@ Environment overrides (applied after the file, so a container or a service unit 
 
 - ``[node]`` fields: ``SWARM_PROVIDER_<FIELD>``, e.g. ``SWARM_PROVIDER_SECRET_KEY``,
   ``SWARM_PROVIDER_RELAYS`` (comma-separated), ``SWARM_PROVIDER_STORE``.
-- ``[pricing]``, ``[payment]``, ``[limits]`` fields: ``SWARM_PROVIDER_<TABLE>_<FIELD>``, e.g.
-  ``SWARM_PROVIDER_PAYMENT_POLICY=after``, ``SWARM_PROVIDER_PAYMENT_NWC=nostr+walletconnect://…``,
-  ``SWARM_PROVIDER_LIMITS_MAX_CONCURRENT=4``, ``SWARM_PROVIDER_PRICING_MIN_MSATS=1000``.
+- ``[pricing]``, ``[payment]``, ``[limits]``, ``[state]`` fields:
+  ``SWARM_PROVIDER_<TABLE>_<FIELD>``, e.g. ``SWARM_PROVIDER_PAYMENT_POLICY=after``,
+  ``SWARM_PROVIDER_PAYMENT_NWC=nostr+walletconnect://…``,
+  ``SWARM_PROVIDER_LIMITS_MAX_CONCURRENT=4``, ``SWARM_PROVIDER_PRICING_MIN_MSATS=1000``,
+  ``SWARM_PROVIDER_STATE_URL=postgresql://…``.
 - ``SWARM_PROVIDER_BACKENDS``: the whole ``[[backends]]`` list as JSON.
 
 Lists take commas or a JSON array; booleans take true/false/1/0/yes/no.
@@ -23,7 +25,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypedDict, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from client.nostr.errors import InvalidKey
 from client.nostr.keys import Keys
@@ -38,6 +40,7 @@ from router.backends.config import (
 from .errors import ConfigError
 from .limits import Limits
 from .pricing import Pricing
+from .store import LEASE_S
 
 ENV_PREFIX = "SWARM_PROVIDER_"
 BackendType = Literal["ollama", "openai", "mock", "embedded"]
@@ -103,11 +106,19 @@ class NodeConfig(BaseModel):
 
 class StateConfig(BaseModel):
     """``[state]``: ``url = "postgresql://..."`` puts the job store in PostgreSQL, shared by a
-    fleet of nodes under one key (default: the SQLite file ``node.store``)."""
+    fleet of nodes under one key (default: the SQLite file ``node.store``). ``lease_s``: how
+    long a fleet node's claim on a job holds without renewal (renewed every ``lease_s / 3``);
+    a node silent for longer has its open jobs taken over by another node."""
 
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = None
+    lease_s: float = Field(
+        LEASE_S,
+        ge=1.0,
+        le=3600.0,
+        description="seconds a fleet node's claim holds without renewal (renewed every third)",
+    )
 
     @field_validator("url")
     @classmethod
@@ -115,6 +126,13 @@ class StateConfig(BaseModel):
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("state.url must be a postgresql:// URL (or left out for SQLite)")
         return value
+
+    @model_validator(mode="after")
+    def _lease_needs_a_fleet(self) -> StateConfig:
+        # A lone node on SQLite has no one to hand its jobs to: a lease there would do nothing.
+        if "lease_s" in self.model_fields_set and self.url is None:
+            raise ValueError("lease_s applies to a fleet's shared store: set state.url too")
+        return self
 
 
 class PaymentConfig(BaseModel):
@@ -184,6 +202,7 @@ class NodeOptions(TypedDict, total=False):
     payment_poll_s: float
     payment_poll_max_s: float
     settle_check_s: float
+    lease_s: float
 
 
 #: option -> (table, field) of provider.toml; ``pricing`` and ``limits`` are whole tables.
@@ -195,6 +214,7 @@ NODE_OPTIONS: dict[str, tuple[str, str | None]] = {
     "payment_poll_s": ("payment", "poll_s"),
     "payment_poll_max_s": ("payment", "poll_max_s"),
     "settle_check_s": ("payment", "settle_check_s"),
+    "lease_s": ("state", "lease_s"),
     **{
         name: ("node", name)
         for name in (
@@ -290,6 +310,7 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
         "pricing": Pricing,
         "payment": PaymentConfig,
         "limits": Limits,
+        "state": StateConfig,
     }
     try:
         for name, info in NodeConfig.model_fields.items():

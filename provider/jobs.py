@@ -7,14 +7,17 @@ States (``STATES``), and where each event may take a job (:data:`TRANSITIONS`)::
 
     new ──Offered──▶ refused | awaiting_payment | queued | running | failed (expired)
     new ──Refused──▶ refused                      (intake said no, or the rate limit)
-    new ──Resumed──▶ awaiting_payment | queued | running | failed   (restart, fleet takeover)
+    new ──Resumed──▶ awaiting_payment | queued | running | held | publishing | failed
+                                                       (restart, fleet takeover: CRASH_POINTS)
     awaiting_payment ──Invoiced──▶ awaiting_payment (payment-required out, payment watched)
                      ──Paid──▶ queued | running | failed (expired)
                      ──PaymentLapsed / InvoiceFailed──▶ failed
     queued ──(a slot frees)──▶ running | failed (expired before it started)
-    running ──Completed──▶ invoicing | committing | publishing | failed (left out of the call)
+    running ──Completed──▶ invoicing | recording | failed (left out of the call)
             ──BackendFailed──▶ failed
-    invoicing ──Invoiced / InvoiceFailed──▶ committing | publishing | failed
+    invoicing ──Invoiced / InvoiceFailed──▶ recording | failed
+    recording ──ResultRecorded──▶ committing | publishing | failed   (the store holds the result)
+              ──RecordFailed──▶ failed    ──LeaseLost──▶ released (another node owns the job)
     committing ──Published──▶ held | publishing | failed     (commitment out: hold the result)
     held ──RevealCalled──▶ publishing | failed    ──RevealTimedOut──▶ failed
     publishing ──Published──▶ done    ──PublishFailed──▶ failed
@@ -22,11 +25,16 @@ States (``STATES``), and where each event may take a job (:data:`TRANSITIONS`)::
                    ──LeaseLost──▶ released (another node of the fleet took it over)
                    ──Shutdown / GraceOver──▶ failed (kept open in the store when paid)
 
+A result is recorded in the store (signed, with its invoice) before anything of it goes out,
+and only by the node that owns the job: from then on the job's answer is that one event,
+whichever node publishes it. :data:`CRASH_POINTS` lists where a node may die mid-job and what
+the node that takes the job over (or the next run) does there.
+
 ``refused``, ``done``, ``failed``, ``cancelled`` and ``released`` are terminal: every event is
 absorbed there without an effect. An event a state does not list is :class:`InvalidTransition`;
 one for a job the book does not know is :class:`UnknownJob`. Jobs holding a slot of the backend
-(``max_concurrent``) are the ones running, invoicing, committing, or publishing what they just
-made; the others wait in a FIFO of ``queue_size`` (a paid job waits whatever its length).
+(``max_concurrent``) are the ones running, invoicing, recording, committing, or publishing what
+they just made; the others wait in a FIFO of ``queue_size`` (a paid job waits whatever its length).
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ State = Literal[
     "queued",
     "running",
     "invoicing",
+    "recording",
     "committing",
     "held",
     "publishing",
@@ -71,6 +80,7 @@ STATES: tuple[State, ...] = (
     "queued",
     "running",
     "invoicing",
+    "recording",
     "committing",
     "held",
     "publishing",
@@ -122,11 +132,15 @@ class Refused:
 class Resumed:
     """A job found open in the store: after a restart, or taken over from a dead node of the
     fleet. ``paid``: its payment-required invoice was paid; ``payment_hash``: the invoice it
-    already has (one is never made twice)."""
+    already has (one is never made twice); ``result_event``: the signed result the store
+    recorded (published as it is: the same event, the same invoice); ``held``: that result is
+    a commit-reveal one still waiting for the customer's reveal call."""
 
     accept: Accept
     paid: bool = False
     payment_hash: str | None = None
+    result_event: str | None = None
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +182,20 @@ class BackendFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultRecorded:
+    """The store holds the job's signed result event (``event``, its JSON)."""
+
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailed:
+    """The store could not record the result (it is down, the disk is full)."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class Published:
     pass
 
@@ -199,7 +227,8 @@ class CancelRequested:
 
 @dataclass(frozen=True, slots=True)
 class LeaseLost:
-    """The fleet's store says another node owns the job now."""
+    """The fleet's store says another node owns the job now (a lease renewal, or a write the
+    store refused because the job is no longer this node's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +256,8 @@ Event = (
     | PaymentLapsed
     | Completed
     | BackendFailed
+    | ResultRecorded
+    | RecordFailed
     | Published
     | PublishFailed
     | RevealCalled
@@ -307,11 +338,26 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
-class PublishResult:
-    """Publish the result; report :class:`Published` or :class:`PublishFailed`."""
+class RecordResult:
+    """Build and sign the result event (``client.dvm.nip90.build_result``) and record it in the
+    store with ``state`` (``publishing``, or ``held`` for a commit-reveal result) and
+    ``fields``, if this node still owns the job; report :class:`ResultRecorded` with the
+    event's JSON, :class:`LeaseLost` when the store says the job is another node's, or
+    :class:`RecordFailed`."""
 
     job_id: str
     result: Result
+    state: Literal["publishing", "held"]
+    fields: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Publish the recorded result event (``event``, its JSON, as the store holds it); report
+    :class:`Published` or :class:`PublishFailed`."""
+
+    job_id: str
+    event: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +403,7 @@ Effect = (
     | RunBackend
     | MakeInvoice
     | WatchPayment
+    | RecordResult
     | PublishResult
     | PublishCommitment
     | CancelWork
@@ -378,7 +425,7 @@ TRANSITIONS: dict[State, dict[type[Event], frozenset[State]]] = {
     "new": {
         Offered: _to("refused", "awaiting_payment", "queued", "running", "failed"),
         Refused: _to("refused"),
-        Resumed: _to("awaiting_payment", "queued", "running", "failed"),
+        Resumed: _to("awaiting_payment", "queued", "running", "held", "publishing", "failed"),
     },
     "awaiting_payment": {
         Invoiced: _to("awaiting_payment"),
@@ -400,7 +447,7 @@ TRANSITIONS: dict[State, dict[type[Event], frozenset[State]]] = {
         GraceOver: _to("failed"),
     },
     "running": {
-        Completed: _to("invoicing", "committing", "publishing", "failed"),
+        Completed: _to("invoicing", "recording", "failed"),
         BackendFailed: _to("failed"),
         CancelRequested: _to("cancelled", "running"),
         RevealCalled: _to("running"),
@@ -409,12 +456,22 @@ TRANSITIONS: dict[State, dict[type[Event], frozenset[State]]] = {
         GraceOver: _to("failed"),
     },
     "invoicing": {
-        Invoiced: _to("committing", "publishing", "failed"),
-        InvoiceFailed: _to("committing", "publishing", "failed"),
+        Invoiced: _to("recording", "failed"),
+        InvoiceFailed: _to("recording", "failed"),
         CancelRequested: _to("cancelled", "invoicing"),
         RevealCalled: _to("invoicing"),
         LeaseLost: _to("released"),
         Shutdown: _to("invoicing"),
+        GraceOver: _to("failed"),
+    },
+    "recording": {
+        ResultRecorded: _to("committing", "publishing", "failed"),
+        RecordFailed: _to("failed"),
+        # The store's conditional write decides: recorded (ours), or the job is another node's.
+        LeaseLost: _to("released"),
+        CancelRequested: _to("cancelled", "recording"),
+        RevealCalled: _to("recording"),
+        Shutdown: _to("recording"),
         GraceOver: _to("failed"),
     },
     "committing": {
@@ -449,6 +506,68 @@ TRANSITIONS: dict[State, dict[type[Event], frozenset[State]]] = {
 CREATING: tuple[type[Event], ...] = (Offered, Refused, Resumed)
 
 
+@dataclass(frozen=True, slots=True)
+class CrashPoint:
+    """A point where a node may die mid-job: what the store holds then (``stored``), what the
+    node that takes the job over does (``next_node``: a fleet's, or the same node restarted
+    for the jobs :func:`resumable` keeps), and what may be left over (``leftover``)."""
+
+    name: str
+    stored: str
+    next_node: str
+    leftover: str = "nothing"
+
+
+#: Every crash point of a job, in the order a job reaches them. None gives the customer a second
+#: answer or a second invoice to pay: a node publishes only what it recorded first, and a
+#: result is recorded once per job (docs/provider-guide.md shows the same table).
+CRASH_POINTS: tuple[CrashPoint, ...] = (
+    CrashPoint(
+        "claimed",
+        "the claim and the request",
+        "runs it (payment before: invoices it first)",
+        "a second processing feedback",
+    ),
+    CrashPoint(
+        "invoice made, not recorded",
+        "the claim",
+        "makes its own invoice (before: before it runs; after: with its result)",
+        "an invoice the wallet issued that no customer saw; it expires unpaid "
+        "(the window: the wallet's answer to the store write, about a millisecond)",
+    ),
+    CrashPoint(
+        "payment asked (before)",
+        "the payment-required invoice",
+        "watches the same invoice and runs the job once it is paid",
+    ),
+    CrashPoint("paid (before)", "the invoice, paid", "runs it; no new invoice"),
+    CrashPoint(
+        "model answered, not recorded",
+        "as before the run",
+        "runs the model again (the first answer never went out)",
+        "the model's work, done twice",
+    ),
+    CrashPoint(
+        "result recorded",
+        "the signed result event, with its invoice (after)",
+        "publishes that event: same id, same invoice",
+    ),
+    CrashPoint(
+        "commitment out (commit-reveal)",
+        "the signed result, held",
+        "holds it for the customer's reveal call, then publishes it or withholds it",
+        "a reveal call sent while no node held the job (before the lease ran out) is missed: "
+        "the job ends reveal_timeout, result withheld",
+    ),
+    CrashPoint(
+        "result published, not done",
+        "the signed result event",
+        "publishes it again: relays keep one copy (same id), the customer sees one answer",
+    ),
+    CrashPoint("done", "the job, done", "nothing: the job is closed"),
+)
+
+
 # --- the jobs ------------------------------------------------------------------------------------
 
 
@@ -468,6 +587,8 @@ class Job:
     slot: bool = False  # holds one of the backend's slots
     reveal: RevealCalled | None = None  # the customer's reveal call, if it came early
     result: Result | None = None
+    recorded: str | None = None  # the signed result event the store holds (JSON)
+    recorded_held: bool = False  # ... recorded as held: the store is told when it goes out
     hold_s: float = 0.0
     run_at: float = 0.0
     backend_s: float = 0.0
@@ -516,11 +637,13 @@ class ProviderStats:
         return sum(self.refused.values()) + sum(self.failed.values())
 
 
-def resumable(paid: bool, payment_hash: str | None, request: str | None) -> bool:
+def resumable(
+    paid: bool, payment_hash: str | None, request: str | None, result_event: str | None = None
+) -> bool:
     """Whether a job the last run left open is taken up after a restart: paid ones are served,
-    ones awaiting payment go on waiting; the rest are closed (their customers have moved on).
-    It needs its request, kept in the store."""
-    return request is not None and (paid or payment_hash is not None)
+    ones awaiting payment go on waiting, recorded results go out; the rest are closed (their
+    customers have moved on). It needs its request, kept in the store."""
+    return request is not None and (paid or payment_hash is not None or result_event is not None)
 
 
 def backend_failure(exc: BaseException, model: str, job_timeout: float) -> BackendFailed:
@@ -617,7 +740,7 @@ class JobBook:
     def on(self, job_id: str, event: Event, now: float) -> list[Effect]:
         """What ``event`` means for the job, as effects to carry out in order."""
         job = self._open.get(job_id)
-        if isinstance(event, CREATING):
+        if isinstance(event, (Offered, Refused, Resumed)):  # CREATING
             request = event.refusal.request if isinstance(event, Refused) else event.accept.request
             if request.id != job_id:
                 raise JobBookError(f"event for {request.id[:12]} sent as {job_id[:12]}")
@@ -721,6 +844,18 @@ class JobBook:
                 return self._completed(job, event, now)
             case BackendFailed():
                 return self._fail(job, event, now, event.reason, event.message)
+            case ResultRecorded():
+                return self._recorded(job, event, now)
+            case RecordFailed():
+                then = "it runs when the provider is back" if job.paid else "ask another provider"
+                return self._fail(
+                    job,
+                    event,
+                    now,
+                    "store",
+                    f"the provider could not record the result; {then}",
+                    keep_open=job.paid,
+                )
             case Published():
                 return self._published(job, event, now)
             case PublishFailed():
@@ -822,6 +957,13 @@ class JobBook:
         job.paid = event.paid
         job.payment_hash = event.payment_hash
         self._open[job.id] = job
+        if event.result_event is not None:
+            # Answered already (recorded before anything went out): that event, nothing new.
+            job.recorded = event.result_event
+            if event.held:
+                job.recorded_held = True
+                return self._hold(job, event, now)
+            return self._publish(job, event, now)
         # An invoice already asked for stands, whatever the policy is now.
         if not job.paid and (job.payment_hash is not None or self._pays_first(job)):
             self._move(job, "awaiting_payment", event)
@@ -1003,9 +1145,30 @@ class JobBook:
         return effects + self._deliver(job, event, now)
 
     def _deliver(self, job: Job, event: Event, now: float) -> list[Effect]:
-        """The result is ready (and invoiced): publish it, or commit to it first."""
+        """The result is ready (and invoiced): record it, signed, before any of it goes out."""
         assert job.result is not None
-        job.result = replace(job.result, amount_msats=job.amount_msats, bolt11=job.bolt11)
+        result = job.result = replace(job.result, amount_msats=job.amount_msats, bolt11=job.bolt11)
+        if result.salt is not None and job.reveal is not None and not job.reveal.names_us:
+            return self._settle(job, event, now)  # the window closed without us: withheld
+        held = result.salt is not None and job.reveal is None
+        usage = result.usage
+        fields: dict[str, object] = {
+            "model": result.model,
+            "quote_msats": job.work.quote_msats,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+        }
+        if job.bolt11 is not None:
+            fields["amount_msats"] = job.amount_msats
+            fields["payment_hash"] = job.payment_hash
+        job.recorded_held = held
+        self._move(job, "recording", event)
+        return [RecordResult(job.id, result, "held" if held else "publishing", fields)]
+
+    def _recorded(self, job: Job, event: ResultRecorded, now: float) -> list[Effect]:
+        """The store holds the result: publish it, or commit to it first."""
+        assert job.result is not None
+        job.recorded = event.event
         if job.result.salt is None:
             return self._publish(job, event, now)
         if job.reveal is not None:  # the window closed while we were working
@@ -1015,30 +1178,40 @@ class JobBook:
         return [PublishCommitment(job.id, job.request, value)]
 
     def _publish(self, job: Job, event: Event, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        if job.recorded_held:
+            # The store says so first: a node taking the job over then publishes it too.
+            job.recorded_held = False
+            effects.append(StoreUpdate(job.id, "publishing"))
         self._move(job, "publishing", event)
         job.handed_over_at = now
-        assert job.result is not None
-        return [PublishResult(job.id, job.result)]
+        assert job.recorded is not None
+        return [*effects, PublishResult(job.id, job.recorded)]
+
+    def _hold(self, job: Job, event: Event, now: float) -> list[Effect]:
+        """Hold a committed result for the customer's reveal call (off the backend's slots)."""
+        hold = self.reveal_timeout_s
+        if job.request.expiration is not None:
+            hold = min(hold, max(job.request.expiration - now, 0.0))
+        job.hold_s = hold
+        self._move(job, "held", event)
+        # Holding costs memory, not capacity: the slot goes to the next job.
+        return [StartTimer(job.id, hold), *self._release(job, now)]
 
     def _published(self, job: Job, event: Published, now: float) -> list[Effect]:
         if job.state == "committing":
             self.stats.committed += 1
             if job.reveal is not None:  # it came while the commitment was on its way
                 return self._settle(job, event, now)
-            hold = self.reveal_timeout_s
-            if job.request.expiration is not None:
-                hold = min(hold, max(job.request.expiration - now, 0.0))
-            job.hold_s = hold
-            self._move(job, "held", event)
-            # Holding costs memory, not capacity: the slot goes to the next job.
-            return [StartTimer(job.id, hold), *self._release(job, now)]
+            return self._hold(job, event, now)
         return self._done(job, event, now)
 
     def _done(self, job: Job, event: Event, now: float) -> list[Effect]:
         accept = job.work
         req = job.request
-        assert job.result is not None
-        usage = job.result.usage
+        # A result taken over as recorded was made (and counted) by another node.
+        usage = job.result.usage if job.result is not None else LmUsage(0, 0, 0)
+        model = job.result.model if job.result is not None else accept.model
         latency_ms = (now - job.received_at) * 1000
         amount, bolt11 = job.amount_msats, job.bolt11
         billed = amount if bolt11 else (accept.quote_msats if self.payment == "before" else 0)
@@ -1046,25 +1219,18 @@ class JobBook:
         self.stats.tokens += usage.prompt_tokens + usage.completion_tokens
         self.stats.billed_msats += billed or 0
         self.stats.overhead_ms.append((job.handed_over_at - job.received_at - job.backend_s) * 1000)
-        fields: dict[str, object] = {
-            "model": accept.model,
-            "quote_msats": accept.quote_msats,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "latency_ms": round(latency_ms, 3),
-        }
-        if self.payment == "after" and amount is not None:
-            fields["amount_msats"] = amount
-            fields["payment_hash"] = job.payment_hash
+        fields: dict[str, object] = {"latency_ms": round(latency_ms, 3)}
         if self.payment == "before":
             fields["request"] = None
         self._move(job, "done", event)
         return [
-            SendFeedback(job.id, req, SUCCESS, "", amount, bolt11),
+            # The store first: a node that dies between the two leaves the job done, never
+            # open to be answered again.
             StoreUpdate(job.id, "done", fields),
+            SendFeedback(job.id, req, SUCCESS, "", amount, bolt11),
             Log(
                 job.id,
-                f"job {job.id[:12]} customer {req.customer[:12]} model {accept.model} tokens "
+                f"job {job.id[:12]} customer {req.customer[:12]} model {model} tokens "
                 f"{usage.prompt_tokens}+{usage.completion_tokens} sats {(billed or 0) / 1000:g} "
                 f"latency {latency_ms:.1f} ms: done",
             ),
@@ -1247,6 +1413,7 @@ class JobBook:
 
 
 __all__ = [
+    "CRASH_POINTS",
     "STATES",
     "TERMINAL",
     "TRANSITIONS",
@@ -1254,6 +1421,7 @@ __all__ = [
     "CancelRequested",
     "CancelWork",
     "Completed",
+    "CrashPoint",
     "Effect",
     "Event",
     "GraceOver",
@@ -1274,8 +1442,11 @@ __all__ = [
     "PublishFailed",
     "PublishResult",
     "Published",
+    "RecordFailed",
+    "RecordResult",
     "Refused",
     "Result",
+    "ResultRecorded",
     "Resumed",
     "RevealCalled",
     "RevealTimedOut",

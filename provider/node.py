@@ -65,11 +65,12 @@ from client.wallet import Wallet, decode_invoice
 from provider.kinds import check_kinds, prompt_for
 from router.backends.base import LmBackend
 from router.request import Sampling
+from router.state_db import StateUnavailable
 
 from . import jobs
 from .announce import Announcer, Offer, PaymentPolicy
 from .config import NodeOptions, ProviderConfig, node_config
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .intake import Accept, IntakePolicy, ModelCatalog, Refuse, evaluate, screen
 from .jobs import JobBook, JobBookError, ProviderStats
 from .limits import CustomerRateLimiter, Limits
@@ -240,7 +241,11 @@ class ProviderNode:
         self.started_at = self.clock()
         store = self._store_given
         self._store = (
-            store if store is not None else JobStore(self.config.store_target, clock=self.clock)
+            store
+            if store is not None
+            else JobStore(
+                self.config.store_target, clock=self.clock, lease_s=self.config.state.lease_s
+            )
         )
         # One commit per event-loop turn, however many jobs the turn touched.
         self._store.on_write = self._schedule_commit
@@ -569,7 +574,7 @@ class ProviderNode:
     async def _announce_loop(self) -> None:
         while True:
             offer = self._offer()
-            wait = self.config.node.heartbeat_s
+            wait: float = self.config.node.heartbeat_s
             if self._announcer.due(offer, self.clock()):
                 event = self._announcer.next(self.keys, offer, self.clock())
                 if not await self._publish(event):
@@ -714,16 +719,27 @@ class ProviderNode:
         self._apply(effects)
 
     def _apply(self, effects: list[jobs.Effect]) -> None:
+        # Jobs whose store write found another node owning them (ours stalled past the lease):
+        # that node answers, so this one says nothing more about them.
+        lost: set[str] = set()
         for effect in effects:
+            if effect.job_id in lost and isinstance(effect, jobs.SendFeedback):
+                continue
             try:
-                self._carry_out(effect)
+                if not self._carry_out(effect):
+                    lost.add(effect.job_id)
             except Exception:  # a full disk, a bug: it costs this effect, not the node
                 log.exception("job %s: %s failed", effect.job_id[:12], type(effect).__name__)
+        for job_id in lost:
+            log.warning("job %s is another node's now: saying nothing more", job_id[:12])
+            self._event(job_id, jobs.LeaseLost())
 
-    def _carry_out(self, effect: jobs.Effect) -> None:
+    def _carry_out(self, effect: jobs.Effect) -> bool:
+        """Carry out one effect; False when the store refused a write because the job is
+        another node's now."""
         match effect:
             case jobs.StoreUpdate(job_id, state, fields):
-                self.store.update(job_id, state, **fields)
+                return self.store.update(job_id, state, **fields)
             case jobs.StorePaid(job_id):
                 self.store.mark_paid(job_id)
             case jobs.SendFeedback(_, request, status, extra, amount, bolt11):
@@ -754,10 +770,16 @@ class ProviderNode:
                     partial(self._watch_payment, effect),
                     lambda exc: jobs.PaymentLapsed(),
                 )
-            case jobs.PublishResult():
+            case jobs.RecordResult():
                 self._start_work(
                     effect.job_id,
-                    partial(self._publish_result, effect),
+                    partial(self._record_result, effect),
+                    lambda exc: jobs.RecordFailed(type(exc).__name__),
+                )
+            case jobs.PublishResult(job_id, recorded):
+                self._start_work(
+                    job_id,
+                    partial(self._publish_job_event, Event.from_json(recorded, verify=False)),
                     lambda exc: jobs.PublishFailed(),
                 )
             case jobs.PublishCommitment(job_id, request, commitment):
@@ -782,6 +804,7 @@ class ProviderNode:
                     timer.cancel()
             case jobs.Log(_, message, warning):
                 log.log(logging.WARNING if warning else logging.INFO, "%s", message)
+        return True
 
     def _start_work(
         self,
@@ -855,8 +878,10 @@ class ProviderNode:
         paid = await self._await_payment(watch.payment_hash, watch.deadline)
         return jobs.Paid() if paid else jobs.PaymentLapsed()
 
-    async def _publish_result(self, publish: jobs.PublishResult) -> jobs.Event:
-        r = publish.result
+    async def _record_result(self, record: jobs.RecordResult) -> jobs.Event:
+        """Sign the result and record it in the store before any of it goes out: from then on
+        it is the job's one answer, whichever node of the fleet publishes it."""
+        r = record.result
         event = build_result(
             self.keys,
             r.request,
@@ -868,7 +893,15 @@ class ProviderNode:
             seal=r.seal,
             salt=r.salt,
         )
-        return await self._publish_job_event(event)
+        recorded = event.to_json()
+        try:
+            ours = self.store.record_result(record.job_id, recorded, record.state, **record.fields)
+            # Committed before the publish that follows (SQLite defers commits to the turn's end).
+            self._commit()
+        except (StoreError, StateUnavailable, sqlite3.Error) as exc:
+            log.warning("cannot record the result of %s: %s", record.job_id[:12], exc)
+            return jobs.RecordFailed(str(exc))
+        return jobs.ResultRecorded(recorded) if ours else jobs.LeaseLost()
 
     async def _publish_job_event(self, event: Event) -> jobs.Event:
         return jobs.Published() if await self._publish(event) else jobs.PublishFailed()
@@ -924,10 +957,11 @@ class ProviderNode:
     # --- restart ------------------------------------------------------------------------------
 
     def _resume(self) -> None:
-        """Jobs left open by the last run: paid ones are served, ones awaiting payment go on
-        waiting, the rest are closed (their customers have moved on)."""
-        for row in self.store.open_jobs():
-            if jobs.resumable(row.paid, row.payment_hash, row.request):
+        """Jobs left open by the last run (now ours): paid ones are served, ones awaiting
+        payment go on waiting, recorded results go out; the rest are closed (their customers
+        have moved on)."""
+        for row in self.store.adopt():
+            if jobs.resumable(row.paid, row.payment_hash, row.request, row.result_event):
                 self._take_up(row, "resuming job %s")
             else:
                 self.store.update(row.id, "failed", reason="interrupted")
@@ -943,7 +977,7 @@ class ProviderNode:
             decision = evaluate(
                 parse_request(event, keys=self.keys, verify=False),
                 self._policy,
-                check_bid=row.quote_msats is None,
+                check_bid=row.quote_msats is None and row.result_event is None,
             )
         except NostrSwarmError as exc:
             log.warning("cannot take up job %s: %s", row.id[:12], exc)
@@ -954,7 +988,10 @@ class ProviderNode:
         if row.quote_msats is not None:
             decision = replace(decision, quote_msats=row.quote_msats)
         log.info(message, row.id[:12])
-        self._event(row.id, jobs.Resumed(decision, row.paid, row.payment_hash))
+        resumed = jobs.Resumed(
+            decision, row.paid, row.payment_hash, row.result_event, held=row.state == "held"
+        )
+        self._event(row.id, resumed)
 
 
 def _config_form(

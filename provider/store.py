@@ -8,10 +8,18 @@ calls it straight from the event loop. A job row is claimed once (primary key, o
 dedupe. With a ``postgresql://`` target several nodes under one key share the table: the claim
 carries the node's ``owner`` id and a lease the owner renews while it works; a job whose lease
 ran out is taken over by one other node (a conditional ``UPDATE``, never a read-then-write).
+
+Writes about a job are fenced by its owner: :meth:`JobStore.update` and
+:meth:`JobStore.record_result` change a row only while this store's ``owner`` holds it, and say
+whether they did, so a node that lost a job to another one learns it at its next write. The
+signed result event is recorded (once per job) before it is published: a node that takes the
+job over publishes that same event again instead of answering a second time.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -26,10 +34,37 @@ from .errors import StoreError
 
 Clock = Callable[[], float]
 
-# received -> (awaiting_payment ->) queued/processing -> done | failed; or refused at once.
-STATES = ("received", "awaiting_payment", "queued", "processing", "done", "failed", "refused")
-OPEN_STATES = ("received", "awaiting_payment", "queued", "processing")
+# received -> (awaiting_payment ->) queued/processing -> (held ->) publishing -> done | failed;
+# or refused at once. ``held``: a commit-reveal result recorded, waiting for the reveal call;
+# ``publishing``: the recorded result is to be published.
+STATES = (
+    "received",
+    "awaiting_payment",
+    "queued",
+    "processing",
+    "held",
+    "publishing",
+    "done",
+    "failed",
+    "refused",
+)
+OPEN_STATES = ("received", "awaiting_payment", "queued", "processing", "held", "publishing")
 LEASE_S = 30.0
+# What update() may set (the owner, the lease and the result event have their own calls).
+_FIELDS = frozenset(
+    (
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "quote_msats",
+        "amount_msats",
+        "payment_hash",
+        "paid",
+        "reason",
+        "latency_ms",
+        "request",
+    )
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -64,6 +99,26 @@ _TYPES = {
 # Columns added after the first release: an older SQLite file gains them at open.
 _ADDED = (("owner", "TEXT"), ("lease_until", "REAL"))
 
+# --- migration 2: result event -----------------------------------------------------------------
+# The signed result event (JSON), recorded before it is published: a node taking the job over
+# publishes it again (same id) rather than answering twice.
+_MIGRATION_2 = (("result_event", "TEXT"),)
+
+
+def _migrate_2_sqlite(db: sqlite3.Connection) -> None:
+    have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+    for col, typ in _MIGRATION_2:
+        if col not in have:
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
+
+
+def _migrate_2_postgres(pg: Database) -> None:
+    for col, typ in _MIGRATION_2:
+        pg.execute(f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {col} {typ}")
+
+
+# -------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class JobRow:
@@ -81,6 +136,8 @@ class JobRow:
     reason: str | None
     latency_ms: float | None
     request: str | None
+    result_event: str | None = None  # the signed result, recorded before it was published
+    owner: str | None = None  # the node holding the job (a fleet shares the table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +158,9 @@ class JobStore:
     jobs costs one commit, not one per write). Without it every write commits at once. On
     PostgreSQL every write commits at once, since other nodes must see a claim immediately.
 
-    ``owner``: this node's id in the fleet (a random one by default); ``lease_s``: how long a
-    claim holds without :meth:`renew`.
+    ``owner``: this node's id in the fleet (default: host, process id and a random part, so
+    an operator can tell which machine holds a job); ``lease_s``: how long a claim holds
+    without :meth:`renew`.
     """
 
     def __init__(
@@ -119,7 +177,7 @@ class JobStore:
         self.path = str(path)
         self._clock = clock
         self.on_write = on_write
-        self.owner = owner or uuid.uuid4().hex[:16]
+        self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.lease_s = lease_s
         #: True when other nodes may share this store (PostgreSQL).
         self.shared = is_postgres_url(self.path)
@@ -128,6 +186,7 @@ class JobStore:
             if self.shared:
                 self._pg = Database(self.path, lock="jobs")
                 self._pg.script(_SCHEMA.replace("{real}", _TYPES["postgresql"]["real"]))
+                _migrate_2_postgres(self._pg)
                 return
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +202,7 @@ class JobStore:
             for col, typ in _ADDED:
                 if col not in have:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
+            _migrate_2_sqlite(self._db)
         except (sqlite3.Error, OSError, StateUnavailable) as exc:
             raise StoreError(f"cannot open job store {_safe(self.path)}: {exc}") from exc
 
@@ -232,18 +292,48 @@ class JobStore:
         row = self._read("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row is not None
 
-    def update(self, job_id: str, state: str, **fields: object) -> None:
+    def update(self, job_id: str, state: str, **fields: object) -> bool:
         """Set the state and any of: model, prompt_tokens, completion_tokens, quote_msats,
-        amount_msats, payment_hash, paid, reason, latency_ms, request."""
+        amount_msats, payment_hash, paid, reason, latency_ms, request. Only while this store's
+        owner holds the job: False when another node took it over (nothing is written)."""
         if state not in STATES:
             raise StoreError(f"unknown job state {state!r}")
-        allowed = set(JobRow.__slots__) - {"id", "customer", "created_at", "state"}  # type: ignore[attr-defined]
-        bad = set(fields) - allowed
+        bad = set(fields) - _FIELDS
         if bad:
             raise StoreError(f"unknown job fields {sorted(bad)}")
         cols = ["state = ?", "updated_at = ?", *(f"{k} = ?" for k in fields)]
-        values = [state, self._clock(), *fields.values(), job_id]
-        self._write(f"UPDATE jobs SET {', '.join(cols)} WHERE id = ?", values)
+        values = [state, self._clock(), *fields.values(), job_id, self.owner]
+        cur = self._write(f"UPDATE jobs SET {', '.join(cols)} WHERE id = ? AND owner = ?", values)
+        return bool(cur.rowcount == 1)
+
+    def record_result(self, job_id: str, event: str, state: str, **fields: object) -> bool:
+        """Record the job's signed result event (JSON) before it is published, with the state
+        (``publishing``, or ``held`` for a commit-reveal result) and :meth:`update`'s fields.
+        True for the one write that records it; False when another node owns the job or a
+        result is recorded already (a job has one result, whichever node publishes it)."""
+        if state not in ("publishing", "held"):
+            raise StoreError(f"a recorded result is publishing or held, not {state!r}")
+        bad = set(fields) - _FIELDS
+        if bad:
+            raise StoreError(f"unknown job fields {sorted(bad)}")
+        cols = ["state = ?", "updated_at = ?", "result_event = ?", *(f"{k} = ?" for k in fields)]
+        values = [state, self._clock(), event, *fields.values(), job_id, self.owner]
+        cur = self._write(
+            f"UPDATE jobs SET {', '.join(cols)} WHERE id = ? AND owner = ?"
+            " AND result_event IS NULL",
+            values,
+        )
+        return bool(cur.rowcount == 1)
+
+    def adopt(self) -> list[JobRow]:
+        """Make every open job this store's own and return them, oldest first: a node alone on
+        its store (SQLite) takes up what its last run left open."""
+        marks = ",".join("?" * len(OPEN_STATES))
+        self._write(
+            f"UPDATE jobs SET owner = ?, lease_until = ? WHERE state IN ({marks})",
+            (self.owner, self._clock() + self.lease_s, *OPEN_STATES),
+        )
+        return self.open_jobs()
 
     def get(self, job_id: str) -> JobRow | None:
         row = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -335,4 +425,6 @@ def _row(r: Any) -> JobRow:
         reason=r["reason"],
         latency_ms=r["latency_ms"],
         request=r["request"],
+        result_event=r["result_event"],
+        owner=r["owner"],
     )

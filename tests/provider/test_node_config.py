@@ -52,11 +52,13 @@ def test_every_option_is_a_config_field() -> None:
         "reveal_timeout_s": 5.0,
         "connect_timeout": 1.5,
         "publish_timeout": 2.5,
+        "lease_s": 12.0,
     }
     assert set(options) == set(NODE_OPTIONS)
-    cfg = node_config(KEYS, RELAYS, store="jobs.sqlite", **options)
+    # A lease is a fleet's: its store is PostgreSQL.
+    cfg = node_config(KEYS, RELAYS, store="postgresql://u@127.0.0.1/p", **options)
     assert cfg.node.keys.public_key == KEYS.public_key and cfg.node.relays == RELAYS
-    assert cfg.store_target == "jobs.sqlite"
+    assert cfg.store_target == "postgresql://u@127.0.0.1/p"
     for option, value in options.items():
         table, name = NODE_OPTIONS[option]
         got = getattr(cfg, table) if name is None else getattr(getattr(cfg, table), name)
