@@ -1,5 +1,6 @@
 """The provider's job store on PostgreSQL: a fleet's claim is exactly once, leases hand a dead
-node's jobs to exactly one other node."""
+node's jobs to exactly one other node, a node that lost a job can no longer write about it or
+record its result; provider.toml's [state] table (url, lease_s)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,29 @@ def test_expired_lease_is_taken_over_by_one_node(pg_url: str) -> None:
         s.close()
 
 
+def test_a_node_that_lost_its_job_cannot_record_a_result(pg_url: str) -> None:
+    clock = ManualClock(1000.0)
+    stalled, taker = (JobStore(pg_url, owner=o, clock=clock, lease_s=10) for o in ("s", "t"))
+    assert stalled.claim("j1", "cust", 1, request="{}")
+    assert stalled.claim("j2", "cust", 1, request="{}")
+    assert stalled.record_result("j2", '{"id": "first"}', "publishing")
+    clock.advance(11)  # the stalled node's leases run out
+    assert sorted(r.id for r in taker.orphans()) == ["j1", "j2"]
+    assert taker.take_over("j1") and taker.take_over("j2")
+    # The stalled node wakes: nothing it writes about the jobs counts.
+    assert not stalled.record_result("j1", '{"id": "late"}', "publishing")
+    assert not stalled.update("j1", "failed", reason="timeout")
+    # The taker finds j2's result recorded (it publishes that one) and records j1's once.
+    assert taker.get("j2").result_event == '{"id": "first"}'  # type: ignore[union-attr]
+    assert taker.record_result("j1", '{"id": "taker"}', "publishing")
+    assert not taker.record_result("j1", '{"id": "twice"}', "publishing")
+    assert stalled.get("j1").result_event == '{"id": "taker"}'  # type: ignore[union-attr]
+    for s in (stalled, taker):
+        s.close()
+    with JobStore(pg_url) as reopened:  # migration 2 again: nothing changes
+        assert reopened.get("j1").state == "publishing"  # type: ignore[union-attr]
+
+
 def test_unreachable_postgres_is_a_store_error() -> None:
     with pytest.raises(StoreError, match="cannot open job store") as err:
         JobStore("postgresql://u:secret@127.0.0.1:1/x")
@@ -81,3 +105,18 @@ def test_state_table_in_provider_toml() -> None:
     assert parse_config(base, env={}).state.url is None  # SQLite by default
     with pytest.raises(ConfigError, match="postgresql://"):
         parse_config({**base, "state": {"url": "mysql://x"}}, env={})
+    # The lease: 30 s unless set, for a fleet only, within [1, 3600] s.
+    assert parse_config(base, env={}).state.lease_s == 30.0
+    fleet = {"url": "postgresql://u@127.0.0.1/p", "lease_s": 6}
+    assert parse_config({**base, "state": fleet}, env={}).state.lease_s == 6.0
+    with pytest.raises(ConfigError, match=r"state: lease_s applies to a fleet"):
+        parse_config({**base, "state": {"lease_s": 6}}, env={})
+    for bad in (0.5, 0, 7200, "soon"):
+        with pytest.raises(ConfigError, match=r"state\.lease_s"):
+            parse_config({**base, "state": {**fleet, "lease_s": bad}}, env={})
+    env = {
+        "SWARM_PROVIDER_STATE_URL": "postgresql://env@127.0.0.1/p",
+        "SWARM_PROVIDER_STATE_LEASE_S": "9",
+    }
+    cfg = parse_config(base, env=env)
+    assert (cfg.state.url, cfg.state.lease_s) == ("postgresql://env@127.0.0.1/p", 9.0)
