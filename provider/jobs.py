@@ -17,7 +17,8 @@ States (``STATES``), and where each event may take a job (:data:`TRANSITIONS`)::
             ──BackendFailed──▶ failed
     invoicing ──Invoiced / InvoiceFailed──▶ recording | failed
     recording ──ResultRecorded──▶ committing | publishing | failed   (the store holds the result)
-              ──RecordFailed──▶ failed    ──LeaseLost──▶ released (another node owns the job)
+              ──RecordFailed──▶ failed (quietly, left open in the store, as if the node died)
+              ──LeaseLost──▶ released (another node owns the job)
     committing ──Published──▶ held | publishing | failed     (commitment out: hold the result)
     held ──RevealCalled──▶ publishing | failed    ──RevealTimedOut──▶ failed
     publishing ──Published──▶ done    ──PublishFailed──▶ failed
@@ -132,15 +133,17 @@ class Refused:
 class Resumed:
     """A job found open in the store: after a restart, or taken over from a dead node of the
     fleet. ``paid``: its payment-required invoice was paid; ``payment_hash``: the invoice it
-    already has (one is never made twice); ``result_event``: the signed result the store
-    recorded (published as it is: the same event, the same invoice); ``held``: that result is
-    a commit-reveal one still waiting for the customer's reveal call."""
+    already has (one is never made twice), ``bolt11`` that invoice (asked for again, as it is);
+    ``result_event``: the signed result the store recorded (published as it is: the same
+    event, the same invoice); ``held``: that result is a commit-reveal one still waiting for
+    the customer's reveal call."""
 
     accept: Accept
     paid: bool = False
     payment_hash: str | None = None
     result_event: str | None = None
     held: bool = False
+    bolt11: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +541,9 @@ CRASH_POINTS: tuple[CrashPoint, ...] = (
     CrashPoint(
         "payment asked (before)",
         "the payment-required invoice",
-        "watches the same invoice and runs the job once it is paid",
+        "asks for it again (the same invoice: the first request may never have gone out), "
+        "watches it, and runs the job once it is paid",
+        "the same payment-required feedback twice",
     ),
     CrashPoint("paid (before)", "the invoice, paid", "runs it; no new invoice"),
     CrashPoint(
@@ -847,15 +852,7 @@ class JobBook:
             case ResultRecorded():
                 return self._recorded(job, event, now)
             case RecordFailed():
-                then = "it runs when the provider is back" if job.paid else "ask another provider"
-                return self._fail(
-                    job,
-                    event,
-                    now,
-                    "store",
-                    f"the provider could not record the result; {then}",
-                    keep_open=job.paid,
-                )
+                return self._unrecorded(job, event, now)
             case Published():
                 return self._published(job, event, now)
             case PublishFailed():
@@ -969,7 +966,12 @@ class JobBook:
             self._move(job, "awaiting_payment", event)
             if job.payment_hash is None:
                 return [self._invoice_for_payment(job)]
-            return [WatchPayment(job.id, job.payment_hash, self._payment_deadline(job, now))]
+            watch = WatchPayment(job.id, job.payment_hash, self._payment_deadline(job, now))
+            if event.bolt11 is None:
+                return [watch]
+            # The node that asked may have died before its request reached the customer: ask
+            # again, with the same invoice (one invoice, however often it is shown).
+            return [self._ask_payment(job, event.bolt11), watch]
         # Work already promised (paid, or sold without payment first) waits for a slot,
         # however long the queue.
         if self._admit(job, force=True) == "run":
@@ -1008,19 +1010,23 @@ class JobBook:
             StoreUpdate(
                 job.id,
                 "awaiting_payment",
-                {"payment_hash": event.payment_hash, "amount_msats": quote},
+                {"payment_hash": event.payment_hash, "bolt11": event.bolt11, "amount_msats": quote},
             ),
-            SendFeedback(
-                job.id,
-                job.request,
-                PAYMENT_REQUIRED,
-                f"pay {quote / 1000:g} sats to start; the invoice expires in "
-                f"{self.invoice_expiry_s:g} s",
-                quote,
-                event.bolt11,
-            ),
+            self._ask_payment(job, event.bolt11),
             WatchPayment(job.id, event.payment_hash, self._payment_deadline(job, now)),
         ]
+
+    def _ask_payment(self, job: Job, bolt11: str) -> SendFeedback:
+        quote = job.work.quote_msats
+        return SendFeedback(
+            job.id,
+            job.request,
+            PAYMENT_REQUIRED,
+            f"pay {quote / 1000:g} sats to start; the invoice expires in "
+            f"{self.invoice_expiry_s:g} s",
+            quote,
+            bolt11,
+        )
 
     def _paid(self, job: Job, event: Paid, now: float) -> list[Effect]:
         self.stats.paid_before += 1
@@ -1161,6 +1167,7 @@ class JobBook:
         if job.bolt11 is not None:
             fields["amount_msats"] = job.amount_msats
             fields["payment_hash"] = job.payment_hash
+            fields["bolt11"] = job.bolt11
         job.recorded_held = held
         self._move(job, "recording", event)
         return [RecordResult(job.id, result, "held" if held else "publishing", fields)]
@@ -1339,6 +1346,20 @@ class JobBook:
             effects.append(CancelWork(job.id))  # running, or waiting for its payment
         effects.append(Log(job.id, f"job {job.id[:12]} cancelled by its customer"))
         return effects + self._release(job, now)
+
+    def _unrecorded(self, job: Job, event: RecordFailed, now: float) -> list[Effect]:
+        """The store could not record the result, so none of it goes out: the job ends here
+        without a word, open in the store for the node that takes it over (another of the
+        fleet, or this one after a restart) to answer, as if this node had died."""
+        self.stats.failed["store"] += 1
+        job.reason = "store"
+        job.kept_open = True
+        self._move(job, "failed", event)
+        message = (
+            f"job {job.id[:12]}: the store could not record its result ({event.error}); "
+            "left open for the fleet or the next run"
+        )
+        return [Log(job.id, message, warning=True), *self._release(job, now)]
 
     def _lease_lost(self, job: Job, event: LeaseLost, now: float) -> list[Effect]:
         """Another node of the fleet took the job over (ours stalled past the lease): it

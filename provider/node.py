@@ -719,8 +719,10 @@ class ProviderNode:
         self._apply(effects)
 
     def _apply(self, effects: list[jobs.Effect]) -> None:
-        # Jobs whose store write found another node owning them (ours stalled past the lease):
-        # that node answers, so this one says nothing more about them.
+        # Jobs whose store write was refused (another node owns them: ours stalled past the
+        # lease) or failed (the store is away): what the store does not hold must not go out,
+        # so this node says nothing more about them and leaves them to whichever node holds
+        # them in the store.
         lost: set[str] = set()
         for effect in effects:
             if effect.job_id in lost and isinstance(effect, jobs.SendFeedback):
@@ -730,8 +732,10 @@ class ProviderNode:
                     lost.add(effect.job_id)
             except Exception:  # a full disk, a bug: it costs this effect, not the node
                 log.exception("job %s: %s failed", effect.job_id[:12], type(effect).__name__)
+                if isinstance(effect, jobs.StoreUpdate):
+                    lost.add(effect.job_id)
         for job_id in lost:
-            log.warning("job %s is another node's now: saying nothing more", job_id[:12])
+            log.warning("job %s: not ours in the store; saying nothing more", job_id[:12])
             self._event(job_id, jobs.LeaseLost())
 
     def _carry_out(self, effect: jobs.Effect) -> bool:
@@ -989,7 +993,12 @@ class ProviderNode:
             decision = replace(decision, quote_msats=row.quote_msats)
         log.info(message, row.id[:12])
         resumed = jobs.Resumed(
-            decision, row.paid, row.payment_hash, row.result_event, held=row.state == "held"
+            decision,
+            row.paid,
+            row.payment_hash,
+            row.result_event,
+            held=row.state == "held",
+            bolt11=row.bolt11,
         )
         self._event(row.id, resumed)
 

@@ -59,6 +59,7 @@ _FIELDS = frozenset(
         "quote_msats",
         "amount_msats",
         "payment_hash",
+        "bolt11",
         "paid",
         "reason",
         "latency_ms",
@@ -96,13 +97,18 @@ _TYPES = {
     "sqlite": {"bigint": "INTEGER", "real": "REAL"},
     "postgresql": {"bigint": "BIGINT", "real": "DOUBLE PRECISION"},
 }
+# The nodes of a fleet start at once, and PostgreSQL's CREATE TABLE IF NOT EXISTS races with
+# itself (a unique violation in pg_type): each schema step takes this lock first, held to the
+# end of its transaction.
+_PG_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('nostr-swarm provider jobs schema'));\n"
 # Columns added after the first release: an older SQLite file gains them at open.
 _ADDED = (("owner", "TEXT"), ("lease_until", "REAL"))
 
-# --- migration 2: result event -----------------------------------------------------------------
+# --- migration 2: result event ------------------------------------------------------------------
 # The signed result event (JSON), recorded before it is published: a node taking the job over
-# publishes it again (same id) rather than answering twice.
-_MIGRATION_2 = (("result_event", "TEXT"),)
+# publishes it again (same id) rather than answering twice. And the invoice (BOLT11) the job
+# asked for: a node taking over a job that waits for its payment asks again with that invoice.
+_MIGRATION_2 = (("result_event", "TEXT"), ("bolt11", "TEXT"))
 
 
 def _migrate_2_sqlite(db: sqlite3.Connection) -> None:
@@ -113,8 +119,8 @@ def _migrate_2_sqlite(db: sqlite3.Connection) -> None:
 
 
 def _migrate_2_postgres(pg: Database) -> None:
-    for col, typ in _MIGRATION_2:
-        pg.execute(f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {col} {typ}")
+    adds = "; ".join(f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in _MIGRATION_2)
+    pg.script(f"{_PG_SCHEMA_LOCK}{adds}")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -137,6 +143,7 @@ class JobRow:
     latency_ms: float | None
     request: str | None
     result_event: str | None = None  # the signed result, recorded before it was published
+    bolt11: str | None = None  # the invoice of payment_hash
     owner: str | None = None  # the node holding the job (a fleet shares the table)
 
 
@@ -185,8 +192,16 @@ class JobStore:
         try:
             if self.shared:
                 self._pg = Database(self.path, lock="jobs")
-                self._pg.script(_SCHEMA.replace("{real}", _TYPES["postgresql"]["real"]))
-                _migrate_2_postgres(self._pg)
+                try:
+                    self._pg.script(
+                        _PG_SCHEMA_LOCK + _SCHEMA.replace("{real}", _TYPES["postgresql"]["real"])
+                    )
+                    _migrate_2_postgres(self._pg)
+                except StateUnavailable:
+                    raise
+                except Exception as exc:  # psycopg's own errors: the optional driver's types
+                    self._pg.close()
+                    raise StoreError(f"cannot open job store {_safe(self.path)}: {exc}") from exc
                 return
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -294,8 +309,9 @@ class JobStore:
 
     def update(self, job_id: str, state: str, **fields: object) -> bool:
         """Set the state and any of: model, prompt_tokens, completion_tokens, quote_msats,
-        amount_msats, payment_hash, paid, reason, latency_ms, request. Only while this store's
-        owner holds the job: False when another node took it over (nothing is written)."""
+        amount_msats, payment_hash, bolt11, paid, reason, latency_ms, request. Only while this
+        store's owner holds the job: False when another node took it over (nothing is
+        written)."""
         if state not in STATES:
             raise StoreError(f"unknown job state {state!r}")
         bad = set(fields) - _FIELDS
@@ -426,5 +442,6 @@ def _row(r: Any) -> JobRow:
         latency_ms=r["latency_ms"],
         request=r["request"],
         result_event=r["result_event"],
+        bolt11=r["bolt11"],
         owner=r["owner"],
     )

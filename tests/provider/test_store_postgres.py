@@ -11,6 +11,7 @@ import pytest
 from provider.errors import StoreError
 from provider.store import JobStore
 from router.clock import ManualClock
+from tests.support.servers import Postgres
 
 
 def test_claim_is_once_across_nodes_racing(pg_url: str) -> None:
@@ -33,6 +34,29 @@ def test_claim_is_once_across_nodes_racing(pg_url: str) -> None:
     assert sorted(claimed) == sorted(f"job{j}" for j in range(200))  # each once, none lost
     for s in stores:
         s.close()
+
+
+def test_nodes_starting_at_once_create_the_schema_once(postgres: Postgres) -> None:
+    """A fleet's nodes start together: their schema steps must not race (PostgreSQL's CREATE
+    TABLE IF NOT EXISTS alone fails one of them with a unique violation)."""
+    for _ in range(4):
+        url = postgres.fresh_database()
+        start = threading.Barrier(6)
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=open_store, args=(url, start, errors)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+
+
+def open_store(url: str, start: threading.Barrier, errors: list[BaseException]) -> None:
+    start.wait()
+    try:
+        JobStore(url).close()
+    except BaseException as exc:
+        errors.append(exc)
 
 
 def test_expired_lease_is_taken_over_by_one_node(pg_url: str) -> None:
