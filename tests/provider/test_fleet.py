@@ -6,6 +6,7 @@ processes: tests/reliability/test_fleet_kill.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from contextlib import AsyncExitStack
 from typing import Any
@@ -15,6 +16,7 @@ from client.nostr.event import Event
 from client.nostr.filter import Filter
 from client.nostr.keys import Keys
 from client.wallet import decode_invoice
+from provider.jobs import TERMINAL
 from provider.limits import Limits
 from provider.node import ProviderNode
 from provider.store import JobStore
@@ -294,3 +296,40 @@ async def test_payment_before_a_dead_nodes_jobs_are_paid_once_and_run_once(
         assert backend.calls == len(points)
         assert ledger.balance(node_wallet.account_id) == 5000 * 2 + first.amount.msats
         assert sum(n.stats.completed for n in nodes) == len(points)
+
+
+async def test_a_stalled_node_says_nothing_about_a_job_another_took_over(
+    relay: Relay, pg_url: str
+) -> None:
+    """A node whose lease lapses while it works (its lease loop stopped: a stall, PostgreSQL
+    out of reach) loses the job to another node; when its model answers, the store refuses its
+    result, so the customer gets the other node's answer only: no second result, no error."""
+    keys = Keys.generate()
+    gate = asyncio.Event()
+    slow = mock_backend().with_gate(gate)
+    async with Customer([relay.url]) as customer, AsyncExitStack() as stack:
+        stalled = await stack.enter_async_context(fleet(keys, relay, pg_url, slow, n=1)[0])
+        job = await customer.submit(JobSpec(prompt="stuck", model="m1"))
+        await slow.wait_for_in_flight(1)
+        lease_loop = next(t for t in stalled._tasks if t.get_name() == "provider lease")
+        lease_loop.cancel()  # the stall: it renews nothing from now on
+        healthy = mock_backend(reply="taken over: {prompt}")
+        taker = await stack.enter_async_context(fleet(keys, relay, pg_url, healthy, n=1)[0])
+        result = await customer.result(job, within=20)
+        assert result.content == "taken over: stuck" and taker.stats.completed == 1
+        gate.set()  # the stalled node's model answers now
+        await stalled_job_ends(stalled, job.id)
+        assert stalled.stats.released == 1 and stalled.stats.completed == 0
+        await customer.sync()
+        assert len(results_on_the_relay(relay, job.id)) == 1
+        assert "error" not in customer.statuses(job)
+
+
+async def stalled_job_ends(node: ProviderNode, job_id: str) -> None:
+    """Wait for the job's work on the node to run out (each piece reports to the book, which
+    starts the next or ends the job)."""
+    async with asyncio.timeout(10):
+        while (work := node._work.get(job_id)) is not None:
+            await asyncio.wait([work])
+    job = node.book.get(job_id)
+    assert job is not None and job.state in TERMINAL
