@@ -46,6 +46,18 @@ def test_template_is_valid_commented_toml(tmp_path: Path) -> None:
     assert cfg.limits.max_concurrent == 2 and cfg.pricing.min_msats == 1000
 
 
+def test_the_templates_fleet_table_is_valid_once_uncommented(tmp_path: Path) -> None:
+    lines = template().splitlines()
+    start = lines.index("# [state]")
+    for i in range(start, start + 3):  # the table, url and lease_s
+        lines[i] = lines[i].removeprefix("# ")
+    path = tmp_path / "provider.toml"
+    path.write_text("\n".join(lines))
+    cfg = load_config(path, env={})
+    assert cfg.state.url == "postgresql://swarm@db.internal:5432/provider"
+    assert cfg.state.lease_s == 30 and cfg.store_target == cfg.state.url
+
+
 def test_environment_overrides_the_file() -> None:
     data = tomllib.loads(template())
     env = {
