@@ -783,7 +783,7 @@ class ProviderNode:
             case jobs.PublishResult(job_id, recorded):
                 self._start_work(
                     job_id,
-                    partial(self._publish_job_event, Event.from_json(recorded, verify=False)),
+                    partial(self._publish_recorded, recorded),
                     lambda exc: jobs.PublishFailed(),
                 )
             case jobs.PublishCommitment(job_id, request, commitment):
@@ -907,6 +907,10 @@ class ProviderNode:
             return jobs.RecordFailed(str(exc))
         return jobs.ResultRecorded(recorded) if ours else jobs.LeaseLost()
 
+    async def _publish_recorded(self, recorded: str) -> jobs.Event:
+        """Publish the result event as the store holds it (signed already)."""
+        return await self._publish_job_event(Event.from_json(recorded, verify=False))
+
     async def _publish_job_event(self, event: Event) -> jobs.Event:
         return jobs.Published() if await self._publish(event) else jobs.PublishFailed()
 
@@ -951,8 +955,10 @@ class ProviderNode:
                     if job_id not in ours:
                         self._event(job_id, jobs.LeaseLost())
                 if not self._closing:
-                    for row in self.store.orphans():
-                        if self.store.take_over(row.id):
+                    for orphan in self.store.orphans():
+                        # Go on from the row as taken over: its last owner may have written
+                        # to it since it was listed.
+                        if (row := self.store.take_over(orphan.id)) is not None:
                             self._take_up(row, "taking over job %s from a node that stopped")
             except Exception as exc:  # PostgreSQL away: our leases may lapse, we go on
                 log.warning("job store lease round failed: %s", exc)

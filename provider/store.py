@@ -291,17 +291,19 @@ class JobStore:
         ).fetchall()
         return [_row(r) for r in rows]
 
-    def take_over(self, job_id: str) -> bool:
-        """Make an orphaned job ours; True for exactly one of the nodes that try (the
-        condition and the write are one statement, under the row's lock)."""
+    def take_over(self, job_id: str) -> JobRow | None:
+        """Make an orphaned job ours: the row as taken over (what to go on from), for exactly
+        one of the nodes that try, None for the others (the condition and the write are one
+        statement, under the row's lock)."""
         now = self._clock()
         marks = ",".join("?" * len(OPEN_STATES))
         cur = self._write(
             f"UPDATE jobs SET owner = ?, lease_until = ?, updated_at = ? WHERE id = ?"
-            f" AND lease_until < ? AND state IN ({marks})",
+            f" AND lease_until < ? AND state IN ({marks}) RETURNING *",
             (self.owner, now + self.lease_s, now, job_id, now, *OPEN_STATES),
         )
-        return cur.rowcount == 1
+        row = cur.fetchone()
+        return _row(row) if row is not None else None
 
     def seen(self, job_id: str) -> bool:
         row = self._read("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()

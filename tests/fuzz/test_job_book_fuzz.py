@@ -1,7 +1,8 @@
 """The provider's job book under 10,000 random runs (``pytest -m fuzz``): the stateful property
 test of tests/provider/test_jobs.py (requests, duplicates, payments late or never, backend
-failures, reveal calls, cancellations, lease losses, takeovers, shutdowns, crash restarts) with
-its invariants, at the depth of the other fuzz targets. The default suite runs it at ~200."""
+failures, reveal calls, cancellations, lease losses, takeovers, shutdowns, crash restarts, fleet
+nodes dying at any point or stalling past their lease) with its invariants, at the depth of the
+other fuzz targets. The default suite runs it at ~200."""
 
 from __future__ import annotations
 

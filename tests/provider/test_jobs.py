@@ -480,9 +480,10 @@ class World:
         ``ProviderNode._lease_loop`` does."""
         self.now += LEASE_S + 1
         node = self.new_node()
-        while rows := node.store.orphans():
-            for row in rows:
-                assert node.store.take_over(row.id)
+        while orphans := node.store.orphans():
+            for orphan in orphans:
+                row = node.store.take_over(orphan.id)
+                assert row is not None and row.owner == node.store.owner
                 self.resume(node, row)
         return node
 
