@@ -24,7 +24,8 @@ States (``STATES``), and where each event may take a job (:data:`TRANSITIONS`)::
     publishing ──Published──▶ done    ──PublishFailed──▶ failed
     any open state ──CancelRequested──▶ cancelled (not once paid, not once publishing)
                    ──LeaseLost──▶ released (another node of the fleet took it over)
-                   ──Shutdown / GraceOver──▶ failed (kept open in the store when paid)
+                   ──Shutdown / GraceOver──▶ failed (kept open in the store when paid;
+                                             not once publishing: it goes out)
 
 A result is recorded in the store (signed, with its invoice) before anything of it goes out,
 and only by the node that owns the job: from then on the job's answer is that one event,
@@ -502,7 +503,7 @@ TRANSITIONS: dict[State, dict[type[Event], frozenset[State]]] = {
         RevealCalled: _to("publishing"),
         LeaseLost: _to("publishing"),
         Shutdown: _to("publishing"),
-        GraceOver: _to("publishing", "failed"),
+        GraceOver: _to("publishing"),
     },
 }
 #: Events that create a job (the others need one the book knows).
@@ -1419,8 +1420,11 @@ class JobBook:
                 "provider stopped before your paid job ran; it runs when the provider is back",
                 keep_open=True,
             )
-        if job.state == "publishing" and not job.slot:
-            return []  # a revealed result on its way: the node waits for it
+        if job.state == "publishing":
+            # Its recorded result is on its way: the node waits for it (cut short, the store
+            # still holds it for the next run or another node: the same event, never an error
+            # after it).
+            return []
         then = "it runs when the provider is back" if job.paid else "ask another provider"
         return self._fail(
             job,
