@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     ValidationInfo,
     field_validator,
@@ -135,8 +136,7 @@ class _HttpBackendConfig(BackendBase):
         key, env = data.pop("api_key", None), data.pop("api_key_env", None)
         if data.get("auth") is not None:
             raise ValueError("give auth or api_key, not both (api_key is bearer auth)")
-        token = resolve_secret(key, env, "api_key", info)
-        data["auth"] = BearerAuth(token=token)
+        data["auth"] = BearerAuth(token=SecretStr(resolve_secret(key, env, "api_key", info)))
         return data
 
 
