@@ -79,7 +79,7 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
         if choice == "uvloop":
             raise SystemExit("swarm serve: error: uvloop is not installed") from None
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -266,6 +266,12 @@ class SwarmBackendConfig(SwarmSettings, BackendBase):
 
     type: Literal["swarm"]
 
+    @property
+    def backend_name(self) -> str:
+        """The name it serves under and its spend account's: its own, else its type (as the
+        backend factory names an unnamed entry)."""
+        return self.name or self.type
+
 
 #: A backend that runs a model (what a provider node may use).
 ModelBackend = OpenAIBackendConfig | OllamaBackendConfig | EmbeddedBackendConfig | MockBackendConfig
