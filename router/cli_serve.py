@@ -28,7 +28,7 @@ flight; an invalid one is refused with a log line and the running one stays.
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="run the OpenAI-compatible HTTP gateway",
