@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="run a whole swarm on this machine and buy one quorum-verified completion",

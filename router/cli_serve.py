@@ -28,7 +28,7 @@ flight; an invalid one is refused with a log line and the running one stays.
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="run the OpenAI-compatible HTTP gateway",
@@ -79,7 +79,7 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
         if choice == "uvloop":
             raise SystemExit("swarm serve: error: uvloop is not installed") from None
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def _serve(args: argparse.Namespace) -> int:

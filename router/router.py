@@ -231,10 +231,10 @@ class LmRouter(LmBackend):
                 seen.add(st.name)
                 pool.append(st)
         tail = []
-        for n in (self._default, *self._fallbacks):
-            if n is not None and n not in seen and states[n].enabled:
-                seen.add(n)
-                tail.append(states[n])
+        for fallback in (self._default, *self._fallbacks):
+            if fallback is not None and fallback not in seen and states[fallback].enabled:
+                seen.add(fallback)
+                tail.append(states[fallback])
         if not seen:
             return None
         single = pool[0] if len(pool) == 1 and not pinned and not tail else None
@@ -507,7 +507,8 @@ class LmRouter(LmBackend):
     def _breaker_success(self, st: BackendState, now: float) -> None:
         """Under the lock: tell the breaker, keeping the count of breakers not closed."""
         br = st.breaker
-        if br.state is not CircuitState.CLOSED:
+        was_closed = br.state is CircuitState.CLOSED
+        if not was_closed:
             br.record_success(now)
             if br.state is CircuitState.CLOSED:
                 self._not_closed -= 1

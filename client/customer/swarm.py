@@ -53,13 +53,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from client.customer.copy_guard import CopyGuard, CopyPolicy, SealingMode, copyable, protections
 from client.customer.prepay import Prepay, PrepayBook, PrepayPolicy, Unbilled
 from client.customer.quorum import Comparator, Decision, Normalized, Protection, Quorum, Vote
+from client.dvm.amounts import Amount
 from client.dvm.nip90 import (
     DEFAULT_SKEW_S,
     ERROR,
     KIND_FEEDBACK,
     MAX_RESULT_BYTES,
     RESULT_OFFSET,
-    Amount,
     Encryption,
     Job,
     JobFeedback,

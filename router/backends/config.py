@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     ValidationInfo,
     field_validator,
@@ -135,8 +136,7 @@ class _HttpBackendConfig(BackendBase):
         key, env = data.pop("api_key", None), data.pop("api_key_env", None)
         if data.get("auth") is not None:
             raise ValueError("give auth or api_key, not both (api_key is bearer auth)")
-        token = resolve_secret(key, env, "api_key", info)
-        data["auth"] = BearerAuth(token=token)
+        data["auth"] = BearerAuth(token=SecretStr(resolve_secret(key, env, "api_key", info)))
         return data
 
 
@@ -265,6 +265,12 @@ class SwarmBackendConfig(SwarmSettings, BackendBase):
     """The swarm as a backend; the gateway serves its models as ``swarm/<model>``."""
 
     type: Literal["swarm"]
+
+    @property
+    def backend_name(self) -> str:
+        """The name it serves under and its spend account's: its own, else its type (as the
+        backend factory names an unnamed entry)."""
+        return self.name or self.type
 
 
 #: A backend that runs a model (what a provider node may use).

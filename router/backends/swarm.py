@@ -11,7 +11,7 @@ from client.customer.quorum import Comparator
 from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
 from ..errors import BackendError, InvalidRequest, PaidFailure
-from ..request import LmRequest, SwarmTerms
+from ..request import Encryption, LmRequest, SwarmTerms
 from ..types import (
     LmResponse,
     LmUsage,
@@ -103,7 +103,7 @@ class SwarmJobs(Protocol):
         seed: int | None,
         params: Mapping[str, str | int | float] | None,
         targets: Sequence[str] | None,
-        encrypt: bool | str,
+        encrypt: bool | Encryption,
         comparator: Comparator | None,
         providers_expected: int | None,
         on_progress: ProgressCallback | None,

@@ -179,7 +179,7 @@ def gateway_probe(gateway: Gateway) -> Callable[[], list[DashboardEvent]]:
             events.append(
                 BreakerState(
                     name,
-                    state,  # type: ignore[arg-type]
+                    state,
                     max(0, b.in_flight),
                     max(0, b.failures),
                     max(0.0, b.ewma_latency_ms),

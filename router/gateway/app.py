@@ -467,8 +467,8 @@ class Gateway:
         """One spend account per swarm backend, its budget from the config."""
         for b in config.all_backends():
             if isinstance(b, SwarmBackendConfig):
-                account = swarm_account(b.name)
-                self._swarm_accounts[b.name] = account
+                account = swarm_account(b.backend_name)
+                self._swarm_accounts[b.backend_name] = account
                 self.book.ensure(
                     account, budget_msats=None if b.budget_sats is None else b.budget_sats * 1000
                 )
@@ -1001,7 +1001,8 @@ class Gateway:
                 try:
                     hold, lm_request, swarm = self._admit(req, model, acct)
                     if req.stream:  # _stream settles the budgets itself
-                        return await self._stream(request, req, lm_request, hold, swarm, task)
+                        await self._stream(request, req, lm_request, hold, swarm, task)
+                        return None
                     settle = True
                     resp: LmResponse = await self.router.send(lm_request)
                 finally:

@@ -61,6 +61,6 @@ def build_router(cfg: GatewayConfig) -> GatewayRouter:
         name="gateway",
     )
     router.swarm_backends = frozenset(
-        b.name for b in cfg.all_backends() if isinstance(b, SwarmBackendConfig)
+        b.backend_name for b in cfg.all_backends() if isinstance(b, SwarmBackendConfig)
     )
     return router

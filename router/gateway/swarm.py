@@ -115,7 +115,7 @@ def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
     # so the backend's own in-memory budget is off; its limits still bind every request.
     backend = SwarmBackend(
         client,
-        name=cfg.name,
+        name=cfg.backend_name,
         quorum=cfg.quorum,
         max_sats=cfg.bid_sats * cfg.quorum,
         timeout_s=cfg.job_timeout_s,
