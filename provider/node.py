@@ -569,7 +569,7 @@ class ProviderNode:
     async def _announce_loop(self) -> None:
         while True:
             offer = self._offer()
-            wait = self.config.node.heartbeat_s
+            wait: float = self.config.node.heartbeat_s
             if self._announcer.due(offer, self.clock()):
                 event = self._announcer.next(self.keys, offer, self.clock())
                 if not await self._publish(event):

@@ -237,7 +237,7 @@ class JobStore:
         amount_msats, payment_hash, paid, reason, latency_ms, request."""
         if state not in STATES:
             raise StoreError(f"unknown job state {state!r}")
-        allowed = set(JobRow.__slots__) - {"id", "customer", "created_at", "state"}  # type: ignore[attr-defined]
+        allowed = set(JobRow.__slots__) - {"id", "customer", "created_at", "state"}
         bad = set(fields) - allowed
         if bad:
             raise StoreError(f"unknown job fields {sorted(bad)}")
