@@ -282,10 +282,34 @@ async def _run_granian(
     url = f"http://{'[' + bind_host + ']' if ':' in bind_host else bind_host}:{bind_port}"
     finished = True
 
+    announcing: set[asyncio.Task[None]] = set()
+
+    async def announce_when_accepting() -> None:
+        # granian runs the lifespan startup before its Rust worker listens on the socket, and
+        # offers no hook for "listening": the line that says so waits until a connection is
+        # accepted (a client that reads it must not be refused).
+        delay = 0.005
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection(bind_host, bind_port)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            print(f"swarm gateway listening on {url} (OpenAI base URL: {url}/v1)", flush=True)
+            return
+        print(f"swarm serve: granian did not accept connections on {url}", file=sys.stderr)
+        server.stop()
+
     class Announced(GatewayAsgi):
         async def startup(self) -> None:
             await super().startup()
-            print(f"swarm gateway listening on {url} (OpenAI base URL: {url}/v1)", flush=True)
+            task = asyncio.create_task(announce_when_accepting())
+            announcing.add(task)
+            task.add_done_callback(announcing.discard)
 
         async def shutdown(self) -> None:
             nonlocal finished
