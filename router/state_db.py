@@ -8,12 +8,15 @@ by ``lock``, so a check and the write after it are one step for every instance (
 read-then-write race); ``tx(lock=False)`` leaves it to row locks. Migrations run under a
 transaction-scoped advisory lock (``schema_tx``), so gateways starting together apply each step
 once. A connection that breaks raises :class:`~client.storage.errors.StateUnavailable` and is
-made again on the next call, so the store recovers by itself when PostgreSQL is back.
+made again on the next call, so the store recovers by itself when PostgreSQL is back. A connection
+the server closed while it sat idle (a restart) is noticed before a statement is sent on it;
+a statement that fails mid-way has an unknown outcome, and that raises.
 """
 
 from __future__ import annotations
 
 import re
+import select
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -99,6 +102,8 @@ class PostgresStore:
             raise StorageError(f"the store {shown(self._target)} is closed")
         if self._pg.closed or self._pg.broken:
             self._reconnect()  # raises StateUnavailable while PostgreSQL is still away
+        elif self._stale():
+            self._ping()
         try:
             yield
         except psycopg.OperationalError as exc:
@@ -108,6 +113,29 @@ class PostgresStore:
             # The server is there but could not run it now (a deadlock, a cancelled
             # statement): also a retry later, and the transaction was rolled back.
             raise StateUnavailable(f"PostgreSQL could not run the statement: {exc}") from None
+
+    def _stale(self) -> bool:
+        """Whether the server wrote to the connection while it sat idle: a server that goes down
+        (a restart) closes it, and the next statement would meet the dead end. A cheap check (no
+        round trip); a ping then finds out."""
+        from psycopg.pq import TransactionStatus
+
+        if self._pg.info.transaction_status != TransactionStatus.IDLE:
+            return False  # inside a transaction: its statements answer for the connection
+        try:
+            readable, _, _ = select.select([self._pg.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def _ping(self) -> None:
+        """Find out before a statement whose outcome would then be unknown, and connect again."""
+        import psycopg
+
+        try:
+            self._pg.execute("SELECT 1")
+        except psycopg.OperationalError:
+            self._reconnect()  # raises StateUnavailable while PostgreSQL is still away
 
     def _drop(self) -> None:
         try:

@@ -20,7 +20,7 @@ from client.storage import (
     statements,
 )
 from router.state_db import PostgresStore
-from tests.support.servers import free_port
+from tests.support.servers import Postgres, free_port
 
 DDL = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -142,3 +142,26 @@ def test_ddl_placeholders_per_dialect() -> None:
     assert statements(ddl, "postgresql") == [
         "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, n BIGINT, x DOUBLE PRECISION, b BYTEA)"
     ]
+
+
+def test_postgres_going_away_and_coming_back(postgres: Postgres, pg_url: str) -> None:
+    store = opened(pg_url)
+    store.execute("INSERT INTO counters (name, n) VALUES ('c', 1)")
+    # A restart while the connection sits idle: noticed before the next statement is sent.
+    postgres.kill()
+    postgres.start()
+    store.execute("UPDATE counters SET n = n + 1 WHERE name = 'c'")
+    postgres.kill()
+    try:
+        with pytest.raises(StateUnavailable):
+            store.execute("UPDATE counters SET n = n + 1 WHERE name = 'c'")
+        with pytest.raises(StateUnavailable, match="unreachable"), store.tx():
+            pass  # never reached: no transaction without the server
+    finally:
+        postgres.start()
+    with store.tx() as db:  # back by itself
+        db.execute("UPDATE counters SET n = n + 1 WHERE name = 'c'")
+    assert one(store.execute("SELECT n FROM counters WHERE name = 'c'"))["n"] == 3
+    store.close()
+    with pytest.raises(StorageError, match="is closed"):
+        store.execute("SELECT 1")

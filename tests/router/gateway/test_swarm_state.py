@@ -1,6 +1,7 @@
 """Gateways whose ``state.url`` is PostgreSQL keep the swarm's payment ledger and reputation
 ledger there, shared: an invoice one gateway paid is never paid by another, and both see the
-same record of every provider. Real provider nodes paid through a real NWC wallet service."""
+same record of every provider; with PostgreSQL away nothing is paid, and both recover by
+themselves. Real provider nodes paid through a real NWC wallet service."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from client.nostr.keys import Keys
@@ -20,6 +22,7 @@ from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
 from router.gateway.swarm import ServedSwarm
 from tests.support.gateway import client, gateway, user
+from tests.support.servers import Postgres
 
 PRICING = Pricing(msats_per_1k_prompt=1000, msats_per_1k_completion=10_000, min_msats=2000)
 
@@ -31,7 +34,7 @@ def swarm_of(gw: Any) -> ServedSwarm:
 
 
 async def test_gateways_on_postgres_share_the_swarms_ledgers(
-    relay: Relay, tmp_path: Path, pg_url: str
+    relay: Relay, tmp_path: Path, postgres: Postgres, pg_url: str
 ) -> None:
     with Ledger(tmp_path / "network.db") as ledger:
         customer = ledger.create_account("gateway", msats=1_000_000)
@@ -90,3 +93,22 @@ async def test_gateways_on_postgres_share_the_swarms_ledgers(
                 for node in providers:
                     rec = reputation_b.get(node.keys.public_key)
                     assert rec is not None and rec.jobs == 1 and rec.agreed == pytest.approx(1)
+                # PostgreSQL away: a swarm request is refused before anything is paid; once it
+                # is back, the same gateway pays again (its stores reconnect by themselves).
+                postgres.kill()
+                try:
+                    with pytest.raises(openai.APIStatusError) as refused:
+                        await client(b).chat.completions.create(
+                            model="swarm/m1", messages=user("3+1?"), max_tokens=50
+                        )
+                    assert refused.value.status_code == 503
+                    assert refused.value.code == "state_unavailable"
+                finally:
+                    postgres.start()
+                assert ledger.balance(customer.id) == 1_000_000 - 4000
+                again = await client(b).chat.completions.create(
+                    model="swarm/m1", messages=user("3+1?"), max_tokens=50
+                )
+                assert again.choices[0].message.content == "4"
+                assert ledger.balance(customer.id) == 1_000_000 - 8000
+                assert [r.state for r in payer_b.ledger.history()] == ["paid"] * 4
