@@ -123,10 +123,9 @@ class PostgresStore:
         if self._pg.info.transaction_status != TransactionStatus.IDLE:
             return False  # inside a transaction: its statements answer for the connection
         try:
-            readable, _, _ = select.select([self._pg.fileno()], [], [], 0)
+            return _readable(self._pg.fileno())
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     def _ping(self) -> None:
         """Find out before a statement whose outcome would then be unknown, and connect again."""
@@ -159,3 +158,14 @@ class PostgresStore:
         with self._guard(), self._pg.transaction():
             self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             yield self
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has something to read now (poll has no limit on descriptor numbers; a
+    gateway with a thousand connections has descriptors past select's)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # Windows
+    return bool(readable)
