@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from router.state_db import Database, StateUnavailable, is_postgres_url
+from client.storage import (
+    Migration,
+    Schema,
+    SqliteStore,
+    SqlStore,
+    StorageError,
+    add_columns,
+    is_postgres_url,
+    open_schema,
+)
 
 from .errors import StoreError
 
@@ -31,7 +40,7 @@ STATES = ("received", "awaiting_payment", "queued", "processing", "done", "faile
 OPEN_STATES = ("received", "awaiting_payment", "queued", "processing")
 LEASE_S = 30.0
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     customer TEXT NOT NULL,
@@ -56,13 +65,16 @@ CREATE INDEX IF NOT EXISTS jobs_received ON jobs(received_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_unpaid ON jobs(payment_hash) WHERE paid = 0;
 """
-# PostgreSQL's REAL is 4 bytes: a Unix time in it is off by minutes.
-_TYPES = {
-    "sqlite": {"bigint": "INTEGER", "real": "REAL"},
-    "postgresql": {"bigint": "BIGINT", "real": "DOUBLE PRECISION"},
-}
-# Columns added after the first release: an older SQLite file gains them at open.
-_ADDED = (("owner", "TEXT"), ("lease_until", "REAL"))
+
+
+def _v1_columns(db: SqlStore) -> None:
+    """Files from before fleets lack the claim's owner and lease."""
+    add_columns(db, "jobs", [("owner", "TEXT"), ("lease_until", "{real}")])
+
+
+#: The job store's table, versioned (client.storage.migrations); step 1 is the schema the store
+#: had before versioned migrations, and brings files older than that up to it.
+SCHEMA = Schema("jobs", lock="jobs", migrations=(Migration(1, "jobs", _V1, run=_v1_columns),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,28 +135,17 @@ class JobStore:
         self.lease_s = lease_s
         #: True when other nodes may share this store (PostgreSQL).
         self.shared = is_postgres_url(self.path)
-        self._pg: Database | None = None
+        self._pg: SqlStore | None = None
         try:
-            if self.shared:
-                self._pg = Database(self.path, lock="jobs")
-                self._pg.script(_SCHEMA.replace("{real}", _TYPES["postgresql"]["real"]))
-                return
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            self._db.row_factory = sqlite3.Row
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL under WAL survives a process crash; a power cut may lose the last claims,
             # which only risks answering a job twice, never paying twice.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA.format(**_TYPES["sqlite"]))
-            have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
-            for col, typ in _ADDED:
-                if col not in have:
-                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
-        except (sqlite3.Error, OSError, StateUnavailable) as exc:
+            store = open_schema(self.path, SCHEMA, synchronous="NORMAL")
+        except (sqlite3.Error, OSError, StorageError) as exc:
             raise StoreError(f"cannot open job store {_safe(self.path)}: {exc}") from exc
+        if isinstance(store, SqliteStore):
+            self._db = store.connection
+        else:
+            self._pg = store
 
     def close(self) -> None:
         if self._pg is not None:

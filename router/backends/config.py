@@ -224,7 +224,8 @@ class SwarmSettings(_Model):
     payment_ledger: str | None = Field(
         None,
         description="where payments are recorded (with nwc_uri), so none is made twice; "
-        "default: the client's payments database",
+        "default: state.url when that is PostgreSQL (shared by the gateways), else the "
+        "client's payments database",
     )
     models: list[str] = Field(default_factory=list, description="models asked of the swarm")
     prepay: bool = Field(

@@ -8,6 +8,10 @@ payment cap (``max_sats = quorum * bid_sats``) and the request's hold on the spe
 ``nwc_uri`` the agreeing providers are paid
 through that wallet, every payment recorded in ``payment_ledger`` (so a restart never pays twice).
 With ``prepay`` it also pays providers that ask to be paid before they work, within the bid.
+
+When the gateway's ``state.url`` is PostgreSQL, the swarm client's payment ledger and reputation
+ledger live there too, shared by every gateway of the fleet: an invoice one gateway recorded is
+never paid by another, and every gateway's outcomes count in one reputation per provider.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from client.customer.prepay import PrepayPolicy
+from client.customer.reputation import ReputationLedger
 from client.customer.swarm import SwarmClient
 from client.nostr.keys import Keys
+from client.storage import is_postgres_url
 
 from ..backends.swarm import SwarmBackend
 from .adapters import Served
@@ -94,9 +100,12 @@ class ServedSwarm(Served):
                 await result
 
 
-def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
-    """The swarm backend for one config entry (not connected yet: see ServedSwarm.open)."""
+def make_swarm_backend(cfg: SwarmBackendConfig, *, state: str | None = None) -> ServedSwarm:
+    """The swarm backend for one config entry (not connected yet: see ServedSwarm.open).
+    ``state``: the gateway's state store (``state.url``); on PostgreSQL it also holds the swarm
+    client's payment ledger (unless ``payment_ledger`` names another) and reputation ledger."""
     keys = Keys.from_secret(cfg.secret_key) if cfg.secret_key else Keys.generate()
+    shared = state if state is not None and is_postgres_url(state) else None
     closers: list[Any] = []
     wallet = None
     if cfg.nwc_uri:
@@ -104,13 +113,28 @@ def make_swarm_backend(cfg: SwarmBackendConfig) -> ServedSwarm:
 
         wallet = NwcWallet(cfg.nwc_uri, timeout=cfg.wallet_timeout_s)
         closers.append(wallet.close)
-    ledger = None
+    ledger: str | Path | None = shared
     if cfg.payment_ledger is not None:
-        ledger = Path(cfg.payment_ledger).expanduser()
-        ledger.parent.mkdir(parents=True, exist_ok=True)
+        if is_postgres_url(cfg.payment_ledger):
+            ledger = cfg.payment_ledger
+        else:
+            ledger = Path(cfg.payment_ledger).expanduser()
+            ledger.parent.mkdir(parents=True, exist_ok=True)
+            if shared is not None:
+                log.warning(
+                    "swarm %s: payment_ledger is a file while state.url is PostgreSQL: this "
+                    "gateway's payments are recorded apart from the other gateways'",
+                    cfg.name,
+                )
+    reputation = None
+    if shared is not None:
+        reputation = ReputationLedger(shared, customer=keys.public_key)
+        closers.append(reputation.close)
     # With a wallet the client pays the agreeing providers itself, guarded and recorded in the
     # payment ledger (payments a crash left open are settled when it connects).
-    client = SwarmClient(keys, cfg.relays, wallet, payments_db=ledger)
+    client = SwarmClient(keys, cfg.relays, wallet, payments_db=ledger, reputation=reputation)
+    if client.payer is not None:
+        closers.append(client.payer.ledger.close)
     # The gateway keeps the swarm's budget in its durable spend book (account "swarm:NAME"),
     # so the backend's own in-memory budget is off; its limits still bind every request.
     backend = SwarmBackend(
