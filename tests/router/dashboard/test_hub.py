@@ -84,7 +84,15 @@ def test_a_job_goes_from_asked_to_agreed_and_paid() -> None:
     job = h.job("j1")
     assert job is not None
     states = {p["key"]: p["state"] for p in job["providers"]}
-    assert states == {A: "paid", B: "processing", C: "agreed"}
+    # B was still working when A and C agreed: not needed (a late answer changes nothing).
+    assert states == {A: "paid", B: "not_needed", C: "agreed"}
+    h.publish(ProviderStateChanged("j1", B, "answered"))
+    late = h.job("j1")
+    assert late is not None and late["providers"][1] == {
+        "key": B,
+        "state": "not_needed",
+        "detail": "",
+    }
     assert job["outcome"] == "reached" and job["text"] == "4" and job["agreeing"] == 2
     assert job["elapsed_ms"] == pytest.approx(400.0)
     assert job["paid_msats"] == 2000
