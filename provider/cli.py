@@ -162,7 +162,15 @@ async def _serve(config: str, dashboard: Address | None = None, key: str | None 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with node:
+        async with node, contextlib.AsyncExitStack() as stack:
+            url = None
+            if dashboard is not None:  # listening before the first line says the node is up
+                from .dashboard import node_dashboard
+
+                try:
+                    _, url = await stack.enter_async_context(node_dashboard(node, dashboard, key))
+                except OSError as exc:  # the port is taken, the address is not ours
+                    raise ConfigError(f"--dashboard {dashboard}: {exc}") from None
             if node.backend_ready.is_set():
                 print(
                     f"provider {node.keys.npub} serving {', '.join(node.models) or 'any model'}",
@@ -174,18 +182,9 @@ async def _serve(config: str, dashboard: Address | None = None, key: str | None 
                     "announcing nothing until it does (is the model server running?)",
                     flush=True,
                 )
-            async with contextlib.AsyncExitStack() as stack:
-                if dashboard is not None:
-                    from .dashboard import node_dashboard
-
-                    try:
-                        _, url = await stack.enter_async_context(
-                            node_dashboard(node, dashboard, key)
-                        )
-                    except OSError as exc:  # the port is taken, the address is not ours
-                        raise ConfigError(f"--dashboard {dashboard}: {exc}") from None
-                    print(f"dashboard: {url}", flush=True)
-                await stop.wait()
+            if url is not None:
+                print(f"dashboard: {url}", flush=True)
+            await stop.wait()
             print("stopping: finishing running jobs…", file=sys.stderr, flush=True)
     finally:
         await node.backend.close()

@@ -5,7 +5,10 @@ from real nodes on a real relay paid through a real ledger; the address and key 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +19,7 @@ from client.dvm.nip90 import JobSpec
 from provider.dashboard import NodeWatch, node_dashboard, parse_address
 from provider.errors import ConfigError
 from provider.pricing import Pricing
+from relay_mock import Relay
 from relay_mock.lightning.ledger import Ledger
 from relay_mock.lightning.wallet import LedgerWallet
 from router.dashboard.hub import DashboardHub
@@ -221,3 +225,30 @@ def test_run_refuses_a_dashboard_it_cannot_serve_safely(
     capsys.readouterr()
     assert main(["provider", "run", "--config", str(provider_toml), *args]) == 2
     assert error in capsys.readouterr().err
+
+
+async def test_run_says_so_when_the_dashboards_port_is_taken(tmp_path: Path, relay: Relay) -> None:
+    path = tmp_path / "provider.toml"
+    init = ["provider", "init", "--config", str(path), "--backend", "mock", "--relay", relay.url]
+    assert main(init) == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "client.cli",
+            "provider",
+            "run",
+            "--config",
+            str(path),
+            "--dashboard",
+            f"127.0.0.1:{port}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 2, err.decode()
+    assert f"error: --dashboard 127.0.0.1:{port}: " in err.decode()
+    assert b"serving" not in out  # it never said it was up

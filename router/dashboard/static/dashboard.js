@@ -358,9 +358,9 @@
         announce(label + ":" + who + " " + STATES[p.state][1]);
       }
     });
-    if (job.outcome && (!old || old.outcome !== job.outcome)) {
-      var words = role === "provider" ? ["answered", "not answered"] : ["quorum reached", "no quorum"];
-      announce(label + ": " + (job.outcome === "reached" ? words[0] : words[1]));
+    // A provider's own state already says how its job ended (answered, error).
+    if (role !== "provider" && job.outcome && (!old || old.outcome !== job.outcome)) {
+      announce(label + ": " + (job.outcome === "reached" ? "quorum reached" : "no quorum"));
     }
   }
 
