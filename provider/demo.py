@@ -9,6 +9,10 @@ reports who agreed, who dissented and who was paid what, reading every balance o
 The relay and the wallet service are local stand-ins (relay_mock) that this package does not
 import: it runs them as commands, reads their URL and URIs from their first line of output, and
 stops them when it ends, on failure and on Ctrl-C too.
+
+`swarm demo --web` (:func:`web_demo`) keeps the same swarm running behind its live dashboard: the
+customer's jobs, money, latency and reputation table, the providers' earnings, and a form that
+asks the swarm more questions (``POST /dashboard/actions/ask``, with the admin key it prints).
 """
 
 from __future__ import annotations
