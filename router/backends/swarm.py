@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from client.wallet.payments import PaymentGate
 
 log = logging.getLogger("router.backends.swarm")
+
 # Sampling options SwarmClient.complete takes as keywords; the others travel as NIP-90 params.
 _CLIENT_SAMPLING = frozenset({"temperature", "top_p", "top_k", "seed"})
 # Passthrough fields the swarm accepts and sends nowhere: they identify the caller to OpenAI.
