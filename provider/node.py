@@ -79,6 +79,9 @@ from .store import Earnings, JobRow, JobStore
 log = logging.getLogger("provider.node")
 
 Clock = Callable[[], float]
+#: Told each batch of job book effects once the node has carried them out (a live view: the
+#: dashboard's provider/dashboard.py ``NodeWatch``). It must be quick; an error in it is logged.
+JobObserver = Callable[[Sequence[jobs.Effect]], None]
 PAYMENT_POLICIES = ("free", "after", "before")
 PRUNE_INTERVAL_S = 3600.0
 ANNOUNCE_RETRY_S = 15.0
@@ -195,6 +198,8 @@ class ProviderNode:
         self._store: JobStore | None = None
         self._policy: IntakePolicy | None = None
         self.started_at = 0.0
+        #: See :data:`JobObserver`; None: nothing is told.
+        self.observer: JobObserver | None = None
 
     # --- configuration, as read while serving ------------------------------------------------
 
@@ -616,7 +621,7 @@ class ProviderNode:
                 log.debug("lookup of invoice for job %s failed: %s", job_id[:12], exc)
                 continue
             if tx.settled:
-                self.store.mark_paid(job_id)
+                self._apply([jobs.StorePaid(job_id)])
                 found += 1
             elif tx.state in ("expired", "failed"):
                 self.store.mark_expired(job_id)
@@ -719,6 +724,11 @@ class ProviderNode:
                 self._carry_out(effect)
             except Exception:  # a full disk, a bug: it costs this effect, not the node
                 log.exception("job %s: %s failed", effect.job_id[:12], type(effect).__name__)
+        if self.observer is not None and effects:
+            try:
+                self.observer(effects)
+            except Exception:  # a live view's bug must cost the node nothing
+                log.exception("job observer failed")
 
     def _carry_out(self, effect: jobs.Effect) -> None:
         match effect:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -11,7 +12,7 @@ from client.customer.quorum import Comparator
 from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
 from ..errors import BackendError, InvalidRequest, PaidFailure
-from ..request import Encryption, LmRequest, SwarmTerms
+from ..request import Encryption, LmRequest, SwarmObserver, SwarmTerms
 from ..types import (
     LmResponse,
     LmUsage,
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
     from client.customer.copy_guard import SealingMode
     from client.customer.prepay import PrepayPolicy
     from client.customer.selection import Figures, Selector
-    from client.customer.swarm import ProgressCallback
+    from client.customer.swarm import Progress, ProgressCallback
     from client.wallet.payments import PaymentGate
+
+log = logging.getLogger("router.backends.swarm")
 
 # Sampling options SwarmClient.complete takes as keywords; the others travel as NIP-90 params.
 _CLIENT_SAMPLING = frozenset({"temperature", "top_p", "top_k", "seed"})
@@ -170,7 +173,8 @@ class SwarmBackend(LmBackend):
     total this backend spends (requests in flight reserve their ``max_sats``; payments whose
     outcome is unknown stay counted until :meth:`resolve_pending` learns it), raising
     ``BudgetExceeded`` once used up. A request's ``hold`` (a payment gate) must authorize every
-    payment too. ``providers_expected`` and ``prepay`` go to every job. Costs are reported in
+    payment too; its ``observer`` is told the job's progress and outcome (a live view).
+    ``providers_expected`` and ``prepay`` go to every job. Costs are reported in
     sats; the router converts them to USD when given a BTC price. A quorum that is not reached
     raises ``QuorumNotReached`` (nothing was paid), which the router counts as a failure and
     fails over from.
@@ -323,6 +327,10 @@ class SwarmBackend(LmBackend):
         if reserve is not None:
             max_sats = reserve
         gate = _RequestGate(self, None if max_sats is None else max_sats * 1000, terms.hold)
+        observer = terms.observer
+        if observer is not None:
+            on_progress = observer if on_progress is None else _both(on_progress, observer)
+        seen: Any = None  # what the observer is told at the end
         try:
             try:
                 job = self.client.complete(
@@ -356,8 +364,10 @@ class SwarmBackend(LmBackend):
                     f"swarm backend's call ({exc})"
                 ) from exc
             result = await job
+            seen = result
         except QuorumNotReached as exc:
             received = exc.received
+            seen = received or None
             paid = getattr(received, "msats_paid", 0)
             unknown = getattr(received, "msats_unknown", 0)
             if not paid and not unknown:
@@ -374,6 +384,8 @@ class SwarmBackend(LmBackend):
         finally:
             if reserve is not None:
                 self._reserved -= reserve
+            if observer is not None:
+                _finish(observer, seen)
         msats = result.msats_paid
         if not gate.hashes:  # a client that pays without the gate: charge what it reports
             self.spent_msats += msats
@@ -487,6 +499,21 @@ class SwarmBackend(LmBackend):
 
     def __repr__(self) -> str:
         return f"SwarmBackend(name={self.name!r}, quorum={self.quorum})"
+
+
+def _both(first: ProgressCallback, second: ProgressCallback) -> ProgressCallback:
+    def both(p: Progress) -> None:
+        first(p)
+        second(p)
+
+    return both
+
+
+def _finish(observer: SwarmObserver, result: Any) -> None:
+    try:
+        observer.finish(result)
+    except Exception:  # a live view's bug must not change the job's outcome
+        log.exception("swarm job observer failed")
 
 
 def _job_params(

@@ -28,8 +28,7 @@ from urllib.parse import unquote
 
 from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
-from ..dashboard import DashboardAccess, DashboardApp, DashboardHub
-from ..dashboard.sources import gateway_probe
+from ..dashboard.gateway import gateway_dashboard, swarm_observer
 from ..errors import (
     BackendError,
     BackendNotFound,
@@ -205,20 +204,8 @@ class Gateway:
         }
         self._rebuild_models()
         #: The live dashboard at /dashboard (docs/dashboard.md): admin only once keys exist.
-        self.dashboard_hub = DashboardHub(
-            title="swarm serve",
-            panels=("jobs", "money", "latency", "traffic", "breakers", "keys")
-            if self.swarm is not None
-            else ("latency", "traffic", "breakers", "keys"),
-        )
-        self.dashboard = DashboardApp(
-            self.dashboard_hub,
-            DashboardAccess(
-                lambda: self.config.admin.key if self.config.admin is not None else None,
-                require_key=lambda: self.keys.enabled,
-            ),
-            probes=[gateway_probe(self)],
-        )
+        self.dashboard = gateway_dashboard(self, swarm=self.swarm is not None)
+        self.dashboard_hub = self.dashboard.hub
 
     # --- application -----------------------------------------------------------------------
 
@@ -795,12 +782,15 @@ class Gateway:
                 who=acct.name if acct else "",
                 model=model,
             )
+            hub = self.dashboard_hub
             terms = SwarmTerms(
                 quorum=quorum,
                 bid_msats=bid * 1000,
                 max_sats=bid * quorum,
                 comparator=req.comparator,
                 hold=hold,
+                # The job on the dashboard, only while somebody watches it.
+                observer=swarm_observer(hub, model, quorum, req.prompt) if hub.live else None,
             )
             return hold, replace(lm_request, swarm=terms), True
         if req.comparator:
