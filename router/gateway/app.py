@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote
 
 from client.nostr.errors import BudgetExceeded, QuorumNotReached
@@ -70,6 +70,11 @@ from .protocol import (
 from .shared_limits import SharedCounters
 from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
 from .swarm import ServedSwarm
+
+if TYPE_CHECKING:
+    from .redis_link import RedisLink
+    from .shared_breakers import SharedBreakers
+    from .shared_cache import SharedCache
 
 log = logging.getLogger("router.gateway")
 
@@ -139,8 +144,16 @@ class Gateway:
         self.router = router if router is not None else build_router(config)
         #: Durable spend: keys, the swarm budget, reservations, payments of unknown outcome.
         self.book = SpendBook(config.state.target())
-        #: Key limits shared across instances (``state.redis``), else counted per process.
-        self.shared_limits = SharedCounters(config.state.redis) if config.state.redis else None
+        #: Redis (``state.redis``): key limits, breakers and the response cache shared by
+        #: every instance; without it (or while it is away) they are this process's.
+        self.redis: RedisLink | None = _redis_link(config.state.redis)
+        self.shared_limits = SharedCounters(self.redis) if self.redis is not None else None
+        self.shared_breakers: SharedBreakers | None = None
+        if self.redis is not None:
+            from .shared_breakers import SharedBreakers
+
+            self.shared_breakers = SharedBreakers(self.redis)
+            self.shared_breakers.attach(self.router)
         self.keys = KeyStore(config.keys, self.book, self.shared_limits)
         self._swarm_accounts: dict[str, str] = {}
         self._ensure_swarm_accounts(config)
@@ -158,6 +171,13 @@ class Gateway:
         self.cache: ResponseCache | None = (
             ResponseCache(config.cache.ttl_s, config.cache.max_entries) if config.cache else None
         )
+        self.shared_cache: SharedCache | None = None
+        if self.redis is not None and config.cache is not None:
+            from .shared_cache import SharedCache
+
+            self.shared_cache = SharedCache(
+                self.redis, config.cache.ttl_s, config.cache.max_entries
+            )
         self._resolve_task: asyncio.Task[None] | None = None
         self.aliases = dict(config.aliases)
         srv = config.server
@@ -324,6 +344,8 @@ class Gateway:
         # The swap: no await from here on, so a request sees the old or the new, not a mix.
         self.config = config
         self.router = router
+        if self.shared_breakers is not None:
+            self.shared_breakers.attach(router)
         self.keys = keys
         self.admin = admin
         self.aliases = dict(config.aliases)
@@ -407,6 +429,8 @@ class Gateway:
         await self.refresh_models()
         if self.config.refresh_interval > 0:
             self._refresh_task = asyncio.create_task(self._refresh_loop())
+        if self.shared_breakers is not None:
+            await self.shared_breakers.start()
         self._deadlines.start()
 
     async def stop(self, grace_s: float | None = None) -> bool:
@@ -450,8 +474,10 @@ class Gateway:
         if self._key_records is not None:
             self._key_records.close()
             self._key_records = None
-        if self.shared_limits is not None:
-            self.shared_limits.close()
+        if self.shared_breakers is not None:
+            await self.shared_breakers.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         return finished
 
     async def __aenter__(self) -> Self:
@@ -945,17 +971,14 @@ class Gateway:
             if flight is not None:  # an identical request is on its way: share its answer
                 hit = await asyncio.shield(flight)
         if hit is not None:
-            try:
-                if acct is not None:  # the key's model list and request rate still apply
-                    acct.gate.admit(self.aliases.get(req.model, req.model), 0, time.monotonic())
-                    acct.gate.release()
-            except ApiError as err:
-                self.metrics.error(endpoint, err.code or err.type)
-                return error_response(err)
-            return HttpResponse(hit.body, 200, {**hit.headers, "x-swarm-cache": "hit"})
+            return await self._cache_hit(endpoint, acct, req, hit)
         cache.begin(key)
         entry: Cached | None = None
         try:
+            if self.shared_cache is not None:  # another gateway may have answered it
+                entry = await self.shared_cache.get(key, time.monotonic())
+                if entry is not None:
+                    return await self._cache_hit(endpoint, acct, req, entry)
             resp = await self._serve_chain(request, endpoint, task, acct, req, extra_models)
             if resp is not None and resp.status == 200:
                 if resp.headers is None:
@@ -968,9 +991,26 @@ class Gateway:
                 headers["x-swarm-cost-sats"] = "0"
                 entry = Cached(resp.body, headers, time.monotonic())
                 resp.headers["x-swarm-cache"] = "miss"
+                if self.shared_cache is not None:
+                    await self.shared_cache.put(key, entry)
             return resp
         finally:
             cache.finish(key, entry)
+
+    async def _cache_hit(
+        self, endpoint: str, acct: KeyAccount | None, req: CompletionRequest, hit: Cached
+    ) -> HttpResponse:
+        """A cached answer: free, but the key's model list and request rate still apply."""
+        try:
+            if acct is not None:
+                ticket = await acct.gate.acquire(
+                    self.aliases.get(req.model, req.model), 0, time.monotonic()
+                )
+                ticket.release()
+        except ApiError as err:
+            self.metrics.error(endpoint, err.code or err.type)
+            return error_response(err)
+        return HttpResponse(hit.body, 200, {**hit.headers, "x-swarm-cache": "hit"})
 
     async def _serve_chain(
         self,
@@ -988,8 +1028,8 @@ class Gateway:
         for i, name in enumerate(chain):
             last = i == len(chain) - 1
             model = self.aliases.get(name, name)
-            counted = 0
             gate = acct.gate if acct is not None else None
+            ticket = None
             usage: LmUsage | None = None
             settle = False  # True once the budgets were reserved and this loop must settle
             try:
@@ -997,7 +1037,7 @@ class Gateway:
                     if not last and not gate.allows_model(model):
                         continue  # a fallback the key may not use is skipped, not an error
                     tokens = estimate_tokens(prompt_text(req.prompt)) + req.max_tokens
-                    counted = gate.admit(model, tokens, time.monotonic())
+                    ticket = await gate.acquire(model, tokens, time.monotonic())
                 try:
                     hold, lm_request, swarm = self._admit(req, model, acct)
                     if req.stream:  # _stream settles the budgets itself
@@ -1005,11 +1045,11 @@ class Gateway:
                     settle = True
                     resp: LmResponse = await self.router.send(lm_request)
                 finally:
-                    if gate is not None:
-                        gate.release()
+                    if ticket is not None:
+                        ticket.release()
                 usage = resp.usage
-                if gate is not None:
-                    gate.correct(counted, usage.total_tokens)
+                if ticket is not None:
+                    ticket.correct(usage.total_tokens)
                 backend = resp.backend
                 self.metrics.completion(backend, model, usage)
                 headers = {
@@ -1250,6 +1290,19 @@ def _prompt_bytes(prompt: Any) -> int:
 
 def req_endpoint(req: CompletionRequest) -> str:
     return _CHAT if req.chat else _TEXT
+
+
+def _redis_link(url: str | None) -> RedisLink | None:
+    """The link to ``state.redis``; the ``redis`` package comes with the ``state`` extra."""
+    if url is None:
+        return None
+    try:
+        from .redis_link import RedisLink
+    except ImportError as exc:
+        raise ConfigError(
+            "state.redis", f"needs the redis package: pip install 'nostr-swarm[state]' ({exc})"
+        ) from None
+    return RedisLink(url)
 
 
 __all__ = ["Gateway", "error_response"]
