@@ -81,6 +81,7 @@ log = logging.getLogger("router.gateway")
 # A payment the spend book authorized that the payer never recorded is released after this long
 # (the payer records before it pays, so such a payment never reached the wallet).
 _NO_RECORD_GRACE_S = 120.0
+_SETTLE_RETRY_S = 1.0  # how often settlements that wait for the state store are tried again
 
 _JSON = "application/json"
 _dumps = json.dumps
@@ -179,6 +180,9 @@ class Gateway:
                 self.redis, config.cache.ttl_s, config.cache.max_entries
             )
         self._resolve_task: asyncio.Task[None] | None = None
+        #: Settlements waiting for the state store (it was away when their requests ended).
+        self._unsettled: list[tuple[Hold, bool, LmUsage | None]] = []
+        self._settle_task: asyncio.Task[None] | None = None
         self.aliases = dict(config.aliases)
         srv = config.server
         self._max_body = srv.max_body_bytes
@@ -446,6 +450,9 @@ class Gateway:
             self._resolve_task.cancel()
             await asyncio.gather(self._resolve_task, return_exceptions=True)
             self._resolve_task = None
+        if self._settle_task is not None:
+            self._settle_task.cancel()
+            await asyncio.gather(self._settle_task, return_exceptions=True)
         server = self._server
         if server is not None:
             await server.close()
@@ -468,7 +475,18 @@ class Gateway:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.router.close()  # swarm clients finish payments in progress first
         if not self.book.closed:
-            await self.resolve_pending()
+            try:
+                self._settle_waiting()
+                await self.resolve_pending()
+            except StateUnavailable as exc:
+                log.error("stopping with the state store away: %s", exc)
+            if self._unsettled:
+                log.error(
+                    "%d request(s) not settled (their holds stay reserved until a gateway "
+                    "recovers them): %s",
+                    len(self._unsettled),
+                    ", ".join(str(hold.id) for hold, _, _ in self._unsettled),
+                )
             if not self._in_flight:  # requests cut off still settle into it as they unwind
                 self.book.close()
         if self._key_records is not None:
@@ -566,7 +584,12 @@ class Gateway:
         interval = self.swarm.resolve_interval_s
         while True:
             await asyncio.sleep(interval)
-            if not await self.resolve_pending():
+            try:
+                left = await self.resolve_pending()
+            except StateUnavailable as exc:  # the payments wait in the store: ask again
+                log.info("payments of unknown outcome not resolved yet: %s", exc)
+                continue
+            if not left:
                 self._resolve_task = None
                 return
 
@@ -850,27 +873,57 @@ class Gateway:
 
     def _settle(self, hold: Hold | None, swarm: bool, usage: LmUsage | None) -> None:
         """Charge what the request cost and free the rest of its hold. Swarm payments were
-        charged one by one as the wallet paid them; payments of unknown outcome stay held."""
+        charged one by one as the wallet paid them; payments of unknown outcome stay held.
+        While the state store is away the settlement waits in this process and is made when
+        it is back (the hold stays in the store meanwhile, counted against the budgets)."""
         if hold is None:
             return
         try:
-            self._charge(hold, swarm, usage)
+            self._charge(hold, swarm, usage, again=False)
+            if swarm and hold.pending_msats:
+                self._watch_pending()
         except StateUnavailable as exc:
-            # The hold stays as it is in the store (counted against the budgets, never
-            # under): a restart's recover() frees what it did not use.
-            log.error("could not settle a request's hold %s: %s", hold.id, exc)
-            return
-        if swarm and hold.pending_msats:
-            self._watch_pending()
+            log.warning("settling hold %s when the state store is back: %s", hold.id, exc)
+            # A fresh handle: the failed try may have marked this one closed.
+            self._unsettled.append(
+                (Hold(hold.book, hold.id, hold.accounts, hold.reserved_msats), swarm, usage)
+            )
+            if self._settle_task is None:
+                self._settle_task = asyncio.create_task(self._settle_loop())
+            if swarm:
+                self._watch_pending()
 
-    def _charge(self, hold: Hold, swarm: bool, usage: LmUsage | None) -> None:
-        try:
-            if usage is not None:
-                usd = usd_to_nanos(usage.cost_usd) or 0
-                sats = 0 if swarm else (usage.cost_sats or 0) * 1000
+    def _charge(self, hold: Hold, swarm: bool, usage: LmUsage | None, *, again: bool) -> None:
+        """Charge the request's own cost once (``again``: a retry, which first checks that
+        the earlier try did not charge it before the store went away), then close the hold."""
+        if usage is not None:
+            usd = usd_to_nanos(usage.cost_usd) or 0
+            sats = 0 if swarm else (usage.cost_sats or 0) * 1000
+            # A swarm hold's msats are its payments; only this charges its USD, and only this
+            # charges a hold that pays nothing itself.
+            done = again and (hold.charged_usd_nanos > 0 or (not swarm and hold.paid_msats > 0))
+            if (sats or usd) and not done:
                 hold.charge(msats=sats, usd_nanos=usd)
+        hold.close()
+
+    async def _settle_loop(self) -> None:
+        """Make the settlements that waited for the state store, once it answers again."""
+        try:
+            while self._unsettled:
+                await asyncio.sleep(_SETTLE_RETRY_S)
+                self._settle_waiting()
         finally:
-            hold.close()
+            self._settle_task = None
+
+    def _settle_waiting(self) -> None:
+        waiting, self._unsettled = self._unsettled, []
+        for i, (hold, swarm, usage) in enumerate(waiting):
+            try:
+                self._charge(hold, swarm, usage, again=True)
+            except StateUnavailable:
+                self._unsettled.extend(waiting[i:])
+                return
+            log.info("settled hold %s", hold.id)
 
     async def _completion(
         self, request: HttpRequest, chat: bool, endpoint: str
@@ -919,7 +972,13 @@ class Gateway:
         err = api_error(exc)
         if hold is not None:  # what the attempt paid, or may have paid, travels with the error
             headers = dict(err.headers or {})
-            _money_headers(hold, headers)
+            try:
+                _money_headers(hold, headers)
+            except StateUnavailable as state_exc:
+                # What it paid is in the state store, which is away: say that, not a guess.
+                log.info("%s: %s (its payments cannot be read: %s)", endpoint, exc, state_exc)
+                exc, err = state_exc, api_error(state_exc)
+                headers = dict(err.headers or {})
             err = ApiError(
                 err.status,
                 err.message,

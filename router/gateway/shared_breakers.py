@@ -109,17 +109,17 @@ class SharedBreakers:
         self._probe = link.client.register_script(_PROBE)
         self._queue: asyncio.Queue[tuple[str, BreakerShare]] = asyncio.Queue(_QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
-        #: Transitions taken from other gateways (tests wait on it).
+        #: Transitions taken from other gateways, and times the listener subscribed (and read
+        #: the stored states): tests wait for them with :meth:`wait_for`.
         self.adopted = 0
-        self._adopted = asyncio.Condition()
-        #: Set while the listener is subscribed (and has read the stored states).
-        self.listening = asyncio.Event()
+        self.subscribed = 0
+        self._counted = asyncio.Condition()
 
     def attach(self, router: LmRouter) -> None:
         """Share ``router``'s breakers (the gateway's current one)."""
         self.router = router
         router.share_breakers(self)
-        if self.listening.is_set():  # a reload: the new router starts from the fleet's states
+        if self.subscribed:  # a reload: the new router starts from the fleet's states
             self._spawn(self._sync())
 
     async def start(self) -> None:
@@ -189,7 +189,8 @@ class SharedBreakers:
             try:
                 await pubsub.subscribe(CHANNEL)
                 await self._sync()
-                self.listening.set()
+                self.subscribed += 1
+                await self._notify()
                 async for message in pubsub.listen():
                     self._take(message)
             except ERRORS as exc:
@@ -198,7 +199,6 @@ class SharedBreakers:
                 log.exception("breaker listener failed")
                 self.link.failed(ConnectionError("breaker listener failed"))
             finally:
-                self.listening.clear()
                 with contextlib.suppress(*ERRORS):
                     await pubsub.aclose()
 
@@ -250,10 +250,13 @@ class SharedBreakers:
             asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
-        async with self._adopted:
-            self._adopted.notify_all()
+        async with self._counted:
+            self._counted.notify_all()
 
-    async def wait_adopted(self, n: int) -> None:
-        """Wait until ``n`` transitions of other gateways were taken (bound it with a timeout)."""
-        async with self._adopted:
-            await self._adopted.wait_for(lambda: self.adopted >= n)
+    async def wait_for(self, *, adopted: int = 0, subscribed: int = 0) -> None:
+        """Wait until this many transitions were taken and subscriptions made (bound it with a
+        timeout)."""
+        async with self._counted:
+            await self._counted.wait_for(
+                lambda: self.adopted >= adopted and self.subscribed >= subscribed
+            )

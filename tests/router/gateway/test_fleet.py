@@ -19,7 +19,7 @@ import pytest
 from router.gateway.app import Gateway
 from tests.support.fleet import fleet, spread, usage
 from tests.support.gateway import client, gateway, hold, mock_of, user
-from tests.support.servers import Postgres, Redis
+from tests.support.servers import Redis
 
 
 def config(pg_url: str, redis_url: str) -> dict[str, Any]:
@@ -51,25 +51,6 @@ async def test_three_gateways_share_budgets_limits_and_totals(
         assert reports[0]["state"]["spent_msats"] == 50_000 + 30 * 2_000
 
 
-async def test_redis_then_postgres_away_and_back(
-    tmp_path: Path, pg_url: str, redis_server: Redis, postgres: Postgres
-) -> None:
-    async with fleet(tmp_path, config(pg_url, redis_server.url), n=2) as gws:
-        urls = [g.url for g in gws]
-        assert (await spread(urls, "sk-bob", 4)) == [200] * 4
-        redis_server.kill()
-        assert (await spread(urls, "sk-bob", 4)) == [200] * 4  # limits per process, still served
-        postgres.kill()
-        try:
-            assert (await spread(urls, "sk-alice", 4)) == [503] * 4
-        finally:
-            postgres.start()
-            redis_server.start()
-        assert (await spread(urls, "sk-alice", 4)) == [200] * 4  # recovered by themselves
-        spent = {(await usage(u, "sk-alice"))["key"]["spent_msats"] for u in urls}
-        assert spent == {4 * 2_000}  # the refused requests charged nothing
-
-
 # --- breakers shared through Redis ---------------------------------------------------------------
 
 
@@ -82,16 +63,16 @@ def breaker_config(tmp: Path, redis_url: str, name: str, **breaker: Any) -> dict
     }
 
 
-async def listening(*gws: Gateway) -> None:
-    """Each gateway has subscribed to the others' transitions."""
+async def listening(*gws: Gateway, times: int = 1) -> None:
+    """Each gateway has subscribed (``times`` times) to the others' transitions."""
     for gw in gws:
         assert gw.shared_breakers is not None
-        await asyncio.wait_for(gw.shared_breakers.listening.wait(), 10)
+        await asyncio.wait_for(gw.shared_breakers.wait_for(subscribed=times), 10)
 
 
 async def adopted(gw: Gateway, n: int) -> None:
     assert gw.shared_breakers is not None
-    await asyncio.wait_for(gw.shared_breakers.wait_adopted(n), 10)
+    await asyncio.wait_for(gw.shared_breakers.wait_for(adopted=n), 10)
 
 
 async def refused(gw: Gateway) -> openai.APIStatusError:
@@ -157,3 +138,29 @@ async def test_a_half_open_backend_gets_one_probe_across_the_gateways(
         assert b.router.breaker_state("flaky") == "closed"
         await client(b).chat.completions.create(model="m", messages=user("q"))
         assert mock_of(b, "flaky").calls == 1
+
+
+async def test_while_redis_is_away_breakers_are_each_gateways_and_then_shared_again(
+    tmp_path: Path, redis_server: Redis
+) -> None:
+    def cfg(name: str) -> dict[str, Any]:
+        return breaker_config(
+            tmp_path, redis_server.url, name, failure_threshold=1, reset_timeout_s=30
+        )
+
+    async with gateway(cfg("a")) as a, gateway(cfg("b")) as b:
+        await listening(a, b)
+        redis_server.kill()
+        mock_of(a, "flaky").fail_next(1)
+        assert (await refused(a)).status_code == 502  # a trips its own breaker
+        assert a.router.breaker_state("flaky") == "open"
+        await client(b).chat.completions.create(model="m", messages=user("q"))
+        assert b.router.breaker_state("flaky") == "closed"  # b's is its own meanwhile
+        redis_server.start()
+        await listening(a, b, times=2)  # they subscribe again by themselves
+        mock_of(b, "flaky").fail_next(1)
+        assert (await refused(b)).status_code == 502
+        await adopted(a, 1)  # shared again: b's trip reaches a
+        assert a.router.metrics()["flaky"].breaker_trips == 1  # its own from before
+        assert (await refused(a)).status_code == 503
+        assert mock_of(a, "flaky").calls == 1
