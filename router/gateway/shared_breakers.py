@@ -109,8 +109,8 @@ class SharedBreakers:
         self._probe = link.client.register_script(_PROBE)
         self._queue: asyncio.Queue[tuple[str, BreakerShare]] = asyncio.Queue(_QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
-        #: Transitions taken from other gateways, and times the listener subscribed (and read
-        #: the stored states): tests wait for them with :meth:`wait_for`.
+        #: Transitions taken from other gateways (their messages, and the stored states read on
+        #: subscribing), and times the listener subscribed: tests wait with :meth:`wait_for`.
         self.adopted = 0
         self.subscribed = 0
         self._counted = asyncio.Condition()
@@ -120,7 +120,7 @@ class SharedBreakers:
         self.router = router
         router.share_breakers(self)
         if self.subscribed:  # a reload: the new router starts from the fleet's states
-            self._spawn(self._sync())
+            self._spawn(self._resync())
 
     async def start(self) -> None:
         self._spawn(self._listen())
@@ -202,6 +202,12 @@ class SharedBreakers:
                 with contextlib.suppress(*ERRORS):
                     await pubsub.aclose()
 
+    async def _resync(self) -> None:
+        try:
+            await self._sync()
+        except ERRORS as exc:  # the listener reads them again when it subscribes again
+            self.link.failed(exc)
+
     async def _sync(self) -> None:
         """Take the stored states (a gateway that starts, or comes back after Redis was away,
         missed the messages): the fleet's open breakers, and its half-open ones where this
@@ -231,6 +237,8 @@ class SharedBreakers:
                 continue
             if local[name].state is CircuitState.CLOSED or share.state is CircuitState.OPEN:
                 router.adopt_breaker(name, share)
+                self.adopted += 1
+        await self._notify()
 
     def _take(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":

@@ -17,8 +17,10 @@ import openai
 import pytest
 
 from router.gateway.app import Gateway
+from router.gateway.config import parse_config
 from tests.support.fleet import fleet, spread, usage
 from tests.support.gateway import client, gateway, hold, mock_of, user
+from tests.support.gateway import config as gateway_config
 from tests.support.servers import Redis
 
 
@@ -164,3 +166,28 @@ async def test_while_redis_is_away_breakers_are_each_gateways_and_then_shared_ag
         assert a.router.metrics()["flaky"].breaker_trips == 1  # its own from before
         assert (await refused(a)).status_code == 503
         assert mock_of(a, "flaky").calls == 1
+
+
+async def test_a_reloaded_gateway_keeps_sharing_its_breakers(
+    tmp_path: Path, redis_server: Redis
+) -> None:
+    def cfg(name: str) -> dict[str, Any]:
+        return breaker_config(
+            tmp_path, redis_server.url, name, failure_threshold=1, reset_timeout_s=30
+        )
+
+    async def reload(gw: Gateway, name: str) -> None:  # a new router, its breakers closed
+        await gw.reload(parse_config(gateway_config(cfg(name)), env={}))
+
+    async with gateway(cfg("a")) as a, gateway(cfg("b")) as b:
+        await listening(a, b)
+        await reload(b, "b")
+        mock_of(b, "flaky").fail_next(1)
+        assert (await refused(b)).status_code == 502  # the new router's trip is shared
+        await adopted(a, 1)
+        assert (await refused(a)).status_code == 503
+        await reload(a, "a")
+        await adopted(a, 2)  # the new router read the fleet's breakers from Redis
+        assert a.router.breaker_state("flaky") == "open"
+        assert (await refused(a)).status_code == 503
+        assert mock_of(a, "flaky").calls == 0
