@@ -381,7 +381,7 @@ class LmRouter(LmBackend):
                 retry = 0
                 while True:
                     refused = self._admit(st, clock(), errors)
-                    if refused is None and st.breaker.probing and self._breaker_sync is not None:
+                    if refused is None and self._breaker_sync is not None and st.breaker.probing:
                         refused = await self._shared_probe(st, errors)
                     if refused is not None:
                         if refused < min_wait:
@@ -660,7 +660,7 @@ class LmRouter(LmBackend):
                 while True:
                     now = self._clock()
                     refused = self._admit(st, now, errors)
-                    if refused is None and st.breaker.probing and self._breaker_sync is not None:
+                    if refused is None and self._breaker_sync is not None and st.breaker.probing:
                         refused = await self._shared_probe(st, errors)
                     if refused is not None:
                         min_wait = min(min_wait, refused)

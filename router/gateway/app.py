@@ -899,8 +899,8 @@ class Gateway:
         if usage is not None:
             usd = usd_to_nanos(usage.cost_usd) or 0
             sats = 0 if swarm else (usage.cost_sats or 0) * 1000
-            # A swarm hold's msats are its payments; only this charges its USD, and only this
-            # charges a hold that pays nothing itself.
+            # Only this charges a hold's USD, and the msats of a hold that pays nothing itself
+            # (a swarm hold's msats are its payments): anything charged is the earlier try's.
             done = again and (hold.charged_usd_nanos > 0 or (not swarm and hold.paid_msats > 0))
             if (sats or usd) and not done:
                 hold.charge(msats=sats, usd_nanos=usd)
