@@ -140,8 +140,8 @@ class StateConfig(_Model):
     """Where durable state (key and swarm spend, reservations, payments of unknown outcome,
     admin-made keys) lives: ``sqlite:///PATH`` or a plain path (one process; the default is
     ``$NOSTR_SWARM_HOME/gateway.sqlite``) or ``postgresql://...`` (shared by every gateway that
-    names it). ``redis``: where the keys' rate limits are counted, so they hold across
-    instances; without it they are per process."""
+    names it). ``redis``: where the keys' rate limits, the breakers and the response cache are
+    kept, so they are shared by every instance that names it; without it they are per process."""
 
     url: str | None = None
     redis: str | None = None
