@@ -241,6 +241,15 @@ def default_max_sats() -> int:
     return int(raw)
 
 
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: ProgressCallback) -> ProgressCallback:
+    """``callback`` called on ``loop``'s thread whichever thread reports progress."""
+
+    def report(p: Progress) -> None:
+        loop.call_soon_threadsafe(callback, p)
+
+    return report
+
+
 # --- the pure core: one job's collector -----------------------------------------------------
 
 
@@ -750,6 +759,10 @@ class SwarmClient:
             kind=kind,
         )
         job = build_job(self.keys, spec)
+        off_loop = bool(getattr(comp, "blocking", False))
+        if off_loop and on_progress is not None:
+            # The collector then runs on a worker thread: progress reaches the caller on the loop.
+            on_progress = _on_loop(loop, on_progress)
         collector = JobCollector(
             job,
             self.keys,
@@ -772,7 +785,7 @@ class SwarmClient:
             await self._publish_job(job)
             published = True
             collector.mark_published(loop.time())
-            await self._collect(job, collector, source, started + timeout, after)
+            await self._collect(job, collector, source, started + timeout, after, off_loop)
             finished = True
         finally:
             source.close()
@@ -975,9 +988,12 @@ class SwarmClient:
         source: _Source,
         end: float,
         after: Callable[[Event], None] | None = None,
+        off_loop: bool = False,
     ) -> None:
         """Feed events to ``collector`` until the outcome is decided or ``end`` (loop time);
-        with commit-reveal, publish the reveal call when the commitment window is due."""
+        with commit-reveal, publish the reveal call when the commitment window is due.
+        ``off_loop``: the comparator blocks (it asks a judge model), so each event is offered
+        on a worker thread, one at a time, and the loop keeps serving the relays."""
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
@@ -992,7 +1008,10 @@ class SwarmClient:
                     event = await source.next()
             except TimeoutError:
                 continue
-            collector.offer(event, loop.time())
+            if off_loop:
+                await asyncio.to_thread(collector.offer, event, loop.time())
+            else:
+                collector.offer(event, loop.time())
             if after is not None:
                 after(event)
 
