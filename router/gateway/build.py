@@ -45,6 +45,10 @@ def build_router(cfg: GatewayConfig) -> GatewayRouter:
     default backend, fallbacks, strategy and resilience defaults."""
     res = cfg.resilience
     backends = [build_backend(b, res.timeout_s) for b in cfg.all_backends()]
+    if cfg.swarm is not None or any(isinstance(b, SwarmBackendConfig) for b in cfg.backends):
+        from .swarm import connect_judges
+
+        connect_judges([served for served, _ in backends])
     routes = cfg.route_targets()
     usd_per_sat = cfg.usd_per_sat
     router = GatewayRouter(
