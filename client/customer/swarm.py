@@ -805,7 +805,7 @@ class SwarmClient:
                     msats_unknown=sum(book.unknown.values()),
                 )
         if not result.reached:
-            self._remember(result, target_list, comp, spec)
+            await self._record(off_loop, result, target_list, comp, spec)
             d = result.decision
             why = "no agreement possible" if d.exhausted else f"timed out after {timeout:g} s"
             raise QuorumNotReached(
@@ -827,7 +827,7 @@ class SwarmClient:
             result = collector.outcome(
                 loop.time(), msats_paid=paid, msats_unknown=unknown, payment=payment
             )
-        self._remember(result, target_list, comp, spec)
+        await self._record(off_loop, result, target_list, comp, spec)
         return result
 
     async def _settle_shielded(
@@ -883,6 +883,21 @@ class SwarmClient:
         return sel.select(
             quorum, model=model, prompt_tokens=estimate_tokens(prompt), max_tokens=max_tokens
         )
+
+    async def _record(
+        self,
+        off_loop: bool,
+        result: SwarmResult,
+        targets: Sequence[str],
+        comp: Comparator,
+        spec: JobSpec,
+    ) -> None:
+        """:meth:`_remember`, on a worker thread when the comparator blocks: answers outside
+        the quorum are judged against the agreed text with it."""
+        if off_loop:
+            await asyncio.to_thread(self._remember, result, targets, comp, spec)
+        else:
+            self._remember(result, targets, comp, spec)
 
     def _remember(
         self, result: SwarmResult, targets: Sequence[str], comp: Comparator, spec: JobSpec

@@ -22,8 +22,12 @@ What a pair costs is bounded, and a judge that fails costs nothing but its timeo
 
 The judge sees the answers as untrusted text: :func:`judge_messages` fences them and tells the
 model to take nothing inside them as an instruction; a liar may still try ("answer yes"), which
-is why the claim checks keep their veto. Pure apart from calling the judge: the timeout runs the
-call on a small thread pool (the judges we ship block on I/O; none may block an event loop).
+is why the claim checks keep their veto.
+
+Pure apart from calling the judge, which blocks (up to ``timeout_s``): the comparator says so
+(``blocking``), and the swarm client then compares on a worker thread, never on its event loop.
+The call itself runs on a small thread pool, which is how the timeout holds whatever the judge
+does.
 """
 
 from __future__ import annotations
