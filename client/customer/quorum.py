@@ -34,7 +34,7 @@ API (kept small; the router's SwarmSimulator uses it too):
   ends), :func:`numeric` (absolute/relative tolerance), :func:`canonical_json`, :func:`similarity`
   (a built-in lexical cosine above a threshold, or cosine of vectors from an ``embed`` function
   you pass in), :func:`custom` (any ``(str, str) -> bool``). Comparators that read the claim
-  in free-form text (``answer:*``, ``semantic``, ``claims``, ``auto``) are in
+  in free-form text (``answer:*``, ``semantic``, ``claims``, ``judge``, ``auto``) are in
   :mod:`client.customer.agreement`. :func:`comparator_by_name` maps CLI names to all of these.
 
 Grouping rule: each vote joins the earliest group it agrees with, or starts its own group. For

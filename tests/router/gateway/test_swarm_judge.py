@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import openai
 import pytest
 
 from relay_mock import Relay
@@ -107,6 +108,17 @@ async def test_a_judge_that_fails_leaves_the_pair_to_the_comparator_without_it(
         note = raw.headers["x-swarm-comparator"]
         assert note.startswith("judge: 1 call(s), 1 failed") and "decided by" in note
         assert up.completion_calls == 1
+
+
+async def test_judge_without_a_configured_judge_is_a_bad_request(relay: Relay) -> None:
+    data = config(relay, "http://127.0.0.1:9")
+    del data["swarm"]["judge"]
+    async with gateway(data) as gw:
+        with pytest.raises(openai.BadRequestError) as e:
+            await client(gw).chat.completions.create(
+                model="swarm/m1", messages=user(QUESTION), extra_body={"comparator": "judge"}
+            )
+    assert "needs a judge model" in e.value.message
 
 
 @pytest.mark.parametrize(
