@@ -188,6 +188,17 @@ class MockBackendConfig(BackendBase):
     cost_sats: int | None = Field(None, ge=0)
 
 
+class SwarmJudgeSettings(_Model):
+    """A model of the gateway's own backends that judges whether two paragraph answers make
+    the same claims, for the ``auto`` and ``judge`` comparators (docs/quorum.md)."""
+
+    backend: str = Field(min_length=1, description="the name of a backend (not a swarm)")
+    model: str = Field(min_length=1, description="the model that backend serves")
+    threshold: float = Field(0.5, gt=0, le=1, description="P(same claims) to agree")
+    max_calls: int = Field(10, ge=0, description="judge calls per job at most")
+    timeout_s: float = Field(30.0, gt=0, description="how long one judge call may take")
+
+
 class SwarmSettings(_Model):
     """The Nostr swarm: where to publish jobs and what to pay (the gateway's ``swarm:``)."""
 
@@ -232,6 +243,9 @@ class SwarmSettings(_Model):
         False,
         description="pay providers that ask to be paid before they work (payment-required), "
         "within the bid: at most the quorum, once each (client/customer/prepay.py)",
+    )
+    judge: SwarmJudgeSettings | None = Field(
+        None, description="a model of another backend that judges paragraph answers"
     )
 
     @field_validator("relays")

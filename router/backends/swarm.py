@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from client.customer.quorum import Comparator
@@ -217,6 +217,8 @@ class SwarmBackend(LmBackend):
         comparator: str | Comparator | None = None,
         providers_expected: int | None = None,
         prepay: PrepayPolicy | None = None,
+        judge: Callable[[str, str, str], float] | None = None,
+        judge_options: Mapping[str, Any] | None = None,
     ) -> None:
         if quorum < 1:
             raise ValueError("quorum must be at least 1")
@@ -241,6 +243,9 @@ class SwarmBackend(LmBackend):
         self.comparator = comparator
         self.providers_expected = providers_expected
         self.prepay = prepay
+        # A judge model for the comparators that ask one (auto and judge, by name).
+        self.judge = judge
+        self.judge_options = dict(judge_options or {})
         self.max_quorum = max_quorum if max_quorum is not None else max(quorum, DEFAULT_MAX_QUORUM)
         self.max_bid_msats = max_bid_msats if max_bid_msats is not None else bid_msats
         self.spent_msats = 0
@@ -320,7 +325,7 @@ class SwarmBackend(LmBackend):
             max_sats = cap if max_sats is None else min(max_sats, cap)
         comparator = self.comparator if terms.comparator is None else terms.comparator
         if isinstance(comparator, str):  # by name: the client takes the object
-            comparator = _comparator(comparator, text)
+            comparator = _comparator(comparator, text, self.judge, self.judge_options)
         timeout = self.timeout_s if terms.timeout_s is None else terms.timeout_s
         sampling = request.sampling
         reserve = self._reserve(max_sats)
@@ -552,10 +557,21 @@ def _job_params(
     return params or None
 
 
-def _comparator(name: str, prompt: str) -> Comparator:
+def _comparator(
+    name: str,
+    prompt: str,
+    judge: Callable[[str, str, str], float] | None = None,
+    judge_options: Mapping[str, Any] | None = None,
+) -> Comparator:
     from client.customer.quorum import comparator_by_name
 
+    asks = judge is not None and name in ("auto", "judge")
     try:
-        return comparator_by_name(name, prompt=prompt)
+        return comparator_by_name(
+            name,
+            prompt=prompt,
+            judge=judge if asks else None,
+            judge_options=judge_options if asks else None,
+        )
     except (ValueError, KeyError, ImportError) as exc:
         raise InvalidRequest(f"comparator {name!r}: {exc}") from None

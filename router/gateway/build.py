@@ -50,6 +50,10 @@ def build_router(cfg: GatewayConfig) -> GatewayRouter:
     res = cfg.resilience
     state = cfg.state.target()
     backends = [build_backend(b, res.timeout_s, state=state) for b in cfg.all_backends()]
+    if cfg.swarm is not None or any(isinstance(b, SwarmBackendConfig) for b in cfg.backends):
+        from .swarm import connect_judges
+
+        connect_judges([served for served, _ in backends])
     routes = cfg.route_targets()
     usd_per_sat = cfg.usd_per_sat
     router = GatewayRouter(

@@ -342,6 +342,19 @@ def _check_references(cfg: GatewayConfig) -> None:
             raise ConfigError(f"aliases.{alias}", "alias and model must be non-empty")
         if target in cfg.aliases:
             raise ConfigError(f"aliases.{alias}", f"points at another alias {target!r}")
+    for i, b in enumerate(backends):
+        judge = b.judge if isinstance(b, SwarmBackendConfig) else None
+        if judge is None:
+            continue
+        field = f"backends[{i}] ({b.name}).judge" if i < len(cfg.backends) else "swarm.judge"
+        named = next((t for t in backends if t.name == judge.backend), None)
+        if named is None:
+            raise ConfigError(
+                f"{field}.backend", f"unknown backend {judge.backend!r} (backends: {known})"
+            )
+        if isinstance(named, SwarmBackendConfig):
+            # Judging swarm answers by the swarm would verify a job with more unverified jobs.
+            raise ConfigError(f"{field}.backend", f"{judge.backend!r} is a swarm: name a model")
     for i, b in enumerate(cfg.backends):
         if isinstance(b, OpenAIBackendConfig | OllamaBackendConfig) and _is_self(b.url, cfg.server):
             raise ConfigError(
