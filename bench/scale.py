@@ -216,6 +216,9 @@ def _gateway_config(path: str, state: dict[str, str]) -> None:
         "refresh_interval": 0,
         "backends": [{"name": "paid", "type": "mock", "models": ["m"], "cost_sats": 1}],
         "keys": [{"name": "k", "key": "sk-bench", "budget_sats": 10**9, "rpm": 10**6}],
+        # With Redis the cache and the breakers are shared too; neither adds a Redis call to
+        # these requests (sampled, so never cached; a closed breaker is read in the process).
+        "cache": {"ttl_s": 300, "max_entries": 10_000},
         "state": state,
     }
     with open(path, "w") as f:
@@ -276,7 +279,8 @@ async def _load(urls: list[str]) -> tuple[float, float]:
 
 
 def run_gateways(counts: list[int]) -> None:
-    """Gateway throughput with 1, 2, 3 instances on a shared PostgreSQL + Redis, next to one
+    """Gateway throughput with 1, 2, 3 instances on a shared PostgreSQL + Redis (spend in
+    PostgreSQL; each request's rpm in Redis, one call; cache and breakers shared), next to one
     instance on its own SQLite file, in one run (private servers from Debian's packages)."""
     import tempfile
 

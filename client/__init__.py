@@ -37,7 +37,7 @@ _LAZY = {
     "JobRequest": "client.dvm.nip90",
     "JobResult": "client.dvm.nip90",
     "JobFeedback": "client.dvm.nip90",
-    "Amount": "client.dvm.nip90",
+    "Amount": "client.dvm.amounts",
     "CopyPolicy": "client.customer.copy_guard",
     "SealingMode": "client.customer.copy_guard",
     "SEALING_MODES": "client.customer.copy_guard",
@@ -83,7 +83,8 @@ if TYPE_CHECKING:
         SwarmResult,
         Timings,
     )
-    from client.dvm.nip90 import Amount, Job, JobFeedback, JobRequest, JobResult, JobSpec
+    from client.dvm.amounts import Amount
+    from client.dvm.nip90 import Job, JobFeedback, JobRequest, JobResult, JobSpec
     from client.net.pool import RelayPool, Subscription
 
 

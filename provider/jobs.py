@@ -507,7 +507,7 @@ TRANSITIONS: dict[State, dict[type[Event], frozenset[State]]] = {
     },
 }
 #: Events that create a job (the others need one the book knows).
-CREATING: tuple[type[Event], ...] = (Offered, Refused, Resumed)
+CREATING = (Offered, Refused, Resumed)
 
 
 @dataclass(frozen=True, slots=True)

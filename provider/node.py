@@ -61,11 +61,11 @@ from client.nostr.errors import (
 from client.nostr.event import Event
 from client.nostr.filter import Filter
 from client.nostr.keys import Keys
+from client.storage import StateUnavailable
 from client.wallet import Wallet, decode_invoice
 from provider.kinds import check_kinds, prompt_for
 from router.backends.base import LmBackend
 from router.request import Sampling
-from router.state_db import StateUnavailable
 
 from . import jobs
 from .announce import Announcer, Offer, PaymentPolicy
@@ -80,6 +80,9 @@ from .store import Earnings, JobRow, JobStore
 log = logging.getLogger("provider.node")
 
 Clock = Callable[[], float]
+#: Told each batch of job book effects once the node has carried them out (a live view: the
+#: dashboard's provider/dashboard.py ``NodeWatch``). It must be quick; an error in it is logged.
+JobObserver = Callable[[Sequence[jobs.Effect]], None]
 PAYMENT_POLICIES = ("free", "after", "before")
 PRUNE_INTERVAL_S = 3600.0
 ANNOUNCE_RETRY_S = 15.0
@@ -196,6 +199,8 @@ class ProviderNode:
         self._store: JobStore | None = None
         self._policy: IntakePolicy | None = None
         self.started_at = 0.0
+        #: See :data:`JobObserver`; None: nothing is told.
+        self.observer: JobObserver | None = None
 
     # --- configuration, as read while serving ------------------------------------------------
 
@@ -621,7 +626,7 @@ class ProviderNode:
                 log.debug("lookup of invoice for job %s failed: %s", job_id[:12], exc)
                 continue
             if tx.settled:
-                self.store.mark_paid(job_id)
+                self._apply([jobs.StorePaid(job_id)])
                 found += 1
             elif tx.state in ("expired", "failed"):
                 self.store.mark_expired(job_id)
@@ -734,6 +739,11 @@ class ProviderNode:
                 log.exception("job %s: %s failed", effect.job_id[:12], type(effect).__name__)
                 if isinstance(effect, jobs.StoreUpdate):
                     lost.add(effect.job_id)
+        if self.observer is not None and effects:
+            try:
+                self.observer(effects)
+            except Exception:  # a live view's bug must cost the node nothing
+                log.exception("job observer failed")
         for job_id in lost:
             log.warning("job %s: not ours in the store; saying nothing more", job_id[:12])
             self._event(job_id, jobs.LeaseLost())

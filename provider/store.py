@@ -28,7 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from router.state_db import Database, StateUnavailable, is_postgres_url
+from client.storage import (
+    Migration,
+    Schema,
+    SqliteStore,
+    SqlStore,
+    StorageError,
+    add_columns,
+    is_postgres_url,
+    open_schema,
+)
 
 from .errors import StoreError
 
@@ -67,7 +76,7 @@ _FIELDS = frozenset(
     )
 )
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     customer TEXT NOT NULL,
@@ -92,38 +101,30 @@ CREATE INDEX IF NOT EXISTS jobs_received ON jobs(received_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_unpaid ON jobs(payment_hash) WHERE paid = 0;
 """
-# PostgreSQL's REAL is 4 bytes: a Unix time in it is off by minutes.
-_TYPES = {
-    "sqlite": {"bigint": "INTEGER", "real": "REAL"},
-    "postgresql": {"bigint": "BIGINT", "real": "DOUBLE PRECISION"},
-}
-# The nodes of a fleet start at once, and PostgreSQL's CREATE TABLE IF NOT EXISTS races with
-# itself (a unique violation in pg_type): each schema step takes this lock first, held to the
-# end of its transaction.
-_PG_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('nostr-swarm provider jobs schema'));\n"
-# Columns added after the first release: an older SQLite file gains them at open.
-_ADDED = (("owner", "TEXT"), ("lease_until", "REAL"))
-
-# --- migration 2: result event ------------------------------------------------------------------
-# The signed result event (JSON), recorded before it is published: a node taking the job over
-# publishes it again (same id) rather than answering twice. And the invoice (BOLT11) the job
-# asked for: a node taking over a job that waits for its payment asks again with that invoice.
-_MIGRATION_2 = (("result_event", "TEXT"), ("bolt11", "TEXT"))
 
 
-def _migrate_2_sqlite(db: sqlite3.Connection) -> None:
-    have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
-    for col, typ in _MIGRATION_2:
-        if col not in have:
-            db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
+def _v1_columns(db: SqlStore) -> None:
+    """Files from before fleets lack the claim's owner and lease."""
+    add_columns(db, "jobs", [("owner", "TEXT"), ("lease_until", "{real}")])
 
 
-def _migrate_2_postgres(pg: Database) -> None:
-    adds = "; ".join(f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in _MIGRATION_2)
-    pg.script(f"{_PG_SCHEMA_LOCK}{adds}")
+#: The job store's table, versioned (client.storage.migrations); step 1 is the schema the store
+#: had before versioned migrations, and brings files older than that up to it.
+def _v2_result_event(db: SqlStore) -> None:
+    """The signed result event (JSON), recorded before it is published: a node taking the job
+    over publishes it again (same id) rather than answering twice. And the invoice (BOLT11) the
+    job asked for: a node taking over a job that waits for its payment asks again with it."""
+    add_columns(db, "jobs", [("result_event", "TEXT"), ("bolt11", "TEXT")])
 
 
-# -------------------------------------------------------------------------------------------------
+SCHEMA = Schema(
+    "jobs",
+    lock="jobs",
+    migrations=(
+        Migration(1, "jobs", _V1, run=_v1_columns),
+        Migration(2, "recorded result event and invoice", run=_v2_result_event),
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,38 +189,17 @@ class JobStore:
         self.lease_s = lease_s
         #: True when other nodes may share this store (PostgreSQL).
         self.shared = is_postgres_url(self.path)
-        self._pg: Database | None = None
+        self._pg: SqlStore | None = None
         try:
-            if self.shared:
-                self._pg = Database(self.path, lock="jobs")
-                try:
-                    self._pg.script(
-                        _PG_SCHEMA_LOCK + _SCHEMA.replace("{real}", _TYPES["postgresql"]["real"])
-                    )
-                    _migrate_2_postgres(self._pg)
-                except StateUnavailable:
-                    raise
-                except Exception as exc:  # psycopg's own errors: the optional driver's types
-                    self._pg.close()
-                    raise StoreError(f"cannot open job store {_safe(self.path)}: {exc}") from exc
-                return
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            self._db.row_factory = sqlite3.Row
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL under WAL survives a process crash; a power cut may lose the last claims,
             # which only risks answering a job twice, never paying twice.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA.format(**_TYPES["sqlite"]))
-            have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
-            for col, typ in _ADDED:
-                if col not in have:
-                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {typ}")
-            _migrate_2_sqlite(self._db)
-        except (sqlite3.Error, OSError, StateUnavailable) as exc:
+            store = open_schema(self.path, SCHEMA, synchronous="NORMAL")
+        except (sqlite3.Error, OSError, StorageError) as exc:
             raise StoreError(f"cannot open job store {_safe(self.path)}: {exc}") from exc
+        if isinstance(store, SqliteStore):
+            self._db = store.connection
+        else:
+            self._pg = store
 
     def close(self) -> None:
         if self._pg is not None:

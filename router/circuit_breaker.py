@@ -5,12 +5,18 @@ closed --(failure_threshold failures within window_s)--> open
 open --(reset_timeout_s elapsed; one request allowed through as a probe)--> half-open
 half-open --(success_threshold probe successes)--> closed
 half-open --(probe fails)--> open (the reset timeout starts again)
+
+Gateways that share their breakers (router/gateway/shared_breakers.py) tell each other every
+transition as a :class:`BreakerShare` (:meth:`CircuitBreaker.share`) and take the others' with
+:meth:`CircuitBreaker.adopt`. A share carries durations, not times, so machines whose clocks
+disagree still agree on how long a breaker stays open.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +26,20 @@ class CircuitState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerShare:
+    """A breaker's state as one gateway tells the others: ``open_for_s`` (open: how long until
+    a probe may go) and ``successes`` (half-open: probe successes so far)."""
+
+    state: CircuitState
+    open_for_s: float = 0.0
+    successes: int = 0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.open_for_s) and self.open_for_s >= 0) or self.successes < 0:
+            raise ValueError(f"not a breaker state: {self!r}")
 
 
 class BreakerConfig(BaseModel):
@@ -100,6 +120,46 @@ class CircuitBreaker:
             self.state = CircuitState.HALF_OPEN
             self.blocked_until = math.inf
         return True
+
+    @property
+    def probing(self) -> bool:
+        """A half-open probe is in flight (no other request may pass)."""
+        return self.blocked_until == math.inf
+
+    def share(self, now: float) -> BreakerShare:
+        """This breaker's state for the other gateways."""
+        if self.state is CircuitState.OPEN:
+            return BreakerShare(self.state, open_for_s=max(0.0, self.blocked_until - now))
+        if self.state is CircuitState.HALF_OPEN:
+            return BreakerShare(self.state, successes=self._successes)
+        return BreakerShare(self.state)
+
+    def adopt(self, share: BreakerShare, now: float) -> None:
+        """Take another gateway's transition: open for ``open_for_s`` from ``now``, half-open
+        with its probe successes (the next request here may probe), or closed. Not a trip of
+        this breaker (``trips`` counts this gateway's own)."""
+        if share.state is CircuitState.OPEN:
+            self.state = CircuitState.OPEN
+            self.opened_at = now
+            self.blocked_until = now + share.open_for_s
+            self._failures.clear()
+            self._successes = 0
+        elif share.state is CircuitState.HALF_OPEN:
+            self.state = CircuitState.HALF_OPEN
+            self.blocked_until = 0.0
+            self._failures.clear()
+            self._successes = min(share.successes, self.success_threshold - 1)
+        else:
+            self._close()
+
+    def defer_probe(self, now: float, wait_s: float) -> None:
+        """Another gateway is probing: no request passes here for ``wait_s`` (its outcome
+        usually arrives sooner, through :meth:`adopt`), then the next one may probe."""
+        if self.state is CircuitState.CLOSED:
+            return
+        if self.probing:  # this gateway's probe is given up
+            self.blocked_until = 0.0
+        self.blocked_until = max(self.blocked_until, now + max(0.0, wait_s))
 
     def release_probe(self) -> None:
         """The probe ended without an outcome (cancelled): let another request probe."""

@@ -28,7 +28,7 @@ flight; an invalid one is refused with a log line and the running one stays.
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="run the OpenAI-compatible HTTP gateway",
@@ -79,7 +79,7 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
         if choice == "uvloop":
             raise SystemExit("swarm serve: error: uvloop is not installed") from None
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -282,10 +282,34 @@ async def _run_granian(
     url = f"http://{'[' + bind_host + ']' if ':' in bind_host else bind_host}:{bind_port}"
     finished = True
 
+    announcing: set[asyncio.Task[None]] = set()
+
+    async def announce_when_accepting() -> None:
+        # granian runs the lifespan startup before its Rust worker listens on the socket, and
+        # offers no hook for "listening": the line that says so waits until a connection is
+        # accepted (a client that reads it must not be refused).
+        delay = 0.005
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection(bind_host, bind_port)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            print(f"swarm gateway listening on {url} (OpenAI base URL: {url}/v1)", flush=True)
+            return
+        print(f"swarm serve: granian did not accept connections on {url}", file=sys.stderr)
+        server.stop()
+
     class Announced(GatewayAsgi):
         async def startup(self) -> None:
             await super().startup()
-            print(f"swarm gateway listening on {url} (OpenAI base URL: {url}/v1)", flush=True)
+            task = asyncio.create_task(announce_when_accepting())
+            announcing.add(task)
+            task.add_done_callback(announcing.discard)
 
         async def shutdown(self) -> None:
             nonlocal finished

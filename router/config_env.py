@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal, overload
 
 from pydantic import ValidationInfo
 
@@ -17,9 +18,32 @@ from pydantic import ValidationInfo
 def environ(info: ValidationInfo | None) -> Mapping[str, str]:
     """The environment to read: the one in the validation context, else the process's."""
     ctx = info.context if info is not None else None
-    if isinstance(ctx, dict) and isinstance(ctx.get("env"), Mapping):
-        return ctx["env"]  # type: ignore[no-any-return]
+    env = ctx.get("env") if isinstance(ctx, dict) else None
+    if isinstance(env, Mapping):
+        return env
     return os.environ
+
+
+@overload
+def resolve_secret(
+    value: str | None,
+    env: str | None,
+    field: str,
+    info: ValidationInfo | None,
+    *,
+    required: Literal[True] = True,
+) -> str: ...
+
+
+@overload
+def resolve_secret(
+    value: str | None,
+    env: str | None,
+    field: str,
+    info: ValidationInfo | None,
+    *,
+    required: bool,
+) -> str | None: ...
 
 
 def resolve_secret(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from client.customer.copy_guard import SEALING_MODES, SealingMode
 from client.customer.quorum import Comparator
@@ -23,6 +23,7 @@ from .errors import InvalidRequest
 from .types import Prompt, validate_prompt
 
 if TYPE_CHECKING:
+    from client.customer.swarm import Progress
     from client.wallet.payments import PaymentGate
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "SWARM_TERM_FIELDS",
     "LmRequest",
     "Sampling",
+    "SwarmObserver",
     "SwarmTerms",
 ]
 
@@ -104,6 +106,18 @@ NO_SAMPLING = Sampling()
 SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Sampling))
 
 
+class SwarmObserver(Protocol):
+    """Watches one swarm job for a live view (the dashboard's ``ProgressTap`` is one): called
+    with each step of the job (``client.customer.swarm.Progress``) as it happens, then
+    :meth:`finish` once, with the job's ``SwarmResult``, the partial result of a quorum not
+    reached, or None (the job failed otherwise, or was cancelled). It must be quick; an error
+    in it is logged and costs the job nothing."""
+
+    def __call__(self, progress: Progress, /) -> None: ...
+
+    def finish(self, result: Any, /) -> None: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SwarmTerms:
     """What a swarm job may ask and pay. ``None`` leaves a term to the swarm backend's own
@@ -119,6 +133,10 @@ class SwarmTerms:
     protect their answers from copying (docs/security.md). ``job_params``: extra NIP-90
     ``param`` tags, one string or number each. ``hold``: a payment gate that must authorize
     every payment too (the gateway's reservation, ``client.wallet.payments.PaymentGate``).
+
+    ``observer`` (a :class:`SwarmObserver`) is told the job's progress and outcome. It is not a
+    term: it changes nothing about the job, is not in :data:`SWARM_TERM_FIELDS`, and a backend
+    that cannot report progress leaves it uncalled.
     """
 
     quorum: int | None = None
@@ -132,6 +150,7 @@ class SwarmTerms:
     commit_reveal: bool | None = None
     job_params: Mapping[str, str | int | float] | None = None
     hold: PaymentGate | None = None
+    observer: SwarmObserver | None = None
 
     def __post_init__(self) -> None:
         if self.quorum is not None and (type(self.quorum) is not int or self.quorum < 1):
@@ -184,14 +203,21 @@ class SwarmTerms:
             callable(getattr(hold, "authorize", None)) and callable(getattr(hold, "outcome", None))
         ):
             raise InvalidRequest("hold must be a payment gate (authorize and outcome)")
+        observer = self.observer
+        if observer is not None and not (
+            callable(observer) and callable(getattr(observer, "finish", None))
+        ):
+            raise InvalidRequest("observer must be callable and have a finish method")
 
     def given(self) -> tuple[str, ...]:
         """The names of the terms that are set."""
         return tuple(name for name in SWARM_TERM_FIELDS if getattr(self, name) is not None)
 
 
-#: The names of :class:`SwarmTerms`' terms.
-SWARM_TERM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SwarmTerms))
+#: The names of :class:`SwarmTerms`' terms (its ``observer`` watches the job: not a term).
+SWARM_TERM_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(SwarmTerms) if f.name != "observer"
+)
 
 #: The swarm's terms as request-body fields (the gateway's spelling): read by the gateway,
 #: never passed on to an upstream.

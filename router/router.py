@@ -22,10 +22,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .backends.base import LmBackend
-from .circuit_breaker import BreakerConfig, CircuitState
+from .circuit_breaker import BreakerConfig, BreakerShare, CircuitState
 from .clock import Clock, Sleeper
 from .errors import (
     AllProvidersFailed,
@@ -62,6 +62,21 @@ if TYPE_CHECKING:
 _perf = time.perf_counter
 _REDISCOVER_S = 30.0  # least time between model discoveries triggered by unknown models
 _ROUTE_CACHE = 4096  # resolved routes kept; the set is rebuilt when it fills
+_PROBE_TTL_S = 60.0  # a shared probe's lock, for a backend without its own timeout
+_PROBE_RECHECK_S = 5.0  # the most a gateway waits for another's probe before asking again
+
+
+class BreakerSync(Protocol):
+    """Shares breaker transitions with other routers (gateways on one Redis:
+    router/gateway/shared_breakers.py). ``changed`` is called under the router's lock and must
+    not block; the other side calls :meth:`LmRouter.adopt_breaker`."""
+
+    def changed(self, backend: str, share: BreakerShare) -> None:
+        """This router's breaker for ``backend`` moved (opened, a probe ended, closed)."""
+
+    async def take_probe(self, backend: str, ttl_s: float) -> float | None:
+        """May this router send the half-open probe for ``backend``? None: yes (or no one to
+        ask); else the seconds another router's probe may still take."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +184,7 @@ class LmRouter(LmBackend):
         self._cache: dict[str, _Route] = {}
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._not_closed = 0  # breakers not closed; while 0, routing skips the breaker filter
+        self._breaker_sync: BreakerSync | None = None
         self._discovery_pending = any(not b.models_known for b, _ in backends)
         self._discovered_at: float | None = None
         states: dict[str, BackendState] = {}
@@ -231,10 +247,10 @@ class LmRouter(LmBackend):
                 seen.add(st.name)
                 pool.append(st)
         tail = []
-        for n in (self._default, *self._fallbacks):
-            if n is not None and n not in seen and states[n].enabled:
-                seen.add(n)
-                tail.append(states[n])
+        for fallback in (self._default, *self._fallbacks):
+            if fallback is not None and fallback not in seen and states[fallback].enabled:
+                seen.add(fallback)
+                tail.append(states[fallback])
         if not seen:
             return None
         single = pool[0] if len(pool) == 1 and not pinned and not tail else None
@@ -365,6 +381,8 @@ class LmRouter(LmBackend):
                 retry = 0
                 while True:
                     refused = self._admit(st, clock(), errors)
+                    if refused is None and self._breaker_sync is not None and st.breaker.probing:
+                        refused = await self._shared_probe(st, errors)
                     if refused is not None:
                         if refused < min_wait:
                             min_wait = refused
@@ -505,27 +523,67 @@ class LmRouter(LmBackend):
         return AllProvidersFailed(errors)
 
     def _breaker_success(self, st: BackendState, now: float) -> None:
-        """Under the lock: tell the breaker, keeping the count of breakers not closed."""
+        """Under the lock: tell the breaker, keeping the count of breakers not closed (and the
+        other gateways, when a probe succeeded)."""
         br = st.breaker
-        if br.state is not CircuitState.CLOSED:
+        was_closed = br.state is CircuitState.CLOSED
+        if not was_closed:
+            probe = br.state is CircuitState.HALF_OPEN
             br.record_success(now)
             if br.state is CircuitState.CLOSED:
                 self._not_closed -= 1
+            if probe and self._breaker_sync is not None:
+                self._breaker_sync.changed(st.name, br.share(now))
 
     def _breaker_failure(self, st: BackendState, now: float) -> None:
         br = st.breaker
         was_closed = br.state is CircuitState.CLOSED
+        trips = br.trips
         br.record_failure(now)
         if was_closed and br.state is not CircuitState.CLOSED:
             self._not_closed += 1
+        if br.trips != trips and self._breaker_sync is not None:
+            self._breaker_sync.changed(st.name, br.share(now))
 
     def _abandon(self, st: BackendState) -> None:
         """A request was cancelled: free its slot without counting an outcome."""
         with self._lock:
             st.in_flight -= 1
-            st.breaker.release_probe()
+            br = st.breaker
+            probe = br.probing
+            br.release_probe()
+            if probe and self._breaker_sync is not None:
+                self._breaker_sync.changed(st.name, br.share(self._clock()))
         if self._waiters:
             self._wake()
+
+    # --- breakers shared with other gateways -------------------------------------------------
+
+    def share_breakers(self, sync: BreakerSync | None) -> None:
+        """Tell ``sync`` every breaker transition and ask it before each half-open probe
+        (None: breakers are this router's own)."""
+        self._breaker_sync = sync
+
+    def adopt_breaker(self, backend: str, share: BreakerShare) -> bool:
+        """Take another gateway's transition of ``backend``'s breaker. False for a backend
+        this router does not have."""
+        st = self._states.get(backend)
+        if st is None:
+            return False
+        now = self._clock()
+        with self._lock:
+            br = st.breaker
+            was_closed = br.state is CircuitState.CLOSED
+            br.adopt(share, now)
+            closed = br.state is CircuitState.CLOSED
+            self._not_closed += int(was_closed and not closed) - int(closed and not was_closed)
+        return True
+
+    def breaker_shares(self) -> dict[str, BreakerShare]:
+        """Every breaker's state, as :meth:`adopt_breaker` takes it."""
+        now = self._clock()
+        with self._lock:
+            return {name: st.breaker.share(now) for name, st in self._states.items()}
 
     def _price(self, st: BackendState, usage: LmUsage, model: str | None = None) -> None:
         """Fill in ``cost_usd`` from configured prices (the model's, the backend's per input
@@ -602,6 +660,8 @@ class LmRouter(LmBackend):
                 while True:
                     now = self._clock()
                     refused = self._admit(st, now, errors)
+                    if refused is None and self._breaker_sync is not None and st.breaker.probing:
+                        refused = await self._shared_probe(st, errors)
                     if refused is not None:
                         min_wait = min(min_wait, refused)
                         break
@@ -672,6 +732,31 @@ class LmRouter(LmBackend):
             st.requests += 1
             st.last_request_at = now
             return None
+
+    async def _shared_probe(
+        self, st: BackendState, errors: dict[str, BaseException]
+    ) -> float | None:
+        """This attempt is the half-open probe here: ask the other gateways too (one probe at
+        a time across all of them). Returns None when it may go, else ``inf`` (refused)."""
+        sync = self._breaker_sync
+        assert sync is not None
+        ttl = (st.timeout_s if st.timeout_s is not None else _PROBE_TTL_S) + _PROBE_RECHECK_S
+        try:
+            wait = await sync.take_probe(st.name, ttl)
+        except BaseException:
+            self._abandon(st)
+            raise
+        if wait is None:
+            return None
+        now = self._clock()
+        with self._lock:
+            st.in_flight -= 1
+            st.requests -= 1  # nothing was sent
+            st.breaker.defer_probe(now, min(wait, _PROBE_RECHECK_S))
+            errors.setdefault(st.name, CircuitBreakerOpen(st.name, st.breaker.retry_after(now)))
+        if self._waiters:
+            self._wake()
+        return math.inf
 
     def _on_attempt_failed(self, st: BackendState, exc: BaseException, retry: int) -> float | None:
         """Record a failed attempt; return the backoff before retrying it, or None to move on."""

@@ -34,15 +34,13 @@ from pathlib import Path
 from typing import Literal
 
 from client.nostr.errors import BudgetExceeded
-
-from .state_db import Database
+from client.storage import Migration, Schema, SqlStore, add_columns, one, open_schema
 
 USD_NANOS = 1_000_000_000
-SCHEMA_VERSION = 2
 
 PendingState = Literal["pending", "paid", "failed"]
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS accounts (
     name TEXT PRIMARY KEY,
     budget_msats {bigint},
@@ -82,6 +80,33 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 CREATE INDEX IF NOT EXISTS pending_state ON pending(state);
 """
+
+
+def _v1_columns(db: SqlStore) -> None:
+    """Files from before budget periods and per-request attribution lack these columns."""
+    add_columns(
+        db,
+        "holds",
+        [
+            ("initial_msats", "{bigint} NOT NULL DEFAULT 0"),
+            ("who", "TEXT NOT NULL DEFAULT ''"),
+            ("model", "TEXT NOT NULL DEFAULT ''"),
+        ],
+    )
+    add_columns(
+        db,
+        "accounts",
+        [("period_s", "{bigint}"), ("period_start", "{bigint} NOT NULL DEFAULT 0")],
+    )
+
+
+#: The spend book's tables, versioned (client.storage.migrations); step 1 is the schema the
+#: book had before versioned migrations, and brings files older than that up to it.
+SCHEMA = Schema(
+    "spend",
+    lock="accounts",
+    migrations=(Migration(1, "accounts, holds and pending payments", _V1, run=_v1_columns),),
+)
 
 
 def usd_to_nanos(usd: float | None) -> int | None:
@@ -150,10 +175,7 @@ class SpendBook:
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
-        self._db = Database(self.path, lock="accounts")
-        self._db.script(_SCHEMA)
-        if self._db.kind == "sqlite":
-            self._migrate()
+        self._db = open_schema(self.path, SCHEMA)
         self._clock = clock
 
     @property
@@ -165,33 +187,13 @@ class SpendBook:
         """Whether other processes on other machines may share this book (PostgreSQL)."""
         return self._db.kind == "postgresql"
 
-    def _migrate(self) -> None:
-        """Bring a SQLite file written by an earlier schema up to this one (``user_version``)."""
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version >= SCHEMA_VERSION:
-            return
-        wanted = {
-            "holds": [
-                ("initial_msats", "INTEGER NOT NULL DEFAULT 0"),
-                ("who", "TEXT NOT NULL DEFAULT ''"),
-                ("model", "TEXT NOT NULL DEFAULT ''"),
-            ],
-            "accounts": [("period_s", "INTEGER"), ("period_start", "INTEGER NOT NULL DEFAULT 0")],
-        }
-        for table, columns in wanted.items():
-            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            for name, decl in columns:
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
     def close(self) -> None:
         self._db.close()
 
     def _now(self) -> int:
         return int(self._clock())
 
-    def _tx(self) -> AbstractContextManager[Database]:
+    def _tx(self) -> AbstractContextManager[SqlStore]:
         return self._db.tx()
 
     # --- accounts ------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ class SpendBook:
                 (name, budget_msats, budget_usd_nanos, period_s, self._now()),
             )
 
-    def _roll(self, db: Database, name: str) -> None:
+    def _roll(self, db: SqlStore, name: str) -> None:
         """Start a new budget period if the current one is over (spent goes back to 0)."""
         row = db.execute(
             "SELECT period_s, period_start FROM accounts WHERE name = ?", (name,)
@@ -259,22 +261,26 @@ class SpendBook:
         return [self.status(n) for n in names]
 
     @staticmethod
-    def _status(db: Database, name: str) -> AccountStatus:
+    def _status(db: SqlStore, name: str) -> AccountStatus:
         row = db.execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise KeyError(f"no spend account {name!r}")
-        held = db.execute(
-            "SELECT COALESCE(SUM(h.msats), 0) AS m, COALESCE(SUM(h.usd_nanos), 0) AS u"
-            " FROM holds h JOIN hold_accounts a ON a.hold_id = h.id"
-            " WHERE a.account = ? AND h.open = 1",
-            (name,),
-        ).fetchone()
-        pending = db.execute(
-            "SELECT COALESCE(SUM(p.msats), 0) AS m FROM pending p"
-            " JOIN hold_accounts a ON a.hold_id = p.hold_id"
-            " WHERE a.account = ? AND p.state = 'pending'",
-            (name,),
-        ).fetchone()
+        held = one(
+            db.execute(
+                "SELECT COALESCE(SUM(h.msats), 0) AS m, COALESCE(SUM(h.usd_nanos), 0) AS u"
+                " FROM holds h JOIN hold_accounts a ON a.hold_id = h.id"
+                " WHERE a.account = ? AND h.open = 1",
+                (name,),
+            )
+        )
+        pending = one(
+            db.execute(
+                "SELECT COALESCE(SUM(p.msats), 0) AS m FROM pending p"
+                " JOIN hold_accounts a ON a.hold_id = p.hold_id"
+                " WHERE a.account = ? AND p.state = 'pending'",
+                (name,),
+            )
+        )
         return AccountStatus(
             name=name,
             budget_msats=row["budget_msats"],
@@ -320,7 +326,7 @@ class SpendBook:
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (msats, usd_nanos, msats, label, who, model[:256], self._now()),
             )
-            hold_id = int(cur.fetchone()["id"])
+            hold_id = int(one(cur)["id"])
             for name in names:
                 db.execute(
                     "INSERT INTO hold_accounts(hold_id, account) VALUES (?, ?)", (hold_id, name)
@@ -374,7 +380,7 @@ class SpendBook:
         return True
 
     @staticmethod
-    def _spend(db: Database, hold_id: int, msats: int, usd_nanos: int) -> None:
+    def _spend(db: SqlStore, hold_id: int, msats: int, usd_nanos: int) -> None:
         db.execute(
             "UPDATE holds SET charged_msats = charged_msats + ?,"
             " charged_usd_nanos = charged_usd_nanos + ? WHERE id = ?",
@@ -409,14 +415,19 @@ class SpendBook:
 
     def _hold_figures(self, hold_id: int) -> tuple[int, int, int, int]:
         """(charged msats, pending msats, charged nano-dollars, free msats) of one hold."""
-        row = self._db.execute(
-            "SELECT charged_msats, charged_usd_nanos, msats FROM holds WHERE id = ?", (hold_id,)
-        ).fetchone()
-        pend = self._db.execute(
-            "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE hold_id = ?"
-            " AND state = 'pending'",
-            (hold_id,),
-        ).fetchone()
+        row = one(
+            self._db.execute(
+                "SELECT charged_msats, charged_usd_nanos, msats FROM holds WHERE id = ?",
+                (hold_id,),
+            )
+        )
+        pend = one(
+            self._db.execute(
+                "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE hold_id = ?"
+                " AND state = 'pending'",
+                (hold_id,),
+            )
+        )
         return row["charged_msats"], int(pend["m"]), row["charged_usd_nanos"], row["msats"]
 
     # --- recovery ------------------------------------------------------------------------------
@@ -483,12 +494,16 @@ class SpendBook:
 
     def totals(self) -> tuple[int, int]:
         """(msats spent on swarm payments, msats still pending), over every hold: for audits."""
-        paid = self._db.execute(
-            "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE state = 'paid'"
-        ).fetchone()
-        pend = self._db.execute(
-            "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE state = 'pending'"
-        ).fetchone()
+        paid = one(
+            self._db.execute(
+                "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE state = 'paid'"
+            )
+        )
+        pend = one(
+            self._db.execute(
+                "SELECT COALESCE(SUM(msats), 0) AS m FROM pending WHERE state = 'pending'"
+            )
+        )
         return int(paid["m"]), int(pend["m"])
 
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from .backends.base import LmBackend
-from .circuit_breaker import BreakerConfig, CircuitBreaker, CircuitState
+from .circuit_breaker import BreakerConfig, BreakerShare, CircuitBreaker, CircuitState
 from .options import BackendOptions
 from .rate_limit import RateLimitConfig, bucket_for
 from .retry import RetryPolicy
@@ -22,6 +22,7 @@ class _NoBreaker:
     blocked_until = 0.0
     trips = 0
     state = CircuitState.CLOSED
+    probing = False
 
     def state_at(self, now: float) -> CircuitState:
         return CircuitState.CLOSED
@@ -43,6 +44,15 @@ class _NoBreaker:
 
     def retry_after(self, now: float) -> float:
         return 0.0
+
+    def share(self, now: float) -> BreakerShare:
+        return BreakerShare(CircuitState.CLOSED)
+
+    def adopt(self, share: BreakerShare, now: float) -> None:
+        pass
+
+    def defer_probe(self, now: float, wait_s: float) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)

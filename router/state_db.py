@@ -1,145 +1,171 @@
-"""One SQL connection for durable state, SQLite or PostgreSQL, behind the few calls the spend
-book and the key records make: ``execute`` (``?`` placeholders, rows as dicts), ``tx`` (one
-transaction that other processes cannot interleave with) and ``script`` (DDL).
+"""PostgreSQL's :class:`~client.storage.store.SqlStore`: durable state shared by several
+processes on several machines (gateways, a provider fleet).
 
-SQLite is the embedded default (one process; ``BEGIN IMMEDIATE`` serializes writers across
-processes on one machine). PostgreSQL lets several gateways on several machines share one state:
-a transaction takes an exclusive lock on the table named by ``lock`` first, so a check and the
-write after it are one step for every instance (no read-then-write race). The schema text uses
-``{serial}``, ``{bigint}`` and ``{bytes}`` where the two differ.
+``client.storage.open_store`` opens it for a ``postgresql://`` URL through the entry point
+``nostr_swarm.state_stores: postgresql`` (psycopg, from the ``state`` extra, lives here, not in
+``client``). A locking transaction (``tx()``) first takes an exclusive lock on the table named
+by ``lock``, so a check and the write after it are one step for every instance (no
+read-then-write race); ``tx(lock=False)`` leaves it to row locks. Migrations run under a
+transaction-scoped advisory lock (``schema_tx``), so gateways starting together apply each step
+once. A connection that breaks raises :class:`~client.storage.errors.StateUnavailable` and is
+made again on the next call, so the store recovers by itself when PostgreSQL is back. A connection
+the server closed while it sat idle (a restart) is noticed before a statement is sent on it;
+a statement that fails mid-way has an unknown outcome, and that raises.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
+import select
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-_DDL = {
-    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "bigint": "INTEGER", "bytes": "BLOB"},
-    "postgresql": {"serial": "BIGSERIAL PRIMARY KEY", "bigint": "BIGINT", "bytes": "BYTEA"},
-}
+from client.storage import (
+    Rows,
+    StateUnavailable,
+    StorageError,
+    StoreKind,
+    is_postgres_url,
+    shown,
+    statements,
+)
+
+__all__ = ["PostgresStore", "StateUnavailable", "is_postgres_url"]
+
 _QMARK = re.compile(r"\?")
+# Any constant: every migrator of any store takes this advisory lock, so they queue.
+_MIGRATION_LOCK = 0x5357_4152_4D00  # "SWARM\0"
 
 
-class StateUnavailable(ConnectionError):
-    """The state database cannot be reached (PostgreSQL down): nothing that moves money may
-    go on until it is back."""
+class PostgresStore:
+    """``PostgresStore(url, lock="accounts")``: one connection to ``url``."""
 
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-class Database:
-    """``Database(path_or_url, lock="accounts")``: a SQLite file (or ``:memory:``) or a
-    ``postgresql://`` URL."""
-
-    def __init__(self, target: str | Path, *, lock: str) -> None:
-        self.target = str(target)
+    def __init__(self, url: str, *, lock: str) -> None:
+        if not is_postgres_url(url):
+            raise StorageError(f"not a postgresql:// URL: {shown(url)!r}")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", lock):
+            raise StorageError(f"lock must name a table, not {lock!r}")
+        self._target = url
         self.lock = lock
-        self.kind = "postgresql" if is_postgres_url(self.target) else "sqlite"
-        self.closed = False
-        if self.kind == "postgresql":
-            self._pg = self._connect_pg()
-        else:
-            if self.target != ":memory:":
-                Path(self.target).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(
-                self.target, isolation_level=None, timeout=10.0, check_same_thread=False
-            )
-            db.row_factory = sqlite3.Row
-            if self.target != ":memory:":
-                db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            self._sqlite = db
+        self._closed = False
+        self._pg = self._connect()
 
-    def _connect_pg(self) -> Any:
+    @property
+    def kind(self) -> StoreKind:
+        return "postgresql"
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _connect(self) -> Any:
         try:
             import psycopg
             from psycopg.rows import dict_row
         except ImportError as exc:  # pragma: no cover - an install without the extra
-            raise StateUnavailable(
-                f"state.url is PostgreSQL but psycopg is not installed: {exc}"
+            raise StorageError(
+                f"a postgresql:// store needs psycopg (pip install 'nostr-swarm[state]'): {exc}"
             ) from None
         try:
-            return psycopg.connect(self.target, autocommit=True, row_factory=dict_row)
+            return psycopg.connect(self._target, autocommit=True, row_factory=dict_row)
         except psycopg.OperationalError as exc:
             raise StateUnavailable(f"PostgreSQL is unreachable: {exc}") from None
 
     def close(self) -> None:
-        self.closed = True
-        if self.kind == "postgresql":
-            self._pg.close()
-        else:
-            self._sqlite.close()
+        self._closed = True
+        self._pg.close()
 
     def script(self, ddl: str) -> None:
-        text = ddl.format(**_DDL[self.kind])
-        if self.kind == "postgresql":
-            with self._pg.transaction():
-                for stmt in (s.strip() for s in text.split(";")):
-                    if stmt:
-                        self._pg.execute(stmt)
-        else:
-            self._sqlite.executescript(text)
+        with self._guard(), self._pg.transaction():  # a savepoint inside a caller's transaction
+            for stmt in statements(ddl, "postgresql"):
+                self._pg.execute(stmt)
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if self.kind == "sqlite":
-            return self._sqlite.execute(sql, tuple(params))
-        return self._run_pg(_QMARK.sub("%s", sql.replace("MAX(0,", "GREATEST(0,")), params)
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        # `%` is psycopg's placeholder character: a literal one is doubled.
+        text = _QMARK.sub("%s", sql.replace("%", "%%").replace("MAX(0,", "GREATEST(0,"))
+        with self._guard():
+            cursor: Rows = self._pg.execute(text, tuple(params))
+            return cursor
 
-    def _ensure(self) -> None:
-        """A connection lost earlier is made again before it is used (PostgreSQL came back)."""
-        if self._pg.closed or self._pg.broken:
-            try:
-                self._pg.close()
-            except Exception:
-                pass
-            self._pg = self._connect_pg()  # raises StateUnavailable while it is still away
-
-    def _run_pg(self, sql: str, params: Sequence[Any]) -> Any:
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Statements run on a live connection; a lost one is StateUnavailable, and the next
+        call connects again."""
         import psycopg
 
-        self._ensure()
+        if self._closed:
+            raise StorageError(f"the store {shown(self._target)} is closed")
+        if self._pg.closed or self._pg.broken:
+            self._reconnect()  # raises StateUnavailable while PostgreSQL is still away
+        elif self._stale():
+            self._ping()
         try:
-            return self._pg.execute(sql, tuple(params))
+            yield
         except psycopg.OperationalError as exc:
-            self._reconnect()
-            raise StateUnavailable(f"PostgreSQL went away: {exc}") from None
+            if self._pg.closed or self._pg.broken:
+                self._drop()
+                raise StateUnavailable(f"PostgreSQL went away: {exc}") from None
+            # The server is there but could not run it now (a deadlock, a cancelled
+            # statement): also a retry later, and the transaction was rolled back.
+            raise StateUnavailable(f"PostgreSQL could not run the statement: {exc}") from None
 
-    def _reconnect(self) -> None:
+    def _stale(self) -> bool:
+        """Whether the server wrote to the connection while it sat idle: a server that goes down
+        (a restart) closes it, and the next statement would meet the dead end. A cheap check (no
+        round trip); a ping then finds out."""
+        from psycopg.pq import TransactionStatus
+
+        if self._pg.info.transaction_status != TransactionStatus.IDLE:
+            return False  # inside a transaction: its statements answer for the connection
+        try:
+            return _readable(self._pg.fileno())
+        except (OSError, ValueError):
+            return True
+
+    def _ping(self) -> None:
+        """Find out before a statement whose outcome would then be unknown, and connect again."""
+        import psycopg
+
+        try:
+            self._pg.execute("SELECT 1")
+        except psycopg.OperationalError:
+            self._reconnect()  # raises StateUnavailable while PostgreSQL is still away
+
+    def _drop(self) -> None:
         try:
             self._pg.close()
         except Exception:
             pass
-        try:
-            self._pg = self._connect_pg()
-        except StateUnavailable:
-            pass  # the next call tries again
+
+    def _reconnect(self) -> None:
+        self._drop()
+        self._pg = self._connect()
 
     @contextmanager
-    def tx(self) -> Iterator[Database]:
-        """One transaction no other process interleaves with."""
-        if self.kind == "sqlite":
-            self._sqlite.execute("BEGIN IMMEDIATE")
-            try:
-                yield self
-            except BaseException:
-                self._sqlite.execute("ROLLBACK")
-                raise
-            self._sqlite.execute("COMMIT")
-            return
-        import psycopg
-
-        self._ensure()
-        try:
-            with self._pg.transaction():
+    def tx(self, *, lock: bool = True) -> Iterator[PostgresStore]:
+        with self._guard(), self._pg.transaction():
+            if lock:
                 self._pg.execute(f"LOCK TABLE {self.lock} IN EXCLUSIVE MODE")
-                yield self
-        except psycopg.OperationalError as exc:
-            self._reconnect()
-            raise StateUnavailable(f"PostgreSQL went away: {exc}") from None
+            yield self
+
+    @contextmanager
+    def schema_tx(self) -> Iterator[PostgresStore]:
+        with self._guard(), self._pg.transaction():
+            self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            yield self
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has something to read now (poll has no limit on descriptor numbers; a
+    gateway with a thousand connections has descriptors past select's)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # Windows
+    return bool(readable)

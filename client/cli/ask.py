@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from client.cli.common import add_key_option, add_relay_option
+from client.customer.agreement.judge import JUDGE_TIMEOUT_S
 from client.customer.copy_guard import SEALING_MODES, protections
 from client.customer.directory import ProviderDirectory
 from client.customer.prepay import PrepayPolicy
@@ -114,6 +115,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--tolerance",
         type=float,
         help="numeric: absolute tolerance; similarity: threshold 0..1",
+    )
+    p.add_argument(
+        "--judge-url",
+        metavar="URL",
+        help="with --comparator auto or judge: ask the language model at this OpenAI-compatible "
+        "endpoint (e.g. http://127.0.0.1:8080/v1) whether two paragraph answers make the same "
+        "claims (docs/quorum.md); needs --judge-model",
+    )
+    p.add_argument("--judge-model", metavar="MODEL", help="the judge's model name")
+    p.add_argument(
+        "--judge-key-env",
+        metavar="VAR",
+        help="the environment variable holding the judge endpoint's API key (sent as a bearer "
+        "token)",
+    )
+    p.add_argument(
+        "--judge-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long one judge call may take (30); a call that fails leaves that pair to the "
+        "comparator without a judge",
     )
     p.add_argument(
         "--policy",
@@ -321,6 +343,9 @@ def _summary(console: Console, result: SwarmResult) -> None:
         f"{t.total_ms:.0f} ms; paid {result.sats_paid} sats; job {result.job_id[:16]}…"
     )
     _payment_lines(console, result)
+    note = result.decision.note  # what auto picked; what the judge was asked
+    if note:
+        console.print(f"  compared by {result.decision.comparator}: {note}")
     prot = result.protection
     if result.reached:
         counts = Counter(prot.get(pk, "clear") for pk in result.agreeing)
@@ -349,6 +374,34 @@ def _params(items: list[str]) -> dict[str, str]:
     return out
 
 
+# Comparators that read the question: auto picks by it, the paragraph ones check its subject.
+_READS_PROMPT = frozenset({"auto", "claims", "semantic", "judge"})
+
+
+def _judge(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    """The --judge-* options as a judge and its bounds (None, None without --judge-url)."""
+    given = [f for f in ("judge_model", "judge_key_env", "judge_timeout") if getattr(args, f)]
+    if not args.judge_url:
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ValueError(f"{flag} needs --judge-url")
+        return None, None
+    if not args.judge_model:
+        raise ValueError("--judge-url needs --judge-model")
+    from client.customer.judge_endpoint import EndpointJudge
+
+    api_key = None
+    if args.judge_key_env:
+        api_key = os.environ.get(args.judge_key_env)
+        if not api_key:
+            raise ValueError(f"--judge-key-env: {args.judge_key_env} is not set")
+    timeout = args.judge_timeout if args.judge_timeout is not None else JUDGE_TIMEOUT_S
+    if not timeout > 0:
+        raise ValueError("--judge-timeout must be > 0")
+    judge = EndpointJudge(args.judge_url, args.judge_model, api_key=api_key, timeout_s=timeout)
+    return judge, {"timeout_s": timeout}
+
+
 def _ask(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
     relays = args.relay  # the flags, else SWARM_RELAYS
@@ -360,7 +413,10 @@ def _ask(args: argparse.Namespace) -> int:
         keys = Keys.from_secret(secret) if secret else Keys.generate()
         targets = [parse_pubkey(t) for t in args.target]
         params = _params(args.param)
-        comparator = comparator_by_name(args.compare, tolerance=args.tolerance)
+        judge, bounds = _judge(args)
+        comparator = comparator_by_name(
+            args.compare, tolerance=args.tolerance, judge=judge, judge_options=bounds
+        )
     except (InvalidKey, ValueError) as exc:
         err.print(f"swarm ask: {exc}")
         return EXIT_USAGE
@@ -375,8 +431,10 @@ def _ask(args: argparse.Namespace) -> int:
             err.print(f"swarm ask: {flag} must not be negative")
             return EXIT_USAGE
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    if args.compare == "auto":  # auto picks by the question, known only now
-        comparator = comparator_by_name("auto", tolerance=args.tolerance, prompt=prompt)
+    if args.compare in _READS_PROMPT:  # they read the question, known only now
+        comparator = comparator_by_name(
+            args.compare, tolerance=args.tolerance, prompt=prompt, judge=judge, judge_options=bounds
+        )
     kwargs: dict[str, Any] = {
         "model": args.model,
         "quorum": args.quorum,

@@ -29,7 +29,7 @@ ORDER = ("serve", "new-account", "balance", "history", "accounts")
 LEDGER_KIND = "ledger"  # the wallet kind --db opens
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "wallet",
         help="local Lightning wallet service (NWC) and wallet inspection",
@@ -87,7 +87,7 @@ def _add_source_options(cmd: argparse.ArgumentParser, *, payments: bool) -> None
     cmd.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _register_balance(ws: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _register_balance(ws: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd = ws.add_parser(
         "balance",
         help="show a wallet's balance",
@@ -98,7 +98,7 @@ def _register_balance(ws: argparse._SubParsersAction) -> None:  # type: ignore[t
     cmd.set_defaults(handler=_balance)
 
 
-def _register_history(ws: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _register_history(ws: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd = ws.add_parser(
         "history",
         help="list a wallet's payments and invoices",

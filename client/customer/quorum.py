@@ -34,13 +34,19 @@ API (kept small; the router's SwarmSimulator uses it too):
   ends), :func:`numeric` (absolute/relative tolerance), :func:`canonical_json`, :func:`similarity`
   (a built-in lexical cosine above a threshold, or cosine of vectors from an ``embed`` function
   you pass in), :func:`custom` (any ``(str, str) -> bool``). Comparators that read the claim
-  in free-form text (``answer:*``, ``semantic``, ``claims``, ``auto``) are in
+  in free-form text (``answer:*``, ``semantic``, ``claims``, ``judge``, ``auto``) are in
   :mod:`client.customer.agreement`. :func:`comparator_by_name` maps CLI names to all of these.
 
-Grouping rule: each vote joins the group of the *earliest* earlier vote (the group's anchor) it
-agrees with, or starts its own group. For transitive comparators (exact, normalized, JSON) groups
-are equivalence classes; for tolerant ones (numeric, similarity) every member agrees with the
-anchor, which is what "agrees" means here. The quorum is reached the moment a group holds k votes.
+Grouping rule: each vote joins the earliest group it agrees with, or starts its own group. For
+transitive comparators (exact, normalized, JSON) groups are equivalence classes and the group's
+first vote (its anchor) stands for all of it. For tolerant ones agreement is not transitive (A
+close to B and B close to C does not make A close to C), so a comparator says how a vote must
+agree with a group through its ``grouping`` attribute: ``"anchor"`` (the default: with the
+anchor, as for numeric and similarity) or ``"all"`` (with every member: the comparators for
+free-form text, where a liar close to one honest answer must not join a group on that alone).
+The quorum is reached the moment a group holds k votes, so with k = 2 the first two votes that
+agree decide, whichever comes first: an answer that arrives early is compared with every later
+one (docs/quorum.md, "The quorum, not the pair").
 """
 
 from __future__ import annotations
@@ -50,12 +56,13 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Protection = Literal["clear", "sealed", "committed"]
+Grouping = Literal["anchor", "all"]
 
 __all__ = [
     "CanonicalJson",
@@ -63,6 +70,7 @@ __all__ = [
     "Custom",
     "Decision",
     "Exact",
+    "Grouping",
     "Normalized",
     "Numeric",
     "Quorum",
@@ -383,8 +391,13 @@ COMPARATOR_NAMES = (
     "lexical",
     "claims",
     "semantic",
+    "judge",
     "auto",
 )
+
+#: ``judge(question, answer_a, answer_b) -> P(same claims)``: a language model asked whether two
+#: answers make the same claims (client.customer.agreement.judge).
+JudgeFn = Callable[[str, str, str], float]
 
 
 def comparator_by_name(
@@ -394,15 +407,26 @@ def comparator_by_name(
     prompt: str = "",
     response_format: Any = None,
     embed: Callable[[str], Sequence[float]] | None = None,
+    judge: JudgeFn | None = None,
+    judge_options: Mapping[str, Any] | None = None,
 ) -> Comparator:
     """``exact``, ``normalized``, ``numeric`` (``tolerance`` absolute), ``json``, ``similarity``
     or ``lexical`` (lexical cosine, ``tolerance`` = threshold); ``claims`` (lexical closeness
     plus claim checks), ``semantic`` (sentence embeddings plus claim checks; needs the
-    ``semantic`` extra), ``auto`` (picks by ``prompt`` and ``response_format``; uses the
-    embedding model when installed). ``embed`` replaces the default embedding model. Raises
-    ValueError for an unknown name or a missing model."""
-    if name in ("claims", "semantic", "auto"):
-        return _agreement_comparator(name, tolerance, prompt, response_format, embed)
+    ``semantic`` extra), ``judge`` (claim checks, then ``judge`` for paragraphs; needs one),
+    ``auto`` (picks by ``prompt`` and ``response_format``; uses the embedding model when
+    installed, and ``judge`` for paragraphs when given). ``embed`` replaces the default
+    embedding model; ``judge_options`` bound the judge (``threshold``, ``max_calls``,
+    ``timeout_s``, ``max_chars``). Raises ValueError for an unknown name, a missing model or
+    judge, or a judge given to a comparator that does not use it."""
+    if judge is not None and name not in ("judge", "auto"):
+        raise ValueError(f"comparator {name!r} does not use a judge (only judge and auto do)")
+    if judge_options and judge is None:
+        raise ValueError("judge_options without a judge")
+    if name in ("claims", "semantic", "auto", "judge"):
+        return _agreement_comparator(
+            name, tolerance, prompt, response_format, embed, judge, dict(judge_options or {})
+        )
     if name == "exact":
         return exact()
     if name == "normalized":
@@ -422,21 +446,47 @@ def _agreement_comparator(
     prompt: str,
     response_format: Any,
     embed: Callable[[str], Sequence[float]] | None,
+    judge: JudgeFn | None,
+    judge_options: dict[str, Any],
 ) -> Comparator:
     # Imported here: client.customer.agreement imports this module, and plain names need none of it.
     from client.customer.agreement import AutoComparator, SemanticComparator
-    from client.customer.agreement.comparators import LEXICAL_CLAIMS_THRESHOLD, SEMANTIC_THRESHOLD
+    from client.customer.agreement.comparators import (
+        LEXICAL_CLAIMS_THRESHOLD,
+        SEMANTIC_THRESHOLD,
+        paragraph_comparator,
+    )
     from client.customer.agreement.embedding import (
         INSTALL_HINT,
         default_embedder,
         embedding_available,
     )
+    from client.customer.agreement.judge import JudgeComparator
 
     if embed is None and name != "claims" and embedding_available():
         embed = default_embedder()
     if name == "auto":
         return AutoComparator(
-            prompt=prompt, response_format=response_format, embed=embed, threshold=tolerance
+            prompt=prompt,
+            response_format=response_format,
+            embed=embed,
+            threshold=tolerance,
+            judge=judge,
+            judge_options=judge_options,
+        )
+    if name == "judge":
+        if judge is None:
+            raise ValueError(
+                "comparator 'judge' needs a judge model: swarm ask --judge-url URL "
+                "--judge-model MODEL, or the gateway's swarm.judge (docs/quorum.md)"
+            )
+        if tolerance is not None:
+            judge_options.setdefault("threshold", tolerance)
+        return JudgeComparator(
+            judge=judge,
+            fallback=paragraph_comparator(prompt, embed),
+            prompt=prompt,
+            **judge_options,
         )
     if name == "semantic" and embed is None:
         raise ValueError(f"comparator 'semantic' needs a sentence-embedding model: {INSTALL_HINT}")
@@ -477,6 +527,7 @@ class Quorum:
     __slots__ = (
         "_abstained",
         "_by_key",
+        "_every",
         "_groups",
         "_scores",
         "_values",
@@ -498,6 +549,10 @@ class Quorum:
         self.k = k
         self.n = n
         self.comparator: Comparator = comparator if comparator is not None else Exact()
+        grouping = getattr(self.comparator, "grouping", "anchor")
+        if grouping not in ("anchor", "all"):
+            raise ValueError(f"comparator grouping must be 'anchor' or 'all', not {grouping!r}")
+        self._every = grouping == "all"
         self.rejected = 0
         self.late = 0
         self._votes: list[Vote] = []
@@ -554,13 +609,21 @@ class Quorum:
                     return found
             else:
                 for i, g in enumerate(self._groups):
-                    if g.anchor is not None and self._agree(g.anchor, value):
+                    if g.anchor is not None and self._joins(g, value):
                         return i
         self._groups.append(_Group(anchor=value))
         new = len(self._groups) - 1
         if value is not None and self.comparator.hashable:
             self._by_key[value] = new
         return new
+
+    def _joins(self, group: _Group, value: Any) -> bool:
+        if not self._agree(group.anchor, value):
+            return False
+        # Members other than the anchor have canonical values (a None value never joins).
+        return not self._every or all(
+            self._agree(self._values[m], value) for m in group.members[1:]
+        )
 
     def _agree(self, a: Any, b: Any) -> bool:
         try:

@@ -1,5 +1,6 @@
 """A customer's memory of providers: who delivered, who agreed with the quorum, who lied, who
-timed out, how fast and at what price. SQLite, one row per (customer, provider key).
+timed out, how fast and at what price. One row per (customer, provider key), in a SQLite file
+or in PostgreSQL shared by several processes (a gateway's replicas).
 
 ::
 
@@ -9,7 +10,7 @@ timed out, how fast and at what price. SQLite, one row per (customer, provider k
     ledger.get(pubkey)                             # ProviderRecord (counts decayed to now)
 
 The arithmetic is pure (:class:`ProviderRecord`, :func:`observe`, :func:`observations_from_result`);
-:class:`ReputationLedger` is a thin SQLite layer with a write-through cache.
+:class:`ReputationLedger` is a thin layer over a store (:mod:`client.storage`) with a cache.
 
 What counts (from one job's outcome, per provider):
 
@@ -45,6 +46,7 @@ directory knows.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sqlite3
@@ -57,6 +59,9 @@ from types import TracebackType
 from typing import Any, Literal
 
 from client.nostr.errors import ReputationError
+from client.storage import Migration, Row, Schema, SqlStore, StorageError, open_schema, shown
+
+log = logging.getLogger("client.customer.reputation")
 
 Clock = Callable[[], float]
 Kind = Literal["agreed", "dissented", "unmatched", "answered", "error", "timeout", "beaten"]
@@ -338,7 +343,7 @@ def observations_from_result(
     )
 
 
-# --- the ledger (SQLite) ---------------------------------------------------------------------
+# --- the ledger (a store) ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,32 +453,30 @@ def default_ledger_path() -> Path:
     return Path(base) / "nostr-swarm" / "reputation.sqlite"
 
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS reputation (
     customer    TEXT NOT NULL,
     provider    TEXT NOT NULL,
-    jobs        INTEGER NOT NULL DEFAULT 0,
-    results     REAL NOT NULL DEFAULT 0,
-    agreed      REAL NOT NULL DEFAULT 0,
-    dissented   REAL NOT NULL DEFAULT 0,
-    answered    REAL NOT NULL DEFAULT 0,
-    timeouts    REAL NOT NULL DEFAULT 0,
-    errors      REAL NOT NULL DEFAULT 0,
-    unmatched   REAL NOT NULL DEFAULT 0,
-    latency_ms  REAL,
-    price_msats REAL,
-    paid_msats  INTEGER NOT NULL DEFAULT 0,
-    first_seen  REAL NOT NULL DEFAULT 0,
-    last_seen   REAL NOT NULL DEFAULT 0,
-    decayed_at  REAL NOT NULL DEFAULT 0,
+    jobs        {bigint} NOT NULL DEFAULT 0,
+    results     {real} NOT NULL DEFAULT 0,
+    agreed      {real} NOT NULL DEFAULT 0,
+    dissented   {real} NOT NULL DEFAULT 0,
+    answered    {real} NOT NULL DEFAULT 0,
+    timeouts    {real} NOT NULL DEFAULT 0,
+    errors      {real} NOT NULL DEFAULT 0,
+    unmatched   {real} NOT NULL DEFAULT 0,
+    latency_ms  {real},
+    price_msats {real},
+    paid_msats  {bigint} NOT NULL DEFAULT 0,
+    first_seen  {real} NOT NULL DEFAULT 0,
+    last_seen   {real} NOT NULL DEFAULT 0,
+    decayed_at  {real} NOT NULL DEFAULT 0,
     PRIMARY KEY (customer, provider)
-)
-"""
-_FLAGS_SCHEMA = """
+);
 CREATE TABLE IF NOT EXISTS flags (
     customer TEXT NOT NULL,
     provider TEXT NOT NULL,
-    at       REAL NOT NULL,
+    at       {real} NOT NULL,
     model    TEXT NOT NULL,
     weights  TEXT NOT NULL,
     engine   TEXT NOT NULL,
@@ -481,6 +484,21 @@ CREATE TABLE IF NOT EXISTS flags (
     reason   TEXT NOT NULL
 )
 """
+
+
+def _v1_flag_order(db: SqlStore) -> None:
+    # Flags are read back in the order they were written: SQLite numbers rows by itself
+    # (rowid); PostgreSQL has no such number, so its table gets one.
+    if db.kind == "postgresql":
+        db.execute("ALTER TABLE flags ADD COLUMN IF NOT EXISTS seq BIGSERIAL")
+
+
+#: The ledger's tables, versioned (client.storage.migrations).
+SCHEMA = Schema(
+    "reputation",
+    lock="reputation",
+    migrations=(Migration(1, "reputation and flags", _V1, run=_v1_flag_order),),
+)
 _FIELDS = (
     "jobs",
     "results",
@@ -497,16 +515,49 @@ _FIELDS = (
     "last_seen",
     "decayed_at",
 )
-_UPSERT = (
-    f"INSERT OR REPLACE INTO reputation (customer, provider, {', '.join(_FIELDS)}) "
-    f"VALUES (?, ?, {', '.join('?' * len(_FIELDS))})"
+_SELECT = f"SELECT provider, {', '.join(_FIELDS)} FROM reputation WHERE customer = ?"
+_UPDATE = (
+    f"UPDATE reputation SET {', '.join(f + ' = ?' for f in _FIELDS)}"
+    " WHERE customer = ? AND provider = ?"
 )
+#: How often a shared (PostgreSQL) ledger reads again what other processes recorded.
+SHARED_REFRESH_S = 10.0
+_ERRORS = (sqlite3.Error, OSError, StorageError)
+
+
+def _from_row(row: Row) -> ProviderRecord:
+    def opt(v: Any) -> float | None:
+        return None if v is None else float(v)
+
+    return ProviderRecord(
+        provider=str(row["provider"]),
+        jobs=int(row["jobs"]),
+        results=float(row["results"]),
+        agreed=float(row["agreed"]),
+        dissented=float(row["dissented"]),
+        answered=float(row["answered"]),
+        timeouts=float(row["timeouts"]),
+        errors=float(row["errors"]),
+        unmatched=float(row["unmatched"]),
+        latency_ms=opt(row["latency_ms"]),
+        price_msats=opt(row["price_msats"]),
+        paid_msats=int(row["paid_msats"]),
+        first_seen=float(row["first_seen"]),
+        last_seen=float(row["last_seen"]),
+        decayed_at=float(row["decayed_at"]),
+    )
 
 
 class ReputationLedger:
-    """Per-customer provider records in SQLite (``path``; ``":memory:"`` for a throwaway one).
-    ``customer`` (the customer's public key) keeps several identities apart in one file.
-    ``clock`` (UNIX seconds) stamps and decays records; inject one in tests."""
+    """Per-customer provider records in a SQLite file (``path``; ``":memory:"`` for a throwaway
+    one) or a ``postgresql://`` URL that several processes share. ``customer`` (the customer's
+    public key) keeps several identities apart in one store. ``clock`` (UNIX seconds) stamps and
+    decays records; inject one in tests.
+
+    Reads come from a cache of this customer's records (a shared ledger reads them again every
+    :data:`SHARED_REFRESH_S`, or on :meth:`refresh`). A write changes each provider's row under
+    that row's lock, reading it as it is in the store, so concurrent writers (threads, processes,
+    gateways sharing PostgreSQL) never lose each other's counts."""
 
     def __init__(
         self,
@@ -525,33 +576,61 @@ class ReputationLedger:
         self.half_life_s = half_life_s
         self.weights = weights
         self._lock = threading.Lock()
-        try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
-            self._db.execute(_SCHEMA)
-            self._db.execute(_FLAGS_SCHEMA)
-            self._db.commit()
-            rows = self._db.execute(
-                f"SELECT provider, {', '.join(_FIELDS)} FROM reputation WHERE customer = ?",
-                (customer,),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise ReputationError(f"cannot open reputation ledger {self.path}: {exc}") from exc
         self.version = 0  # goes up on every change (lets readers cache what they derive)
-        self._cache: dict[str, ProviderRecord] = {
-            row[0]: ProviderRecord(row[0], *row[1:]) for row in rows
-        }
+        self._cache: dict[str, ProviderRecord] = {}
+        self._loaded_at = 0.0
+        try:
+            self._db = open_schema(self.path, SCHEMA)
+        except _ERRORS as exc:
+            raise ReputationError(f"cannot open reputation ledger {self}: {exc}") from exc
+        try:
+            self._load()
+        except _ERRORS as exc:
+            self.close()
+            raise ReputationError(f"cannot read reputation ledger {self}: {exc}") from exc
+        # PostgreSQL has no rowid; its flags table numbers rows itself (see _v1_flag_order).
+        self._flag_order = "rowid" if self._db.kind == "sqlite" else "seq"
+        # A row is read FOR UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE locks the file).
+        self._for_update = " FOR UPDATE" if self._db.kind == "postgresql" else ""
+
+    @property
+    def shared(self) -> bool:
+        """Whether processes on other machines may share this ledger (PostgreSQL)."""
+        return self._db.kind == "postgresql"
+
+    def _load(self) -> None:
+        rows = self._db.execute(_SELECT, (self.customer,)).fetchall()
+        self._cache = {str(r["provider"]): _from_row(r) for r in rows}
+        self._loaded_at = time.monotonic()
+
+    def refresh(self) -> None:
+        """Read this customer's records again (what other processes sharing the store wrote)."""
+        with self._lock:
+            try:
+                self._load()
+            except _ERRORS as exc:
+                raise ReputationError(f"cannot read reputation ledger {self}: {exc}") from exc
+            self.version += 1
+
+    def _fresh(self) -> None:
+        if self.shared and time.monotonic() - self._loaded_at > SHARED_REFRESH_S:
+            try:
+                self.refresh()
+            except ReputationError as exc:  # a read falls back on what is known
+                self._loaded_at = time.monotonic()
+                log.warning("%s; scores are from the last read", exc)
 
     # --- reading -------------------------------------------------------------------------------
 
     def get(self, provider: str) -> ProviderRecord | None:
         """The record decayed to now, or None for a provider never seen."""
+        self._fresh()
         rec = self._cache.get(provider)
         return None if rec is None else rec.decayed(self.clock(), self.half_life_s)
 
     def records(self) -> list[ProviderRecord]:
         """Every record (decayed to now), best score first."""
+        self._fresh()
         now = self.clock()
         recs = [r.decayed(now, self.half_life_s) for r in self._cache.values()]
         return sorted(recs, key=lambda r: (-r.score_with(self.weights), r.provider))
@@ -565,34 +644,59 @@ class ReputationLedger:
         return rec.score_with(self.weights)
 
     def __contains__(self, provider: object) -> bool:
+        self._fresh()
         return provider in self._cache
 
     def __len__(self) -> int:
+        self._fresh()
         return len(self._cache)
 
     def customers(self) -> list[str]:
-        """Every customer key with records in this file."""
-        rows = self._db.execute("SELECT DISTINCT customer FROM reputation ORDER BY 1").fetchall()
-        return [r[0] for r in rows]
+        """Every customer key with records in this store."""
+        rows = self._db.execute(
+            "SELECT DISTINCT customer FROM reputation ORDER BY customer"
+        ).fetchall()
+        return [str(r["customer"]) for r in rows]
 
     # --- writing -------------------------------------------------------------------------------
 
     def record(
         self, observations: Iterable[Observation], *, now: float | None = None
     ) -> list[ProviderRecord]:
-        """Apply one job's observations (one transaction); returns the updated records."""
+        """Apply one job's observations (one transaction); returns the updated records (with
+        what other processes recorded for the same providers)."""
         t = self.clock() if now is None else now
-        out: list[ProviderRecord] = []
+        obs = list(observations)
+        out: dict[int, ProviderRecord] = {}
         with self._lock:
-            for obs in observations:
-                old = self._cache.get(obs.provider) or ProviderRecord(obs.provider, decayed_at=t)
-                new = old.updated(obs, t, self.half_life_s)
-                self._cache[obs.provider] = new
-                out.append(new)
+            if obs:
+                try:
+                    with self._db.tx(lock=False) as db:
+                        # Rows are locked in provider order, so two writers never deadlock.
+                        for i in sorted(range(len(obs)), key=lambda i: obs[i].provider):
+                            out[i] = self._apply(db, obs[i], t)
+                except _ERRORS as exc:
+                    raise ReputationError(f"cannot write reputation ledger {self}: {exc}") from exc
+                for rec in out.values():
+                    self._cache[rec.provider] = rec
             self.version += 1
-            if out:
-                self._write(out)
-        return out
+        return [out[i] for i in range(len(obs))]
+
+    def _apply(self, db: SqlStore, obs: Observation, t: float) -> ProviderRecord:
+        """One observation on the provider's row as it is in the store (read under its lock):
+        the arithmetic is :meth:`ProviderRecord.updated`'s alone."""
+        db.execute(
+            "INSERT INTO reputation (customer, provider, decayed_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (customer, provider) DO NOTHING",
+            (self.customer, obs.provider, t),
+        )
+        row = db.execute(
+            _SELECT + " AND provider = ?" + self._for_update, (self.customer, obs.provider)
+        ).fetchone()
+        assert row is not None  # inserted above, or there already
+        new = _from_row(row).updated(obs, t, self.half_life_s)
+        db.execute(_UPDATE, (*(getattr(new, f) for f in _FIELDS), self.customer, obs.provider))
+        return new
 
     def record_result(
         self,
@@ -627,12 +731,15 @@ class ReputationLedger:
         if rows:
             with self._lock:
                 try:
-                    self._db.executemany("INSERT INTO flags VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                    self._db.commit()
-                except sqlite3.Error as exc:
-                    raise ReputationError(
-                        f"cannot write reputation ledger {self.path}: {exc}"
-                    ) from exc
+                    with self._db.tx(lock=False) as db:
+                        for row in rows:
+                            db.execute(
+                                "INSERT INTO flags (customer, provider, at, model, weights,"
+                                " engine, peers, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                row,
+                            )
+                except _ERRORS as exc:
+                    raise ReputationError(f"cannot write reputation ledger {self}: {exc}") from exc
                 self.version += 1
         return len(rows)
 
@@ -643,10 +750,17 @@ class ReputationLedger:
         if provider is not None:
             sql += " AND provider = ?"
             args += (provider,)
-        rows = self._db.execute(sql + " ORDER BY at, rowid", args).fetchall()
+        rows = self._db.execute(sql + f" ORDER BY at, {self._flag_order}", args).fetchall()
         return [
-            DeterminismFlag(p, m, w, e, tuple(x for x in peers.split(",") if x), r)
-            for p, m, w, e, peers, r in rows
+            DeterminismFlag(
+                r["provider"],
+                r["model"],
+                r["weights"],
+                r["engine"],
+                tuple(x for x in str(r["peers"]).split(",") if x),
+                r["reason"],
+            )
+            for r in rows
         ]
 
     def reset(self, provider: str | None = None) -> int:
@@ -666,23 +780,14 @@ class ReputationLedger:
                 )
         return gone
 
-    def _write(self, records: list[ProviderRecord]) -> None:
-        rows = [(self.customer, r.provider, *(getattr(r, f) for f in _FIELDS)) for r in records]
-        try:
-            self._db.executemany(_UPSERT, rows)
-            self._db.commit()
-        except sqlite3.Error as exc:
-            raise ReputationError(f"cannot write reputation ledger {self.path}: {exc}") from exc
-
     def _exec(self, sql: str, args: tuple[Any, ...]) -> None:
         try:
             self._db.execute(sql, args)
-            self._db.commit()
-        except sqlite3.Error as exc:
-            raise ReputationError(f"cannot write reputation ledger {self.path}: {exc}") from exc
+        except _ERRORS as exc:
+            raise ReputationError(f"cannot write reputation ledger {self}: {exc}") from exc
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*_ERRORS):
             self._db.close()
 
     def __enter__(self) -> ReputationLedger:
@@ -696,5 +801,8 @@ class ReputationLedger:
     ) -> None:
         self.close()
 
+    def __str__(self) -> str:
+        return shown(self.path)
+
     def __repr__(self) -> str:
-        return f"ReputationLedger({self.path!r}, providers={len(self._cache)})"
+        return f"ReputationLedger({shown(self.path)!r}, providers={len(self._cache)})"

@@ -53,13 +53,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from client.customer.copy_guard import CopyGuard, CopyPolicy, SealingMode, copyable, protections
 from client.customer.prepay import Prepay, PrepayBook, PrepayPolicy, Unbilled
 from client.customer.quorum import Comparator, Decision, Normalized, Protection, Quorum, Vote
+from client.dvm.amounts import Amount
 from client.dvm.nip90 import (
     DEFAULT_SKEW_S,
     ERROR,
     KIND_FEEDBACK,
     MAX_RESULT_BYTES,
     RESULT_OFFSET,
-    Amount,
     Encryption,
     Job,
     JobFeedback,
@@ -239,6 +239,15 @@ def default_max_sats() -> int:
     if not raw.isascii() or not raw.isdigit():
         raise ValueError(f"{MAX_SATS_ENV} must be a whole number of sats, not {raw!r}")
     return int(raw)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: ProgressCallback) -> ProgressCallback:
+    """``callback`` called on ``loop``'s thread whichever thread reports progress."""
+
+    def report(p: Progress) -> None:
+        loop.call_soon_threadsafe(callback, p)
+
+    return report
 
 
 # --- the pure core: one job's collector -----------------------------------------------------
@@ -750,6 +759,10 @@ class SwarmClient:
             kind=kind,
         )
         job = build_job(self.keys, spec)
+        off_loop = bool(getattr(comp, "blocking", False))
+        if off_loop and on_progress is not None:
+            # The collector then runs on a worker thread: progress reaches the caller on the loop.
+            on_progress = _on_loop(loop, on_progress)
         collector = JobCollector(
             job,
             self.keys,
@@ -772,7 +785,7 @@ class SwarmClient:
             await self._publish_job(job)
             published = True
             collector.mark_published(loop.time())
-            await self._collect(job, collector, source, started + timeout, after)
+            await self._collect(job, collector, source, started + timeout, after, off_loop)
             finished = True
         finally:
             source.close()
@@ -792,7 +805,7 @@ class SwarmClient:
                     msats_unknown=sum(book.unknown.values()),
                 )
         if not result.reached:
-            self._remember(result, target_list, comp, spec)
+            await self._record(off_loop, result, target_list, comp, spec)
             d = result.decision
             why = "no agreement possible" if d.exhausted else f"timed out after {timeout:g} s"
             raise QuorumNotReached(
@@ -814,7 +827,7 @@ class SwarmClient:
             result = collector.outcome(
                 loop.time(), msats_paid=paid, msats_unknown=unknown, payment=payment
             )
-        self._remember(result, target_list, comp, spec)
+        await self._record(off_loop, result, target_list, comp, spec)
         return result
 
     async def _settle_shielded(
@@ -870,6 +883,21 @@ class SwarmClient:
         return sel.select(
             quorum, model=model, prompt_tokens=estimate_tokens(prompt), max_tokens=max_tokens
         )
+
+    async def _record(
+        self,
+        off_loop: bool,
+        result: SwarmResult,
+        targets: Sequence[str],
+        comp: Comparator,
+        spec: JobSpec,
+    ) -> None:
+        """:meth:`_remember`, on a worker thread when the comparator blocks: answers outside
+        the quorum are judged against the agreed text with it."""
+        if off_loop:
+            await asyncio.to_thread(self._remember, result, targets, comp, spec)
+        else:
+            self._remember(result, targets, comp, spec)
 
     def _remember(
         self, result: SwarmResult, targets: Sequence[str], comp: Comparator, spec: JobSpec
@@ -975,9 +1003,12 @@ class SwarmClient:
         source: _Source,
         end: float,
         after: Callable[[Event], None] | None = None,
+        off_loop: bool = False,
     ) -> None:
         """Feed events to ``collector`` until the outcome is decided or ``end`` (loop time);
-        with commit-reveal, publish the reveal call when the commitment window is due."""
+        with commit-reveal, publish the reveal call when the commitment window is due.
+        ``off_loop``: the comparator blocks (it asks a judge model), so each event is offered
+        on a worker thread, one at a time, and the loop keeps serving the relays."""
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
@@ -992,7 +1023,10 @@ class SwarmClient:
                     event = await source.next()
             except TimeoutError:
                 continue
-            collector.offer(event, loop.time())
+            if off_loop:
+                await asyncio.to_thread(collector.offer, event, loop.time())
+            else:
+                collector.offer(event, loop.time())
             if after is not None:
                 after(event)
 

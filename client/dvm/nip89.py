@@ -34,7 +34,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from client.dvm.nip90 import KIND_TEXT_GENERATION, WIRE_PROFILE
 from client.nostr import nip19
@@ -428,6 +428,23 @@ def model_weights(event: Event) -> dict[str, tuple[str, str]]:
     return out
 
 
+class _Common(TypedDict):
+    """The fields every announcement fills the same way, ours or another DVM software's."""
+
+    pubkey: str
+    created_at: int
+    event_id: str
+    d_tag: str
+    name: str
+    about: str
+    lud16: str
+    heartbeat_s: int | None
+    online: bool
+    expiration: int | None
+    received_at: float
+    model_weights: Mapping[str, tuple[str, str]]
+
+
 def parse_announcement(event: Event, *, received_at: float = 0.0) -> ProviderInfo:
     """The provider an announcement describes. Raises :class:`InvalidAnnouncement` for anything
     that is not a kind-5050 handler announcement (the signature is the caller's business: the pool
@@ -451,7 +468,7 @@ def parse_announcement(event: Event, *, received_at: float = 0.0) -> ProviderInf
         raise InvalidAnnouncement("nostrSwarm must be an object")
     status = (event.tag_value("status") or "online").strip().lower()
     heartbeat = _tag_int(event, "heartbeat")
-    common = {
+    common: _Common = {
         "pubkey": event.pubkey,
         "created_at": event.created_at,
         "event_id": event.id,
@@ -504,7 +521,7 @@ def parse_announcement(event: Event, *, received_at: float = 0.0) -> ProviderInf
     )
 
 
-def _foreign(content: dict[str, Any], common: dict[str, Any]) -> ProviderInfo:
+def _foreign(content: dict[str, Any], common: _Common) -> ProviderInfo:
     """A DVM that is not ours: the keys NIP-89/DVM clients read, leniently."""
     models: tuple[str, ...] = ()
     params = content.get("nip90Params")

@@ -33,7 +33,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from client.dvm.amounts import Amount, amount_tags, check_amount, parse_amount
 from client.nostr import nip04, nip44
@@ -57,7 +57,7 @@ RESULT_OFFSET = 1000
 WIRE_PROFILE = "nostr-swarm/1"
 # Sealed results (wire profile §8): ["param", "sealed", "nip44"] asks, ["sealed", "nip44"] marks.
 TAG_SEALED = "sealed"
-SEAL_NIP44 = "nip44"
+SEAL_NIP44: Final = "nip44"
 # Commit-reveal (wire profile §8.2): a revealed result's salt.
 TAG_SALT = "salt"
 

@@ -1,4 +1,4 @@
-"""The customer's persistent payment ledger (SQLite): intent before paying, outcome after.
+"""The customer's persistent payment ledger: intent before paying, outcome after.
 
 One row per invoice (keyed by payment hash, so an invoice can never be entered twice). States:
 
@@ -8,39 +8,62 @@ One row per invoice (keyed by payment hash, so an invoice can never be entered t
 - ``failed``  the wallet said no (definitively: nothing left our wallet), so a new attempt is safe;
 - ``unknown`` the wallet timed out or went away mid-payment; resolved later like ``intent``.
 
-Every write is its own committed transaction (``synchronous=FULL``), so what is on disk is what
-happened.
+The ledger is a SQLite file (the default; ``synchronous=FULL``) or a ``postgresql://`` URL that
+several processes share (the gateways of one operator). Every write is one statement, its own
+committed transaction, so what is stored is what happened. Recording an intent is one
+``INSERT ... ON CONFLICT (payment_hash) DO UPDATE ... WHERE state = 'failed'``: the primary key
+decides, so of any number of processes recording the same invoice at once exactly one may pay
+it (never a read, then a write). A ledger that cannot be written raises (PostgreSQL away:
+:class:`~client.storage.errors.StateUnavailable`) before the wallet is asked: no payment is made
+whose intent is not recorded.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from client.storage import Migration, Row, Schema, open_schema
 
 from .invoices import Invoice
 
 State = Literal["intent", "paid", "failed", "unknown"]
 OPEN_STATES: tuple[State, ...] = ("intent", "unknown")
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS payments (
     payment_hash TEXT PRIMARY KEY,
     invoice TEXT NOT NULL,
     job_id TEXT NOT NULL,
     provider TEXT NOT NULL,
-    amount_msats INTEGER NOT NULL CHECK (amount_msats > 0),
+    amount_msats {bigint} NOT NULL CHECK (amount_msats > 0),
     state TEXT NOT NULL CHECK (state IN ('intent', 'paid', 'failed', 'unknown')),
     preimage TEXT,
     error TEXT,
     attempts INTEGER NOT NULL DEFAULT 1,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    created_at {bigint} NOT NULL,
+    updated_at {bigint} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS payments_job ON payments(job_id);
 CREATE INDEX IF NOT EXISTS payments_time ON payments(created_at);
 """
+
+#: The ledger's table, versioned (client.storage.migrations).
+SCHEMA = Schema("payments", lock="payments", migrations=(Migration(1, "payments", _V1),))
+
+# The intent, and a new attempt at an invoice whose earlier one definitively failed; nothing for
+# an invoice that is paid or whose outcome is open (no row comes back).
+_BEGIN = (
+    "INSERT INTO payments (payment_hash, invoice, job_id, provider, amount_msats, state,"
+    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'intent', ?, ?)"
+    " ON CONFLICT (payment_hash) DO UPDATE SET state = 'intent', error = NULL,"
+    " attempts = payments.attempts + 1, job_id = excluded.job_id,"
+    " provider = excluded.provider, created_at = excluded.created_at,"
+    " updated_at = excluded.updated_at WHERE payments.state = 'failed'"
+    " RETURNING attempts"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +82,17 @@ class PaymentRecord:
 
 
 class PaymentLedger:
-    """Synchronous SQLite store; several processes may share the file."""
+    """The ledger at ``path``: a SQLite file (several processes of one machine may share it) or
+    a ``postgresql://`` URL (several machines). Synchronous: each call is one short statement."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, timeout=10.0, check_same_thread=False
-        )
-        self._db.row_factory = sqlite3.Row
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_schema(self.path, SCHEMA)
+
+    @property
+    def shared(self) -> bool:
+        """Whether processes on other machines may share this ledger (PostgreSQL)."""
+        return self._db.kind == "postgresql"
 
     def close(self) -> None:
         self._db.close()
@@ -89,43 +111,22 @@ class PaymentLedger:
 
     def begin(self, invoice: Invoice, *, job_id: str, provider: str, now: int) -> bool:
         """Record the intent to pay. True when the caller may now call the wallet; False when the
-        invoice is already paid or has a payment whose outcome is open (do not pay)."""
+        invoice is already paid or has a payment whose outcome is open (do not pay). Raises when
+        the intent cannot be recorded: then nothing may be paid."""
         assert invoice.amount_msats is not None
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self._db.execute(
-                "SELECT state FROM payments WHERE payment_hash = ?", (invoice.payment_hash,)
-            ).fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT INTO payments (payment_hash, invoice, job_id, provider, amount_msats,"
-                    " state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'intent', ?, ?)",
-                    (
-                        invoice.payment_hash,
-                        invoice.bolt11,
-                        job_id,
-                        provider,
-                        invoice.amount_msats,
-                        now,
-                        now,
-                    ),
-                )
-                allowed = True
-            elif row["state"] == "failed":
-                self._db.execute(
-                    "UPDATE payments SET state = 'intent', error = NULL, attempts = attempts + 1,"
-                    " job_id = ?, provider = ?, created_at = ?, updated_at = ?"
-                    " WHERE payment_hash = ?",
-                    (job_id, provider, now, now, invoice.payment_hash),
-                )
-                allowed = True
-            else:
-                allowed = False
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        return allowed
+        rows = self._db.execute(
+            _BEGIN,
+            (
+                invoice.payment_hash,
+                invoice.bolt11,
+                job_id,
+                provider,
+                invoice.amount_msats,
+                now,
+                now,
+            ),
+        ).fetchall()
+        return len(rows) == 1
 
     def mark_paid(
         self, payment_hash: str, preimage: str, now: int, note: str | None = None
@@ -178,7 +179,7 @@ class PaymentLedger:
         if exclude is not None:
             sql += " AND payment_hash != ?"
             args.append(exclude)
-        return int(self._db.execute(sql, args).fetchone()["t"])
+        return self._total(sql, args)
 
     def paid_msats(self, *, job_id: str | None = None) -> int:
         sql = "SELECT COALESCE(SUM(amount_msats), 0) AS t FROM payments WHERE state = 'paid'"
@@ -186,7 +187,11 @@ class PaymentLedger:
         if job_id is not None:
             sql += " AND job_id = ?"
             args = (job_id,)
-        return int(self._db.execute(sql, args).fetchone()["t"])
+        return self._total(sql, args)
+
+    def _total(self, sql: str, args: Sequence[object]) -> int:
+        row = self._db.execute(sql, args).fetchone()
+        return int(row["t"]) if row is not None else 0
 
     def history(
         self, *, limit: int | None = None, job_id: str | None = None
@@ -204,7 +209,7 @@ class PaymentLedger:
         return [_record(r) for r in self._db.execute(sql, args).fetchall()]
 
 
-def _record(row: sqlite3.Row) -> PaymentRecord:
+def _record(row: Row) -> PaymentRecord:
     return PaymentRecord(
         payment_hash=str(row["payment_hash"]),
         invoice=str(row["invoice"]),

@@ -13,7 +13,7 @@ import contextlib
 import json
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from client.cli.common import add_relay_option
 from client.cli.wallet import fail, sats
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from relay_mock.lightning.ledger import Ledger
 
 NETWORKS = ("regtest", "signet", "testnet", "bitcoin")
-Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+# A string: argparse's class is generic in its stubs only, not at run time.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def register_serve(ws: Subparsers) -> None:

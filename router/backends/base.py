@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
-from typing import Any, Self
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, Self, runtime_checkable
 
 from ..request import NO_SAMPLING, LmRequest, Sampling, SwarmTerms
 from ..types import LmResponse, Prompt, StreamChunk
+
+
+@runtime_checkable
+class _Closable(Protocol):
+    def aclose(self) -> Awaitable[object]: ...
+
+
+@asynccontextmanager
+async def _closing(
+    chunks: AsyncIterator[StreamChunk],
+) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+    """``chunks``, closed on exit when it can be: an async generator's clean-up runs when the
+    reader stops, not when it is garbage-collected. :meth:`LmBackend.send_stream` promises an
+    async iterator, and a plain one has nothing to close."""
+    try:
+        yield chunks
+    finally:
+        if isinstance(chunks, _Closable):
+            await chunks.aclose()
 
 
 class LmBackend(ABC):
@@ -91,7 +110,7 @@ class LmBackend(ABC):
             swarm=swarm,
             passthrough={} if passthrough is None else passthrough,
         )
-        async with aclosing(self.send_stream(request)) as chunks:
+        async with _closing(self.send_stream(request)) as chunks:
             async for chunk in chunks:
                 yield chunk
 
@@ -114,7 +133,7 @@ class LmBackend(ABC):
             swarm=swarm,
             passthrough={} if passthrough is None else passthrough,
         )
-        async with aclosing(self.send_stream(request)) as chunks:
+        async with _closing(self.send_stream(request)) as chunks:
             async for chunk in chunks:
                 if chunk.text:
                     yield chunk.text

@@ -29,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
     ValidationInfo,
     field_validator,
@@ -135,8 +136,7 @@ class _HttpBackendConfig(BackendBase):
         key, env = data.pop("api_key", None), data.pop("api_key_env", None)
         if data.get("auth") is not None:
             raise ValueError("give auth or api_key, not both (api_key is bearer auth)")
-        token = resolve_secret(key, env, "api_key", info)
-        data["auth"] = BearerAuth(token=token)
+        data["auth"] = BearerAuth(token=SecretStr(resolve_secret(key, env, "api_key", info)))
         return data
 
 
@@ -188,6 +188,17 @@ class MockBackendConfig(BackendBase):
     cost_sats: int | None = Field(None, ge=0)
 
 
+class SwarmJudgeSettings(_Model):
+    """A model of the gateway's own backends that judges whether two paragraph answers make
+    the same claims, for the ``auto`` and ``judge`` comparators (docs/quorum.md)."""
+
+    backend: str = Field(min_length=1, description="the name of a backend (not a swarm)")
+    model: str = Field(min_length=1, description="the model that backend serves")
+    threshold: float = Field(0.5, gt=0, le=1, description="P(same claims) to agree")
+    max_calls: int = Field(10, ge=0, description="judge calls per job at most")
+    timeout_s: float = Field(30.0, gt=0, description="how long one judge call may take")
+
+
 class SwarmSettings(_Model):
     """The Nostr swarm: where to publish jobs and what to pay (the gateway's ``swarm:``)."""
 
@@ -224,13 +235,17 @@ class SwarmSettings(_Model):
     payment_ledger: str | None = Field(
         None,
         description="where payments are recorded (with nwc_uri), so none is made twice; "
-        "default: the client's payments database",
+        "default: state.url when that is PostgreSQL (shared by the gateways), else the "
+        "client's payments database",
     )
     models: list[str] = Field(default_factory=list, description="models asked of the swarm")
     prepay: bool = Field(
         False,
         description="pay providers that ask to be paid before they work (payment-required), "
         "within the bid: at most the quorum, once each (client/customer/prepay.py)",
+    )
+    judge: SwarmJudgeSettings | None = Field(
+        None, description="a model of another backend that judges paragraph answers"
     )
 
     @field_validator("relays")
@@ -265,6 +280,12 @@ class SwarmBackendConfig(SwarmSettings, BackendBase):
     """The swarm as a backend; the gateway serves its models as ``swarm/<model>``."""
 
     type: Literal["swarm"]
+
+    @property
+    def backend_name(self) -> str:
+        """The name it serves under and its spend account's: its own, else its type (as the
+        backend factory names an unnamed entry)."""
+        return self.name or self.type
 
 
 #: A backend that runs a model (what a provider node may use).

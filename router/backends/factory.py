@@ -7,6 +7,8 @@ The swarm is not built here: its client, wallet and spend accounts belong to the
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from ..options import BackendOptions
 from .base import LmBackend
 from .config import (
@@ -16,6 +18,12 @@ from .config import (
     OllamaBackendConfig,
     OpenAIBackendConfig,
 )
+
+
+class _HttpTimeout(TypedDict, total=False):
+    """An HTTP backend's timeout, when one is set (else the backend keeps its own default)."""
+
+    timeout_s: float
 
 
 def build_backend(
@@ -30,7 +38,7 @@ def build_backend(
     backend: LmBackend
     options = cfg.options()
     if isinstance(cfg, OpenAIBackendConfig | OllamaBackendConfig):
-        http_timeout = {} if timeout_s is None else {"timeout_s": timeout_s}
+        http_timeout: _HttpTimeout = {} if timeout_s is None else {"timeout_s": timeout_s}
         if isinstance(cfg, OpenAIBackendConfig):
             from .openai_compat import OpenAICompatBackend
 

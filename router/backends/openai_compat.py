@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from ..errors import BackendError
 from ..request import LmRequest
 from ..types import (
@@ -115,7 +117,7 @@ class OpenAICompatBackend(LmBackend):
         if api_key is not None and auth is not None:
             raise ValueError("pass api_key or auth, not both")
         self.auth: BearerAuth | BasicAuth | HeaderAuth | None = (
-            BearerAuth(token=api_key) if api_key is not None else parse_auth(auth)
+            BearerAuth(token=SecretStr(api_key)) if api_key is not None else parse_auth(auth)
         )
         all_headers = dict(headers or {})
         if self.auth is not None:
@@ -171,11 +173,10 @@ class OpenAICompatBackend(LmBackend):
     async def send(self, request: LmRequest) -> LmResponse:
         t0 = time.perf_counter()
         prompt = request.prompt
-        kind = type(prompt)
         params = request.upstream_params()
-        if kind is EmbeddingInput:
-            return await self._embed(request.model, prompt, params, t0)  # type: ignore[arg-type]
-        if kind is TextPrompt and self.serves_completions is not False:
+        if type(prompt) is EmbeddingInput:
+            return await self._embed(request.model, prompt, params, t0)
+        if type(prompt) is TextPrompt and self.serves_completions is not False:
             body = text_body(
                 request.model, prompt, request.max_tokens, params, drop=self.drop_params
             )

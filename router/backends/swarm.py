@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from client.customer.quorum import Comparator
 from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
 from ..errors import BackendError, InvalidRequest, PaidFailure
-from ..request import LmRequest, SwarmTerms
+from ..request import Encryption, LmRequest, SwarmObserver, SwarmTerms
 from ..types import (
     LmResponse,
     LmUsage,
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
     from client.customer.copy_guard import SealingMode
     from client.customer.prepay import PrepayPolicy
     from client.customer.selection import Figures, Selector
-    from client.customer.swarm import ProgressCallback
+    from client.customer.swarm import Progress, ProgressCallback
     from client.wallet.payments import PaymentGate
+
+log = logging.getLogger("router.backends.swarm")
 
 # Sampling options SwarmClient.complete takes as keywords; the others travel as NIP-90 params.
 _CLIENT_SAMPLING = frozenset({"temperature", "top_p", "top_k", "seed"})
@@ -103,7 +106,7 @@ class SwarmJobs(Protocol):
         seed: int | None,
         params: Mapping[str, str | int | float] | None,
         targets: Sequence[str] | None,
-        encrypt: bool | str,
+        encrypt: bool | Encryption,
         comparator: Comparator | None,
         providers_expected: int | None,
         on_progress: ProgressCallback | None,
@@ -170,7 +173,8 @@ class SwarmBackend(LmBackend):
     total this backend spends (requests in flight reserve their ``max_sats``; payments whose
     outcome is unknown stay counted until :meth:`resolve_pending` learns it), raising
     ``BudgetExceeded`` once used up. A request's ``hold`` (a payment gate) must authorize every
-    payment too. ``providers_expected`` and ``prepay`` go to every job. Costs are reported in
+    payment too; its ``observer`` is told the job's progress and outcome (a live view).
+    ``providers_expected`` and ``prepay`` go to every job. Costs are reported in
     sats; the router converts them to USD when given a BTC price. A quorum that is not reached
     raises ``QuorumNotReached`` (nothing was paid), which the router counts as a failure and
     fails over from.
@@ -213,6 +217,8 @@ class SwarmBackend(LmBackend):
         comparator: str | Comparator | None = None,
         providers_expected: int | None = None,
         prepay: PrepayPolicy | None = None,
+        judge: Callable[[str, str, str], float] | None = None,
+        judge_options: Mapping[str, Any] | None = None,
     ) -> None:
         if quorum < 1:
             raise ValueError("quorum must be at least 1")
@@ -237,6 +243,9 @@ class SwarmBackend(LmBackend):
         self.comparator = comparator
         self.providers_expected = providers_expected
         self.prepay = prepay
+        # A judge model for the comparators that ask one (auto and judge, by name).
+        self.judge = judge
+        self.judge_options = dict(judge_options or {})
         self.max_quorum = max_quorum if max_quorum is not None else max(quorum, DEFAULT_MAX_QUORUM)
         self.max_bid_msats = max_bid_msats if max_bid_msats is not None else bid_msats
         self.spent_msats = 0
@@ -316,13 +325,17 @@ class SwarmBackend(LmBackend):
             max_sats = cap if max_sats is None else min(max_sats, cap)
         comparator = self.comparator if terms.comparator is None else terms.comparator
         if isinstance(comparator, str):  # by name: the client takes the object
-            comparator = _comparator(comparator, text)
+            comparator = _comparator(comparator, text, self.judge, self.judge_options)
         timeout = self.timeout_s if terms.timeout_s is None else terms.timeout_s
         sampling = request.sampling
         reserve = self._reserve(max_sats)
         if reserve is not None:
             max_sats = reserve
         gate = _RequestGate(self, None if max_sats is None else max_sats * 1000, terms.hold)
+        observer = terms.observer
+        if observer is not None:
+            on_progress = observer if on_progress is None else _both(on_progress, observer)
+        seen: Any = None  # what the observer is told at the end
         try:
             try:
                 job = self.client.complete(
@@ -356,8 +369,10 @@ class SwarmBackend(LmBackend):
                     f"swarm backend's call ({exc})"
                 ) from exc
             result = await job
+            seen = result
         except QuorumNotReached as exc:
             received = exc.received
+            seen = received or None
             paid = getattr(received, "msats_paid", 0)
             unknown = getattr(received, "msats_unknown", 0)
             if not paid and not unknown:
@@ -374,6 +389,8 @@ class SwarmBackend(LmBackend):
         finally:
             if reserve is not None:
                 self._reserved -= reserve
+            if observer is not None:
+                _finish(observer, seen)
         msats = result.msats_paid
         if not gate.hashes:  # a client that pays without the gate: charge what it reports
             self.spent_msats += msats
@@ -489,6 +506,21 @@ class SwarmBackend(LmBackend):
         return f"SwarmBackend(name={self.name!r}, quorum={self.quorum})"
 
 
+def _both(first: ProgressCallback, second: ProgressCallback) -> ProgressCallback:
+    def both(p: Progress) -> None:
+        first(p)
+        second(p)
+
+    return both
+
+
+def _finish(observer: SwarmObserver, result: Any) -> None:
+    try:
+        observer.finish(result)
+    except Exception:  # a live view's bug must not change the job's outcome
+        log.exception("swarm job observer failed")
+
+
 def _job_params(
     name: str, request: LmRequest, terms: SwarmTerms
 ) -> dict[str, str | int | float] | None:
@@ -525,10 +557,21 @@ def _job_params(
     return params or None
 
 
-def _comparator(name: str, prompt: str) -> Comparator:
+def _comparator(
+    name: str,
+    prompt: str,
+    judge: Callable[[str, str, str], float] | None = None,
+    judge_options: Mapping[str, Any] | None = None,
+) -> Comparator:
     from client.customer.quorum import comparator_by_name
 
+    asks = judge is not None and name in ("auto", "judge")
     try:
-        return comparator_by_name(name, prompt=prompt)
+        return comparator_by_name(
+            name,
+            prompt=prompt,
+            judge=judge if asks else None,
+            judge_options=judge_options if asks else None,
+        )
     except (ValueError, KeyError, ImportError) as exc:
         raise InvalidRequest(f"comparator {name!r}: {exc}") from None

@@ -290,15 +290,15 @@ def simulate_job(
         decision = replace(decision, exhausted=True)
     at = 0.0
     heard: list[tuple[str, float, bool]] = []
-    for t, i, answer in arrivals if not decision.exhausted else ():
+    for t, i, reply in arrivals if not decision.exhausted else ():
         if t > config.timeout_ms:
             break
         at = t
-        heard.append((provider_key(i), t, answer is not None))
-        if answer is None:
+        heard.append((provider_key(i), t, reply is not None))
+        if reply is None:
             decision = engine.abstain(provider_key(i))
         else:
-            decision = engine.add(Vote(provider=provider_key(i), text=answer, received_at=t / 1000))
+            decision = engine.add(Vote(provider=provider_key(i), text=reply, received_at=t / 1000))
         if decision.reached or decision.exhausted:
             break
     if decision.reached:

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 ProviderStateName = Literal[
-    "asked", "processing", "answered", "error", "timed_out", "agreed", "dissented", "paid"
+    "asked",
+    "processing",
+    "answered",
+    "error",
+    "timed_out",
+    "not_needed",
+    "agreed",
+    "dissented",
+    "paid",
 ]
 #: A provider's states in a job, in the order they can follow each other: a change to an earlier
 #: state (a late ``processing`` after the answer) is ignored by the hub.
@@ -200,7 +208,8 @@ class BreakerState:
 @dataclass(frozen=True, slots=True)
 class KeySpend:
     """What one budget account (an API key, a swarm budget) spent, against its budget: a row of
-    :class:`SpendSnapshot`."""
+    :class:`SpendSnapshot`. ``key_name``: the API key's name when the admin API can revoke it
+    (the page then offers to)."""
 
     account: str
     spent_msats: int
@@ -209,9 +218,12 @@ class KeySpend:
     requests: int = 0
     spent_usd: float = 0.0
     budget_usd: float | None = None
+    key_name: str | None = None
 
     def __post_init__(self) -> None:
         _name(self.account, "account")
+        if self.key_name is not None:
+            _name(self.key_name, "key_name")
         _count(self.spent_msats, "spent_msats")
         _optional_count(self.budget_msats, "budget_msats")
         _count(self.reserved_msats, "reserved_msats")

@@ -51,6 +51,11 @@ from .events import (
 
 Panel = Literal["jobs", "money", "latency", "traffic", "breakers", "keys", "reputation", "earnings"]
 PANELS: tuple[Panel, ...] = get_args(Panel)
+#: Whose jobs the page shows: a customer's (``customer``: the swarm's quorums, as ``swarm serve``
+#: and the demo ask them) or one provider node's (``provider``: the jobs it answers; an outcome
+#: ``reached`` means it answered, ``failed`` that it did not).
+Role = Literal["customer", "provider"]
+ROLES: tuple[Role, ...] = get_args(Role)
 
 #: Order of a provider's states in a job: a change never goes back to a lower rank.
 _RANK: dict[str, int] = {
@@ -59,6 +64,7 @@ _RANK: dict[str, int] = {
     "answered": 2,
     "error": 2,
     "timed_out": 2,
+    "not_needed": 2,  # still working when the quorum was reached without it
     "agreed": 3,
     "dissented": 3,
     "paid": 4,
@@ -215,6 +221,8 @@ class DashboardHub:
         *,
         title: str = "nostr-swarm",
         panels: Iterable[Panel] = PANELS,
+        role: Role = "customer",
+        always_live: bool = False,
         clock: Callable[[], float] = time.time,
         bucket_s: float = 5.0,
         max_points: int = 240,
@@ -228,6 +236,8 @@ class DashboardHub:
         unknown = [p for p in chosen if p not in PANELS]
         if unknown:
             raise ValueError(f"unknown panel(s) {unknown}; known: {', '.join(PANELS)}")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         if not bucket_s > 0:
             raise ValueError(f"bucket_s must be positive, not {bucket_s!r}")
         if not linger_s >= 0:
@@ -243,6 +253,10 @@ class DashboardHub:
                 raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
         self.title = title
         self.panels = chosen
+        self.role = role
+        #: Keep counting with nobody watching (for a process that exists to be watched, such
+        #: as the demo: its page then shows what happened before it was opened).
+        self.always_live = always_live
         self._clock = clock
         self.bucket_s = float(bucket_s)
         self.max_jobs = max_jobs
@@ -254,7 +268,7 @@ class DashboardHub:
         #: True while a viewer is connected (and ``linger_s`` after the last one left):
         #: publishers may test it before building an event
         #: (``if hub.live: hub.publish(JobAsked(...))``).
-        self.live = False
+        self.live = always_live
         self._viewers: dict[int, Viewer] = {}
         self._next_viewer = 1
         # A viewer's backlog of changed keys, past which it gets a snapshot instead.
@@ -337,7 +351,7 @@ class DashboardHub:
         """The viewer went away. The hub stays live ``linger_s`` longer (see :meth:`tick`), so a
         page that reloads or reconnects finds the jobs in flight as they are."""
         self._viewers.pop(viewer.id, None)
-        if not self._viewers and self.live:
+        if not self._viewers and self.live and not self.always_live:
             self._dark_at = self._clock() + self.linger_s
             if self.linger_s <= 0:
                 self.live = False
@@ -389,6 +403,7 @@ class DashboardHub:
         return {
             "type": "snapshot",
             "title": self.title,
+            "role": self.role,
             "panels": list(self.panels),
             "bucket_s": self.bucket_s,
             "now": self._clock(),
@@ -483,6 +498,7 @@ class DashboardHub:
                 "requests": k.requests,
                 "spent_usd": k.spent_usd,
                 "budget_usd": k.budget_usd,
+                "key_name": k.key_name,
             }
             for k in self._keys.values()
         ]
@@ -602,6 +618,10 @@ class DashboardHub:
             self._reached += 1
             bucket.reached += 1
             bucket.job_hist[bisect_left(BUCKETS, elapsed / 1000.0)] += 1
+            if ev.agreeing:  # a quorum of several: those still working were not needed
+                for p, st in job.providers.items():
+                    if _RANK[st[0]] < _RANK["answered"]:
+                        self._set_provider(job, p, "not_needed", "")
         else:
             self._failed += 1
             bucket.failed += 1
@@ -722,4 +742,13 @@ class DashboardHub:
             self._touch(("earnings", ""))
 
 
-__all__ = ["PANELS", "DashboardHub", "Panel", "TooManyViewers", "Viewer", "percentile"]
+__all__ = [
+    "PANELS",
+    "ROLES",
+    "DashboardHub",
+    "Panel",
+    "Role",
+    "TooManyViewers",
+    "Viewer",
+    "percentile",
+]

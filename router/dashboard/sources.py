@@ -13,9 +13,10 @@ Probes are plain callables returning events, read by the web shell while somebod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..gateway.auth import key_account
 from .events import (
     BREAKER_STATES,
     BreakerState,
@@ -87,8 +88,9 @@ class ProgressTap:
 
     def __call__(self, p: Progress) -> None:
         kind = p.kind
-        if kind == "published":
+        if kind == "published":  # a new job (a retry by the router is one too)
             self.job_id = p.detail
+            self.outcome_sent = False
         hub = self.hub
         job = self.job_id
         if not hub.live or job is None:
@@ -179,21 +181,31 @@ def gateway_probe(gateway: Gateway) -> Callable[[], list[DashboardEvent]]:
             events.append(
                 BreakerState(
                     name,
-                    state,  # type: ignore[arg-type]
+                    state,
                     max(0, b.in_flight),
                     max(0, b.failures),
                     max(0.0, b.ewma_latency_ms),
                 )
             )
-        events.append(spend_snapshot(gateway.book.statuses()))
+        admin = gateway.admin
+        revocable: dict[str, str] = {}
+        if admin is not None:  # keys the admin API made (those of the config file stay)
+            for name, _digest, _spec in admin.records.all():
+                if name not in admin.config_names:
+                    revocable[key_account(name)] = name
+        events.append(spend_snapshot(gateway.book.statuses(), revocable))
         return events
 
     return probe
 
 
-def spend_snapshot(statuses: Iterable[Any]) -> SpendSnapshot:
-    """Spend accounts (router/spend.py ``AccountStatus``) as one snapshot."""
+def spend_snapshot(
+    statuses: Iterable[Any], revocable: Mapping[str, str] | None = None
+) -> SpendSnapshot:
+    """Spend accounts (router/spend.py ``AccountStatus``) as one snapshot; ``revocable`` maps
+    the accounts of keys the admin API can revoke to those keys' names."""
     rows = []
+    names = revocable or {}
     for st in statuses:
         budget_usd = st.budget_usd_nanos
         rows.append(
@@ -205,6 +217,7 @@ def spend_snapshot(statuses: Iterable[Any]) -> SpendSnapshot:
                 max(0, st.requests),
                 max(0.0, st.spent_usd_nanos / 1e9),
                 None if budget_usd is None else budget_usd / 1e9,
+                names.get(st.name),
             )
         )
     return SpendSnapshot(tuple(rows))

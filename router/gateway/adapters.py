@@ -58,9 +58,13 @@ class Served(LmBackend):
         if fn is not None:
             self.max_cost_msats = fn
 
-    @property  # type: ignore[override]
+    @property
     def models_known(self) -> bool:
         return self.inner.models_known
+
+    @models_known.setter
+    def models_known(self, value: bool) -> None:
+        self.inner.models_known = value
 
     def supported_models(self) -> list[str]:
         return self.inner.supported_models()

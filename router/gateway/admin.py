@@ -131,11 +131,16 @@ class AdminApi:
         return _ok({"name": name, "key": secret})
 
     def _delete(self, name: str) -> HttpResponse:
+        return _ok(self.revoke(name))
+
+    def revoke(self, name: str) -> dict[str, Any]:
+        """Revoke a key this API made (its spend stays on record): ``{"name", "revoked"}``.
+        ApiError 409 for a key of the config file, 404 for no such key."""
         self._admin_made(name)
         if not self.records.delete(name):
             raise ApiError(404, f"no key named {name!r}", code="key_not_found")
         self.keys.remove(name)
-        return _ok({"name": name, "revoked": True})
+        return {"name": name, "revoked": True}
 
     def _admin_made(self, name: str) -> None:
         if name in self.config_names:

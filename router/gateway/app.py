@@ -23,13 +23,12 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote
 
 from client.nostr.errors import BudgetExceeded, QuorumNotReached
 
-from ..dashboard import DashboardAccess, DashboardApp, DashboardHub
-from ..dashboard.sources import gateway_probe
+from ..dashboard.gateway import gateway_dashboard, swarm_observer
 from ..errors import (
     BackendError,
     BackendNotFound,
@@ -71,11 +70,17 @@ from .shared_limits import SharedCounters
 from .sse import DONE, STREAM_HEADERS, ChunkEncoder, error_event
 from .swarm import ServedSwarm
 
+if TYPE_CHECKING:
+    from .redis_link import RedisLink
+    from .shared_breakers import SharedBreakers
+    from .shared_cache import SharedCache
+
 log = logging.getLogger("router.gateway")
 
 # A payment the spend book authorized that the payer never recorded is released after this long
 # (the payer records before it pays, so such a payment never reached the wallet).
 _NO_RECORD_GRACE_S = 120.0
+_SETTLE_RETRY_S = 1.0  # how often settlements that wait for the state store are tried again
 
 _JSON = "application/json"
 _dumps = json.dumps
@@ -139,8 +144,16 @@ class Gateway:
         self.router = router if router is not None else build_router(config)
         #: Durable spend: keys, the swarm budget, reservations, payments of unknown outcome.
         self.book = SpendBook(config.state.target())
-        #: Key limits shared across instances (``state.redis``), else counted per process.
-        self.shared_limits = SharedCounters(config.state.redis) if config.state.redis else None
+        #: Redis (``state.redis``): key limits, breakers and the response cache shared by
+        #: every instance; without it (or while it is away) they are this process's.
+        self.redis: RedisLink | None = _redis_link(config.state.redis)
+        self.shared_limits = SharedCounters(self.redis) if self.redis is not None else None
+        self.shared_breakers: SharedBreakers | None = None
+        if self.redis is not None:
+            from .shared_breakers import SharedBreakers
+
+            self.shared_breakers = SharedBreakers(self.redis)
+            self.shared_breakers.attach(self.router)
         self.keys = KeyStore(config.keys, self.book, self.shared_limits)
         self._swarm_accounts: dict[str, str] = {}
         self._ensure_swarm_accounts(config)
@@ -158,7 +171,17 @@ class Gateway:
         self.cache: ResponseCache | None = (
             ResponseCache(config.cache.ttl_s, config.cache.max_entries) if config.cache else None
         )
+        self.shared_cache: SharedCache | None = None
+        if self.redis is not None and config.cache is not None:
+            from .shared_cache import SharedCache
+
+            self.shared_cache = SharedCache(
+                self.redis, config.cache.ttl_s, config.cache.max_entries
+            )
         self._resolve_task: asyncio.Task[None] | None = None
+        #: Settlements waiting for the state store (it was away when their requests ended).
+        self._unsettled: list[tuple[Hold, bool, LmUsage | None]] = []
+        self._settle_task: asyncio.Task[None] | None = None
         self.aliases = dict(config.aliases)
         srv = config.server
         self._max_body = srv.max_body_bytes
@@ -205,20 +228,8 @@ class Gateway:
         }
         self._rebuild_models()
         #: The live dashboard at /dashboard (docs/dashboard.md): admin only once keys exist.
-        self.dashboard_hub = DashboardHub(
-            title="swarm serve",
-            panels=("jobs", "money", "latency", "traffic", "breakers", "keys")
-            if self.swarm is not None
-            else ("latency", "traffic", "breakers", "keys"),
-        )
-        self.dashboard = DashboardApp(
-            self.dashboard_hub,
-            DashboardAccess(
-                lambda: self.config.admin.key if self.config.admin is not None else None,
-                require_key=lambda: self.keys.enabled,
-            ),
-            probes=[gateway_probe(self)],
-        )
+        self.dashboard = gateway_dashboard(self, swarm=self.swarm is not None)
+        self.dashboard_hub = self.dashboard.hub
 
     # --- application -----------------------------------------------------------------------
 
@@ -324,6 +335,8 @@ class Gateway:
         # The swap: no await from here on, so a request sees the old or the new, not a mix.
         self.config = config
         self.router = router
+        if self.shared_breakers is not None:
+            self.shared_breakers.attach(router)
         self.keys = keys
         self.admin = admin
         self.aliases = dict(config.aliases)
@@ -407,6 +420,8 @@ class Gateway:
         await self.refresh_models()
         if self.config.refresh_interval > 0:
             self._refresh_task = asyncio.create_task(self._refresh_loop())
+        if self.shared_breakers is not None:
+            await self.shared_breakers.start()
         self._deadlines.start()
 
     async def stop(self, grace_s: float | None = None) -> bool:
@@ -422,6 +437,9 @@ class Gateway:
             self._resolve_task.cancel()
             await asyncio.gather(self._resolve_task, return_exceptions=True)
             self._resolve_task = None
+        if self._settle_task is not None:
+            self._settle_task.cancel()
+            await asyncio.gather(self._settle_task, return_exceptions=True)
         server = self._server
         if server is not None:
             await server.close()
@@ -444,14 +462,27 @@ class Gateway:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.router.close()  # swarm clients finish payments in progress first
         if not self.book.closed:
-            await self.resolve_pending()
+            try:
+                self._settle_waiting()
+                await self.resolve_pending()
+            except StateUnavailable as exc:
+                log.error("stopping with the state store away: %s", exc)
+            if self._unsettled:
+                log.error(
+                    "%d request(s) not settled (their holds stay reserved until a gateway "
+                    "recovers them): %s",
+                    len(self._unsettled),
+                    ", ".join(str(hold.id) for hold, _, _ in self._unsettled),
+                )
             if not self._in_flight:  # requests cut off still settle into it as they unwind
                 self.book.close()
         if self._key_records is not None:
             self._key_records.close()
             self._key_records = None
-        if self.shared_limits is not None:
-            self.shared_limits.close()
+        if self.shared_breakers is not None:
+            await self.shared_breakers.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         return finished
 
     async def __aenter__(self) -> Self:
@@ -467,8 +498,8 @@ class Gateway:
         """One spend account per swarm backend, its budget from the config."""
         for b in config.all_backends():
             if isinstance(b, SwarmBackendConfig):
-                account = swarm_account(b.name)
-                self._swarm_accounts[b.name] = account
+                account = swarm_account(b.backend_name)
+                self._swarm_accounts[b.backend_name] = account
                 self.book.ensure(
                     account, budget_msats=None if b.budget_sats is None else b.budget_sats * 1000
                 )
@@ -540,7 +571,12 @@ class Gateway:
         interval = self.swarm.resolve_interval_s
         while True:
             await asyncio.sleep(interval)
-            if not await self.resolve_pending():
+            try:
+                left = await self.resolve_pending()
+            except StateUnavailable as exc:  # the payments wait in the store: ask again
+                log.info("payments of unknown outcome not resolved yet: %s", exc)
+                continue
+            if not left:
                 self._resolve_task = None
                 return
 
@@ -795,12 +831,15 @@ class Gateway:
                 who=acct.name if acct else "",
                 model=model,
             )
+            hub = self.dashboard_hub
             terms = SwarmTerms(
                 quorum=quorum,
                 bid_msats=bid * 1000,
                 max_sats=bid * quorum,
                 comparator=req.comparator,
                 hold=hold,
+                # The job on the dashboard, only while somebody watches it.
+                observer=swarm_observer(hub, model, quorum, req.prompt) if hub.live else None,
             )
             return hold, replace(lm_request, swarm=terms), True
         if req.comparator:
@@ -824,27 +863,57 @@ class Gateway:
 
     def _settle(self, hold: Hold | None, swarm: bool, usage: LmUsage | None) -> None:
         """Charge what the request cost and free the rest of its hold. Swarm payments were
-        charged one by one as the wallet paid them; payments of unknown outcome stay held."""
+        charged one by one as the wallet paid them; payments of unknown outcome stay held.
+        While the state store is away the settlement waits in this process and is made when
+        it is back (the hold stays in the store meanwhile, counted against the budgets)."""
         if hold is None:
             return
         try:
-            self._charge(hold, swarm, usage)
+            self._charge(hold, swarm, usage, again=False)
+            if swarm and hold.pending_msats:
+                self._watch_pending()
         except StateUnavailable as exc:
-            # The hold stays as it is in the store (counted against the budgets, never
-            # under): a restart's recover() frees what it did not use.
-            log.error("could not settle a request's hold %s: %s", hold.id, exc)
-            return
-        if swarm and hold.pending_msats:
-            self._watch_pending()
+            log.warning("settling hold %s when the state store is back: %s", hold.id, exc)
+            # A fresh handle: the failed try may have marked this one closed.
+            self._unsettled.append(
+                (Hold(hold.book, hold.id, hold.accounts, hold.reserved_msats), swarm, usage)
+            )
+            if self._settle_task is None:
+                self._settle_task = asyncio.create_task(self._settle_loop())
+            if swarm:
+                self._watch_pending()
 
-    def _charge(self, hold: Hold, swarm: bool, usage: LmUsage | None) -> None:
-        try:
-            if usage is not None:
-                usd = usd_to_nanos(usage.cost_usd) or 0
-                sats = 0 if swarm else (usage.cost_sats or 0) * 1000
+    def _charge(self, hold: Hold, swarm: bool, usage: LmUsage | None, *, again: bool) -> None:
+        """Charge the request's own cost once (``again``: a retry, which first checks that
+        the earlier try did not charge it before the store went away), then close the hold."""
+        if usage is not None:
+            usd = usd_to_nanos(usage.cost_usd) or 0
+            sats = 0 if swarm else (usage.cost_sats or 0) * 1000
+            # Only this charges a hold's USD, and the msats of a hold that pays nothing itself
+            # (a swarm hold's msats are its payments): anything charged is the earlier try's.
+            done = again and (hold.charged_usd_nanos > 0 or (not swarm and hold.paid_msats > 0))
+            if (sats or usd) and not done:
                 hold.charge(msats=sats, usd_nanos=usd)
+        hold.close()
+
+    async def _settle_loop(self) -> None:
+        """Make the settlements that waited for the state store, once it answers again."""
+        try:
+            while self._unsettled:
+                await asyncio.sleep(_SETTLE_RETRY_S)
+                self._settle_waiting()
         finally:
-            hold.close()
+            self._settle_task = None
+
+    def _settle_waiting(self) -> None:
+        waiting, self._unsettled = self._unsettled, []
+        for i, (hold, swarm, usage) in enumerate(waiting):
+            try:
+                self._charge(hold, swarm, usage, again=True)
+            except StateUnavailable:
+                self._unsettled.extend(waiting[i:])
+                return
+            log.info("settled hold %s", hold.id)
 
     async def _completion(
         self, request: HttpRequest, chat: bool, endpoint: str
@@ -893,7 +962,13 @@ class Gateway:
         err = api_error(exc)
         if hold is not None:  # what the attempt paid, or may have paid, travels with the error
             headers = dict(err.headers or {})
-            _money_headers(hold, headers)
+            try:
+                _money_headers(hold, headers)
+            except StateUnavailable as state_exc:
+                # What it paid is in the state store, which is away: say that, not a guess.
+                log.info("%s: %s (its payments cannot be read: %s)", endpoint, exc, state_exc)
+                exc, err = state_exc, api_error(state_exc)
+                headers = dict(err.headers or {})
             err = ApiError(
                 err.status,
                 err.message,
@@ -945,17 +1020,14 @@ class Gateway:
             if flight is not None:  # an identical request is on its way: share its answer
                 hit = await asyncio.shield(flight)
         if hit is not None:
-            try:
-                if acct is not None:  # the key's model list and request rate still apply
-                    acct.gate.admit(self.aliases.get(req.model, req.model), 0, time.monotonic())
-                    acct.gate.release()
-            except ApiError as err:
-                self.metrics.error(endpoint, err.code or err.type)
-                return error_response(err)
-            return HttpResponse(hit.body, 200, {**hit.headers, "x-swarm-cache": "hit"})
+            return await self._cache_hit(endpoint, acct, req, hit)
         cache.begin(key)
         entry: Cached | None = None
         try:
+            if self.shared_cache is not None:  # another gateway may have answered it
+                entry = await self.shared_cache.get(key, time.monotonic())
+                if entry is not None:
+                    return await self._cache_hit(endpoint, acct, req, entry)
             resp = await self._serve_chain(request, endpoint, task, acct, req, extra_models)
             if resp is not None and resp.status == 200:
                 if resp.headers is None:
@@ -968,9 +1040,26 @@ class Gateway:
                 headers["x-swarm-cost-sats"] = "0"
                 entry = Cached(resp.body, headers, time.monotonic())
                 resp.headers["x-swarm-cache"] = "miss"
+                if self.shared_cache is not None:
+                    await self.shared_cache.put(key, entry)
             return resp
         finally:
             cache.finish(key, entry)
+
+    async def _cache_hit(
+        self, endpoint: str, acct: KeyAccount | None, req: CompletionRequest, hit: Cached
+    ) -> HttpResponse:
+        """A cached answer: free, but the key's model list and request rate still apply."""
+        try:
+            if acct is not None:
+                ticket = await acct.gate.acquire(
+                    self.aliases.get(req.model, req.model), 0, time.monotonic()
+                )
+                ticket.release()
+        except ApiError as err:
+            self.metrics.error(endpoint, err.code or err.type)
+            return error_response(err)
+        return HttpResponse(hit.body, 200, {**hit.headers, "x-swarm-cache": "hit"})
 
     async def _serve_chain(
         self,
@@ -988,8 +1077,8 @@ class Gateway:
         for i, name in enumerate(chain):
             last = i == len(chain) - 1
             model = self.aliases.get(name, name)
-            counted = 0
             gate = acct.gate if acct is not None else None
+            ticket = None
             usage: LmUsage | None = None
             settle = False  # True once the budgets were reserved and this loop must settle
             try:
@@ -997,19 +1086,20 @@ class Gateway:
                     if not last and not gate.allows_model(model):
                         continue  # a fallback the key may not use is skipped, not an error
                     tokens = estimate_tokens(prompt_text(req.prompt)) + req.max_tokens
-                    counted = gate.admit(model, tokens, time.monotonic())
+                    ticket = await gate.acquire(model, tokens, time.monotonic())
                 try:
                     hold, lm_request, swarm = self._admit(req, model, acct)
                     if req.stream:  # _stream settles the budgets itself
-                        return await self._stream(request, req, lm_request, hold, swarm, task)
+                        await self._stream(request, req, lm_request, hold, swarm, task)
+                        return None
                     settle = True
                     resp: LmResponse = await self.router.send(lm_request)
                 finally:
-                    if gate is not None:
-                        gate.release()
+                    if ticket is not None:
+                        ticket.release()
                 usage = resp.usage
-                if gate is not None:
-                    gate.correct(counted, usage.total_tokens)
+                if ticket is not None:
+                    ticket.correct(usage.total_tokens)
                 backend = resp.backend
                 self.metrics.completion(backend, model, usage)
                 headers = {
@@ -1250,6 +1340,19 @@ def _prompt_bytes(prompt: Any) -> int:
 
 def req_endpoint(req: CompletionRequest) -> str:
     return _CHAT if req.chat else _TEXT
+
+
+def _redis_link(url: str | None) -> RedisLink | None:
+    """The link to ``state.redis``; the ``redis`` package comes with the ``state`` extra."""
+    if url is None:
+        return None
+    try:
+        from .redis_link import RedisLink
+    except ImportError as exc:
+        raise ConfigError(
+            "state.redis", f"needs the redis package: pip install 'nostr-swarm[state]' ({exc})"
+        ) from None
+    return RedisLink(url)
 
 
 __all__ = ["Gateway", "error_response"]

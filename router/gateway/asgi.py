@@ -205,8 +205,9 @@ class AsgiApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self.app
         if app is None:
-            message = "The gateway is starting or stopping"
-            await self._send_error(send, *_error(503, message, "unavailable"))
+            await self._send_error(
+                send, *_error(503, "The gateway is starting or stopping", "unavailable")
+            )
             return
         headers: dict[str, str] = {}
         head = 0
@@ -232,8 +233,8 @@ class AsgiApp:
         limit = self.max_body_bytes
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            message = f"Request body of {int(length)} bytes is larger than the limit of {limit}"
-            await self._send_error(send, *_error(413, message, "request_too_large"))
+            detail = f"Request body of {int(length)} bytes is larger than the limit of {limit}"
+            await self._send_error(send, *_error(413, detail, "request_too_large"))
             return
         parts: list[bytes] = []
         size = 0

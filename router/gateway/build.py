@@ -18,15 +18,19 @@ from .config import GatewayConfig
 from .errors import ConfigError
 
 
-def build_backend(b: Any, default_timeout_s: float | None) -> tuple[Served, BackendOptions]:
+def build_backend(
+    b: Any, default_timeout_s: float | None, *, state: str | None = None
+) -> tuple[Served, BackendOptions]:
     """One configured backend, wrapped, with its router options: the swarm here (its client,
-    wallet and spend account are the gateway's), every other type by the backends' factory."""
+    wallet, spend account and, on PostgreSQL, its ledgers in ``state`` are the gateway's), every
+    other type by the backends' factory."""
     if isinstance(b, SwarmBackendConfig):
         from .swarm import make_swarm_backend
 
         # The swarm owns its deadline (job_timeout_s, then the payment runs to its outcome):
         # a router timer would cancel a job mid-payment and publish another.
-        return make_swarm_backend(b), b.options().model_copy(update={"timeout_s": None})
+        served = make_swarm_backend(b, state=state)
+        return served, b.options().model_copy(update={"timeout_s": None})
     try:
         backend, options = build_configured(b, default_timeout_s=default_timeout_s)
     except ImportError as exc:
@@ -44,7 +48,12 @@ def build_router(cfg: GatewayConfig) -> GatewayRouter:
     """The router for ``cfg``: its backends, routes (plus ``swarm/*`` to the swarm backends),
     default backend, fallbacks, strategy and resilience defaults."""
     res = cfg.resilience
-    backends = [build_backend(b, res.timeout_s) for b in cfg.all_backends()]
+    state = cfg.state.target()
+    backends = [build_backend(b, res.timeout_s, state=state) for b in cfg.all_backends()]
+    if cfg.swarm is not None or any(isinstance(b, SwarmBackendConfig) for b in cfg.backends):
+        from .swarm import connect_judges
+
+        connect_judges([served for served, _ in backends])
     routes = cfg.route_targets()
     usd_per_sat = cfg.usd_per_sat
     router = GatewayRouter(
@@ -61,6 +70,6 @@ def build_router(cfg: GatewayConfig) -> GatewayRouter:
         name="gateway",
     )
     router.swarm_backends = frozenset(
-        b.name for b in cfg.all_backends() if isinstance(b, SwarmBackendConfig)
+        b.backend_name for b in cfg.all_backends() if isinstance(b, SwarmBackendConfig)
     )
     return router

@@ -140,8 +140,8 @@ class StateConfig(_Model):
     """Where durable state (key and swarm spend, reservations, payments of unknown outcome,
     admin-made keys) lives: ``sqlite:///PATH`` or a plain path (one process; the default is
     ``$NOSTR_SWARM_HOME/gateway.sqlite``) or ``postgresql://...`` (shared by every gateway that
-    names it). ``redis``: where the keys' rate limits are counted, so they hold across
-    instances; without it they are per process."""
+    names it). ``redis``: where the keys' rate limits, the breakers and the response cache are
+    kept, so they are shared by every instance that names it; without it they are per process."""
 
     url: str | None = None
     redis: str | None = None
@@ -342,6 +342,19 @@ def _check_references(cfg: GatewayConfig) -> None:
             raise ConfigError(f"aliases.{alias}", "alias and model must be non-empty")
         if target in cfg.aliases:
             raise ConfigError(f"aliases.{alias}", f"points at another alias {target!r}")
+    for i, b in enumerate(backends):
+        judge = b.judge if isinstance(b, SwarmBackendConfig) else None
+        if judge is None:
+            continue
+        field = f"backends[{i}] ({b.name}).judge" if i < len(cfg.backends) else "swarm.judge"
+        named = next((t for t in backends if t.name == judge.backend), None)
+        if named is None:
+            raise ConfigError(
+                f"{field}.backend", f"unknown backend {judge.backend!r} (backends: {known})"
+            )
+        if isinstance(named, SwarmBackendConfig):
+            # Judging swarm answers by the swarm would verify a job with more unverified jobs.
+            raise ConfigError(f"{field}.backend", f"{judge.backend!r} is a swarm: name a model")
     for i, b in enumerate(cfg.backends):
         if isinstance(b, OpenAIBackendConfig | OllamaBackendConfig) and _is_self(b.url, cfg.server):
             raise ConfigError(

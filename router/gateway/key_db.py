@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..state_db import Database
+from client.storage import Migration, Schema, open_schema
 
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT PRIMARY KEY,
     key_sha256 {bytes} NOT NULL UNIQUE,
@@ -21,6 +21,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     rotated_at {bigint}
 );
 """
+
+#: The admin-made keys' table, versioned (client.storage.migrations).
+SCHEMA = Schema("keys", lock="api_keys", migrations=(Migration(1, "api_keys", _V1),))
 
 #: Fields of a key that the admin API sets (the rest of ApiKeyConfig is the secret).
 SPEC_FIELDS = (
@@ -46,8 +49,7 @@ class KeyRecords:
     """The admin-made keys in the gateway's state (its SQLite file or PostgreSQL)."""
 
     def __init__(self, target: str | Path) -> None:
-        self._db = Database(target, lock="api_keys")
-        self._db.script(_SCHEMA)
+        self._db = open_schema(target, SCHEMA)
 
     def close(self) -> None:
         self._db.close()

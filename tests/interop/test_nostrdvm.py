@@ -39,6 +39,7 @@ from tests.interop.peers import NodePeer, require_nostrdvm, run_nostrdvm
 
 DRIVER = Path(__file__).with_name("nostrdvm_dvm.py")
 WAIT = 30.0
+PING_EVERY = 2.0  # a ping unanswered this long was dropped: send another
 
 
 @pytest.fixture(autouse=True)
@@ -55,9 +56,12 @@ async def nostrdvm(
     announce: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[tuple[Keys, NodePeer]]:
-    """A nostrdvm DVM on the relay, returned once its heartbeat is there: by then its job
-    filter (``since`` its start) is set, so a job signed from now on reaches it. ``env``: see
-    nostrdvm_dvm.py (LNbits for its invoices, a fixed answer)."""
+    """A nostrdvm DVM on the relay, returned once it answers a ping (kind 7007) with a pong.
+
+    Its heartbeat alone is not enough: nostrdvm beats, then subscribes, then starts reading its
+    notification stream, and an event the relay hands it in between is dropped. A pong proves
+    the reader runs; a ping lost in that window is sent again. ``env``: see nostrdvm_dvm.py
+    (LNbits for its invoices, a fixed answer)."""
     keys = Keys.generate()
     async with RelayPool([relay.url]) as pool:
         beats = pool.subscribe(Filter(kinds=[11998], authors=[keys.public_key]))
@@ -74,7 +78,27 @@ async def nostrdvm(
             await dvm.expect("started", WAIT)
             await asyncio.wait_for(anext(aiter(beats)), WAIT)
             beats.close()
+            await asyncio.wait_for(_until_pong(pool, keys), WAIT)
             yield keys, dvm
+
+
+async def _until_pong(pool: RelayPool, dvm: Keys) -> None:
+    me = Keys.generate()
+    pongs = pool.subscribe(
+        Filter(kinds=[7000], authors=[dvm.public_key], tags={"p": [me.public_key]})
+    )
+    await pongs.wait_eose()
+    try:
+        while True:
+            ping = Event.create(me, 7007, "", [["p", dvm.public_key]])
+            await pool.publish(ping)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PING_EVERY):
+                    async for event in pongs:
+                        if event.tag_value("e") == ping.id and event.tag_value("status") == "pong":
+                            return
+    finally:
+        pongs.close()
 
 
 async def test_a_nostrdvm_dvm_announced_long_ago_is_alive_by_its_heartbeat(

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from router.circuit_breaker import BreakerConfig, CircuitBreaker, CircuitState
+from router.circuit_breaker import BreakerConfig, BreakerShare, CircuitBreaker, CircuitState
 
 
 def test_closed_until_threshold_failures_within_window() -> None:
@@ -109,3 +109,60 @@ def test_config_and_validation() -> None:
         CircuitBreaker(failure_threshold=0)
     with pytest.raises(ValueError):
         BreakerConfig(window_s=0)
+
+
+def test_a_share_travels_as_durations_and_is_adopted_on_another_clock() -> None:
+    here = CircuitBreaker(failure_threshold=1, reset_timeout_s=30)
+    here.record_failure(1000.0)
+    share = here.share(1010.0)  # 20 s left of the 30
+    assert share == BreakerShare(CircuitState.OPEN, open_for_s=20.0)
+    there = CircuitBreaker(failure_threshold=1, reset_timeout_s=30)
+    there.adopt(share, 5.0)  # another machine's clock: it only adds the duration
+    assert there.state is CircuitState.OPEN and there.trips == 0  # not a trip of its own
+    assert not there.available(24.9) and there.available(25.0)
+    assert there.allow(25.0) and there.probing  # then the probe is its to take
+    there.record_success(25.5)
+    assert there.share(26.0) == BreakerShare(CircuitState.CLOSED)
+    here.adopt(there.share(26.0), 1011.0)
+    assert here.state is CircuitState.CLOSED and here.allow(1011.0)
+
+
+def test_half_open_progress_is_shared_and_counts_toward_closing() -> None:
+    a = CircuitBreaker(failure_threshold=1, reset_timeout_s=0, success_threshold=2)
+    b = CircuitBreaker(failure_threshold=1, reset_timeout_s=0, success_threshold=2)
+    a.record_failure(0.0)
+    b.adopt(a.share(0.0), 0.0)
+    assert a.allow(1.0)
+    a.record_success(1.0)
+    share = a.share(1.0)
+    assert share == BreakerShare(CircuitState.HALF_OPEN, successes=1)
+    b.adopt(share, 1.0)
+    assert b.state is CircuitState.HALF_OPEN and b.available(1.0)
+    assert b.allow(2.0)
+    b.record_success(2.0)  # the second success of the fleet closes it, wherever it happens
+    assert b.state is CircuitState.CLOSED
+
+
+def test_a_probe_deferred_to_another_gateway_blocks_then_may_probe_again() -> None:
+    b = CircuitBreaker(failure_threshold=1, reset_timeout_s=10)
+    b.defer_probe(0.0, 5.0)
+    assert b.state is CircuitState.CLOSED and b.allow(0.0)  # closed: nothing to defer
+    b.record_failure(0.0)
+    assert b.allow(10.0) and b.probing
+    b.defer_probe(10.0, 5.0)  # another gateway holds the probe: this one gives its up
+    assert not b.probing and b.state_at(12.0) is CircuitState.HALF_OPEN
+    assert not b.allow(14.9) and b.retry_after(12.0) == pytest.approx(3.0)
+    assert b.allow(15.0) and b.probing
+    b.defer_probe(15.0, 0.0)
+    b.adopt(BreakerShare(CircuitState.OPEN, open_for_s=30.0), 16.0)
+    b.defer_probe(16.0, 1.0)  # never shortens an open breaker's wait
+    assert not b.available(45.9) and b.available(46.0)
+
+
+def test_a_share_is_checked() -> None:
+    with pytest.raises(ValueError):
+        BreakerShare(CircuitState.OPEN, open_for_s=-1.0)
+    with pytest.raises(ValueError):
+        BreakerShare(CircuitState.OPEN, open_for_s=math.inf)
+    with pytest.raises(ValueError):
+        BreakerShare(CircuitState.HALF_OPEN, successes=-1)

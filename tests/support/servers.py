@@ -49,6 +49,27 @@ def _wait_closed(port: int) -> None:
         time.sleep(0.05)  # another process going down: nothing to await
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, which hold nothing, do not
+    count: a container's init may never reap them)."""
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone while we looked
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int) -> None:
+    """A killed postmaster's backends attach its shared memory until they exit; a server
+    started before that refuses to run ("pre-existing shared memory block is still in use")."""
+    deadline = time.monotonic() + 30
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # other processes exiting: nothing to await
+
+
 def _wait_port(port: int, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -130,6 +151,7 @@ class Postgres:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
             self.proc.wait(30)
+            _wait_group_gone(self.proc.pid)
             _wait_closed(self.port)
             if sig == signal.SIGKILL:
                 # A killed postmaster may linger as a zombie nobody reaps in a container, and

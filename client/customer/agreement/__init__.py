@@ -1,5 +1,6 @@
 """Agreement on free-form answers: claim extraction, claim checks, semantic and automatic
-comparators (pure), and the sentence-embedding shell (``embedding``). See docs/quorum.md."""
+comparators, a language model as judge (``judge``; pure but for the judge it calls), and the
+sentence-embedding shell (``embedding``). See docs/quorum.md."""
 
 from client.customer.agreement.comparators import (
     AnswerComparator,
@@ -7,5 +8,12 @@ from client.customer.agreement.comparators import (
     SemanticComparator,
 )
 from client.customer.agreement.extract import classify
+from client.customer.agreement.judge import JudgeComparator
 
-__all__ = ["AnswerComparator", "AutoComparator", "SemanticComparator", "classify"]
+__all__ = [
+    "AnswerComparator",
+    "AutoComparator",
+    "JudgeComparator",
+    "SemanticComparator",
+    "classify",
+]

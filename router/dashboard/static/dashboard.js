@@ -12,6 +12,7 @@
     answered: ["\u25CF", "answered"],
     error: ["\u2715", "error"],
     timed_out: ["\u231B", "timed out"],
+    not_needed: ["\u2013", "not needed"],
     agreed: ["\u2713", "agreed"],
     dissented: ["\u2260", "dissented"],
     paid: ["\u26A1", "paid"]
@@ -22,6 +23,7 @@
   var source = null;
   var retryTimer = null;
   var panels = [];
+  var role = "customer";  // "provider": one node's own jobs, not a customer's quorums
   var jobs = new Map();
   var jobEls = new Map();
   var points = [];
@@ -256,10 +258,15 @@
 
   function snapshot(s) {
     panels = s.panels || [];
+    role = s.role || "customer";
     bucketS = s.bucket_s || 5;
     document.querySelectorAll(".bucket").forEach(function (n) { n.textContent = bucketS + " s"; });
+    applyRole();
     document.querySelectorAll("[data-panel]").forEach(function (n) {
       n.hidden = panels.indexOf(n.getAttribute("data-panel")) < 0;
+    });
+    document.querySelectorAll("[data-roles]").forEach(function (n) {
+      if (n.getAttribute("data-roles").split(" ").indexOf(role) < 0) { n.hidden = true; }
     });
     balance();
     buildNav();
@@ -276,6 +283,18 @@
     renderKeys(s.keys || []);
     renderReputation(s.reputation || []);
     renderEarnings(s.earnings);
+  }
+
+  function applyRole() {
+    // Words that differ on a provider's page: kept in data-provider-text.
+    document.querySelectorAll("[data-provider-text]").forEach(function (n) {
+      if (n.dataset.customerText === undefined) { n.dataset.customerText = n.textContent; }
+      n.textContent = role === "provider" ? n.dataset.providerText : n.dataset.customerText;
+    });
+  }
+
+  function canAct(name) {
+    return !!(session && session.act && session.actions.some(function (a) { return a.name === name; }));
   }
 
   function balance() {
@@ -323,29 +342,37 @@
   function describeChanges(old, job) {
     var label = "Job " + short(job.id);
     if (!old) {
-      announce(label + " asked" + (job.model ? " (" + job.model + ")" : "") +
-        (job.providers.length ? " of " + job.providers.length + " providers" : ""));
+      var model = job.model ? " (" + job.model + ")" : "";
+      if (role === "provider") {
+        announce(label + " taken" + model);
+      } else {
+        announce(label + " asked" + model +
+          (job.providers.length ? " of " + job.providers.length + " providers" : ""));
+      }
     }
     var before = {};
     if (old) { old.providers.forEach(function (p) { before[p.key] = p.state; }); }
     job.providers.forEach(function (p) {
       if (before[p.key] !== p.state && (old || p.state !== "asked")) {
-        announce(label + ": provider " + short(p.key) + " " + STATES[p.state][1]);
+        var who = role === "provider" ? "" : " provider " + short(p.key);
+        announce(label + ":" + who + " " + STATES[p.state][1]);
       }
     });
-    if (job.outcome && (!old || old.outcome !== job.outcome)) {
+    // A provider's own state already says how its job ended (answered, error).
+    if (role !== "provider" && job.outcome && (!old || old.outcome !== job.outcome)) {
       announce(label + ": " + (job.outcome === "reached" ? "quorum reached" : "no quorum"));
     }
   }
 
   function outcomeText(job) {
+    var provider = role === "provider";
     if (job.outcome === "reached") {
-      var t = "\u2713 Quorum reached";
+      var t = provider ? "\u2713 Answered" : "\u2713 Quorum reached";
       if (job.elapsed_ms !== null) { t += " in " + duration(job.elapsed_ms); }
       return t;
     }
-    if (job.outcome === "failed") { return "\u2715 No quorum"; }
-    return "\u25D4 Waiting for a quorum";
+    if (job.outcome === "failed") { return provider ? "\u2715 Not answered" : "\u2715 No quorum"; }
+    return provider ? "\u25D4 Working on it" : "\u25D4 Waiting for a quorum";
   }
 
   function renderJob(job) {
@@ -445,7 +472,7 @@
   }
 
   function renderTraffic(rows) {
-    var body = fillTable("traffic-body", rows, 5, "No requests yet.");
+    var body = fillTable("traffic-body", rows, role === "provider" ? 4 : 5, "No requests yet.");
     if (!body) { return; }
     rows.forEach(function (r) {
       var tr = el("tr");
@@ -453,7 +480,7 @@
       cell(tr, r.model || "\u2013");
       cell(tr, fmtInt(r.requests), "num");
       cell(tr, r.errors === null ? "\u2013" : fmtInt(r.errors), "num");
-      cell(tr, sats(r.msats), "num");
+      if (role !== "provider") { cell(tr, sats(r.msats), "num"); }
       body.appendChild(tr);
     });
   }
@@ -486,9 +513,17 @@
   function renderKeys(rows) {
     var body = fillTable("keys-body", rows, 3, "No budget accounts.");
     if (!body) { return; }
+    var revoke = canAct("revoke_key");
     rows.forEach(function (r) {
       var tr = el("tr");
-      cell(tr, r.account);
+      var who = cell(tr, r.account);
+      if (revoke && r.key_name) {
+        who.appendChild(document.createTextNode(" "));
+        who.appendChild(el("button", {
+          type: "button", "class": "small danger", "data-revoke": r.key_name,
+          "aria-label": "Revoke the API key " + r.key_name
+        }, "Revoke"));
+      }
       var td = el("td", { "class": "spend" });
       var text = satsText(r.spent_msats);
       if (r.budget_msats !== null && r.budget_msats !== undefined) {
@@ -542,24 +577,24 @@
       axisValues: function (u, ticks) { return ticks.map(function (v) { return Math.abs(v); }); },
       series: [
         { key: "sats_in", label: "Sats in", stroke: "#146c2e", fill: "rgba(20,108,46,0.55)", bars: true },
-        { key: "sats_out", label: "Sats out", stroke: "#b45309", fill: "rgba(180,83,9,0.45)", bars: true, negate: true }
+        { key: "sats_out", label: "Sats out", stroke: "#b45309", fill: "rgba(180,83,9,0.45)", bars: true, negate: true, roles: ["customer"] }
       ]
     },
     latency: {
       el: "chart-latency", caption: "latency-caption", unit: "ms",
       series: [
-        { key: "job_p50", label: "quorum p50", stroke: "#0a58ca", group: "jobs" },
-        { key: "job_p90", label: "quorum p90", stroke: "#0a58ca", dash: [6, 4], group: "jobs" },
-        { key: "job_p99", label: "quorum p99", stroke: "#0a58ca", dash: [2, 3], group: "jobs" },
-        { key: "req_p50", label: "request p50", stroke: "#6f42c1", group: "traffic" },
-        { key: "req_p90", label: "request p90", stroke: "#6f42c1", dash: [6, 4], group: "traffic" },
-        { key: "req_p99", label: "request p99", stroke: "#6f42c1", dash: [2, 3], group: "traffic" }
+        { key: "job_p50", label: "quorum p50", provider: "job p50", stroke: "#0a58ca", group: "jobs" },
+        { key: "job_p90", label: "quorum p90", provider: "job p90", stroke: "#0a58ca", dash: [6, 4], group: "jobs" },
+        { key: "job_p99", label: "quorum p99", provider: "job p99", stroke: "#0a58ca", dash: [2, 3], group: "jobs" },
+        { key: "req_p50", label: "request p50", provider: "model p50", stroke: "#6f42c1", group: "traffic" },
+        { key: "req_p90", label: "request p90", provider: "model p90", stroke: "#6f42c1", dash: [6, 4], group: "traffic" },
+        { key: "req_p99", label: "request p99", provider: "model p99", stroke: "#6f42c1", dash: [2, 3], group: "traffic" }
       ]
     },
     traffic: {
       el: "chart-requests", caption: "requests-caption", unit: "requests",
       series: [
-        { key: "requests", label: "Requests", stroke: "#0a58ca", fill: "rgba(10,88,202,0.45)", bars: true },
+        { key: "requests", label: "Requests", provider: "Runs", stroke: "#0a58ca", fill: "rgba(10,88,202,0.45)", bars: true },
         { key: "errors", label: "Errors", stroke: "#b42318", dash: [6, 4] }
       ]
     }
@@ -573,10 +608,12 @@
   function chartHeight() { return window.innerWidth < 760 ? 180 : 220; }
 
   function seriesFor(spec) {
-    // Latency: the quorum percentiles where jobs are shown, the request ones where traffic is.
-    var groups = spec.series.filter(function (s) { return s.group && panels.indexOf(s.group) >= 0; });
-    if (!groups.length) { return spec.series; }
-    return spec.series.filter(function (s) { return !s.group || panels.indexOf(s.group) >= 0; });
+    // A provider takes no sats out. Latency: the quorum percentiles where jobs are shown, the
+    // request ones where traffic is.
+    var all = spec.series.filter(function (s) { return !s.roles || s.roles.indexOf(role) >= 0; });
+    var groups = all.filter(function (s) { return s.group && panels.indexOf(s.group) >= 0; });
+    if (!groups.length) { return all; }
+    return all.filter(function (s) { return !s.group || panels.indexOf(s.group) >= 0; });
   }
 
   function timeRange(u, min, max) {
@@ -595,7 +632,8 @@
       var chosen = seriesFor(spec);
       var series = [{}].concat(chosen.map(function (s) {
         var out = {
-          label: s.label, stroke: s.stroke, fill: s.fill, dash: s.dash, width: 2,
+          label: (role === "provider" && s.provider) || s.label,
+          stroke: s.stroke, fill: s.fill, dash: s.dash, width: 2,
           spanGaps: false, points: { show: !s.bars, size: 5 }, value: abs
         };
         if (s.bars) {
@@ -657,7 +695,8 @@
     if (last < 0) { cap.textContent = "No data yet."; return; }
     var parts = c.series.map(function (s, i) {
       var v = data[i + 1][last];
-      return s.label + " " + (v === null ? "no data" : Math.abs(v) + " " + c.spec.unit);
+      var label = (role === "provider" && s.provider) || s.label;
+      return label + " " + (v === null ? "no data" : Math.abs(v) + " " + c.spec.unit);
     });
     cap.textContent = "Latest " + bucketS + " s, at " + clock(data[0][last]) + ": " + parts.join(", ") + ".";
   }
@@ -671,6 +710,32 @@
         c.plot.setSize({ width: chartWidth(c.node), height: chartHeight() });
       });
     }, 150);
+  });
+
+  // --- revoking a key (the gateway) ----------------------------------------------------------
+
+  $("keys-body").addEventListener("click", function (ev) {
+    var button = ev.target.closest("button[data-revoke]");
+    if (!button) { return; }
+    var name = button.getAttribute("data-revoke");
+    if (!window.confirm("Revoke the API key \u201C" + name + "\u201D? It stops working at once; its spend stays on record.")) {
+      return;
+    }
+    var statusEl = $("keys-status");
+    button.disabled = true;
+    statusEl.textContent = "Revoking " + name + "\u2026";
+    api("actions/revoke_key", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": session && session.csrf || "" },
+      body: JSON.stringify({ name: name })
+    }).then(function (res) {
+      button.disabled = false;
+      statusEl.textContent = res.ok ? "Key " + name + " revoked." :
+        errorText(res, "The key could not be revoked.");
+    }).catch(function () {
+      button.disabled = false;
+      statusEl.textContent = "The dashboard did not answer.";
+    });
   });
 
   // --- asking (the demo) -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from client.customer.agreement import AnswerComparator, AutoComparator, SemanticComparator, classify
+from client.customer.agreement.comparators import PARAGRAPH_POLICY
 from client.customer.agreement.extract import (
     fact_claim,
     final_number,
@@ -207,6 +208,37 @@ def test_claims_is_the_lexical_stand_in() -> None:
     assert not agree(comp, text, "Ice floats because it is not less dense than liquid water.")
 
 
+def test_a_lexical_floor_refuses_answers_that_share_too_few_words() -> None:
+    loose = SemanticComparator(embed=bag_embed, threshold=0.0)
+    strict = SemanticComparator(embed=bag_embed, threshold=0.0, min_lexical=0.5)
+    a = "Light scatter makes the sky blue: the air scatters blue light the most."
+    near = "Light scatter makes the sky blue: air scatters the blue light most of all."
+    far = "Blue sky: scatter of light."
+    assert agree(loose, a, near) and agree(loose, a, far)
+    assert agree(strict, a, near) and not agree(strict, a, far)
+    x, y = strict.canonical(a), strict.canonical(far)
+    assert 0 < strict.lexical(x, y) < 0.5 and strict.score(x, y) > 0.5  # the cosine, as before
+    with pytest.raises(ValueError):
+        SemanticComparator(embed=bag_embed, min_lexical=1.2)
+
+
+def test_auto_paragraphs_run_at_the_chosen_operating_point() -> None:
+    policy = PARAGRAPH_POLICY
+    para = AutoComparator(prompt="Explain why ice floats.", embed=bag_embed)
+    assert (para.inner.threshold, para.inner.min_lexical) == (policy.cosine, policy.lexical)
+    lex = AutoComparator(prompt="Explain why ice floats.")
+    assert (lex.inner.threshold, lex.inner.min_lexical) == (policy.claims_lexical, 0.0)
+    assert para.grouping == lex.grouping == "all" and not para.blocking
+    # ``semantic`` and ``claims`` by name keep their own documented thresholds.
+    assert comparator_by_name("semantic", embed=bag_embed).threshold == 0.55  # type: ignore[attr-defined]
+    assert comparator_by_name("claims").threshold == 0.3  # type: ignore[attr-defined]
+    # A tolerance replaces auto's closeness threshold, not its lexical floor.
+    tuned = comparator_by_name(
+        "auto", prompt="Explain why ice floats.", embed=bag_embed, tolerance=0.9
+    )
+    assert (tuned.inner.threshold, tuned.inner.min_lexical) == (0.9, policy.lexical)  # type: ignore[attr-defined]
+
+
 # --- auto and names ------------------------------------------------------------------------------
 
 
@@ -224,7 +256,8 @@ def test_auto_picks_by_the_prompt_and_says_so() -> None:
 
 def test_every_name_is_reachable() -> None:
     for name in COMPARATOR_NAMES:
-        comp = comparator_by_name(name, embed=bag_embed, prompt="Is the sky blue?")
+        judge = (lambda q, a, b: 1.0) if name == "judge" else None
+        comp = comparator_by_name(name, embed=bag_embed, prompt="Is the sky blue?", judge=judge)
         assert comp.name in (name, "similarity") or name == "auto"
     assert comparator_by_name("auto", prompt="Is the sky blue?").inner.name == "answer:yesno"  # type: ignore[attr-defined]
     assert comparator_by_name("lexical", tolerance=0.5).threshold == 0.5  # type: ignore[attr-defined]

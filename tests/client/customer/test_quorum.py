@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from client.customer.quorum import (
@@ -246,6 +248,36 @@ def test_anchor_rule_for_tolerant_comparators() -> None:
     d2 = q2.add(Vote(C, "11.5"))
     assert d2.reached and d2.agreeing == (B, C)  # 11.5 is 1.5 from 10: B's group
     assert d2.dissenting == (A,)
+
+
+def test_a_comparator_that_groups_by_every_member() -> None:
+    """Closeness is not transitive: 12.4 and 10 are each within 1.5 of 11, not of each other.
+    Grouped by the anchor (11), both join its group; grouped by every member, 10 must agree
+    with 12.4 too, so it starts a group of its own and 12.4 never counts with it."""
+
+    @dataclass(frozen=True)
+    class Near:
+        grouping: str
+        name: str = "near"
+        hashable: bool = False
+
+        def canonical(self, text: str) -> float:
+            return float(text)
+
+        def same(self, a: float, b: float) -> bool:
+            return abs(a - b) <= 1.5
+
+    anchor = Quorum(3, comparator=Near("anchor"))
+    every = Quorum(3, comparator=Near("all"))
+    for q in (anchor, every):
+        for voter, text in ((A, "11"), (B, "12.4"), (C, "10"), (D, "10.5")):
+            d = q.add(Vote(voter, text))
+    assert anchor.decision().agreeing == (A, B, C)
+    assert not every.decision().reached and every.decision().groups == ((A, B), (C, D))
+    d = every.add(Vote(E, "10.2"))
+    assert d.reached and d.agreeing == (C, D, E) and d.dissenting == (A, B)
+    with pytest.raises(ValueError, match="grouping"):
+        Quorum(2, comparator=Near("some"))
 
 
 def test_many_votes_hashable_grouping() -> None:

@@ -1,13 +1,11 @@
-"""A dashboard served the way a process will serve it, fed by a real market.
+"""A dashboard on its own HTTP server, fed by a real market, for tests of the page itself (the
+commands' dashboards are in processes.py and the browser tests).
 
 :func:`market_stage` starts, on 127.0.0.1: a relay_mock relay, paid :class:`ProviderNode`s
 (tests/support/market.py: one SQLite ledger plays Lightning), a real :class:`SwarmClient` with a
 reputation ledger, and a :class:`DashboardApp` on its own HTTP server (``serve_dashboard``) whose
 hub gets the swarm's progress through :class:`ProgressTap`, the providers' earnings and the
-customer's reputation through probes, and, for the demo page, an ``ask`` action. ``kind``:
-
-- ``"demo"``: the customer's view (jobs, money, latency, reputation, earnings) with ``ask``;
-- ``"provider"``: one provider node's view (jobs, earnings, money).
+customer's reputation through probes, and an ``ask`` action: the demo's view.
 
 :func:`chromium` opens headless Chromium (Debian's, never a downloaded one) with the flags this
 machine needs; :func:`browser_or_skip` says why browser tests cannot run here (CI=true: fail).
@@ -32,14 +30,7 @@ from client.customer.swarm import SwarmResult
 from client.nostr.errors import QuorumNotReached
 from relay_mock import Relay
 from router.dashboard import Action, DashboardAccess, DashboardApp, DashboardHub, serve_dashboard
-from router.dashboard.events import (
-    DashboardEvent,
-    JobAsked,
-    Payment,
-    ProviderEarnings,
-    ProviderStateChanged,
-    QuorumOutcome,
-)
+from router.dashboard.events import ProviderEarnings
 from router.dashboard.hub import Panel
 from router.dashboard.sources import ProgressTap, earnings_probe, reputation_probe
 from tests.support.market import MODEL, Market, Seller, mock
@@ -142,14 +133,11 @@ class Stage:
     market: Market
     sellers: list[Seller]
     reputation: ReputationLedger
-    kind: str
     results: list[SwarmResult] = field(default_factory=list)
 
     async def ask(self, prompt: str = "What is the capital of France?") -> SwarmResult:
-        """One paid swarm job (quorum 2) with its progress on the dashboard (on a provider's
-        page, as the first provider sees it)."""
-        eyes = ProviderEyes(self.hub, self.sellers[0].pubkey) if self.kind == "provider" else None
-        tap = ProgressTap(eyes or self.hub, model=MODEL, quorum=2, prompt=prompt)
+        """One paid swarm job (quorum 2) with its progress on the dashboard."""
+        tap = ProgressTap(self.hub, model=MODEL, quorum=2, prompt=prompt)
         try:
             result = await self.market.ask(prompt, on_progress=tap)
         except QuorumNotReached as exc:
@@ -158,34 +146,6 @@ class Stage:
         tap.finish(result)
         self.results.append(result)
         return result
-
-
-class ProviderEyes:
-    """What one provider node sees of the customer's jobs: its own state in each, and what it
-    was paid coming in (the events its node will publish)."""
-
-    def __init__(self, hub: DashboardHub, me: str) -> None:
-        self.hub = hub
-        self.me = me
-
-    @property
-    def live(self) -> bool:
-        return self.hub.live
-
-    def publish(self, event: DashboardEvent) -> None:
-        me = self.me
-        if isinstance(event, JobAsked):
-            event = JobAsked(event.job_id, event.model, event.quorum, (me,), event.prompt)
-        elif isinstance(event, ProviderStateChanged) and event.provider != me:
-            return
-        elif isinstance(event, QuorumOutcome):
-            agreed = me in event.agreeing
-            event = QuorumOutcome(event.job_id, agreed, (me,) if agreed else (), (), event.text)
-        elif isinstance(event, Payment):
-            if event.peer != me:
-                return
-            event = Payment("in", event.msats, event.job_id, "")
-        self.hub.publish(event)
 
 
 class _Earnings:
@@ -204,17 +164,13 @@ class _Earnings:
         return ProviderEarnings(done, billed, paid)
 
 
-_PANELS: dict[str, tuple[Panel, ...]] = {
-    "demo": ("jobs", "money", "latency", "earnings", "reputation"),
-    "provider": ("jobs", "earnings", "money"),
-}
+PANELS: tuple[Panel, ...] = ("jobs", "money", "latency", "earnings", "reputation")
 
 
 @contextlib.asynccontextmanager
 async def market_stage(
     tmp: Path,
     *,
-    kind: str = "demo",
     providers: int = 2,
     admin_key: str | None = ADMIN_KEY,
     require_key: bool = False,
@@ -226,11 +182,8 @@ async def market_stage(
         ]
         reputation = ReputationLedger(":memory:")
         await market.open_customer(reputation=reputation)
-        title = "swarm demo" if kind == "demo" else "swarm provider"
-        hub = DashboardHub(title=title, panels=_PANELS[kind], bucket_s=bucket_s)
-        probes = [earnings_probe(_Earnings(sellers if kind == "demo" else sellers[:1]))]
-        if kind == "demo":
-            probes.append(reputation_probe(reputation))
+        hub = DashboardHub(title="swarm demo", panels=PANELS, bucket_s=bucket_s)
+        probes = [earnings_probe(_Earnings(sellers)), reputation_probe(reputation)]
         stage: Stage | None = None
 
         async def ask(body: AskBody) -> dict[str, Any]:
@@ -243,7 +196,7 @@ async def market_stage(
                 "agreeing": list(result.agreeing),
             }
 
-        actions = {"ask": Action(AskBody, ask, "Ask the swarm")} if kind == "demo" else {}
+        actions = {"ask": Action(AskBody, ask, "Ask the swarm")}
         app = DashboardApp(
             hub,
             DashboardAccess(admin_key, require_key=require_key),
@@ -253,7 +206,7 @@ async def market_stage(
             min_interval_s=0.05,
         )
         server, url = await serve_dashboard(app, "127.0.0.1", 0)
-        stage = Stage(hub, app, url, market, sellers, reputation, kind)
+        stage = Stage(hub, app, url, market, sellers, reputation)
         try:
             yield stage
         finally:
@@ -261,22 +214,3 @@ async def market_stage(
             await server.close()
             server.abort_all()
             reputation.close()
-
-
-def scripted_job(job_id: str, providers: Sequence[str]) -> list[DashboardEvent]:
-    """The events of one job that two providers agree on and get paid for (for tests that
-    need no market)."""
-    events: list[DashboardEvent] = [JobAsked(job_id, MODEL, 2, tuple(providers), "2+2?")]
-    for p in providers:
-        events.append(ProviderStateChanged(job_id, p, "processing"))
-    for p in providers:
-        events.append(ProviderStateChanged(job_id, p, "answered"))
-    return events
-
-
-def pay_events(job_id: str, providers: Sequence[str], msats: int) -> list[DashboardEvent]:
-    events: list[DashboardEvent] = []
-    for p in providers:
-        events.append(ProviderStateChanged(job_id, p, "paid"))
-        events.append(Payment("out", msats, job_id, p))
-    return events

@@ -1,7 +1,10 @@
-"""The dashboard in headless Chromium (Debian's, driven by Playwright): it loads clean, follows a
-real swarm job to its agreed answer without a reload, shows a provider's earnings change after a
-paid job, logs in with the admin key (and refuses a wrong one), and asks a question from the demo
-page. Screenshots of each page at laptop and phone widths go to tests/artifacts/.
+"""The dashboard in headless Chromium (Debian's, driven by Playwright): the page loads clean and
+logs in with the admin key (and refuses a wrong one); then each dashboard as its command serves
+it, on a paid swarm on 127.0.0.1: ``swarm serve`` follows a swarm job started during the test to
+its agreed answer without a reload and revokes a key; ``swarm provider run --dashboard`` shows
+the node's earnings change after a paid job; ``swarm demo --web`` (mock models) asks a question
+from the page and shows the agreed answer. Each of those writes screenshots of its page at
+laptop and phone widths to tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.gateway import client, gateway, user
+from provider.demo import JobTerms, web_demo
+from router.backends.base import LmBackend
+from router.backends.mock import MockBackend
+from tests.support.market import MODEL
 
+from .processes import paid_world, provider_run, swarm_serve
 from .stage import (
     ADMIN_KEY,
     ANSWER,
@@ -92,51 +99,6 @@ async def test_the_page_loads_with_no_console_errors(tmp_path: Path) -> None:
         assert problems.all() == []
 
 
-async def test_a_swarm_job_appears_and_reaches_agreed_without_a_reload(tmp_path: Path) -> None:
-    async with market_stage(tmp_path) as stage, chromium() as context:
-        page, problems = await open_page(context, stage.url)
-        await page.wait_for_selector("#conn.live")
-        await page.evaluate("window.__sameDocument = true")
-        result = await stage.ask("What is the capital of France?")
-        job = page.locator(f'[data-job="{result.job_id}"]')
-        await job.and_(page.locator('[data-outcome="reached"]')).wait_for()
-        assert ANSWER in (await job.locator(".job-answer").text_content() or "")
-        assert "Quorum reached" in (await job.locator(".outcome").text_content() or "")
-        # Each agreeing provider ends paid; the page announced the quorum in its live log.
-        await page.wait_for_function(
-            "id => [...document.querySelectorAll(`[data-job='${id}'] [data-provider]`)]"
-            ".filter(c => c.dataset.state === 'paid').length === 2",
-            arg=result.job_id,
-        )
-        log = await page.text_content("#changes") or ""
-        assert "quorum reached" in log
-        assert await page.evaluate("window.__sameDocument") is True  # never reloaded
-        assert await page.text_content("#card-reached") == "1"
-        assert problems.all() == []
-
-
-async def test_a_providers_earnings_change_after_a_paid_job(tmp_path: Path) -> None:
-    async with market_stage(tmp_path, kind="provider") as stage, chromium() as context:
-        page, problems = await open_page(context, stage.url)
-        await page.wait_for_selector("#conn.live")
-        await page.wait_for_function(
-            "() => document.querySelector('#earn-paid').textContent !== '–'"
-        )
-        before = await page.text_content("#earn-paid")
-        assert before == "0 sats"
-        await stage.ask()
-        node = stage.sellers[0].node
-        await node.check_invoices()  # the node sees its invoice paid now, not at its next round
-        paid = node.earnings().paid_msats
-        assert paid > 0
-        expected = f"{paid // 1000} sats"
-        await page.wait_for_function(
-            "t => document.querySelector('#earn-paid').textContent === t", arg=expected
-        )
-        assert await page.is_visible("#panel-earnings")
-        assert problems.all() == []
-
-
 async def test_the_login_form_refuses_a_wrong_key_and_takes_the_admin_key(tmp_path: Path) -> None:
     async with market_stage(tmp_path, require_key=True) as stage, chromium() as context:
         page, problems = await open_page(context, stage.url)
@@ -162,74 +124,12 @@ async def test_the_login_form_refuses_a_wrong_key_and_takes_the_admin_key(tmp_pa
         assert all("401" in line for line in problems.console), problems.console
 
 
-async def test_the_demo_page_asks_a_question_and_shows_the_agreed_answer(tmp_path: Path) -> None:
-    async with market_stage(tmp_path) as stage, chromium() as context:
-        page, problems = await open_page(context, stage.url)
-        await page.wait_for_selector("#conn.live")
-        # Reading is open; asking changes state, so it needs the admin key (the demo prints it).
-        assert await page.is_hidden("#ask")
-        await page.click("#login-open")
-        await log_in(page, ADMIN_KEY)
-        await page.wait_for_selector("#ask", state="visible")
-        assert await page.is_hidden("#login") and await page.is_hidden("#login-open")
-        await page.fill("#ask-prompt", "What is the capital of France?")
-        await page.click("#ask-button")
-        await page.wait_for_selector("#ask-answer", state="visible")
-        assert await page.text_content("#ask-answer-text") == ANSWER
-        assert "2 providers agreed" in (await page.text_content("#ask-status") or "")
-        (result,) = stage.results
-        job = page.locator(f'[data-job="{result.job_id}"][data-outcome="reached"]')
-        await job.wait_for()
-        assert problems.all() == []
-
-
-async def test_screenshots_of_each_page(tmp_path: Path) -> None:
-    """Demo, provider and gateway pages at 1366x768 and 390x844, with data on them."""
-    written: list[Path] = []
-    for part in ("demo", "provider", "gateway"):
-        (tmp_path / part).mkdir()
-    async with chromium() as context:
-        async with market_stage(tmp_path / "demo") as stage:
-            page, problems = await open_page(context, stage.url)
-            await page.click("#login-open")
-            await log_in(page, ADMIN_KEY)
-            await page.wait_for_selector("#ask", state="visible")
-            for prompt in ("What is the capital of France?", "Name the capital of France."):
-                await page.fill("#ask-prompt", prompt)
-                await page.click("#ask-button")
-                await page.wait_for_selector("#ask-answer", state="visible")
-                await page.evaluate("document.getElementById('ask-answer').hidden = true")
-            await page.evaluate("document.getElementById('ask-answer').hidden = false")
-            await stage.ask("Which city is the capital of France?")
-            await page.wait_for_function(
-                "() => document.querySelectorAll('[data-job]').length === 3"
-            )
-            await points_drawn(page)
-            written += await screenshots(page, "demo")
-            assert problems.all() == []
-            await page.close()
-        async with market_stage(tmp_path / "provider", kind="provider") as stage:
-            page, problems = await open_page(context, stage.url)
-            await page.wait_for_selector("#conn.live")
-            for _ in range(2):
-                await stage.ask()
-            await stage.sellers[0].node.check_invoices()
-            await page.wait_for_function(
-                "() => document.querySelector('#earn-jobs').textContent === '2'"
-            )
-            await points_drawn(page)
-            written += await screenshots(page, "provider")
-            assert problems.all() == []
-            await page.close()
-        written += await gateway_screenshots(context, tmp_path / "gateway")
-    assert all(p.stat().st_size > 10_000 for p in written), written
-
-
 async def points_drawn(page: Any) -> None:
     """Wait until the charts have a closed time bucket to draw."""
     await page.wait_for_function(
         "() => [...document.querySelectorAll('figcaption')]"
-        ".some(c => c.textContent.startsWith('Latest'))"
+        ".some(c => c.textContent.startsWith('Latest'))",
+        timeout=30_000,
     )
 
 
@@ -239,9 +139,24 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def gateway_screenshots(context: Any, tmp: Path) -> list[Path]:
+def chat(model: str, text: str = "What is the capital of France?", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+async def post(
+    url: str, path: str, body: dict[str, Any], key: str
+) -> tuple[int, dict[str, str], Any]:
+    async with aiohttp.ClientSession() as s:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with s.post(url + path, json=body, headers=headers) as r:
+            return r.status, dict(r.headers), await r.json(content_type=None)
+
+
+async def test_swarm_serve_shows_a_swarm_job_reach_agreed_and_revokes_a_key(
+    tmp_path: Path,
+) -> None:
     down = f"http://127.0.0.1:{_closed_port()}/v1"  # nothing listens: its breaker opens
-    cfg = {
+    config = {
         "backends": [
             {"name": "fast", "type": "mock", "models": ["llama3"], "cost_sats": 1},
             {"name": "smart", "type": "mock", "models": ["qwen"], "latency_ms": 40},
@@ -249,35 +164,176 @@ async def gateway_screenshots(context: Any, tmp: Path) -> list[Path]:
         ],
         "resilience": {"circuit_breaker": {"failure_threshold": 2}},
         "keys": [
-            {"name": "alice", "key": "sk-alice-key", "budget_sats": 50},
+            {"name": "alice", "key": "sk-alice-key", "budget_sats": 200},
             {"name": "bob", "key": "sk-bob-key"},
         ],
-        "admin": {"key_env": "GATEWAY_ADMIN_KEY"},
-        "state": {"url": f"sqlite:///{tmp / 'state.sqlite'}"},
     }
-    async with gateway(cfg, env={"GATEWAY_ADMIN_KEY": ADMIN_KEY}) as gw:
-        gw.dashboard_hub.bucket_s = 1.0  # points every second, for a chart worth a picture
-        alice, bob = client(gw, "sk-alice-key"), client(gw, "sk-bob-key")
-        page, problems = await open_page(context, gw.url + "/dashboard/")
-        await log_in(page, ADMIN_KEY)
+    # Providers that take half a second: the job is seen in flight before its quorum.
+    async with (
+        paid_world(tmp_path, latency_ms=500) as world,
+        swarm_serve(world, config) as (_, url),
+        chromium() as context,
+    ):
+        status, _, made = await post(url, "/admin/keys", {"name": "carol"}, ADMIN_KEY)
+        assert status == 201
+        page, problems = await open_page(context, url + "/dashboard/")
+        await log_in(page, ADMIN_KEY)  # the gateway has keys: only the admin sees its dashboard
         await page.wait_for_selector("#conn.live")
+        await page.evaluate("window.__sameDocument = true")
+        asked = asyncio.create_task(
+            post(
+                url,
+                "/v1/chat/completions",
+                chat(f"swarm/{MODEL}", quorum=2, max_tokens=16),
+                "sk-alice-key",
+            )
+        )
+        await page.locator('[data-job][data-outcome="running"]').wait_for()
+        status, headers, body = await asked
+        assert status == 200, body
+        assert body["choices"][0]["message"]["content"] == ANSWER
+        job_id, cost = headers["x-swarm-job-id"], int(headers["x-swarm-cost-msats"])
+        job = page.locator(f'[data-job="{job_id}"][data-outcome="reached"]')
+        await job.wait_for()
+        assert ANSWER in (await job.locator(".job-answer").text_content() or "")
+        assert "Quorum reached" in (await job.locator(".outcome").text_content() or "")
+        # Both providers agreed, and each ends paid; what went out is what the gateway charged.
+        await page.wait_for_function(
+            "id => [...document.querySelectorAll(`[data-job='${id}'] [data-provider]`)]"
+            ".filter(c => c.dataset.state === 'paid').length === 2",
+            arg=job_id,
+        )
+        assert cost > 0
+        assert await page.text_content("#card-sats-out") == f"{cost / 1000:g}"
+        assert "quorum reached" in (await page.text_content("#changes") or "")
+        assert await page.evaluate("window.__sameDocument") is True  # never reloaded
+
+        # Revoking a key the admin API made (the config's keys offer no button).
+        button = page.locator('button[data-revoke="carol"]')
+        await button.wait_for()
+        assert await page.locator('button[data-revoke="alice"]').count() == 0
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await button.click()
+        await page.wait_for_function(
+            "() => document.querySelector('#keys-status').textContent === 'Key carol revoked.'"
+        )
+        await button.wait_for(state="detached")
+        status, _, _ = await post(url, "/v1/chat/completions", chat("llama3"), made["key"])
+        assert status == 401  # the revoked key stops working at once
+
+        # Traffic for the charts and tables, spread over a few of the page's 5 s buckets.
         for i in range(12):
-            await alice.chat.completions.create(model="llama3", messages=user(f"q{i}"))
+            await post(url, "/v1/chat/completions", chat("llama3", f"q{i}"), "sk-alice-key")
             if i % 2:
-                await bob.chat.completions.create(model="qwen", messages=user(f"q{i}"))
+                await post(url, "/v1/chat/completions", chat("qwen", f"q{i}"), "sk-bob-key")
             if i < 3:
-                async with aiohttp.ClientSession() as s:
-                    await s.post(
-                        gw.url + "/v1/chat/completions",
-                        json={"model": "gpt-x", "messages": user("q")},
-                        headers={"Authorization": "Bearer sk-bob-key"},
-                    )
-            await asyncio.sleep(0.25)  # spread the traffic over a few chart buckets
+                await post(url, "/v1/chat/completions", chat("gpt-x"), "sk-bob-key")
+            if i % 4 == 3:
+                swarm = chat(f"swarm/{MODEL}", f"Capital of France? ({i})", max_tokens=16)
+                await post(url, "/v1/chat/completions", swarm, "sk-alice-key")
+            await asyncio.sleep(0.8)
         await page.wait_for_function(
             "() => document.querySelector('#breakers-body').textContent.includes('open')"
         )
         await points_drawn(page)
-        paths = await screenshots(page, "gateway")
+        await screenshots(page, "gateway")
         assert problems.all() == []
-        await page.close()
-    return paths
+
+
+async def test_a_provider_nodes_earnings_change_after_a_paid_job(tmp_path: Path) -> None:
+    async with (
+        paid_world(tmp_path, providers=1) as world,
+        provider_run(world, "--dashboard", "127.0.0.1:0") as (proc, keys, account),
+        chromium() as context,
+    ):
+        url = (await proc.wait_for("dashboard: ")).split("dashboard: ")[1].strip()
+        proc.drain()
+        page, problems = await open_page(context, url)
+        await page.wait_for_selector("#conn.live")
+        assert await page.text_content("#title") == "provider dashboard node"
+        await page.wait_for_function(
+            "() => document.querySelector('#earn-paid').textContent !== '–'"
+        )
+        assert await page.text_content("#earn-paid") == "0 sats"
+        assert await page.is_hidden("#panel-reputation") and await page.is_hidden("#ask")
+
+        result = await world.market.ask("What is the capital of France?", providers_expected=2)
+        assert result.reached and keys.public_key in result.agreeing
+        # The node finds its invoice paid (it checks every 0.2 s) and its page says so.
+        job = page.locator(f'[data-job="{result.job_id}"]')
+        await job.locator(f'[data-provider="{keys.public_key}"][data-state="paid"]').wait_for()
+        assert "Answered" in (await job.locator(".outcome").text_content() or "")
+        assert ANSWER in (await job.locator(".job-answer").text_content() or "")
+        received = world.market.ledger.balance(account)
+        assert received > 0
+        await page.wait_for_function(
+            "t => document.querySelector('#earn-paid').textContent === t",
+            arg=f"{received // 1000} sats",
+        )
+        assert await page.text_content("#earn-jobs") == "1"
+        assert await page.text_content("#card-sats-in") == f"{received / 1000:g}"
+        # Its model run is a request on the page, by backend and model.
+        await page.wait_for_function(
+            "() => document.querySelector('#traffic-body').textContent.includes('m1')"
+        )
+        for prompt in ("Name the capital of France.", "Which city is France's capital?"):
+            await asyncio.sleep(2.5)  # a job in each of the next buckets, for the charts
+            await world.market.ask(prompt, providers_expected=2)
+        await page.wait_for_function(
+            "() => document.querySelector('#earn-jobs').textContent === '3'"
+        )
+        await points_drawn(page)
+        await screenshots(page, "provider")
+        assert problems.all() == []
+
+
+def honest_mock(index: int, model_path: str | None) -> LmBackend:
+    # Slower than the liar (as a real model is), so the liar's vote is in before the quorum.
+    mock = MockBackend(f"mock-{index}").with_model("m").with_response("Paris.")
+    return mock.with_usage(20, 2).with_latency(300)
+
+
+async def test_swarm_demo_web_asks_a_question_from_the_page(tmp_path: Path) -> None:
+    terms = JobTerms(quorum=2, timeout=30)
+    async with (
+        web_demo(workdir=tmp_path, terms=terms, backend_factory=honest_mock) as web,
+        chromium() as context,
+    ):
+        web.hub.bucket_s = 1.0  # points every second, for a chart worth a picture
+        # The command asks its first question before anyone opens the page: it is there.
+        first = await web.ask("What is the capital of France?")
+        assert first.ok and first.result is not None
+        page, problems = await open_page(context, web.url)
+        await page.wait_for_selector("#conn.live")
+        await page.locator(f'[data-job="{first.result.job_id}"][data-outcome="reached"]').wait_for()
+        # Reading is open; asking changes state, so it needs the admin key the command printed.
+        assert await page.is_hidden("#ask")
+        await page.click("#login-open")
+        await log_in(page, web.admin_key)
+        await page.wait_for_selector("#ask", state="visible")
+        await page.fill("#ask-prompt", "Name the capital of France.")
+        await page.click("#ask-button")
+        await page.wait_for_selector("#ask-answer", state="visible")
+        assert await page.text_content("#ask-answer-text") == "Paris."
+        assert "providers agreed" in (await page.text_content("#ask-status") or "")
+        second = web.reports[-1]
+        assert second.prompt == "Name the capital of France." and second.ok
+        assert second.result is not None
+        job = page.locator(f'[data-job="{second.result.job_id}"][data-outcome="reached"]')
+        await job.wait_for()
+        # The liar dissented; the agreeing were paid; the swarm's earnings and the customer's
+        # reputation table are on the page.
+        liar = next(p.pubkey for p in web.swarm.providers if not p.honest)
+        if liar in second.result.dissenting:
+            await job.locator(f'[data-provider="{liar}"][data-state="dissented"]').wait_for()
+        await page.wait_for_function(
+            "() => document.querySelector('#earn-jobs').textContent !== '–'"
+            " && document.querySelectorAll('#reputation-body tr').length >= 2"
+        )
+        for prompt in ("Which city is the capital of France?", "France's capital?"):
+            await asyncio.sleep(1.2)  # the next of the page's 1 s buckets, for the charts
+            await web.ask(prompt)  # as the command's first question, or another page's
+        await page.wait_for_function("() => document.querySelectorAll('[data-job]').length === 4")
+        await points_drawn(page)
+        await screenshots(page, "demo")
+        assert problems.all() == []

@@ -44,6 +44,7 @@ from router.dashboard.events import (
         (lambda: ProviderEarnings(1, 2, -3), "paid_msats"),
         (lambda: TrafficTotals((("b", "m", 1),), (), (), 0), "served rows"),
         (lambda: JobAsked("j" * 201, "m", 1), "at most 200"),
+        (lambda: KeySpend("key:a", 10, key_name=""), "key_name"),
     ],
 )
 def test_bad_fields_raise_a_typed_error(build: Any, message: str) -> None:

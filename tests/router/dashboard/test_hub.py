@@ -84,7 +84,15 @@ def test_a_job_goes_from_asked_to_agreed_and_paid() -> None:
     job = h.job("j1")
     assert job is not None
     states = {p["key"]: p["state"] for p in job["providers"]}
-    assert states == {A: "paid", B: "processing", C: "agreed"}
+    # B was still working when A and C agreed: not needed (a late answer changes nothing).
+    assert states == {A: "paid", B: "not_needed", C: "agreed"}
+    h.publish(ProviderStateChanged("j1", B, "answered"))
+    late = h.job("j1")
+    assert late is not None and late["providers"][1] == {
+        "key": B,
+        "state": "not_needed",
+        "detail": "",
+    }
     assert job["outcome"] == "reached" and job["text"] == "4" and job["agreeing"] == 2
     assert job["elapsed_ms"] == pytest.approx(400.0)
     assert job["paid_msats"] == 2000
@@ -294,3 +302,29 @@ def test_unknown_panels_and_bad_limits_are_refused() -> None:
         DashboardHub(max_jobs=0)
     with pytest.raises(DashboardEventError, match="not a dashboard event"):
         DashboardHub().apply(object())  # type: ignore[arg-type]
+
+
+def test_whose_jobs_the_page_shows_is_part_of_its_state() -> None:
+    assert hub().snapshot()["role"] == "customer"
+    assert hub(role="provider").snapshot()["role"] == "provider"
+    with pytest.raises(ValueError, match="role must be one of"):
+        DashboardHub(role="broker")  # type: ignore[arg-type]
+
+
+def test_an_always_live_hub_counts_with_nobody_watching() -> None:
+    clock = ManualClock(1000.0)
+    h = hub(clock, always_live=True, linger_s=0.0)
+    assert h.live
+    h.publish(JobAsked("j1", "m", 2, (A, B)))
+    h.publish(Payment("out", 2000, "j1", A))
+    v = h.join(Notes())
+    (snap,) = h.take(v)
+    assert [j["id"] for j in snap["jobs"]] == ["j1"]  # asked before anyone opened the page
+    assert snap["cards"]["msats_out"] == 2000
+    h.leave(v)
+    clock.advance(60)
+    h.tick()
+    assert h.live  # the last viewer left: it goes on counting
+    h.publish(QuorumOutcome("j1", True, (A, B), (), "4"))
+    job = h.job("j1")
+    assert job is not None and job["outcome"] == "reached"

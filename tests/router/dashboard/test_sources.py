@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from client.customer.swarm import Progress
 from client.nostr.errors import QuorumNotReached
+from router.dashboard.hub import DashboardHub
 from router.dashboard.sources import ProgressTap
 from tests.support.market import MODEL, mock
 
@@ -78,3 +80,26 @@ async def test_the_tap_builds_nothing_while_nobody_watches(tmp_path: Path) -> No
         assert result.reached
         assert stage.hub.snapshot()["jobs"] == []
         assert stage.hub.snapshot()["cards"]["msats_out"] == 0
+
+
+def test_a_retried_job_is_a_new_job_with_its_own_outcome() -> None:
+    """The router may send one request to the swarm twice (a retry): the tap follows the second
+    job from its own ``published`` step to its own end."""
+    hub = DashboardHub()
+    hub.join(Wake())
+    tap = ProgressTap(hub, model=MODEL, quorum=2, prompt="2+2?")
+    tap(Progress("published", 1.0, detail="job-1"))
+    tap.finish(None)  # the first attempt timed out
+    tap(Progress("published", 2.0, detail="job-2"))
+    tap.finish(None)  # and so did the second
+    for job_id in ("job-1", "job-2"):
+        job = hub.job(job_id)
+        assert job is not None and job["outcome"] == "failed", job_id
+    assert hub.snapshot()["cards"] == {
+        "in_flight": 0,
+        "reached": 0,
+        "failed": 2,
+        "msats_in": 0,
+        "msats_out": 0,
+        "viewers": 1,
+    }

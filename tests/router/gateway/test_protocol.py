@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -315,26 +314,3 @@ async def test_deadlines_cancel_only_overdue_tasks() -> None:
     d.discard(fast)
     fast.cancel()
     assert d.overdue(1e9) == []
-
-
-def test_spend_book_upgrades_a_file_from_the_first_schema(tmp_path: Path) -> None:
-    import sqlite3
-
-    from router.spend import SCHEMA_VERSION, SpendBook
-
-    path = tmp_path / "old.sqlite"
-    db = sqlite3.connect(path)
-    db.executescript(
-        "CREATE TABLE holds (id INTEGER PRIMARY KEY AUTOINCREMENT, msats INTEGER NOT NULL,"
-        " usd_nanos INTEGER NOT NULL, charged_msats INTEGER NOT NULL DEFAULT 0,"
-        " charged_usd_nanos INTEGER NOT NULL DEFAULT 0, open INTEGER NOT NULL DEFAULT 1,"
-        " label TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL);"
-    )
-    db.close()
-    book = SpendBook(path)
-    book.ensure("a", budget_msats=5000)
-    with book.reserve(["a"], msats=3000) as hold:
-        assert hold.authorize("h", 3000) and not hold.authorize("h2", 1)
-    assert book._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert book.audit() == []
-    book.close()

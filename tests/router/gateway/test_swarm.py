@@ -20,6 +20,8 @@ from relay_mock.lightning.ledger import Ledger
 from relay_mock.lightning.service import WalletService
 from relay_mock.lightning.wallet import LedgerWallet
 from router.backends import MockBackend
+from router.backends.config import SwarmBackendConfig
+from router.gateway.swarm import make_swarm_backend
 from tests.support.gateway import client, gateway, user
 from tests.support.scripted import ScriptedProvider
 
@@ -51,6 +53,14 @@ def swarm_config(relay: Relay, **swarm: Any) -> dict[str, Any]:
             **swarm,
         },
     }
+
+
+async def test_a_swarm_entry_without_a_name_serves_under_its_type() -> None:
+    served = make_swarm_backend(SwarmBackendConfig(type="swarm", relays=["ws://127.0.0.1:9"]))
+    try:
+        assert served.name == "swarm" and served.inner.name == "swarm"
+    finally:
+        await served.close()
 
 
 async def test_swarm_models_answer_with_quorum_headers(relay: Relay) -> None:
