@@ -34,6 +34,17 @@ from client.storage import (
 __all__ = ["PostgresStore", "StateUnavailable", "is_postgres_url"]
 
 _QMARK = re.compile(r"\?")
+# Statements run on the caller's thread, an event loop's too: a server that stops answering
+# (a dropped route, a frozen host) must cost seconds, not the operating system's minutes.
+# libpq's names; a URL that sets one of them (?connect_timeout=10) keeps its own value.
+_BOUNDS: dict[str, int] = {
+    "connect_timeout": 5,  # seconds to connect
+    "keepalives": 1,
+    "keepalives_idle": 10,  # an idle connection's silent peer is found in about 25 s
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms a sent statement may stay unacknowledged
+}
 # Any constant: every migrator of any store takes this advisory lock, so they queue.
 _MIGRATION_LOCK = 0x5357_4152_4D00  # "SWARM\0"
 
@@ -71,8 +82,10 @@ class PostgresStore:
             raise StorageError(
                 f"a postgresql:// store needs psycopg (pip install 'nostr-swarm[state]'): {exc}"
             ) from None
+        given = psycopg.conninfo.conninfo_to_dict(self._target)
+        bounds = {k: v for k, v in _BOUNDS.items() if k not in given}
         try:
-            return psycopg.connect(self._target, autocommit=True, row_factory=dict_row)
+            return psycopg.connect(self._target, autocommit=True, row_factory=dict_row, **bounds)
         except psycopg.OperationalError as exc:
             raise StateUnavailable(f"PostgreSQL is unreachable: {exc}") from None
 

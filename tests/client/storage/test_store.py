@@ -4,6 +4,7 @@ interleaves with, and opening by URL."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
@@ -165,3 +166,48 @@ def test_postgres_going_away_and_coming_back(postgres: Postgres, pg_url: str) ->
     store.close()
     with pytest.raises(StorageError, match="is closed"):
         store.execute("SELECT 1")
+
+
+def _silent_server() -> tuple[socket.socket, int]:
+    """A TCP port that takes connections and never says a word: a PostgreSQL host that stopped
+    answering (its kernel still completes the handshake)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    return server, int(server.getsockname()[1])
+
+
+def _outcome_of_opening(url: str) -> BaseException | None:
+    """What opening ``url`` raised, from a thread the test can stop waiting for."""
+    result: list[BaseException | None] = []
+
+    def open_it() -> None:
+        try:
+            PostgresStore(url, lock="counters").close()
+            result.append(None)
+        except BaseException as exc:  # the outcome is the test's to judge
+            result.append(exc)
+
+    worker = threading.Thread(target=open_it, daemon=True)
+    worker.start()
+    worker.join(30)  # unbounded, it would wait for the operating system: minutes
+    assert result, "opening a store on a silent host did not come back"
+    return result[0]
+
+
+def test_a_host_that_never_answers_is_unavailable_within_the_connect_bound() -> None:
+    server, port = _silent_server()
+    with server:
+        outcome = _outcome_of_opening(f"postgresql://postgres@127.0.0.1:{port}/x")
+    assert isinstance(outcome, StateUnavailable)
+    assert "unreachable" in str(outcome)
+
+
+def test_a_url_keeps_its_own_connect_timeout(pg_url: str) -> None:
+    store = PostgresStore(pg_url + "?connect_timeout=17", lock="counters")
+    try:
+        # The server's view of the session is unchanged; what libpq was told is in the DSN.
+        assert "connect_timeout=17" in store._pg.info.dsn
+        assert "tcp_user_timeout=10000" in store._pg.info.dsn
+    finally:
+        store.close()
