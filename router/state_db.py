@@ -83,7 +83,7 @@ class PostgresStore:
                 f"a postgresql:// store needs psycopg (pip install 'nostr-swarm[state]'): {exc}"
             ) from None
         given = psycopg.conninfo.conninfo_to_dict(self._target)
-        bounds = {k: v for k, v in _BOUNDS.items() if k not in given}
+        bounds: dict[str, Any] = {k: v for k, v in _BOUNDS.items() if k not in given}
         try:
             return psycopg.connect(self._target, autocommit=True, row_factory=dict_row, **bounds)
         except psycopg.OperationalError as exc:
