@@ -45,9 +45,9 @@ import re
 from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from client.dvm.nip90 import ERROR, PAYMENT_REQUIRED, PROCESSING, SUCCESS, JobRequest
+from client.dvm.nip90 import ERROR, PAYMENT_REQUIRED, PROCESSING, SUCCESS, JobRequest, build_result
 from client.dvm.sealing import commit
 from client.dvm.tokens import estimate_tokens
 from router.errors import BackendError, BackendNotFound, CircuitBreakerOpen, RouterError
@@ -58,6 +58,12 @@ from .errors import ProviderError
 from .intake import Accept, Refuse
 from .limits import Limits
 from .pricing import Pricing
+
+if TYPE_CHECKING:
+    from client.nostr.event import Event as NostrEvent
+    from client.nostr.keys import Keys
+
+    from .store import JobRow
 
 State = Literal[
     "new",
@@ -145,6 +151,20 @@ class Resumed:
     result_event: str | None = None
     held: bool = False
     bolt11: str | None = None
+
+    @classmethod
+    def from_row(cls, row: JobRow, accept: Accept) -> Resumed:
+        """The job as the store kept it; a price the customer was already asked stands."""
+        if row.quote_msats is not None:
+            accept = replace(accept, quote_msats=row.quote_msats)
+        return cls(
+            accept,
+            row.paid,
+            row.payment_hash,
+            row.result_event,
+            held=row.state == "held",
+            bolt11=row.bolt11,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +359,21 @@ class Result:
     bolt11: str | None = None
     seal: str | None = None
     salt: str | None = None
+
+    def signed(self, keys: Keys, *, created_at: int | None = None) -> NostrEvent:
+        """The signed result event: what :class:`RecordResult` records, and then publishes."""
+        return build_result(
+            keys,
+            self.request,
+            self.text,
+            model=self.model,
+            usage=self.usage,
+            amount_msats=self.amount_msats,
+            bolt11=self.bolt11,
+            seal=self.seal,
+            salt=self.salt,
+            created_at=created_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

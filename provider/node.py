@@ -35,7 +35,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +44,6 @@ from client.dvm.nip90 import (
     KIND_DELETION,
     KIND_TEXT_GENERATION,
     build_feedback,
-    build_result,
     parse_request,
 )
 from client.dvm.sealing import KIND_REVEAL_CALL, build_commitment, new_salt, parse_reveal_call
@@ -895,19 +893,7 @@ class ProviderNode:
     async def _record_result(self, record: jobs.RecordResult) -> jobs.Event:
         """Sign the result and record it in the store before any of it goes out: from then on
         it is the job's one answer, whichever node of the fleet publishes it."""
-        r = record.result
-        event = build_result(
-            self.keys,
-            r.request,
-            r.text,
-            model=r.model,
-            usage=r.usage,
-            amount_msats=r.amount_msats,
-            bolt11=r.bolt11,
-            seal=r.seal,
-            salt=r.salt,
-        )
-        recorded = event.to_json()
+        recorded = record.result.signed(self.keys).to_json()
         try:
             ours = self.store.record_result(record.job_id, recorded, record.state, **record.fields)
             # Committed before the publish that follows (SQLite defers commits to the turn's end).
@@ -1005,18 +991,8 @@ class ProviderNode:
         if not isinstance(decision, Accept):
             self.store.update(row.id, "failed", reason="interrupted")
             return
-        if row.quote_msats is not None:
-            decision = replace(decision, quote_msats=row.quote_msats)
         log.info(message, row.id[:12])
-        resumed = jobs.Resumed(
-            decision,
-            row.paid,
-            row.payment_hash,
-            row.result_event,
-            held=row.state == "held",
-            bolt11=row.bolt11,
-        )
-        self._event(row.id, resumed)
+        self._event(row.id, jobs.Resumed.from_row(row, decision))
 
 
 def _config_form(

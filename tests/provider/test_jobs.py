@@ -25,7 +25,7 @@ import hashlib
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,6 @@ from client.dvm.nip90 import (
     JobSpec,
     build_feedback,
     build_request,
-    build_result,
     parse_request,
 )
 from client.dvm.sealing import build_commitment, new_salt, verify_reveal
@@ -424,21 +423,8 @@ class World:
 
     def record(self, node: Node, op: jobs.RecordResult) -> str | None:
         """Sign the result as the node does and record it; None if the store refused."""
-        r = op.result
         self.builds += 1  # each build its own second: two builds are two distinct events
-        event = build_result(
-            PROVIDER,
-            r.request,
-            r.text,
-            model=r.model,
-            usage=r.usage,
-            amount_msats=r.amount_msats,
-            bolt11=r.bolt11,
-            seal=r.seal,
-            salt=r.salt,
-            created_at=int(START) + self.builds,
-        )
-        recorded = event.to_json()
+        recorded = op.result.signed(PROVIDER, created_at=int(START) + self.builds).to_json()
         ok = node.store.record_result(op.job_id, recorded, op.state, **op.fields)
         return recorded if ok else None
 
@@ -501,18 +487,7 @@ class World:
                 assert self.node.store.update(row.id, "failed", reason="interrupted")
 
     def resume(self, node: Node, row: JobRow) -> None:
-        accept_ = self.accepts[row.id]
-        if row.quote_msats is not None:
-            accept_ = replace(accept_, quote_msats=row.quote_msats)
-        resumed = jobs.Resumed(
-            accept_,
-            row.paid,
-            row.payment_hash,
-            row.result_event,
-            held=row.state == "held",
-            bolt11=row.bolt11,
-        )
-        self.on(node, row.id, resumed)
+        self.on(node, row.id, jobs.Resumed.from_row(row, self.accepts[row.id]))
 
     # --- what must hold -------------------------------------------------------------------
 
