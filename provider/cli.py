@@ -265,7 +265,7 @@ def _status(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with JobStore(cfg.state.url or cfg.node.store) as store:
+    with JobStore(cfg.store_target) as store:
         earned = store.earnings()
         jobs = store.jobs(limit=args.jobs)
     if args.json:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from client.nostr.errors import InvalidKey
 from client.nostr.keys import Keys
+from client.storage.config import StateSettings
 from router.backends.config import (
     UNION_TAGS,
     EmbeddedBackendConfig,
@@ -104,15 +105,15 @@ class NodeConfig(BaseModel):
         return Keys.from_secret(self.secret_key)
 
 
-class StateConfig(BaseModel):
-    """``[state]``: ``url = "postgresql://..."`` puts the job store in PostgreSQL, shared by a
-    fleet of nodes under one key (default: the SQLite file ``node.store``). ``lease_s``: how
-    long a fleet node's claim on a job holds without renewal (renewed every ``lease_s / 3``);
-    a node silent for longer has its open jobs taken over by another node."""
+class StateConfig(StateSettings):
+    """``[state]``, the same table as the gateway's ``state:`` block
+    (:class:`client.storage.config.StateSettings`). ``url = "postgresql://..."`` puts the job
+    store in PostgreSQL, shared by a fleet of nodes under one key; ``sqlite:///PATH`` or a path
+    names the node's own file (as ``node.store`` does; the default is ``node.store``).
+    ``lease_s``: how long a fleet node's claim on a job holds without renewal (renewed every
+    ``lease_s / 3``); a node silent for longer has its open jobs taken over by another node.
+    ``redis`` is refused: a node keeps nothing there (its limits are its own)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = None
     lease_s: float = Field(
         LEASE_S,
         ge=1.0,
@@ -120,18 +121,18 @@ class StateConfig(BaseModel):
         description="seconds a fleet node's claim holds without renewal (renewed every third)",
     )
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("state.url must be a postgresql:// URL (or left out for SQLite)")
-        return value
-
     @model_validator(mode="after")
-    def _lease_needs_a_fleet(self) -> StateConfig:
+    def _for_a_node(self) -> StateConfig:
+        if self.redis is not None:
+            raise ValueError(
+                "state.redis: a provider node keeps nothing in Redis (its rate limits and "
+                "queue are its own); leave it out"
+            )
         # A lone node on SQLite has no one to hand its jobs to: a lease there would do nothing.
-        if "lease_s" in self.model_fields_set and self.url is None:
-            raise ValueError("lease_s applies to a fleet's shared store: set state.url too")
+        if "lease_s" in self.model_fields_set and not self.shared:
+            raise ValueError(
+                "lease_s applies to a fleet's shared store: set state.url to a postgresql:// URL"
+            )
         return self
 
 
@@ -170,10 +171,20 @@ class ProviderConfig(BaseModel):
     def _names(cls, value: list[ModelBackend]) -> list[ModelBackend]:
         return with_default_names(value)
 
+    @model_validator(mode="after")
+    def _one_job_store(self) -> ProviderConfig:
+        if self.state.url is not None and not self.state.shared:
+            if "store" in self.node.model_fields_set:
+                raise ValueError(
+                    "the job store is named twice (node.store and state.url): keep one"
+                )
+        return self
+
     @property
     def store_target(self) -> str:
-        """Where the job store lives: ``state.url`` (PostgreSQL) or ``node.store`` (SQLite)."""
-        return self.state.url or self.node.store
+        """Where the job store lives: ``state.url`` (PostgreSQL, or a SQLite file), else the
+        SQLite file ``node.store``."""
+        return self.state.resolve(self.node.store)
 
 
 class NodeOptions(TypedDict, total=False):
@@ -364,6 +375,9 @@ def parse_config(
         raise ConfigError(f"invalid provider config:\n{_errors(exc)}") from None
     if base is not None:
         cfg.node.store = _relative(cfg.node.store, base)
+        if cfg.state.url is not None and not cfg.state.shared:
+            local = cfg.state.resolve(cfg.node.store)
+            cfg.state = cfg.state.model_copy(update={"url": _relative(local, base)})
         if cfg.payment.ledger:
             cfg.payment.ledger = _relative(cfg.payment.ledger, base)
         cfg.backends = [

@@ -38,6 +38,8 @@ from pydantic import (
     model_validator,
 )
 
+from client.storage.config import StateSettings
+
 from ..backends.config import (
     UNION_TAGS,
     BackendConfig,
@@ -136,48 +138,18 @@ class ServerConfig(_Model):
         return self
 
 
-class StateConfig(_Model):
+class StateConfig(StateSettings):
     """Where durable state (key and swarm spend, reservations, payments of unknown outcome,
     admin-made keys) lives: ``sqlite:///PATH`` or a plain path (one process; the default is
     ``$NOSTR_SWARM_HOME/gateway.sqlite``) or ``postgresql://...`` (shared by every gateway that
     names it). ``redis``: where the keys' rate limits, the breakers and the response cache are
-    kept, so they are shared by every instance that names it; without it they are per process."""
-
-    url: str | None = None
-    redis: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        if not v.strip():
-            raise ValueError("state.url must not be empty")
-        if "://" in v and not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError(
-                f"state.url must be sqlite:///PATH, postgresql://... or a file path, not {v!r}"
-            )
-        return v
-
-    @field_validator("redis")
-    @classmethod
-    def _redis(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"state.redis must be a redis:// URL, not {v!r}")
-        return v
+    kept, so they are shared by every instance that names it; without it they are per process.
+    The schema is :class:`client.storage.config.StateSettings`, shared with provider.toml."""
 
     def target(self) -> str:
         """The SQLite file's path, or the PostgreSQL URL."""
-        if self.url is not None and self.url.startswith(("postgresql://", "postgres://")):
-            return self.url
-        return str(self.sqlite_path())
-
-    def sqlite_path(self) -> Path:
-        if self.url is None:
-            home = os.environ.get("NOSTR_SWARM_HOME") or str(Path.home() / ".nostr-swarm")
-            return Path(home).expanduser() / "gateway.sqlite"
-        raw = self.url[len("sqlite:///") :] if self.url.startswith("sqlite:///") else self.url
-        return Path(raw).expanduser()
+        home = os.environ.get("NOSTR_SWARM_HOME") or str(Path.home() / ".nostr-swarm")
+        return self.resolve(Path(home).expanduser() / "gateway.sqlite")
 
 
 _PERIOD = re.compile(r"^([1-9][0-9]*)([smhd])$")

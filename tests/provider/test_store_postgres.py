@@ -5,6 +5,7 @@ record its result; provider.toml's [state] table (url, lease_s)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,35 @@ def test_state_table_in_provider_toml() -> None:
     }
     cfg = parse_config(base, env=env)
     assert (cfg.state.url, cfg.state.lease_s) == ("postgresql://env@127.0.0.1/p", 9.0)
+
+
+def test_the_state_table_is_the_gateways_schema(tmp_path: Path) -> None:
+    """provider.toml's [state] and config.yaml's state: are one schema: the same URLs mean the
+    same store; only what a node has no use for (Redis) is refused, by name."""
+    from client.nostr.keys import Keys
+    from provider.config import parse_config
+    from provider.errors import ConfigError
+    from router.gateway.config import StateConfig as GatewayState
+
+    base = {
+        "node": {"secret_key": Keys.generate().secret_hex, "relays": ["ws://127.0.0.1:1"]},
+        "backends": [{"type": "mock"}],
+    }
+    for url in ("postgresql://u@127.0.0.1/p", f"sqlite:///{tmp_path}/jobs.sqlite"):
+        node = parse_config({**base, "state": {"url": url}}, env={})
+        gateway = GatewayState(url=url)
+        assert node.store_target == gateway.target()
+    # A relative SQLite path is the config file's neighbour, as node.store is.
+    cfg = parse_config({**base, "state": {"url": "sqlite:///jobs.sqlite"}}, env={}, base=tmp_path)
+    assert cfg.store_target == str(tmp_path / "jobs.sqlite")
+    # One store, named once.
+    twice = {**base, "node": {**base["node"], "store": "a.sqlite"}, "state": {"url": "b.sqlite"}}
+    with pytest.raises(ConfigError, match="named twice"):
+        parse_config(twice, env={})
+    with pytest.raises(ConfigError, match=r"state\.redis: a provider node keeps nothing in Redis"):
+        parse_config({**base, "state": {"redis": "redis://127.0.0.1:6379/0"}}, env={})
+    with pytest.raises(ConfigError, match=r"state\.bogus"):
+        parse_config({**base, "state": {"bogus": 1}}, env={})
+    # A lease needs a store other nodes share.
+    with pytest.raises(ConfigError, match="lease_s applies to a fleet"):
+        parse_config({**base, "state": {"url": "sqlite:///x.sqlite", "lease_s": 6}}, env={})
