@@ -11,8 +11,9 @@ Printed, side by side:
 
 - the peer: the backend called directly (calls/s, p50 latency);
 - per concurrency (1, 10, 100): jobs/s through the node, end-to-end p50/p95 at the customer;
-- the node's added latency at p50/p95: from the request's arrival to the result handed to the
-  relays, minus the backend call (measured inside the node); and, as a cross-check, end-to-end
+- the node's added latency at p50/p95: from the screened request (its relay connection has
+  parsed it and checked its signature) to the result handed to the relays, minus the backend
+  call (measured by the node's job book); and, as a cross-check, end-to-end
   p50 minus two relay deliveries (customer -> relay -> node, node -> relay -> customer, measured
   as a publish -> delivery round trip) minus the direct backend call. Target: < 5 ms at p50.
 
@@ -237,8 +238,8 @@ async def bench(jobs: int, levels: list[int]) -> None:
         )
     print()
     print(
-        "node p50/p95: added by the node (request in -> result handed to the relays, minus the "
-        "backend call); target < 5 ms at p50."
+        "node p50/p95: added by the node (screened request -> result handed to the relays, minus "
+        "the backend call); target < 5 ms at p50."
     )
     print("e2e-2rtt: end-to-end p50 minus two relay deliveries minus the direct backend call.")
     print("node cpu: the node process's CPU time per job (one core: about 1000/cpu jobs/s).")
