@@ -45,7 +45,7 @@ import re
 from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from client.dvm.nip90 import ERROR, PAYMENT_REQUIRED, PROCESSING, SUCCESS, JobRequest, build_result
 from client.dvm.sealing import commit
@@ -81,22 +81,7 @@ State = Literal[
     "cancelled",
     "released",
 ]
-STATES: tuple[State, ...] = (
-    "new",
-    "refused",
-    "awaiting_payment",
-    "queued",
-    "running",
-    "invoicing",
-    "recording",
-    "committing",
-    "held",
-    "publishing",
-    "done",
-    "failed",
-    "cancelled",
-    "released",
-)
+STATES: tuple[State, ...] = get_args(State)
 TERMINAL: frozenset[State] = frozenset(("refused", "done", "failed", "cancelled", "released"))
 #: Ended jobs the book still knows (so late events for them are absorbed, not errors).
 MAX_ENDED = 10_000

@@ -15,6 +15,7 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
+from typing import NoReturn
 
 import aiohttp
 
@@ -26,6 +27,7 @@ from .http1 import (
     LineTooLong,
     ResponseTooLarge,
     UpstreamClosed,
+    capped_lines,
 )
 
 
@@ -78,26 +80,11 @@ class AiohttpStreamAnswer:
             parts.append(chunk)
         return b"".join(parts)
 
-    async def iter_lines(self) -> AsyncIterator[bytes]:
+    def iter_lines(self) -> AsyncIterator[bytes]:
         """Lines as :meth:`~.http1.StreamAnswer.iter_lines` gives them, with the same cap."""
-        rest = b""
-        limit = self._max_line
-        async for chunk in self.iter_chunks():
-            data = rest + chunk if rest else chunk
-            lines = data.split(b"\n")
-            rest = lines.pop()
-            if len(rest) > limit:
-                self._too_long()
-            for line in lines:
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if len(line) > limit:
-                    self._too_long()
-                yield line
-        if rest:
-            yield rest
+        return capped_lines(self.iter_chunks(), self._max_line, self._too_long)
 
-    def _too_long(self) -> None:
+    def _too_long(self) -> NoReturn:
         raise LineTooLong(f"{self._origin}: a streamed line is longer than {self._max_line} bytes")
 
 

@@ -51,8 +51,9 @@ import re
 import ssl
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
+from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -122,6 +123,29 @@ class NotResent(UpstreamClosed):
 
 class LineTooLong(Http1Error):
     """A streamed line (``iter_lines``) is longer than ``max_line_bytes``."""
+
+
+async def capped_lines(
+    chunks: AsyncIterable[bytes], limit: int, too_long: Callable[[], NoReturn]
+) -> AsyncIterator[bytes]:
+    """The lines of a streamed body without their ``\\n`` (or ``\\r\\n``), partial lines kept
+    across chunks, a last line without a newline at the end. ``too_long`` raises as soon as a
+    line is longer than ``limit`` bytes, before the rest of it is buffered."""
+    rest = b""
+    async for chunk in chunks:
+        data = rest + chunk if rest else chunk
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if len(rest) > limit:
+            too_long()
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > limit:
+                too_long()
+            yield line
+    if rest:
+        yield rest
 
 
 class BadResponse(Http1Error):
@@ -792,30 +816,17 @@ class StreamAnswer:
             for chunk in chunks:
                 yield chunk
 
-    async def iter_lines(self) -> AsyncIterator[bytes]:
+    def iter_lines(self) -> AsyncIterator[bytes]:
         """Body lines without their ``\\n`` (or ``\\r\\n``), partial lines kept across chunks;
         a last line without a newline comes at the end. A line longer than the pool's
         ``max_line_bytes`` raises :class:`LineTooLong`."""
-        rest = b""
-        limit = self._max_line
-        while (chunks := await self._take()) is not None:
-            data = b"".join(chunks)
-            if rest:
-                data = rest + data
-            lines = data.split(b"\n")
-            rest = lines.pop()
-            if len(rest) > limit:
-                self._too_long()
-            for line in lines:
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if len(line) > limit:
-                    self._too_long()
-                yield line
-        if rest:
-            yield rest
+        return capped_lines(self._joined(), self._max_line, self._too_long)
 
-    def _too_long(self) -> None:
+    async def _joined(self) -> AsyncIterator[bytes]:
+        while (chunks := await self._take()) is not None:
+            yield b"".join(chunks)
+
+    def _too_long(self) -> NoReturn:
         raise LineTooLong(
             f"{self._conn.state.pool.origin}: a streamed line is longer than {self._max_line} bytes"
         )
