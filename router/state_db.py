@@ -8,7 +8,9 @@ by ``lock``, so a check and the write after it are one step for every instance (
 read-then-write race); ``tx(lock=False)`` leaves it to row locks. Migrations run under a
 transaction-scoped advisory lock (``schema_tx``), so gateways starting together apply each step
 once. A connection that breaks raises :class:`~client.storage.errors.StateUnavailable` and is
-made again on the next call, so the store recovers by itself when PostgreSQL is back. A connection
+made again on the next call, so the store recovers by itself when PostgreSQL is back; connecting
+runs on a thread of its own, and a call waits for it at most ``RECONNECT_WAIT_S``, so a host that
+stopped answering does not hold every caller for libpq's ``connect_timeout``. A connection
 the server closed while it sat idle (a restart) is noticed before a statement is sent on it;
 a statement that fails mid-way has an unknown outcome, and that raises.
 """
@@ -17,7 +19,10 @@ from __future__ import annotations
 
 import re
 import select
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +50,11 @@ _BOUNDS: dict[str, int] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,  # ms a sent statement may stay unacknowledged
 }
+# How long a call waits for a new connection. Connecting runs on a thread of its own: past this,
+# the call fails at once (StateUnavailable) and the attempt goes on without it; calls meanwhile
+# fail at once too, and the first call after the attempt succeeded uses its connection. A host
+# that stopped answering then holds a caller for this long per connect_timeout, not each call.
+RECONNECT_WAIT_S = 1.0
 # Any constant: every migrator of any store takes this advisory lock, so they queue.
 _MIGRATION_LOCK = 0x5357_4152_4D00  # "SWARM\0"
 
@@ -61,6 +71,8 @@ class PostgresStore:
         self.lock = lock
         self._closed = False
         self._pg = self._connect()
+        self._attempt: Future[Any] | None = None  # a connection being made in the background
+        self._attempt_lock = threading.Lock()
 
     @property
     def kind(self) -> StoreKind:
@@ -92,6 +104,10 @@ class PostgresStore:
     def close(self) -> None:
         self._closed = True
         self._pg.close()
+        with self._attempt_lock:
+            attempt, self._attempt = self._attempt, None
+        if attempt is not None:  # whatever it brings is closed too
+            attempt.add_done_callback(_close_made)
 
     def script(self, ddl: str) -> None:
         with self._guard(), self._pg.transaction():  # a savepoint inside a caller's transaction
@@ -156,8 +172,46 @@ class PostgresStore:
             pass
 
     def _reconnect(self) -> None:
+        """Connect again, on a thread of its own; wait at most RECONNECT_WAIT_S for it, and not
+        at all while an earlier attempt is still under way. Raises StateUnavailable when there
+        is no connection (yet)."""
         self._drop()
-        self._pg = self._connect()
+        with self._attempt_lock:
+            attempt = self._attempt
+            if attempt is not None and attempt.done():
+                self._attempt = None
+                if attempt.exception() is None:  # made while nobody waited: use it
+                    self._pg = attempt.result()
+                    return
+                attempt = None  # it failed: try again now
+            wait = 0.0
+            if attempt is None:
+                attempt = self._attempt = Future()
+                threading.Thread(
+                    target=self._connect_into, args=(attempt,), name="pg-connect", daemon=True
+                ).start()
+                wait = RECONNECT_WAIT_S
+        try:
+            connection = attempt.result(timeout=wait)
+        except FutureTimeout:
+            raise StateUnavailable(
+                f"PostgreSQL at {shown(self._target)} is not answering (still connecting)"
+            ) from None
+        except BaseException:
+            with self._attempt_lock:
+                if self._attempt is attempt:
+                    self._attempt = None
+            raise
+        with self._attempt_lock:
+            if self._attempt is attempt:
+                self._attempt = None
+        self._pg = connection
+
+    def _connect_into(self, attempt: Future[Any]) -> None:
+        try:
+            attempt.set_result(self._connect())
+        except BaseException as exc:  # the caller's to raise
+            attempt.set_exception(exc)
 
     @contextmanager
     def tx(self, *, lock: bool = True) -> Iterator[PostgresStore]:
@@ -171,6 +225,11 @@ class PostgresStore:
         with self._guard(), self._pg.transaction():
             self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             yield self
+
+
+def _close_made(attempt: Future[Any]) -> None:
+    if attempt.exception() is None:
+        attempt.result().close()
 
 
 def _readable(fd: int) -> bool:
