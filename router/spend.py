@@ -82,6 +82,15 @@ CREATE INDEX IF NOT EXISTS pending_state ON pending(state);
 """
 
 
+# Holds and payments are kept for the record, so an account's history only grows: what a
+# request reads (its accounts' open holds and pending payments, a hold's payments) must not grow
+# with it. Open holds are the few in flight; the partial index holds only those.
+_V2 = """
+CREATE INDEX IF NOT EXISTS holds_open ON holds(id) WHERE open = 1;
+CREATE INDEX IF NOT EXISTS pending_hold ON pending(hold_id)
+"""
+
+
 def _v1_columns(db: SqlStore) -> None:
     """Files from before budget periods and per-request attribution lack these columns."""
     add_columns(
@@ -105,7 +114,10 @@ def _v1_columns(db: SqlStore) -> None:
 SCHEMA = Schema(
     "spend",
     lock="accounts",
-    migrations=(Migration(1, "accounts, holds and pending payments", _V1, run=_v1_columns),),
+    migrations=(
+        Migration(1, "accounts, holds and pending payments", _V1, run=_v1_columns),
+        Migration(2, "indexes for open holds and a hold's payments", _V2),
+    ),
 )
 
 
@@ -268,16 +280,16 @@ class SpendBook:
         held = one(
             db.execute(
                 "SELECT COALESCE(SUM(h.msats), 0) AS m, COALESCE(SUM(h.usd_nanos), 0) AS u"
-                " FROM holds h JOIN hold_accounts a ON a.hold_id = h.id"
-                " WHERE a.account = ? AND h.open = 1",
+                " FROM holds h WHERE h.open = 1 AND (SELECT 1 FROM hold_accounts a"
+                " WHERE a.hold_id = h.id AND a.account = ?) IS NOT NULL",
                 (name,),
             )
         )
         pending = one(
             db.execute(
                 "SELECT COALESCE(SUM(p.msats), 0) AS m FROM pending p"
-                " JOIN hold_accounts a ON a.hold_id = p.hold_id"
-                " WHERE a.account = ? AND p.state = 'pending'",
+                " WHERE p.state = 'pending' AND (SELECT 1 FROM hold_accounts a"
+                " WHERE a.hold_id = p.hold_id AND a.account = ?) IS NOT NULL",
                 (name,),
             )
         )

@@ -51,12 +51,12 @@ def test_migrate_and_check_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "s.sqlite").exists()
     assert main(["state", "migrate", "--config", cfg]) == 0
     out = capsys.readouterr().out
-    assert "spend        schema version 1 of 1 (migrated from 0): current" in out
+    assert "spend        schema version 2 of 2 (migrated from 0): current" in out
     assert "every schema is up to date" in out
     code, report = run(capsys, "check", "--config", cfg)
     (store,) = report["stores"]
     assert code == 0 and report["ok"] and store["shared"] is False and store["problems"] == []
-    assert states(store) == {"spend": (1, 1, "current"), "keys": (1, 1, "current")}
+    assert states(store) == {"spend": (2, 2, "current"), "keys": (1, 1, "current")}
     assert store["accounts"] == [] and store["pending_payments"] == 0
 
 
@@ -66,9 +66,9 @@ def test_a_v1_file_is_behind_until_migrated(
     path = v1_file("gateway", tmp_path / "gateway.sqlite")
     cfg = write(tmp_path, {"url": str(path)})
     code, report = run(capsys, "check", "--config", cfg)
-    assert code == 1 and states(report["stores"][0])["spend"] == (0, 1, "behind")
+    assert code == 1 and states(report["stores"][0])["spend"] == (0, 2, "behind")
     assert (
-        "spend: schema version 0, this code's is 1: run swarm state migrate"
+        "spend: schema version 0, this code's is 2: run swarm state migrate"
         in (report["stores"][0]["problems"])
     )
     assert main(["state", "migrate", "--config", cfg]) == 0

@@ -1,6 +1,7 @@
 """The gateway's stores under versioned migrations: a state file written before versions existed
-(tests/support/state_v1/gateway.sql) and one from the spend book's first schema open unchanged
-and keep their money; a database migrated by a newer release is refused."""
+(tests/support/state_v1/gateway.sql) and one from the spend book's first schema open with their
+money (the spend book's step 2 only adds indexes); a database migrated by a newer release is
+refused."""
 
 from __future__ import annotations
 
@@ -22,11 +23,16 @@ def test_a_v1_state_file_opens_unchanged(tmp_path: Path) -> None:
     before = tables(path)
     book = SpendBook(path, clock=lambda: 1_700_000_100)
     keys = KeyRecords(path)
-    # The tables are as they were; only schema_migrations is new, at version 1 for each store.
+    # The tables are as they were (the spend book's step 2 adds indexes, not columns); only
+    # schema_migrations is new: spend at version 2, keys at 1.
     after = tables(path)
     assert {k: v for k, v in after.items() if k != "schema_migrations"} == before
     store = open_store(path, lock="accounts")
-    assert recorded_version(store, "spend") == 1 and recorded_version(store, "keys") == 1
+    assert recorded_version(store, "spend") == 2 and recorded_version(store, "keys") == 1
+    indexes = {
+        r["name"] for r in store.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    assert {"holds_open", "pending_hold"} <= indexes
     store.close()
     # The money is where it was: 5 sats spent, 3 sats still pending, the same key.
     st = book.status("key:alice")
@@ -70,9 +76,9 @@ def test_a_database_from_a_newer_release_is_refused(store_target: str) -> None:
     store = open_store(store_target, lock="accounts")
     store.execute(
         "INSERT INTO schema_migrations (component, version, name, applied_at)"
-        " VALUES ('spend', 2, 'from the future', 0)"
+        " VALUES ('spend', 3, 'from the future', 0)"
     )
     store.close()
-    with pytest.raises(SchemaTooNew, match=r"spend store .* schema version 2"):
+    with pytest.raises(SchemaTooNew, match=r"spend store .* schema version 3"):
         SpendBook(store_target)
     KeyRecords(store_target).close()  # another store of the same database is not affected
