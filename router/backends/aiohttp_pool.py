@@ -28,6 +28,7 @@ from .http1 import (
     ResponseTooLarge,
     UpstreamClosed,
     capped_lines,
+    configured_headers,
 )
 
 
@@ -157,18 +158,9 @@ class AiohttpPool:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.root = root.rstrip("/")
-        fixed: dict[str, str] = {}
-        for name, value in (headers or {}).items():
-            if name.lower() in _CLIENT_OWNED:
-                raise ValueError(
-                    f"header {name!r} cannot be configured: the HTTP client sets it itself"
-                )
-            if "\r" in value or "\n" in value or "\0" in value:
-                raise ValueError(f"header {name!r} has a CR, LF or NUL in its value")
-            if name.lower() == "content-type":
-                content_type = value
-            else:
-                fixed[name] = value
+        fixed, host, content_type = configured_headers(headers, content_type)
+        if host is not None:  # aiohttp sends a configured Host instead of its own
+            fixed["Host"] = host
         fixed.setdefault("User-Agent", "nostr-swarm")
         self._fixed = fixed
         self._content_type = content_type

@@ -30,6 +30,25 @@ async def _closing(
             await chunks.aclose()
 
 
+def _request(
+    model: str,
+    prompt: Prompt,
+    max_tokens: int,
+    sampling: Sampling,
+    swarm: SwarmTerms | None,
+    passthrough: Mapping[str, Any] | None,
+) -> LmRequest:
+    """The request :meth:`LmBackend.complete` and its streaming forms make of their arguments."""
+    return LmRequest(
+        model,
+        prompt,
+        max_tokens,
+        sampling=sampling,
+        swarm=swarm,
+        passthrough={} if passthrough is None else passthrough,
+    )
+
+
 class LmBackend(ABC):
     """An async source of completions (a local server, a remote API, the Nostr swarm, a mock).
 
@@ -80,16 +99,7 @@ class LmBackend(ABC):
         passthrough: Mapping[str, Any] | None = None,
     ) -> LmResponse:
         """:meth:`send` for a request made of these arguments."""
-        return await self.send(
-            LmRequest(
-                model,
-                prompt,
-                max_tokens,
-                sampling=sampling,
-                swarm=swarm,
-                passthrough={} if passthrough is None else passthrough,
-            )
-        )
+        return await self.send(_request(model, prompt, max_tokens, sampling, swarm, passthrough))
 
     async def stream_chunks(
         self,
@@ -102,14 +112,7 @@ class LmBackend(ABC):
         passthrough: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """:meth:`send_stream` for a request made of these arguments."""
-        request = LmRequest(
-            model,
-            prompt,
-            max_tokens,
-            sampling=sampling,
-            swarm=swarm,
-            passthrough={} if passthrough is None else passthrough,
-        )
+        request = _request(model, prompt, max_tokens, sampling, swarm, passthrough)
         async with _closing(self.send_stream(request)) as chunks:
             async for chunk in chunks:
                 yield chunk
@@ -125,14 +128,7 @@ class LmBackend(ABC):
         passthrough: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[str]:
         """Stream the completion as text deltas."""
-        request = LmRequest(
-            model,
-            prompt,
-            max_tokens,
-            sampling=sampling,
-            swarm=swarm,
-            passthrough={} if passthrough is None else passthrough,
-        )
+        request = _request(model, prompt, max_tokens, sampling, swarm, passthrough)
         async with _closing(self.send_stream(request)) as chunks:
             async for chunk in chunks:
                 if chunk.text:

@@ -945,21 +945,8 @@ class Http1Pool:
         self.max_connections = max_connections
         self.max_response_bytes = max_response_bytes
         self.max_line_bytes = max_line_bytes
-        all_headers: dict[str, str] = {}
-        host = authority
-        for name, value in (headers or {}).items():
-            lower = name.lower()
-            if lower in _CLIENT_OWNED:
-                raise ValueError(
-                    f"header {name!r} cannot be configured: the HTTP client sets it itself"
-                )
-            if lower == "host":  # a virtual host reached by address
-                _header_block({name: value})
-                host = value
-            elif lower == "content-type":  # the default for requests with a body
-                content_type = value
-            else:
-                all_headers[name] = value
+        all_headers, virtual_host, content_type = configured_headers(headers, content_type)
+        host = authority if virtual_host is None else virtual_host
         lower_names = {k.lower() for k in all_headers}
         if parts.username is not None and "authorization" not in lower_names:
             cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
@@ -1160,6 +1147,30 @@ class Http1Pool:
         if len(self._heads) < _HEAD_CACHE_SIZE:
             self._heads[(method, path)] = heads
         return heads
+
+
+def configured_headers(
+    headers: Mapping[str, str] | None, content_type: str | None
+) -> tuple[dict[str, str], str | None, str | None]:
+    """A pool's configured ``headers``, checked (token names, no CR, LF or NUL, none the client
+    owns) and split: (the headers every request carries, a ``Host`` for a virtual host reached
+    by address or None, the ``Content-Type`` for requests with a body)."""
+    fixed: dict[str, str] = {}
+    host: str | None = None
+    for name, value in (headers or {}).items():
+        lower = name.lower()
+        if lower in _CLIENT_OWNED:
+            raise ValueError(
+                f"header {name!r} cannot be configured: the HTTP client sets it itself"
+            )
+        _header_block({name: value})
+        if lower == "host":
+            host = value
+        elif lower == "content-type":
+            content_type = value
+        else:
+            fixed[name] = value
+    return fixed, host, content_type
 
 
 def _header_block(headers: Mapping[str, str]) -> bytes:
