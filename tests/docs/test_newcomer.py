@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import client.cli.command as cli
+from tests.support.demo import running_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -286,29 +287,9 @@ def test_demo_without_the_model_says_how_to_install_it_before_starting_anything(
 
 @pytest.mark.local_model
 async def test_demo_keep_running_prints_a_uri_and_an_export_line_that_can_be_pasted() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "client.cli",
-        "demo",
-        "--keep-running",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(240):
-            while not lines or "Ctrl-C stops the swarm." not in lines[-1]:
-                line = await proc.stdout.readline()
-                assert line, "the demo ended early:\n" + "".join(lines)
-                lines.append(line.decode())
+    async with running_demo("--keep-running") as (proc, lines):
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     # Piped output is 80 columns wide: the URI must still be whole, on one line.
     uri = next(ln for ln in lines if ln.startswith("wallet URI:")).split()[-1]
     assert re.fullmatch(r"nostr\+walletconnect://[0-9a-f]{64}\?relay=\S+&secret=[0-9a-f]{64}", uri)

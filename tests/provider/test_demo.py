@@ -8,12 +8,12 @@ import contextlib
 import io
 import json
 import signal
-import sys
 from urllib.parse import urlsplit
 
 import pytest
 
 from client.cli import main
+from tests.support.demo import running_demo
 
 pytestmark = pytest.mark.local_model
 
@@ -36,31 +36,11 @@ def test_swarm_demo_reaches_quorum_and_pays_only_the_agreeing() -> None:
 
 
 async def test_sigterm_stops_a_kept_running_demo_and_its_relay() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "client.cli",
-        "demo",
-        "--keep-running",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(240):
-            while not lines or "Ctrl-C stops the swarm." not in lines[-1]:
-                line = await proc.stdout.readline()
-                assert line, "the demo ended early:\n" + "".join(lines)
-                lines.append(line.decode())
+    async with running_demo("--keep-running") as (proc, lines):
         relay = urlsplit(next(ln for ln in lines if ln.startswith("relay:")).split()[-1])
         _, writer = await asyncio.open_connection(relay.hostname, relay.port)
         writer.close()  # the relay is up while the demo runs
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     with pytest.raises(OSError):  # and stopped with it
         await asyncio.open_connection(relay.hostname, relay.port)

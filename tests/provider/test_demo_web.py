@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import io
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from client.cli import main
 from provider.demo import DEFAULT_PROMPT, JobTerms, web_demo
 from router.backends.base import LmBackend
 from router.backends.mock import MockBackend
+from tests.support.demo import running_demo
 
 TERMS = JobTerms(quorum=2, timeout=30)
 
@@ -107,24 +107,7 @@ def test_web_options_that_do_not_go_together(
 
 @pytest.mark.local_model
 async def test_swarm_demo_web_serves_its_page_until_sigterm() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "client.cli",
-        "demo",
-        "--web",
-        "--no-browser",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(240):
-            while not lines or "Ctrl-C stops the swarm." not in lines[-1]:
-                line = await proc.stdout.readline()
-                assert line, "the demo ended early:\n" + "".join(lines)
-                lines.append(line.decode())
+    async with running_demo("--web", "--no-browser") as (proc, lines):
         url = next(ln for ln in lines if ln.startswith("dashboard:")).split()[-1]
         key = next(ln for ln in lines if ln.startswith("admin key:")).split()[-1]
         assert key not in url  # the key is never part of a URL
@@ -136,10 +119,6 @@ async def test_swarm_demo_web_serves_its_page_until_sigterm() -> None:
         assert "paris" in answer["text"].lower()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     where = urlsplit(url)
     with pytest.raises(OSError):  # the page went with the swarm
         await asyncio.open_connection(where.hostname, where.port)
